@@ -1,0 +1,88 @@
+"""structlog configuration, done once by the entry point.
+
+Rules: console rendering in a terminal, JSON lines otherwise; event names are short lowercase
+phrases with bound context (``conn_id``, ``thing``, ``service``, ``job_id``); a processor redacts
+secrets — any key that names one (app keys, connection strings, SAS tokens, passwords) and any
+value that looks like a SAS token or an IoT Hub connection string — before anything is rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = ["REDACTED", "configure_logging", "redact_secrets"]
+
+REDACTED = "***"
+_SECRET_KEYS = re.compile(
+    r"(app_?key|appkey|password|secret|sharedaccesskey|connection_?string|token|signature|sig)$",
+    re.IGNORECASE,
+)
+# Each pattern keeps its group 1 (the label) and replaces the rest of the match.
+_SECRET_VALUES = [
+    re.compile(r"(SharedAccessKey=)[^;\s\"']+", re.IGNORECASE),
+    re.compile(r"(SharedAccessSignature\s+)[^\s\"']+", re.IGNORECASE),
+    re.compile(r"(appKey[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]+", re.IGNORECASE),
+]
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for pattern in _SECRET_VALUES:
+            value = pattern.sub(lambda m: m.group(1) + REDACTED, value)
+        return value
+    if isinstance(value, dict):
+        return {k: REDACTED if _SECRET_KEYS.search(str(k)) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: replace secret values with ``***``."""
+    for key in list(event_dict):
+        if _SECRET_KEYS.search(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog (and the stdlib root logger it renders through) once.
+
+    Args:
+        level: DEBUG, INFO, WARNING or ERROR.
+        fmt: ``console``, ``json``, or ``auto`` (console when ``stream`` is a terminal).
+        stream: where to write (default stderr).
+    """
+    out = stream or sys.stderr
+    console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if console
+        else structlog.processors.JSONRenderer()
+    )
+    numeric = logging.getLevelName(level)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries (azure SDKs, websockets, aiohttp) log through the stdlib: keep them quieter.
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out)

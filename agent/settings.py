@@ -1,0 +1,214 @@
+"""The agent's one settings object.
+
+Rules:
+- Values come, lowest priority first, from the defaults here, the TOML file (``config/agent.toml``
+  or the file named by ``JOBS_AGENT_CONFIG``), and environment variables named
+  ``JOBS_AGENT_<SECTION>__<KEY>`` (e.g. ``JOBS_AGENT_THINGWORX__URL``).
+- Secrets (the ThingWorx app key, the IoT Hub connection string) are ``SecretStr``: they never
+  appear in a repr, a log line or an error message. Each can also be read from a file
+  (``*_file`` keys), which is how container secrets are mounted.
+- Every timeout the agent uses is a setting here; code never spreads timeout literals around.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "EmbeddedSettings",
+    "HealthSettings",
+    "IotHubSettings",
+    "JobSettings",
+    "LogSettings",
+    "Settings",
+    "ThingWorxSettings",
+    "default_config_path",
+    "load_settings",
+]
+
+CONFIG_ENV = "JOBS_AGENT_CONFIG"
+ENV_PREFIX = "JOBS_AGENT_"
+
+
+def default_config_path() -> Path:
+    """``$JOBS_AGENT_CONFIG`` if set, else ``config/agent.toml`` under the working directory."""
+    return Path(os.environ.get(CONFIG_ENV, "config/agent.toml"))
+
+
+class _Section(BaseModel):
+    """A settings section: unknown keys are an error, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _read_secret_file(path: str) -> SecretStr:
+    return SecretStr(Path(path).read_text(encoding="utf-8").strip())
+
+
+class ThingWorxSettings(_Section):
+    """The AlwaysOn connection to ThingWorx (reference/alwayson.md §1.5 for the defaults)."""
+
+    url: str = Field("", description="wss://host/Thingworx/WS; empty = the embedded stand-in")
+    app_key: SecretStr = Field(SecretStr(""), description="ThingWorx application key")
+    app_key_file: str = Field("", description="file holding the app key (overrides app_key)")
+    ca_file: str = Field("", description="CA bundle to trust for wss:// (default: system)")
+    verify_tls: bool = Field(True, description="verify the server certificate for wss://")
+    gateway_thing: str = Field("AzureIotHub", description="name of the gateway Thing")
+    auto_bind: list[str] = Field(
+        default_factory=list, description="device Things to bind (IoT Hub device ids)"
+    )
+    chunk_size: int = Field(8192, ge=512, le=65535, description="AlwaysOn message chunk size")
+    max_message_size: int = Field(1_048_576, ge=8192, description="largest reassembled message")
+    connect_timeout: float = Field(10.0, gt=0, description="websocket handshake timeout, s")
+    auth_timeout: float = Field(10.0, gt=0, description="AUTH/BIND answer timeout, s")
+    ping_interval: float = Field(55.0, gt=0, description="websocket ping period, s")
+    pong_timeout: float = Field(10.0, gt=0, description="drop the link after this, s")
+    reconnect_initial_delay: float = Field(1.0, gt=0, description="first backoff delay, s")
+    reconnect_max_delay: float = Field(60.0, gt=0, description="backoff ceiling, s")
+    stale_multipart_after: float = Field(50.0, gt=0, description="drop incomplete sets, s")
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> ThingWorxSettings:
+        if self.app_key_file:
+            self.app_key = _read_secret_file(self.app_key_file)
+        return self
+
+
+class IotHubSettings(_Section):
+    """The IoT Hub service connection (through the azure-iot-hub SDK)."""
+
+    connection_string: SecretStr = Field(
+        SecretStr(""), description="service connection string; empty = the embedded emulator"
+    )
+    connection_string_file: str = Field("", description="file holding the connection string")
+    ca_file: str = Field("", description="CA to trust for the hub's HTTPS (per client)")
+    workers: int = Field(8, ge=1, le=64, description="worker threads running the sync SDK")
+    request_timeout: float = Field(30.0, gt=0, description="deadline of one hub call, s")
+    read_retries: int = Field(3, ge=0, le=10, description="retries of reads and throttling")
+    retry_initial_delay: float = Field(0.5, gt=0, description="first retry delay, s")
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> IotHubSettings:
+        if self.connection_string_file:
+            self.connection_string = _read_secret_file(self.connection_string_file)
+        return self
+
+
+class JobSettings(_Section):
+    """Defaults and limits of the device-job services (SERVICES.md)."""
+
+    default_connect_timeout: int = Field(30, ge=1, le=300, description="connect timeout, s")
+    default_response_timeout: int = Field(30, ge=5, le=300, description="method response, s")
+    default_max_execution_time: int = Field(3600, ge=1, description="job window, s")
+    direct_call_margin: float = Field(5.0, ge=0, description="extra deadline for direct calls")
+    call_deadline: float = Field(60.0, gt=0, description="deadline of a non-method service call")
+    query_page_size: int = Field(100, ge=1, le=1000, description="page size of hub queries")
+    default_max_rows: int = Field(1000, ge=1, description="QueryJobResults default maxRows")
+    wrappers_dir: str = Field("config/wrappers", description="wrapper declarations folder")
+
+
+class LogSettings(_Section):
+    """structlog output."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto = console in a terminal, JSON otherwise"
+    )
+
+
+class HealthSettings(_Section):
+    """The agent's /healthz and /metrics endpoint."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9102, ge=0, le=65535)
+
+
+class EmbeddedSettings(_Section):
+    """The embedded run: the bundled IoT Hub emulator and ThingWorx stand-in on loopback."""
+
+    host: str = "127.0.0.1"
+    thingworx_port: int = Field(8080, ge=0, le=32767)  # the C SDK cannot reach ports > 32767
+    iothub_rest_port: int = Field(8443, ge=0, le=65535)
+    devices: int = Field(50, ge=0)
+    offline_share: float = Field(0.1, ge=0, le=1)
+    answer_delay: float = Field(0.0, ge=0)
+    tier: Literal["", "S1", "S2", "S3"] = ""
+    data_dir: str = Field("data", description="emulator state (SQLite, certificates)")
+
+
+class Settings(BaseSettings):
+    """Everything the agent is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    thingworx: ThingWorxSettings = ThingWorxSettings()
+    iothub: IotHubSettings = IotHubSettings()
+    jobs: JobSettings = JobSettings()
+    log: LogSettings = LogSettings()
+    health: HealthSettings = HealthSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+
+    @field_validator("thingworx")
+    @classmethod
+    def _thing_names(cls, value: ThingWorxSettings) -> ThingWorxSettings:
+        for name in [value.gateway_thing, *value.auto_bind]:
+            if not name or len(name.encode()) >= 128:
+                raise ValueError(f"Thing name {name!r} must be 1..127 bytes")
+        return value
+
+    @property
+    def embedded_mode(self) -> bool:
+        """True when neither end is configured: run against the bundled emulators."""
+        return not self.thingworx.url and not self.iothub.connection_string.get_secret_value()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_path())
+        return (init_settings, env_settings, toml)
+
+
+_toml_override: list[Path] = []
+
+
+def _toml_path() -> Path | None:
+    path = _toml_override[-1] if _toml_override else default_config_path()
+    return path if path.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load the settings from ``config_file`` (default: see :func:`default_config_path`), the
+    environment and ``overrides``.
+
+    Raises:
+        pydantic.ValidationError: with every wrong key named.
+        FileNotFoundError: when ``config_file`` is given and missing.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"configuration file {config_file} not found")
+    _toml_override.append(config_file or default_config_path())
+    try:
+        return Settings(**overrides)
+    finally:
+        _toml_override.pop()
