@@ -1,0 +1,19 @@
+"""Suite-wide test settings.
+
+Hypothesis: no per-example deadline (the CI machine has 2 shared cores) and a modest example count,
+raised with ``HYPOTHESIS_PROFILE=thorough`` for a longer local run.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
