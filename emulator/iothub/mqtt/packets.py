@@ -511,7 +511,9 @@ def _decode(first: int, body: bytes) -> Packet:
         return Unsubscribe(packet_id, tuple(filters))
     if kind in (_PINGREQ, _PINGRESP, _DISCONNECT):
         cur.end("packet")
-        return {_PINGREQ: PingReq, _PINGRESP: PingResp, _DISCONNECT: Disconnect}[kind]()
+        if kind == _PINGREQ:
+            return PingReq()
+        return PingResp() if kind == _PINGRESP else Disconnect()
     raise MqttProtocolError(f"unsupported packet type {kind}")
 
 
