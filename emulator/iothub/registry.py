@@ -1,0 +1,583 @@
+"""The identity registry and the device twins: the hub core's state.
+
+:class:`Registry` implements :class:`~emulator.iothub.ports.TwinStore` for the device endpoint and
+the job engine, and offers the operations behind the REST API (``/devices/{id}``,
+``/twins/{id}``) returning IoT Hub's JSON shapes (reference/iothub.md §1.6, §1.7).
+
+Rules:
+
+- Devices live in memory as compact slotted records; twin documents are built on demand (so
+  100,000 twins fit in a small share of the 1 GB budget) and are never cached.
+- Every change is written through to SQLite (table ``iothub_devices``, one compact JSON row per
+  device) and committed before the caller answers anyone, so a SIGKILL loses nothing. A job's
+  twin patch over many devices is one ``executemany`` in one transaction.
+- The registry never pushes anything to devices: twin operations return the desired patch to push
+  (with its ``$version``) and the caller hands it to the :class:`~emulator.iothub.ports.DeviceLink`.
+- Merge patches follow IoT Hub's twin rules: ``null`` deletes a member, nested objects merge,
+  members whose name starts with ``$`` are ignored in patches.
+- Service policies (``iothubowner``) and their keys live in table ``iothub_policies``, generated
+  on first start and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from emulator.iothub.clock import Clock
+from emulator.iothub.database import Database
+from emulator.iothub.errors import HubError
+from emulator.iothub.ports import Predicate
+
+__all__ = [
+    "OWNER_POLICY",
+    "UNSET_TIME",
+    "Registry",
+    "TwinUpdate",
+    "format_time",
+    "generate_key",
+]
+
+OWNER_POLICY = "iothubowner"
+UNSET_TIME = "0001-01-01T00:00:00Z"
+_MAX_TOP = 1000
+_DEVICE_ID_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-:.+%_#*?!(),=@$'"
+)
+_STATUSES = ("enabled", "disabled")
+_COMPACT = (",", ":")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS iothub_devices (id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS iothub_policies (name TEXT PRIMARY KEY, primary_key TEXT NOT NULL,
+    secondary_key TEXT NOT NULL);
+"""
+
+
+def generate_key() -> str:
+    """A fresh base64 symmetric key of 32 random bytes, like the ones IoT Hub generates."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def format_time(when: datetime) -> str:
+    """IoT Hub's timestamp format: ISO-8601 UTC with seven fraction digits and ``Z``."""
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond:06d}0Z"
+
+
+@dataclass(frozen=True, slots=True)
+class TwinUpdate:
+    """The result of a twin write: the new twin document and the desired patch to push
+    (None when the desired properties did not change)."""
+
+    twin: dict[str, Any]
+    push: dict[str, Any] | None
+
+
+class _Device:
+    """One device's identity and twin, kept compact (slots, shared empty values)."""
+
+    __slots__ = (
+        "c2d",
+        "conn_updated",
+        "connected",
+        "desired",
+        "desired_version",
+        "device_id",
+        "edge",
+        "etag_n",
+        "generation",
+        "last_activity",
+        "primary",
+        "reported",
+        "reported_version",
+        "secondary",
+        "status",
+        "status_reason",
+        "status_updated",
+        "tags",
+        "version",
+    )
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.generation = ""
+        self.etag_n = 1
+        self.status = "enabled"
+        self.status_reason: str | None = None
+        self.status_updated = UNSET_TIME
+        self.primary = ""
+        self.secondary = ""
+        self.connected = False
+        self.conn_updated = UNSET_TIME
+        self.last_activity = UNSET_TIME
+        self.c2d = 0
+        self.edge = False
+        self.tags: dict[str, Any] | None = None
+        self.desired: dict[str, Any] | None = None
+        self.desired_version = 1
+        self.reported: dict[str, Any] | None = None
+        self.reported_version = 1
+        self.version = 1
+
+    def dump(self) -> str:
+        return json.dumps(
+            [
+                self.generation,
+                self.etag_n,
+                self.status,
+                self.status_reason,
+                self.status_updated,
+                self.primary,
+                self.secondary,
+                self.last_activity,
+                self.conn_updated,
+                self.c2d,
+                self.edge,
+                self.tags,
+                self.desired,
+                self.desired_version,
+                self.reported,
+                self.reported_version,
+                self.version,
+            ],
+            separators=_COMPACT,
+        )
+
+    @classmethod
+    def load(cls, device_id: str, data: str) -> _Device:
+        dev = cls(device_id)
+        (
+            dev.generation,
+            dev.etag_n,
+            dev.status,
+            dev.status_reason,
+            dev.status_updated,
+            dev.primary,
+            dev.secondary,
+            dev.last_activity,
+            dev.conn_updated,
+            dev.c2d,
+            dev.edge,
+            dev.tags,
+            dev.desired,
+            dev.desired_version,
+            dev.reported,
+            dev.reported_version,
+            dev.version,
+        ) = json.loads(data)
+        dev.status = "enabled" if dev.status == "enabled" else "disabled"  # share the strings
+        return dev
+
+    @property
+    def etag(self) -> str:
+        return base64.b64encode(str(self.etag_n).encode()).decode()
+
+    @property
+    def twin_etag(self) -> str:
+        return base64.b64encode(self.version.to_bytes(8, "big")).decode()
+
+
+class Registry:
+    """Devices, their keys and twins, in memory with SQLite write-through.
+
+    Args:
+        db: the emulator's database (the registry owns tables ``iothub_devices`` and
+            ``iothub_policies``).
+        clock: the source of timestamps.
+        hub_host: the host name devices put in their SAS ``sr`` (no port).
+    """
+
+    def __init__(self, db: Database, clock: Clock, hub_host: str) -> None:
+        self._db = db
+        self._clock = clock
+        self._hub_host = hub_host
+        self._devices: dict[str, _Device] = {}
+        self._policies: dict[str, tuple[str, str]] = {}
+        db.connection.executescript(_SCHEMA)
+        for device_id, data in db.connection.execute("SELECT id, data FROM iothub_devices"):
+            self._devices[device_id] = _Device.load(device_id, data)
+        for name, primary, secondary in db.connection.execute(
+            "SELECT name, primary_key, secondary_key FROM iothub_policies"
+        ):
+            self._policies[name] = (primary, secondary)
+        if OWNER_POLICY not in self._policies:
+            keys = (generate_key(), generate_key())
+            db.connection.execute(
+                "INSERT INTO iothub_policies VALUES (?, ?, ?)", (OWNER_POLICY, *keys)
+            )
+            self._policies[OWNER_POLICY] = keys
+
+    # --- service policies ----------------------------------------------------------------
+
+    def policy_keys(self, policy: str | None) -> list[str]:
+        """The base64 keys of a shared-access policy; empty when the policy is unknown."""
+        keys = self._policies.get(policy or "")
+        return list(keys) if keys else []
+
+    def owner_key(self) -> str:
+        """The primary key of the ``iothubowner`` policy."""
+        return self._policies[OWNER_POLICY][0]
+
+    # --- TwinStore ---------------------------------------------------------------------
+
+    def hub_host(self) -> str:
+        return self._hub_host
+
+    def device_keys(self, device_id: str) -> tuple[str, str] | None:
+        dev = self._devices.get(device_id)
+        if dev is None or dev.status != "enabled":
+            return None
+        return dev.primary, dev.secondary
+
+    def twin_properties(self, device_id: str) -> dict[str, Any]:
+        dev = self._require(device_id)
+        return {
+            "desired": {**(dev.desired or {}), "$version": dev.desired_version},
+            "reported": {**(dev.reported or {}), "$version": dev.reported_version},
+        }
+
+    def patch_reported(self, device_id: str, patch: Mapping[str, Any]) -> int:
+        dev = self._require(device_id)
+        if not isinstance(patch, Mapping):
+            raise HubError.argument_invalid("A reported-properties patch must be a JSON object")
+        merged = _merge(dev.reported or {}, patch)
+        dev.reported = merged or None
+        dev.reported_version += 1
+        dev.version += 1
+        dev.last_activity = format_time(self._clock.now())
+        self._save(dev)
+        return dev.reported_version
+
+    def set_connection_state(self, device_id: str, connected: bool, when: datetime) -> None:
+        dev = self._devices.get(device_id)
+        if dev is None:
+            return
+        stamp = format_time(when)
+        dev.connected = connected
+        dev.conn_updated = stamp
+        dev.last_activity = stamp
+        self._save(dev)
+
+    def select_device_ids(self, condition: Predicate | None) -> list[str]:
+        ids = sorted(self._devices)
+        if condition is None:
+            return ids
+        return [i for i in ids if condition.matches(self._twin(self._devices[i]))]
+
+    def apply_job_patch(
+        self,
+        device_ids: Sequence[str],
+        tags: Mapping[str, Any] | None,
+        desired: Mapping[str, Any] | None,
+    ) -> dict[str, dict[str, Any]]:
+        pushes: dict[str, dict[str, Any]] = {}
+        rows: list[tuple[str, str]] = []
+        desired_patch = _strip_system(desired) if desired else None
+        for device_id in device_ids:
+            dev = self._devices.get(device_id)
+            if dev is None:
+                continue
+            if tags:
+                dev.tags = _merge(dev.tags or {}, tags) or None
+            if desired_patch:
+                dev.desired = _merge(dev.desired or {}, desired_patch) or None
+                dev.desired_version += 1
+                pushes[device_id] = {**desired_patch, "$version": dev.desired_version}
+            else:
+                pushes[device_id] = {}
+            dev.version += 1
+            rows.append((dev.dump(), device_id))
+        with self._db.transaction() as conn:
+            conn.executemany("UPDATE iothub_devices SET data = ? WHERE id = ?", rows)
+        return pushes
+
+    # --- documents -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def device_ids(self) -> list[str]:
+        """Every device id, sorted."""
+        return sorted(self._devices)
+
+    def twin_doc(self, device_id: str) -> dict[str, Any] | None:
+        """The twin document of a device, or None when it does not exist."""
+        dev = self._devices.get(device_id)
+        return None if dev is None else self._twin(dev)
+
+    def iter_twin_docs(self) -> Iterator[dict[str, Any]]:
+        """Every twin document, in device-id order, built one at a time."""
+        for device_id in sorted(self._devices):
+            dev = self._devices.get(device_id)
+            if dev is not None:
+                yield self._twin(dev)
+
+    # --- REST operations: devices ---------------------------------------------------------
+
+    def put_device(
+        self, device_id: str, body: Mapping[str, Any], if_match: str | None
+    ) -> dict[str, Any]:
+        """Create a device, or update it when ``If-Match`` is given (``PUT /devices/{id}``).
+
+        Raises:
+            HubError: 400004 for a bad body, 409001 when creating an existing device, 404001
+                when updating an unknown one, 412001 on an etag mismatch.
+        """
+        _check_device_id(device_id)
+        if body.get("deviceId", device_id) != device_id:
+            raise HubError.argument_invalid("deviceId in the body does not match the URL")
+        status = body.get("status") or "enabled"
+        if status not in _STATUSES:
+            raise HubError.argument_invalid(f"Invalid device status {status!r}")
+        auth = body.get("authentication") or {}
+        if not isinstance(auth, Mapping):
+            raise HubError.argument_invalid("authentication must be an object")
+        auth_type = auth.get("type") or "sas"
+        if auth_type != "sas":
+            raise HubError.argument_invalid(
+                f"Authentication type {auth_type!r} is not supported by the emulator (use 'sas')"
+            )
+        symmetric = auth.get("symmetricKey") or {}
+        primary = symmetric.get("primaryKey") if isinstance(symmetric, Mapping) else None
+        secondary = symmetric.get("secondaryKey") if isinstance(symmetric, Mapping) else None
+        for key in (primary, secondary):
+            if key is not None and not _valid_key(key):
+                raise HubError.argument_invalid(
+                    "Symmetric keys must be base64 strings of 16 to 64 bytes"
+                )
+        caps = body.get("capabilities") or {}
+        edge = bool(caps.get("iotEdge")) if isinstance(caps, Mapping) else False
+        now = format_time(self._clock.now())
+        existing = self._devices.get(device_id)
+        if if_match is None:
+            if existing is not None:
+                raise HubError.device_already_exists(device_id)
+            dev = _Device(device_id)
+            dev.generation = str(secrets.randbits(60))
+            dev.status_updated = now
+        else:
+            if existing is None:
+                raise HubError.device_not_found(device_id)
+            _check_etag(if_match, existing.etag)
+            dev = existing
+            dev.etag_n += 1
+            if dev.status != status:
+                dev.status_updated = now
+        dev.status = "enabled" if status == "enabled" else "disabled"
+        reason = body.get("statusReason")
+        dev.status_reason = reason if isinstance(reason, str) else None
+        dev.primary = primary or (dev.primary if existing else "") or generate_key()
+        dev.secondary = secondary or (dev.secondary if existing else "") or generate_key()
+        dev.edge = edge
+        self._devices[device_id] = dev
+        self._save(dev)
+        return self._device_json(dev)
+
+    def create_device(self, device_id: str) -> dict[str, Any]:
+        """Create a device with generated keys unless it exists; return its identity JSON."""
+        dev = self._devices.get(device_id)
+        if dev is not None:
+            return self._device_json(dev)
+        return self.put_device(device_id, {}, None)
+
+    def get_device(self, device_id: str) -> dict[str, Any]:
+        """The device identity JSON (``GET /devices/{id}``); raises HubError 404001."""
+        return self._device_json(self._require(device_id))
+
+    def list_devices(self, top: int | None) -> list[dict[str, Any]]:
+        """Up to ``top`` device identities (1..1000; anything else means 1000)."""
+        limit = top if top is not None and 1 <= top <= _MAX_TOP else _MAX_TOP
+        return [self._device_json(self._devices[i]) for i in sorted(self._devices)[:limit]]
+
+    def delete_device(self, device_id: str, if_match: str | None) -> None:
+        """Delete a device (``DELETE /devices/{id}``); raises HubError 404001 or 412001."""
+        dev = self._require(device_id)
+        if if_match is not None:
+            _check_etag(if_match, dev.etag)
+        del self._devices[device_id]
+        self._db.connection.execute("DELETE FROM iothub_devices WHERE id = ?", (device_id,))
+
+    # --- REST operations: twins ------------------------------------------------------------
+
+    def get_twin(self, device_id: str) -> dict[str, Any]:
+        """The twin document (``GET /twins/{id}``); raises HubError 404001."""
+        return self._twin(self._require(device_id))
+
+    def update_twin(
+        self, device_id: str, body: Mapping[str, Any], if_match: str | None, *, replace: bool
+    ) -> TwinUpdate:
+        """Patch (``PATCH /twins/{id}``) or replace (``PUT``) the tags and desired properties.
+
+        A patch merges ``tags`` and ``properties.desired``; a replace sets both wholesale.
+        Reported properties and identity fields in the body are ignored, as IoT Hub does.
+
+        Raises:
+            HubError: 404001 unknown device, 412001 etag mismatch, 400004 bad body.
+        """
+        dev = self._require(device_id)
+        if if_match is not None:
+            _check_etag(if_match, dev.twin_etag)
+        tags = body.get("tags")
+        props = body.get("properties") or {}
+        if not isinstance(props, Mapping):
+            raise HubError.argument_invalid("properties must be an object")
+        desired = props.get("desired")
+        if tags is not None and not isinstance(tags, Mapping):
+            raise HubError.argument_invalid("tags must be an object")
+        if desired is not None and not isinstance(desired, Mapping):
+            raise HubError.argument_invalid("properties.desired must be an object")
+        push: dict[str, Any] | None = None
+        changed = False
+        if replace:
+            new_tags = _strip_nulls(_strip_system(tags or {}))
+            new_desired = _strip_nulls(_strip_system(desired or {}))
+            changed = new_tags != (dev.tags or {}) or new_desired != (dev.desired or {})
+            if new_desired != (dev.desired or {}):
+                patch = {k: None for k in dev.desired or {} if k not in new_desired}
+                patch.update(new_desired)
+                dev.desired = new_desired or None
+                dev.desired_version += 1
+                push = {**patch, "$version": dev.desired_version}
+            dev.tags = new_tags or None
+        else:
+            if tags:
+                dev.tags = _merge(dev.tags or {}, _strip_system(tags)) or None
+                changed = True
+            patch = _strip_system(desired) if desired else {}
+            if patch:
+                dev.desired = _merge(dev.desired or {}, patch) or None
+                dev.desired_version += 1
+                push = {**patch, "$version": dev.desired_version}
+                changed = True
+        if changed:
+            dev.version += 1
+            self._save(dev)
+        return TwinUpdate(self._twin(dev), push)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _require(self, device_id: str) -> _Device:
+        dev = self._devices.get(device_id)
+        if dev is None:
+            raise HubError.device_not_found(device_id)
+        return dev
+
+    def _save(self, dev: _Device) -> None:
+        self._db.connection.execute(
+            "INSERT OR REPLACE INTO iothub_devices (id, data) VALUES (?, ?)",
+            (dev.device_id, dev.dump()),
+        )
+
+    def _device_json(self, dev: _Device) -> dict[str, Any]:
+        return {
+            "deviceId": dev.device_id,
+            "generationId": dev.generation,
+            "etag": dev.etag,
+            "connectionState": "Connected" if dev.connected else "Disconnected",
+            "status": dev.status,
+            "statusReason": dev.status_reason,
+            "connectionStateUpdatedTime": dev.conn_updated,
+            "statusUpdatedTime": dev.status_updated,
+            "lastActivityTime": dev.last_activity,
+            "cloudToDeviceMessageCount": dev.c2d,
+            "authentication": {
+                "symmetricKey": {"primaryKey": dev.primary, "secondaryKey": dev.secondary},
+                "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
+                "type": "sas",
+            },
+            "capabilities": {"iotEdge": dev.edge},
+        }
+
+    def _twin(self, dev: _Device) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "deviceId": dev.device_id,
+            "etag": dev.twin_etag,
+            "deviceEtag": dev.etag,
+            "status": dev.status,
+            "statusUpdateTime": dev.status_updated,
+            "connectionState": "Connected" if dev.connected else "Disconnected",
+            "lastActivityTime": dev.last_activity,
+            "cloudToDeviceMessageCount": dev.c2d,
+            "authenticationType": "sas",
+            "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
+            "version": dev.version,
+        }
+        if dev.status_reason is not None:
+            doc["statusReason"] = dev.status_reason
+        if dev.tags:
+            doc["tags"] = _deep_copy(dev.tags)
+        doc["properties"] = {
+            "desired": {**_deep_copy(dev.desired or {}), "$version": dev.desired_version},
+            "reported": {**_deep_copy(dev.reported or {}), "$version": dev.reported_version},
+        }
+        doc["capabilities"] = {"iotEdge": dev.edge}
+        return doc
+
+
+def _deep_copy(value: dict[str, Any]) -> dict[str, Any]:
+    # Twin sections are small JSON trees; copying only nested dicts is enough because lists and
+    # scalars are never mutated in place by the registry.
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in value.items()}
+
+
+def _merge(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON merge patch (RFC 7386) of ``patch`` onto a copy of ``target``."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping):
+            current = result.get(key)
+            merged = _merge(current if isinstance(current, Mapping) else {}, value)
+            result[key] = merged
+        else:
+            result[key] = value
+    return result
+
+
+def _strip_system(section: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in section.items() if not k.startswith("$")}
+
+
+def _strip_nulls(section: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: _strip_nulls(v) if isinstance(v, Mapping) else v
+        for k, v in section.items()
+        if v is not None
+    }
+
+
+def _check_etag(if_match: str, current: str) -> None:
+    wanted = if_match.strip()
+    if wanted.startswith('"') and wanted.endswith('"') and len(wanted) >= 2:
+        wanted = wanted[1:-1]
+    if wanted != "*" and wanted != current:
+        raise HubError.precondition_failed(
+            f'The etag {if_match} does not match the current etag "{current}"'
+        )
+
+
+def _check_device_id(device_id: str) -> None:
+    if not device_id or len(device_id) > 128 or not set(device_id) <= _DEVICE_ID_CHARS:
+        raise HubError.argument_invalid(
+            f"Device id {device_id!r} is invalid: up to 128 ASCII letters, digits and "
+            "- : . + % _ # * ? ! ( ) , = @ $ '"
+        )
+
+
+def _valid_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except ValueError:
+        return False
+    return 16 <= len(raw) <= 64

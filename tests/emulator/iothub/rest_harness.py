@@ -1,0 +1,231 @@
+"""A running REST API over real TLS on loopback, with small fakes for the other parts.
+
+The fakes stand in for the device endpoint and the job engine so that the REST layer and the
+registry are judged by the real azure-iot-hub SDK alone. A regex stands in for the query
+language only when the real ``emulator.iothub.query`` package is not importable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from azure.iot.hub import IoTHubJobManager, IoTHubRegistryManager
+
+from emulator.iothub.certs import ensure_certificates, server_ssl_context
+from emulator.iothub.clock import SystemClock
+from emulator.iothub.database import Database
+from emulator.iothub.errors import HubError
+from emulator.iothub.ports import MethodReply
+from emulator.iothub.registry import OWNER_POLICY, Registry
+from emulator.iothub.rest import QueryLanguage, RestApi
+
+
+class FakeLink:
+    """DeviceLink: devices in ``ready`` answer, ``silent`` ones time out, others are offline."""
+
+    def __init__(self) -> None:
+        self.ready: set[str] = set()
+        self.silent: set[str] = set()
+        self.pushed: list[tuple[str, dict[str, Any]]] = []
+        self.calls: list[tuple[str, str, Any, float, float]] = []
+
+    def is_connected(self, device_id: str) -> bool:
+        return device_id in self.ready or device_id in self.silent
+
+    def is_method_ready(self, device_id: str) -> bool:
+        return self.is_connected(device_id)
+
+    async def wait_method_ready(self, device_id: str, timeout: float) -> bool:
+        return self.is_method_ready(device_id)
+
+    async def invoke_method(
+        self,
+        device_id: str,
+        method_name: str,
+        payload: Any,
+        *,
+        response_timeout: float,
+        connect_timeout: float,
+    ) -> MethodReply:
+        self.calls.append((device_id, method_name, payload, response_timeout, connect_timeout))
+        if device_id in self.silent:
+            raise HubError.gateway_timeout(response_timeout)
+        if device_id not in self.ready:
+            raise HubError.device_not_online(connect_timeout)
+        return MethodReply(201, {"method": method_name, "echo": payload})
+
+    def push_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
+        self.pushed.append((device_id, dict(patch)))
+
+
+@dataclass
+class FakeJobs:
+    """JobService keeping jobs in a dict; cancels only queued jobs."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    async def create_job(self, job_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        if job_id in self.jobs:
+            raise HubError.job_already_exists(job_id)
+        job = {
+            "jobId": job_id,
+            "type": request.get("type"),
+            "status": "queued",
+            "queryCondition": request.get("queryCondition"),
+            "createdTime": "2030-01-01T00:00:00.0000000Z",
+            "maxExecutionTimeInSeconds": request.get("maxExecutionTimeInSeconds"),
+        }
+        self.jobs[job_id] = job
+        return dict(job)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        if job_id not in self.jobs:
+            raise HubError.job_not_found(job_id)
+        return dict(self.jobs[job_id])
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise HubError.job_not_found(job_id)
+        if job["status"] != "queued":
+            raise HubError.operation_not_allowed(
+                f"Job cannot be cancelled in '{job['status']}' status"
+            )
+        job["status"] = "cancelled"
+        return dict(job)
+
+    def list_jobs(self, job_type: str | None, job_status: str | None) -> list[dict[str, Any]]:
+        return [
+            dict(j)
+            for j in self.jobs.values()
+            if (job_type is None or j["type"] == job_type)
+            and (job_status is None or j["status"] == job_status)
+        ]
+
+    def device_job_rows(self) -> Iterable[dict[str, Any]]:
+        return list(self.rows)
+
+
+# --- a stand-in query language (only when the real one is missing) ------------------------
+
+_QUERY = re.compile(
+    r"^\s*SELECT\s+(?:\*|COUNT\(\)\s+AS\s+(?P<alias>\w+))\s+FROM\s+(?P<src>devices(?:\.jobs|\.modules)?)"
+    r"(?:\s+WHERE\s+(?P<path>[\w.$]+)\s*=\s*'(?P<value>[^']*)')?\s*$",
+    re.IGNORECASE,
+)
+
+
+class QuerySyntaxError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Eq:
+    path: tuple[str, ...]
+    value: str
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        node: Any = document
+        for part in self.path:
+            if not isinstance(node, Mapping) or part not in node:
+                return False
+            node = node[part]
+        return bool(node == self.value)
+
+
+@dataclass(frozen=True)
+class _Query:
+    source: str
+    count_alias: str | None
+    where: _Eq | None
+
+
+def _parse(text: str) -> _Query:
+    m = _QUERY.match(text)
+    if m is None:
+        raise QuerySyntaxError(f"Syntax error in query {text!r}")
+    src = m["src"].lower()
+    where = None
+    if m["path"]:
+        parts = m["path"].split(".")
+        if src == "devices.jobs" and parts[:2] == ["devices", "jobs"]:
+            parts = parts[2:]
+        where = _Eq(tuple(parts), m["value"])
+    return _Query(src, m["alias"], where)
+
+
+def _run(query: Any, docs: Iterable[dict[str, Any]]) -> list[Any]:
+    hits = [d for d in docs if query.where is None or query.where.matches(d)]
+    if query.count_alias:
+        return [{query.count_alias: len(hits)}]
+    return hits
+
+
+def query_language() -> QueryLanguage:
+    """The real query package when it exists, else the regex stand-in."""
+    try:
+        from emulator.iothub import query as real  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        real = None
+    if real is None or not hasattr(real, "parse_query"):
+        return QueryLanguage(parse=_parse, run=_run, errors=(QuerySyntaxError,))
+    return QueryLanguage(parse=real.parse_query, run=real.run_query, errors=(real.QueryError,))
+
+
+# --- the harness --------------------------------------------------------------------------
+
+
+@dataclass
+class Harness:
+    registry: Registry
+    link: FakeLink
+    jobs: FakeJobs
+    api: RestApi
+    host: str
+    port: int
+    ca_path: Path
+    db: Database
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"HostName={self.host}:{self.port};SharedAccessKeyName={OWNER_POLICY};"
+            f"SharedAccessKey={self.registry.owner_key()}"
+        )
+
+    def registry_manager(self, connection_string: str | None = None) -> IoTHubRegistryManager:
+        rm = IoTHubRegistryManager.from_connection_string(
+            connection_string or self.connection_string
+        )
+        rm.protocol.config.connection.verify = str(self.ca_path)
+        return rm
+
+    def job_manager(self, connection_string: str | None = None) -> IoTHubJobManager:
+        jm = IoTHubJobManager.from_connection_string(connection_string or self.connection_string)
+        jm.protocol.config.connection.verify = str(self.ca_path)
+        return jm
+
+
+@asynccontextmanager
+async def running_api(data_dir: Path, host: str = "127.0.0.1") -> AsyncIterator[Harness]:
+    """Start the REST API on ``host`` port 0 with TLS from certs.py and fake neighbours."""
+    paths = await asyncio.to_thread(ensure_certificates, data_dir, host)
+    db = Database(data_dir / "hub.sqlite")
+    clock = SystemClock()
+    registry = Registry(db, clock, host)
+    link = FakeLink()
+    jobs = FakeJobs()
+    api = RestApi(registry, link, jobs, query_language(), clock, host)
+    port = await api.start(host, 0, server_ssl_context(paths))
+    try:
+        yield Harness(registry, link, jobs, api, host, port, paths.ca_pem, db)
+    finally:
+        await api.stop()
+        db.close()
