@@ -1,7 +1,7 @@
 """The job engine's own exceptions.
 
 Errors that IoT Hub answers to a caller are :class:`emulator.iothub.errors.HubError` (built with
-its named constructors, or with :mod:`emulator.iothub.jobs.hub_errors`). The classes here are the
+its named constructors). The classes here are the
 engine's internal tree; they signal a bug or a corrupt database, never a caller's mistake::
 
     JobEngineError

@@ -136,7 +136,5 @@ def device_transition(old: DeviceJobStatus, new: DeviceJobStatus) -> DeviceJobSt
         IllegalTransitionError: when the table does not allow ``old → new``.
     """
     if new not in DEVICE_JOB_TRANSITIONS[old]:
-        raise IllegalTransitionError(
-            f"device job status cannot go from {old.value} to {new.value}"
-        )
+        raise IllegalTransitionError(f"device job status cannot go from {old.value} to {new.value}")
     return new
