@@ -1,0 +1,1 @@
+"""Tests of the IoT Hub emulator device side (MQTT over TLS)."""
