@@ -381,6 +381,29 @@ class Registry:
         self._save(dev)
         return self._device_json(dev)
 
+    def create_devices(self, device_ids: Sequence[str]) -> int:
+        """Create the devices that do not exist yet, with generated keys, in one transaction.
+
+        Returns:
+            How many devices were created.
+        """
+        now = format_time(self._clock.now())
+        rows: list[tuple[str, str]] = []
+        for device_id in device_ids:
+            if device_id in self._devices:
+                continue
+            _check_device_id(device_id)
+            dev = _Device(device_id)
+            dev.generation = str(secrets.randbits(60))
+            dev.status_updated = now
+            dev.primary = generate_key()
+            dev.secondary = generate_key()
+            self._devices[device_id] = dev
+            rows.append((device_id, dev.dump()))
+        with self._db.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO iothub_devices (id, data) VALUES (?, ?)", rows)
+        return len(rows)
+
     def create_device(self, device_id: str) -> dict[str, Any]:
         """Create a device with generated keys unless it exists; return its identity JSON."""
         dev = self._devices.get(device_id)
