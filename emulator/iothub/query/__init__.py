@@ -1,0 +1,72 @@
+"""The IoT Hub query language, as far as the emulator needs it (reference/iothub.md §3.5, §3.6).
+
+Sans-I/O: text in, immutable trees out, and documents (plain JSON dicts) in, booleans out.
+
+- :func:`parse_condition` reads a WHERE condition alone (a job's ``queryCondition``);
+  :func:`parse_query` reads ``SELECT * | SELECT COUNT() [AS alias] FROM devices |
+  devices.modules | devices.jobs [WHERE condition]``.
+- A :class:`Condition` is compiled to closures once, when built; ``condition.matches(twin)`` is
+  the emulator's ``Predicate`` protocol (``ports.py``).
+- :func:`run_query` filters a collection and returns its documents or a count.
+
+Semantics chosen (details in ``evaluation.py`` and docs/query-language.md): three-valued logic
+in the manner of Cosmos DB SQL, from which IoT Hub's language derives. A missing property, an
+object or array, or a comparison between values of different kinds (string, number, boolean,
+null) is *undefined*; ``NOT`` keeps undefined undefined, so ``NOT (x = 1)`` is true when ``x``
+is 2 and false when ``x`` is missing or a string; only an exactly-true result selects a
+document. ``IS_DEFINED(path)`` is true for any value, ``null`` included. Top-level names
+(``deviceId``, ``status``, ``tags``...) are matched case-insensitively, keys below them
+case-sensitively; on ``devices.jobs`` paths may carry the ``devices.jobs.`` prefix,
+``createdTimeUtc`` reads ``createdDateTimeUtc`` and a ``status`` comparison treats ``canceled``
+and ``cancelled`` as the same word. Dates are strings and compare as strings.
+"""
+
+from __future__ import annotations
+
+from emulator.iothub.query.conditions import (
+    And,
+    Comparison,
+    Condition,
+    IsDefined,
+    Membership,
+    Not,
+    Or,
+)
+from emulator.iothub.query.errors import (
+    QueryError,
+    QueryLimitExceeded,
+    QueryNotSupported,
+    QuerySyntaxError,
+)
+from emulator.iothub.query.parsing import (
+    MAX_DEPTH,
+    MAX_QUERY_LENGTH,
+    parse_condition,
+    parse_query,
+)
+from emulator.iothub.query.queries import Query, Source, run_query
+from emulator.iothub.query.values import MISSING, Constant, Path
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_QUERY_LENGTH",
+    "MISSING",
+    "And",
+    "Comparison",
+    "Condition",
+    "Constant",
+    "IsDefined",
+    "Membership",
+    "Not",
+    "Or",
+    "Path",
+    "Query",
+    "QueryError",
+    "QueryLimitExceeded",
+    "QueryNotSupported",
+    "QuerySyntaxError",
+    "Source",
+    "parse_condition",
+    "parse_query",
+    "run_query",
+]

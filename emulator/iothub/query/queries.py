@@ -1,0 +1,77 @@
+"""A parsed query and how it runs over a collection of documents.
+
+Rules: a query reads one collection (``devices``, ``devices.modules`` or ``devices.jobs``; the
+caller supplies that collection's documents); it either returns the matching documents
+unchanged (``SELECT *``) or counts them (``SELECT COUNT() [AS alias]``, one row
+``{alias: n}``, alias ``$1`` by default as IoT Hub names unnamed columns). Paging the result
+(``x-ms-max-item-count`` / ``x-ms-continuation``, reference/iothub.md §1.5) is the REST layer's
+job: :func:`run_query` returns the whole result, in the documents' order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from emulator.iothub.query.conditions import Condition
+
+__all__ = ["DEFAULT_COUNT_ALIAS", "Query", "Source", "run_query"]
+
+Source = Literal["devices", "devices.modules", "devices.jobs"]
+
+DEFAULT_COUNT_ALIAS: Final = "$1"
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """``SELECT * | SELECT COUNT() [AS alias] FROM <source> [WHERE <condition>]``.
+
+    Attributes:
+        source: the collection read.
+        count_alias: None for ``SELECT *``; for ``SELECT COUNT()``, the result's key (the alias,
+            or ``$1`` when none was given).
+        where: the condition, or None when every document is selected. On ``devices.jobs``
+            its paths are already stripped of their ``devices.jobs.`` prefix.
+        text: the query text as received.
+    """
+
+    source: Source
+    count_alias: str | None
+    where: Condition | None
+    text: str
+
+    @property
+    def is_count(self) -> bool:
+        """True for ``SELECT COUNT()``."""
+        return self.count_alias is not None
+
+    def to_text(self) -> str:
+        """Canonical text of the query (parses back to an equal query, ``text`` aside)."""
+        select = "*" if self.count_alias is None else f"COUNT() AS {self.count_alias}"
+        if self.count_alias == DEFAULT_COUNT_ALIAS:
+            select = "COUNT()"
+        where = f" WHERE {self.where.to_text()}" if self.where is not None else ""
+        return f"SELECT {select} FROM {self.source}{where}"
+
+
+def run_query(query: Query, documents: Iterable[Mapping[str, Any]]) -> list[Any]:
+    """Run ``query`` over the documents of its source collection.
+
+    Args:
+        query: a query from :func:`~emulator.iothub.query.parse_query`.
+        documents: the documents of ``query.source`` (twins, module twins or device-job rows).
+
+    Returns:
+        ``SELECT *``: the matching documents themselves, in order. ``SELECT COUNT()``:
+        ``[{alias: number of matching documents}]``.
+    """
+    where = query.where
+    if where is None:
+        selected = list(documents)
+    else:
+        evaluate = where.evaluator
+        selected = [document for document in documents if evaluate(document) is True]
+    if query.count_alias is not None:
+        return [{query.count_alias: len(selected)}]
+    return selected
