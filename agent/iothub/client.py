@@ -1,0 +1,512 @@
+"""The agent's one asynchronous IoT Hub client, over the synchronous azure-iot-hub SDK.
+
+Rules:
+- The SDK (``IoTHubJobManager``, ``IoTHubRegistryManager``) runs in a bounded thread pool
+  (``iothub.workers``), never on the event loop. msrest keeps one requests session per thread.
+- Every call has a deadline: ``iothub.request_timeout`` per attempt (given to requests and held
+  by asyncio around the worker), shortened to the caller's own deadline when one is given. A
+  direct method holds ``connect + response + jobs.direct_call_margin`` instead, so a caller is
+  answered even when the hub or the SDK misbehaves.
+- The hub's CA is trusted per client (``protocol.config.connection.verify``), not through the
+  environment (these machines preset ``REQUESTS_CA_BUNDLE``; reference/iothub.md §1.3).
+- msrest's own retries are switched off; this class retries, with exponential backoff, only what
+  is safe: reads (on timeouts, unreachable hub, 5xx and 429) and 429 throttling of writes. A
+  write that timed out is never retried blindly (it may have been applied), and a 429004
+  (too many active jobs) is never retried: the job was not created, and only the end of the
+  other job helps.
+- Jobs are listed through the SDK's own authenticated msrest client on ``GET /jobs/v2/query``,
+  following ``x-ms-continuation``: the SDK's ``query_scheduled_jobs`` cannot read the service's
+  answer, a JSON array (reference §0.2).
+- SDK and requests exceptions are translated into :mod:`agent.iothub.errors` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+import structlog
+from azure.iot.hub import IoTHubJobManager, IoTHubRegistryManager
+from azure.iot.hub.models import (
+    CloudToDeviceMethod,
+    JobRequest,
+    QuerySpecification,
+    Twin,
+    TwinProperties,
+)
+
+from agent.iothub.errors import (
+    HubRequestError,
+    HubResponseError,
+    HubTimeout,
+    HubUnreachable,
+    IotHubError,
+    parse_error_response,
+    translate,
+)
+from agent.iothub.models import DeviceJobResult, Job, MethodResult
+from agent.settings import IotHubSettings, JobSettings
+
+__all__ = ["METHOD_JOB", "TWIN_JOB", "IotHubClient"]
+
+TWIN_JOB = "scheduleUpdateTwin"
+METHOD_JOB = "scheduleDeviceMethod"
+
+_T = TypeVar("_T")
+_log = structlog.get_logger("agent.iothub")
+
+# asyncio's guard around a worker fires this much after the requests timeout would have.
+_GUARD_SLACK = 0.5
+_RETRYABLE_5XX = frozenset({500, 502, 503, 504})
+
+
+def _no_retries(policy: Any) -> None:
+    """Switch msrest's urllib3 retries off (this class retries what is safe, itself): no
+    retry on any status or error, and a read timeout surfaces as a read timeout."""
+    policy.total = 0
+    policy.connect = 0
+    policy.read = False
+    policy.status_forcelist = frozenset()
+
+
+class _Kind(Enum):
+    READ = "read"
+    WRITE = "write"
+
+
+def _retryable(exc: IotHubError, kind: _Kind) -> bool:
+    if isinstance(exc, HubRequestError):
+        if exc.http_status == 429:
+            return exc.code != 429004
+        return kind is _Kind.READ and exc.http_status in _RETRYABLE_5XX
+    return kind is _Kind.READ and isinstance(exc, HubTimeout | HubUnreachable)
+
+
+class IotHubClient:
+    """Async IoT Hub service client: jobs, job results, direct methods, twins.
+
+    Args:
+        settings: the ``[iothub]`` settings (connection string, CA, workers, timeouts, retries).
+        jobs: the ``[jobs]`` settings (direct-call margin, query page size).
+
+    Raises:
+        IotHubError: when the connection string is missing or malformed.
+    """
+
+    def __init__(self, settings: IotHubSettings, jobs: JobSettings) -> None:
+        connection_string = settings.connection_string.get_secret_value()
+        if not connection_string:
+            raise IotHubError("iothub.connection_string is not set")
+        self._settings = settings
+        self._jobs = jobs
+        try:
+            self._job_manager = IoTHubJobManager.from_connection_string(connection_string)
+            self._registry = IoTHubRegistryManager.from_connection_string(connection_string)
+        except Exception as exc:  # the SDK raises ValueError/KeyError on a bad string
+            raise IotHubError(
+                "iothub.connection_string is not a valid IoT Hub connection string"
+            ) from exc
+        self.host: str = str(self._job_manager.auth["HostName"])
+        for manager in (self._job_manager, self._registry):
+            config = manager.protocol.config
+            config.connection.timeout = settings.request_timeout
+            if settings.ca_file:
+                config.connection.verify = settings.ca_file
+            _no_retries(config.retry_policy.policy)
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.workers, thread_name_prefix="iothub"
+        )
+        self._closed = False
+
+    async def close(self) -> None:
+        """Stop the worker pool (calls in flight finish in their threads)."""
+        if not self._closed:
+            self._closed = True
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _budget(self, timeout: float, deadline: float | None, what: str) -> float:
+        if deadline is None:
+            return timeout
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise HubTimeout(f"no time left for {what}", timeout)
+        return min(timeout, left)
+
+    async def _once(self, what: str, call: Callable[[float], _T], timeout: float) -> _T:
+        if self._closed:
+            raise IotHubError("the IoT Hub client is closed")
+        loop = asyncio.get_running_loop()
+
+        def work() -> _T:
+            try:
+                return call(timeout)
+            except Exception as exc:
+                raise translate(exc, timeout=timeout, what=what) from exc
+
+        future = loop.run_in_executor(self._executor, work)
+        try:
+            async with asyncio.timeout(timeout + _GUARD_SLACK):
+                return await future
+        except TimeoutError:
+            message = f"IoT Hub did not answer {what} within {timeout:g} s"
+            raise HubTimeout(message, timeout) from None
+
+    async def _call(
+        self,
+        what: str,
+        call: Callable[[float], _T],
+        *,
+        kind: _Kind,
+        deadline: float | None,
+        timeout: float | None = None,
+    ) -> _T:
+        """Run ``call(timeout)`` in a worker, with the retry policy of ``kind``."""
+        base = self._settings.request_timeout if timeout is None else timeout
+        delay = self._settings.retry_initial_delay
+        attempt = 0
+        while True:
+            budget = self._budget(base, deadline, what)
+            try:
+                return await self._once(what, call, budget)
+            except IotHubError as exc:
+                if attempt >= self._settings.read_retries or not _retryable(exc, kind):
+                    raise
+                pause = delay * (0.5 + random.random())
+                if deadline is not None and asyncio.get_running_loop().time() + pause >= deadline:
+                    raise
+                _log.info("iothub retry", what=what, attempt=attempt + 1, error=str(exc))
+                await asyncio.sleep(pause)
+                attempt += 1
+                delay *= 2
+
+    @staticmethod
+    def _job_from(raw: Any, what: str) -> Job:
+        try:
+            doc = json.loads(raw.response.text) if raw.response.text else {}
+            return Job.from_json(doc)
+        except ValueError as exc:
+            raise HubResponseError(f"IoT Hub answered {what} with an unreadable job") from exc
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def create_twin_job(
+        self,
+        job_id: str,
+        query_condition: str,
+        patch: Mapping[str, Any],
+        start_time: datetime,
+        max_execution_time: int,
+        *,
+        deadline: float | None = None,
+    ) -> Job:
+        """Create a twin-update job (sent with etag ``*``; reference §3.3).
+
+        Args:
+            job_id: the new job's id.
+            query_condition: the WHERE part of a twin query selecting the devices.
+            patch: ``{"tags": {...}, "properties": {"desired": {...}}}`` (either part).
+            start_time: when the job starts (timezone-aware).
+            max_execution_time: the job window, seconds.
+            deadline: the caller's deadline (event-loop time), if any.
+
+        Returns:
+            The job as the hub answered the create (possibly minimal).
+
+        Raises:
+            IotHubError: the hub refused (``HubRequestError``), was unreachable or timed out.
+        """
+        properties = patch.get("properties")
+        desired = properties.get("desired") if isinstance(properties, Mapping) else None
+        twin = Twin(
+            tags=patch.get("tags"),
+            properties=TwinProperties(desired=desired) if desired is not None else None,
+            etag="*",
+        )
+        request = JobRequest(
+            job_id=job_id,
+            type=TWIN_JOB,
+            update_twin=twin,
+            query_condition=query_condition,
+            start_time=start_time,
+            max_execution_time_in_seconds=max_execution_time,
+        )
+        return await self._create(job_id, request, deadline)
+
+    async def create_method_job(
+        self,
+        job_id: str,
+        query_condition: str,
+        method_name: str,
+        payload: Any,
+        response_timeout: int,
+        connect_timeout: int,
+        start_time: datetime,
+        max_execution_time: int,
+        *,
+        deadline: float | None = None,
+    ) -> Job:
+        """Create a device-method job.
+
+        Args:
+            job_id: the new job's id.
+            query_condition: the WHERE part of a twin query selecting the devices.
+            method_name: the direct method to call on each device.
+            payload: the method's JSON payload (None for none).
+            response_timeout: seconds the hub waits for each device's answer (5..300).
+            connect_timeout: seconds the hub waits for an offline device to connect (0..300).
+            start_time: when the job starts (timezone-aware).
+            max_execution_time: the job window, seconds.
+            deadline: the caller's deadline (event-loop time), if any.
+
+        Returns:
+            The job as the hub answered the create (possibly minimal).
+
+        Raises:
+            IotHubError: the hub refused (``HubRequestError``), was unreachable or timed out.
+        """
+        method = CloudToDeviceMethod(
+            method_name=method_name,
+            payload=payload,
+            response_timeout_in_seconds=response_timeout,
+            connect_timeout_in_seconds=connect_timeout,
+        )
+        request = JobRequest(
+            job_id=job_id,
+            type=METHOD_JOB,
+            cloud_to_device_method=method,
+            query_condition=query_condition,
+            start_time=start_time,
+            max_execution_time_in_seconds=max_execution_time,
+        )
+        return await self._create(job_id, request, deadline)
+
+    async def _create(self, job_id: str, request: JobRequest, deadline: float | None) -> Job:
+        what = f"create job '{job_id}'"
+        operations = self._job_manager.protocol.jobs
+
+        def call(timeout: float) -> Job:
+            raw = operations.create_scheduled_job(job_id, request, raw=True, timeout=timeout)
+            return self._job_from(raw, what)
+
+        job = await self._call(what, call, kind=_Kind.WRITE, deadline=deadline)
+        _log.info("job created", job_id=job_id, type=request.type, hub_status=job.status)
+        return job
+
+    async def get_job(self, job_id: str, *, deadline: float | None = None) -> Job:
+        """Get a job by id.
+
+        Raises:
+            IotHubError: e.g. ``HubRequestError`` 404002 JobNotFound.
+        """
+        what = f"get job '{job_id}'"
+        operations = self._job_manager.protocol.jobs
+
+        def call(timeout: float) -> Job:
+            raw = operations.get_scheduled_job(job_id, raw=True, timeout=timeout)
+            return self._job_from(raw, what)
+
+        return await self._call(what, call, kind=_Kind.READ, deadline=deadline)
+
+    async def cancel_job(self, job_id: str, *, deadline: float | None = None) -> Job:
+        """Cancel a job that has not started running.
+
+        Raises:
+            IotHubError: e.g. ``HubRequestError`` 405102 OperationNotAllowedInCurrentState.
+        """
+        what = f"cancel job '{job_id}'"
+        operations = self._job_manager.protocol.jobs
+
+        def call(timeout: float) -> Job:
+            raw = operations.cancel_scheduled_job(job_id, raw=True, timeout=timeout)
+            return self._job_from(raw, what)
+
+        job = await self._call(what, call, kind=_Kind.WRITE, deadline=deadline)
+        _log.info("job cancelled", job_id=job_id, hub_status=job.status)
+        return job
+
+    async def list_jobs(
+        self,
+        job_type: str | None = None,
+        job_status: str | None = None,
+        *,
+        max_jobs: int | None = None,
+        deadline: float | None = None,
+    ) -> list[Job]:
+        """List jobs (``GET /jobs/v2/query``), following the hub's continuation pages.
+
+        Args:
+            job_type: IoT Hub's job type to filter on (``scheduleUpdateTwin`` ...), or None.
+            job_status: IoT Hub's job status to filter on (``queued`` ...), or None.
+            max_jobs: stop after this many jobs, or None for all.
+            deadline: the caller's deadline (event-loop time), if any.
+
+        Returns:
+            The jobs, in the hub's order.
+
+        Raises:
+            IotHubError: the hub refused, was unreachable, timed out or sent an unreadable page.
+        """
+        protocol = self._job_manager.protocol
+        client = protocol._client  # the SDK's authenticated msrest client (reference §0.2)
+        api_version = protocol.jobs.api_version
+        page_size = self._jobs.query_page_size
+        params: dict[str, str] = {"api-version": api_version}
+        if job_type:
+            params["jobType"] = job_type
+        if job_status:
+            params["jobStatus"] = job_status
+        what = "list jobs"
+
+        def page(token: str | None) -> Callable[[float], tuple[list[Any], str | None]]:
+            def call(timeout: float) -> tuple[list[Any], str | None]:
+                headers = {"Accept": "application/json", "x-ms-max-item-count": str(page_size)}
+                if token:
+                    headers["x-ms-continuation"] = token
+                request = client.get(client.format_url("/jobs/v2/query"), params, headers)
+                response = client.send(request, stream=False, timeout=timeout)
+                text = response.text() if callable(response.text) else response.text
+                if response.status_code != 200:
+                    raise parse_error_response(response.status_code, response.headers, text)
+                body = json.loads(text) if text.strip() else []
+                if isinstance(body, dict):  # tolerate the object form the SDK models expect
+                    body = body.get("items") or []
+                if not isinstance(body, list):
+                    raise HubResponseError("IoT Hub answered a job query with a non-list body")
+                return body, response.headers.get("x-ms-continuation") or None
+
+            return call
+
+        jobs: list[Job] = []
+        token: str | None = None
+        while True:
+            items, token = await self._call(what, page(token), kind=_Kind.READ, deadline=deadline)
+            for item in items:
+                try:
+                    jobs.append(Job.from_json(item))
+                except ValueError:
+                    _log.warning("job query item skipped", item=str(item)[:200])
+                if max_jobs is not None and len(jobs) >= max_jobs:
+                    return jobs
+            if not token:
+                return jobs
+
+    async def query_job_results(
+        self, query: str, max_rows: int, *, deadline: float | None = None
+    ) -> list[DeviceJobResult]:
+        """Run a ``devices.jobs`` query page by page (``query_iot_hub``), up to ``max_rows``.
+
+        Args:
+            query: a ``SELECT * FROM devices.jobs ...`` query (validated by the caller).
+            max_rows: the most rows to return.
+            deadline: the caller's deadline (event-loop time), if any.
+
+        Returns:
+            One result per row, in the hub's order.
+
+        Raises:
+            IotHubError: the hub refused the query (e.g. a syntax error), was unreachable...
+        """
+        registry = self._registry
+        spec = QuerySpecification(query=query)
+        rows: list[DeviceJobResult] = []
+        token: str | None = None
+        what = "query job results"
+        while len(rows) < max_rows:
+            size = min(self._jobs.query_page_size, max_rows - len(rows))
+
+            def call(_timeout: float, token: str | None = token, size: int = size) -> Any:
+                return registry.query_iot_hub(spec, token, size)
+
+            result = await self._call(what, call, kind=_Kind.READ, deadline=deadline)
+            for item in result.items or []:
+                rows.append(_row_from_twin(item))
+                if len(rows) >= max_rows:
+                    break
+            token = result.continuation_token or None
+            if not token or not result.items:
+                break
+        return rows
+
+    # -- devices -------------------------------------------------------------------------
+
+    async def invoke_method(
+        self,
+        device_id: str,
+        method: str,
+        payload: Any,
+        response_timeout: int,
+        connect_timeout: int,
+        *,
+        deadline: float | None = None,
+    ) -> MethodResult:
+        """Call a direct method on one device now (never retried but for 429 throttling).
+
+        Holds its own deadline: ``connect_timeout + response_timeout + jobs.direct_call_margin``.
+
+        Returns:
+            The device's status code and payload.
+
+        Raises:
+            IotHubError: e.g. 404103 DeviceNotOnline, 504101 GatewayTimeout, or a
+                :class:`HubTimeout` when the hub does not answer within the deadline.
+        """
+        what = f"call method '{method}' on device '{device_id}'"
+        own = connect_timeout + response_timeout + self._jobs.direct_call_margin
+        request = CloudToDeviceMethod(
+            method_name=method,
+            payload=payload,
+            response_timeout_in_seconds=response_timeout,
+            connect_timeout_in_seconds=connect_timeout,
+        )
+        devices = self._registry.protocol.devices
+
+        def call(timeout: float) -> MethodResult:
+            raw = devices.invoke_method(device_id, request, raw=True, timeout=timeout)
+            text = raw.response.text
+            doc = json.loads(text) if text else {}
+            status = doc.get("status") if isinstance(doc, dict) else None
+            if not isinstance(status, int) or isinstance(status, bool):
+                raise HubResponseError(f"IoT Hub answered {what} without a status")
+            return MethodResult(status=status, payload=doc.get("payload"))
+
+        return await self._call(what, call, kind=_Kind.WRITE, deadline=deadline, timeout=own)
+
+    async def get_twin(self, device_id: str, *, deadline: float | None = None) -> dict[str, Any]:
+        """Get a device twin as IoT Hub's JSON (``deviceId``, ``tags``, ``properties``...).
+
+        Raises:
+            IotHubError: e.g. 404001 DeviceNotFound.
+        """
+        what = f"get twin of device '{device_id}'"
+        devices = self._registry.protocol.devices
+
+        def call(timeout: float) -> dict[str, Any]:
+            raw = devices.get_twin(device_id, raw=True, timeout=timeout)
+            doc = json.loads(raw.response.text) if raw.response.text else {}
+            if not isinstance(doc, dict):
+                raise HubResponseError(f"IoT Hub answered {what} with a non-object")
+            return doc
+
+        return await self._call(what, call, kind=_Kind.READ, deadline=deadline)
+
+
+def _row_from_twin(item: Any) -> DeviceJobResult:
+    """A ``devices.jobs`` row from the SDK's Twin model (reference §0.3)."""
+    if isinstance(item, Mapping):
+        return DeviceJobResult.from_json(item)
+    doc: dict[str, Any] = dict(getattr(item, "additional_properties", None) or {})
+    device_id = getattr(item, "device_id", None)
+    status = getattr(item, "status", None)
+    if device_id is not None:
+        doc["deviceId"] = device_id
+    if status is not None:
+        doc["status"] = status
+    return DeviceJobResult.from_json(doc)

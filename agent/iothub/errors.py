@@ -1,0 +1,280 @@
+"""The IoT Hub client's exceptions, in one tree, and the parser of IoT Hub's error answers.
+
+::
+
+    IotHubError                  base of everything the IoT Hub client raises
+    ├── HubRequestError          the hub answered with an error status (http_status, code, name,
+    │                            message, tracking_id parsed from the body and headers)
+    ├── HubUnreachable           no answer: DNS, TCP, TLS or connection failure
+    ├── HubTimeout               no answer within the call's deadline
+    └── HubResponseError         the hub answered 2xx with a body the client cannot read
+
+Rules:
+- msrest and requests exceptions are translated here, at the boundary where they arise
+  (:func:`translate`); nothing above this package sees a third-party exception.
+- Error bodies come in the two formats of reference/iothub.md §1.8: the plain one
+  (``{"Message": "ErrorCode:<Name>;<text>", "ExceptionMessage": "Tracking ID:..."}`` with an
+  ``iothub-errorcode`` header) and the nested one used by direct methods (``Message`` holds a JSON
+  document with a numeric ``errorCode``). A numeric code and a name are completed from each other
+  through :data:`HUB_ERROR_CODES` (reference §3.7) when only one of them was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "HUB_ERROR_CODES",
+    "HubRequestError",
+    "HubResponseError",
+    "HubTimeout",
+    "HubUnreachable",
+    "IotHubError",
+    "parse_error_response",
+    "translate",
+]
+
+# IoT Hub's numeric error codes and their names (reference/iothub.md §3.7).
+HUB_ERROR_CODES: dict[int, str] = {
+    400000: "GenericBadRequest",
+    400004: "ArgumentInvalid",
+    400027: "ConnectionForcefullyClosedOnNewConnection",
+    401002: "IotHubUnauthorizedAccess",
+    401003: "IotHubUnauthorized",
+    403003: "JobQuotaExceeded",
+    404001: "DeviceNotFound",
+    404002: "JobNotFound",
+    404103: "DeviceNotOnline",
+    404104: "DeviceConnectionClosedRemotely",
+    405102: "OperationNotAllowedInCurrentState",
+    409104: "JobAlreadyExists",
+    412001: "PreconditionFailed",
+    412003: "JobRunPreconditionFailed",
+    429001: "ThrottlingException",
+    429004: "ThrottlingMaxActiveJobCountExceeded",
+    504101: "GatewayTimeout",
+}
+_CODES_BY_NAME = {name.lower(): code for code, name in HUB_ERROR_CODES.items()}
+# 404102 is the number the docs' table gives DeviceNotOnline; the service sends 404103.
+_CODES_BY_NAME["devicenotonline"] = 404103
+
+_ERROR_CODE_PREFIX = re.compile(r"^\s*ErrorCode\s*:\s*([A-Za-z0-9_]+)\s*;?\s*(.*)$", re.DOTALL)
+_TRACKING_ID = re.compile(r"Tracking\s*ID\s*:\s*([^\s,;]+?)(?:-TimeStamp:.*)?$", re.IGNORECASE)
+
+
+class IotHubError(Exception):
+    """Base class of every exception the IoT Hub client raises."""
+
+
+class HubRequestError(IotHubError):
+    """IoT Hub answered a request with an error status.
+
+    Attributes:
+        http_status: the HTTP status (e.g. 429).
+        code: IoT Hub's numeric error code (e.g. 429004), or None when the hub sent none and the
+            name is unknown.
+        name: IoT Hub's error name (e.g. ``ThrottlingMaxActiveJobCountExceeded``), or "".
+        message: the hub's human-readable text, or "".
+        tracking_id: the hub's tracking id, or "".
+        body: the raw body text (truncated), for the logs.
+    """
+
+    def __init__(
+        self,
+        http_status: int,
+        *,
+        code: int | None = None,
+        name: str = "",
+        message: str = "",
+        tracking_id: str = "",
+        body: str = "",
+    ) -> None:
+        self.http_status = http_status
+        self.code = code
+        self.name = name
+        self.message = message
+        self.tracking_id = tracking_id
+        self.body = body
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        """One line: ``<code> <name>: <message>`` with whatever parts the hub sent."""
+        head = " ".join(part for part in (str(self.code or ""), self.name) if part)
+        if not head:
+            head = f"HTTP {self.http_status}"
+        return f"{head}: {self.message}" if self.message else head
+
+
+class HubUnreachable(IotHubError):
+    """The hub could not be reached (DNS, TCP, TLS or connection failure)."""
+
+
+class HubTimeout(IotHubError):
+    """The hub did not answer within the call's deadline.
+
+    Attributes:
+        timeout: the deadline that passed, in seconds.
+    """
+
+    def __init__(self, message: str, timeout: float) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class HubResponseError(IotHubError):
+    """The hub answered with a success status and a body the client cannot read."""
+
+
+def _code_from(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return None
+
+
+def _get(doc: Mapping[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` present in ``doc``, case-insensitively."""
+    lowered = {str(k).lower(): v for k, v in doc.items()}
+    for key in keys:
+        if key.lower() in lowered:
+            return lowered[key.lower()]
+    return None
+
+
+def parse_error_response(
+    http_status: int, headers: Mapping[str, str], body: str | bytes | None
+) -> HubRequestError:
+    """Build a :class:`HubRequestError` from an IoT Hub error answer.
+
+    Understands the plain body format, the nested direct-method format (reference §1.8), a bare
+    ``{"errorCode": ..., "message": ...}`` object, and the ``iothub-errorcode`` header; a body
+    that is none of these is kept as the message.
+
+    Args:
+        http_status: the HTTP status of the answer.
+        headers: the answer's headers (any case).
+        body: the answer's body.
+
+    Returns:
+        The error, never raising.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    header_name = ""
+    for key, value in headers.items():
+        if key.lower() == "iothub-errorcode":
+            header_name = str(value).strip()
+    code: int | None = None
+    name = ""
+    message = ""
+    tracking_id = ""
+
+    doc = _loads(text)
+    if isinstance(doc, Mapping):
+        outer_message = _get(doc, "Message")
+        nested = _loads(outer_message) if isinstance(outer_message, str) else None
+        inner: Mapping[str, Any] = nested if isinstance(nested, Mapping) else doc
+        raw_code = _get(inner, "errorCode", "code")
+        code = _code_from(raw_code)
+        if code is None and isinstance(raw_code, str):
+            name = raw_code
+        tracking_id = str(_get(inner, "trackingId") or "")
+        inner_message = _get(inner, "message")
+        if isinstance(inner_message, str) and inner is not doc:
+            message = inner_message
+        elif isinstance(outer_message, str):
+            match = _ERROR_CODE_PREFIX.match(outer_message)
+            if match:
+                name = name or match.group(1)
+                message = match.group(2).strip()
+            else:
+                message = outer_message
+        elif isinstance(inner_message, str):
+            message = inner_message
+        exception_message = _get(doc, "ExceptionMessage")
+        if not tracking_id and isinstance(exception_message, str):
+            found = _TRACKING_ID.search(exception_message.strip())
+            if found:
+                tracking_id = found.group(1)
+    elif text.strip():
+        match = _ERROR_CODE_PREFIX.match(text)
+        if match:
+            name, message = match.group(1), match.group(2).strip()
+        else:
+            message = text.strip()
+
+    name = name or header_name
+    if code is None and name:
+        code = _CODES_BY_NAME.get(name.lower())
+    if not name and code is not None:
+        name = HUB_ERROR_CODES.get(code, "")
+    message = " ".join(message.split())
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return HubRequestError(
+        http_status,
+        code=code,
+        name=name,
+        message=message,
+        tracking_id=tracking_id,
+        body=text[:2000],
+    )
+
+
+def translate(exc: BaseException, *, timeout: float, what: str) -> IotHubError:
+    """Translate an exception raised by the SDK (msrest, requests) into this package's tree.
+
+    Args:
+        exc: the exception the SDK raised.
+        timeout: the deadline of the call, for a :class:`HubTimeout`.
+        what: a short description of the call (``"get job 'x'"``) for the message.
+
+    Returns:
+        The translated exception (never raises).
+    """
+    if isinstance(exc, IotHubError):
+        return exc
+    # Imported here so that this module stays importable (and testable) on its own.
+    import requests
+    from msrest import exceptions as msrest_exceptions
+    from msrest.exceptions import DeserializationError  # type: ignore[attr-defined]
+
+    if isinstance(exc, msrest_exceptions.HttpOperationError):
+        response = getattr(exc, "response", None)
+        status = int(getattr(response, "status_code", 0) or 0)
+        headers = dict(getattr(response, "headers", None) or {})
+        body = getattr(response, "text", "") if response is not None else ""
+        return parse_error_response(status, headers, body)
+    inner: BaseException | None = exc
+    if isinstance(exc, msrest_exceptions.ClientException):
+        inner = exc.inner_exception or exc.__cause__ or exc
+    if isinstance(inner, requests.exceptions.Timeout):
+        return HubTimeout(f"IoT Hub did not answer {what} within {timeout:g} s", timeout)
+    if isinstance(inner, requests.exceptions.SSLError):
+        return HubUnreachable(
+            f"TLS to IoT Hub failed for {what}: check iothub.ca_file ({_short(inner)})"
+        )
+    if isinstance(inner, requests.exceptions.RequestException):
+        return HubUnreachable(f"IoT Hub unreachable for {what}: {_short(inner)}")
+    if isinstance(exc, DeserializationError | ValueError):
+        return HubResponseError(f"IoT Hub answered {what} with an unreadable body: {_short(exc)}")
+    if isinstance(exc, msrest_exceptions.ClientException):
+        return HubUnreachable(f"IoT Hub call failed for {what}: {_short(exc)}")
+    return IotHubError(f"IoT Hub call failed for {what}: {type(exc).__name__}: {_short(exc)}")
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
