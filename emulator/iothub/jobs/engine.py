@@ -520,6 +520,8 @@ class JobEngine:
     ) -> None:
         if self._pacer is not None:
             await self._pacer.acquire()
+        if self._clock.now() >= self._jobs[job_id].spec.window_end:
+            return  # too late: the window's end fails this device
         if status is DeviceJobStatus.PENDING:
             self._set_row_status(job_id, device_id, status, DeviceJobStatus.RUNNING)
         try:
