@@ -1,0 +1,704 @@
+"""The AlwaysOn websocket client: connect, authenticate, bind, serve calls, keep alive, reconnect.
+
+All byte work is in :mod:`agent.alwayson`; this module only moves whole messages over a
+``websockets`` connection (asyncio implementation) and decides what to answer.
+
+Rules (reference sections in brackets):
+- The upgrade sends ``Max-Frame-Size`` (the chunk size) and ``appKey``, no subprotocol, no
+  compression offer [§1.1]. ``wss://`` verifies the server certificate unless ``verify_tls`` is
+  off; ``ca_file`` adds a CA to the system store.
+- AUTH carries session id 0xFFFFFFFF; the SUCCESS answer's session id is stored and every later
+  message carries it [§2.3, §5.3]. Then BIND lists the gateway Thing and every registered Thing,
+  each BIND kept under the chunk size [§5.4, §6.4].
+- Each service request runs as its own task under its own deadline (the registry's); the answer
+  echoes the request id and endpoint id [§2.3, §7.5] and is split into multipart chunks by the
+  codec when it is over the chunk size [§6]. NotifyPropertyUpdate is answered at once [§7.2].
+- Unknown Thing, service, property or event: NOT_FOUND. AUTH/BIND sent to us: BAD_REQUEST
+  "Message Type not supported" [§7.5]. A message that does not parse: BAD_REQUEST when its
+  request id could be read, else it is dropped and logged; the link stays up [§10].
+- Keep-alive is the websocket ping of the ``websockets`` library every ``ping_interval``; the
+  link is dropped when a pong does not come within ``pong_timeout`` [§8].
+- A lost or failed link is retried with exponential backoff and full jitter; each new link
+  authenticates again and re-binds every Thing [§9]. Calls in flight on a lost link finish
+  (their own deadline bounds them) but their answers cannot be delivered: they are logged and
+  counted as abandoned.
+- ``stop()`` sends one UNBIND of every bound Thing, then closes with 1000 [§9].
+- Every wait has a deadline from :class:`~agent.settings.ThingWorxSettings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import ssl
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from agent.alwayson import (
+    AlwaysOnError,
+    Auth,
+    Bind,
+    Characteristic,
+    EntityType,
+    Message,
+    MessageAssembler,
+    MessageTooLarge,
+    Method,
+    ProtocolError,
+    Request,
+    Response,
+    Status,
+    encode_message,
+)
+from agent.channel.backoff import Backoff
+from agent.channel.errors import (
+    AuthRefused,
+    BindRefused,
+    ChannelConfigError,
+    ChannelNotReady,
+    LinkFailed,
+    LinkLost,
+)
+from agent.channel.state import ChannelState, StateMachine
+from agent.channel.stats import ChannelStats
+from agent.registry import NOTIFY_PROPERTY_UPDATE, ServiceError, ThingRegistry
+from agent.settings import ThingWorxSettings
+
+__all__ = ["UNSUPPORTED_MESSAGE_REASON", "USER_AGENT", "AlwaysOnClient"]
+
+USER_AGENT = "jobs-agent AlwaysOn edge"
+UNSUPPORTED_MESSAGE_REASON = "Message Type not supported"
+APP_KEY_CLAIM = "appKey"
+_REQUEST_CODES = frozenset(int(m) for m in Method if m is not Method.KEEP_ALIVE)
+_MAX_REQUEST_ID = 0xFFFFFFFF
+
+
+def _request_ids() -> Iterator[int]:
+    """1, 2, ... 0xFFFFFFFF, 1, ... (one counter for AUTH, BIND and requests, as the C SDK)."""
+    while True:
+        yield from range(1, _MAX_REQUEST_ID + 1)
+
+
+class _Link:
+    """One websocket connection: its session, its pending requests, its send lock."""
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        settings: ThingWorxSettings,
+        ids: Iterator[int],
+        log: FilteringBoundLogger,
+    ) -> None:
+        self.ws = ws
+        self.log = log
+        self.session_id = 0
+        self.closed = asyncio.Event()
+        self._settings = settings
+        self._ids = ids
+        self._pending: dict[int, asyncio.Future[Response]] = {}
+        self._send_lock = asyncio.Lock()
+        self._assembler = MessageAssembler(
+            settings.max_message_size, settings.stale_multipart_after
+        )
+
+    def encode(self, message: Message) -> list[bytes]:
+        return encode_message(
+            message,
+            chunk_size=self._settings.chunk_size,
+            max_message_size=self._settings.max_message_size,
+        )
+
+    async def send(self, message: Message) -> None:
+        """Send a whole message (all its chunks back to back).
+
+        Raises:
+            LinkLost: the websocket is closed.
+            MessageTooLarge, UsageError: the codec cannot carry the message.
+        """
+        parts = self.encode(message)
+        async with self._send_lock:
+            try:
+                for part in parts:
+                    await self.ws.send(part)
+            except ConnectionClosed as exc:
+                raise LinkLost(f"websocket closed ({exc})") from None
+
+    async def request(self, build: Any, what: str) -> Response:
+        """Send the AUTH or BIND that ``build(request_id)`` makes and wait for its answer.
+
+        Raises:
+            LinkLost: the link closed, or no answer within ``auth_timeout``.
+        """
+        request_id = next(self._ids)
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self.send(build(request_id))
+            async with asyncio.timeout(self._settings.auth_timeout):
+                return await future
+        except TimeoutError:
+            raise LinkLost(
+                f"no answer to {what} within {self._settings.auth_timeout:g} s"
+            ) from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    def feed(self, data: bytes, now: float) -> Message | None:
+        """Reassemble one websocket message (may raise the codec's errors); the assembler
+        expires stale multipart sets as it goes (``stale_multipart_after``)."""
+        return self._assembler.feed(data, now)
+
+    def answer_pending(self, response: Response) -> bool:
+        """Complete the pending request ``response`` answers; False when none waits for it."""
+        future = self._pending.get(response.request_id)
+        if future is None or future.done():
+            return False
+        future.set_result(response)
+        return True
+
+    def fail_pending(self, request_id: int, error: Exception) -> bool:
+        future = self._pending.get(request_id)
+        if future is None or future.done():
+            return False
+        future.set_exception(error)
+        return True
+
+    def lost(self, reason: str) -> None:
+        """Fail every pending request: the link is gone."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(LinkLost(reason))
+        self.closed.set()
+
+
+class AlwaysOnClient:
+    """The agent's AlwaysOn connection to ThingWorx.
+
+    Args:
+        settings: the ``[thingworx]`` settings (URL, app key, chunk size, every timeout).
+        registry: the Things to bind and the services to serve.
+        ssl_context: the TLS context for ``wss://`` (default: built from ``ca_file`` and
+            ``verify_tls``).
+        rng: the random source of the reconnect jitter (tests fix it).
+
+    Raises:
+        ChannelConfigError: the URL is not ``ws://`` or ``wss://``.
+    """
+
+    def __init__(
+        self,
+        settings: ThingWorxSettings,
+        registry: ThingRegistry,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        scheme = urlsplit(settings.url).scheme
+        if scheme not in ("ws", "wss"):
+            raise ChannelConfigError(
+                f"thingworx.url {settings.url!r} must start with ws:// or wss://"
+            )
+        self._settings = settings
+        self._registry = registry
+        self._tls = self._tls_context(scheme, ssl_context)
+        self._backoff = Backoff(settings.reconnect_initial_delay, settings.reconnect_max_delay, rng)
+        self._machine = StateMachine(self._state_changed)
+        self._ready = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._ids = _request_ids()
+        self._conn_ids = itertools.count(1)
+        self._link: _Link | None = None
+        self._bound: list[str] = []
+        self._calls: set[asyncio.Task[None]] = set()
+        self._task_group: asyncio.TaskGroup | None = None
+        self._running = False
+        self.stats = ChannelStats()
+        self._log: FilteringBoundLogger = structlog.get_logger("agent.channel").bind(
+            url=settings.url
+        )
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ChannelState:
+        """The current state (see :mod:`agent.channel.state`)."""
+        return self._machine.state
+
+    @property
+    def session_id(self) -> int | None:
+        """The session id of the current link, None before AUTH succeeds."""
+        link = self._link
+        return link.session_id if link is not None and self.state in _AUTHENTICATED else None
+
+    @property
+    def bound_things(self) -> list[str]:
+        """The Things bound on the current link (empty when not ready)."""
+        return list(self._bound)
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the channel is READY.
+
+        Raises:
+            ChannelNotReady: not ready within ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            raise ChannelNotReady(
+                f"not connected to ThingWorx within {timeout:g} s (state {self.state.value})"
+            ) from None
+
+    async def run(self) -> None:
+        """Connect, authenticate, bind and serve until :meth:`stop`; reconnect on failure.
+
+        Returns when stopped. Never raises for network or server trouble (it retries); raises
+        ChannelConfigError for a configuration that cannot work.
+        """
+        if not self._settings.app_key.get_secret_value():
+            raise ChannelConfigError(
+                "thingworx.app_key is empty: set JOBS_AGENT_THINGWORX__APP_KEY"
+            )
+        gateway = self._settings.gateway_thing
+        self._registry.add_thing(gateway)
+        self._stopped.clear()
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._task_group = group
+                while not self._stop_requested.is_set():
+                    await self._one_link()
+                    if self._stop_requested.is_set():
+                        break
+                    delay = self._backoff.next_delay()
+                    self._log.info("reconnecting", delay=round(delay, 3))
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._stop_requested.wait()
+                self._abandon_calls("agent stopping")
+        finally:
+            self._task_group = None
+            self._running = False
+            if self.state is not ChannelState.DISCONNECTED:
+                self._machine.transition(ChannelState.DISCONNECTED)
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """UNBIND every bound Thing, close the websocket with 1000, and end :meth:`run`.
+
+        Waits at most ``auth_timeout`` for the UNBIND answer and ``connect_timeout`` for the
+        close handshake.
+        """
+        if self._stop_requested.is_set():
+            await self._wait_stopped()
+            return
+        self._stop_requested.set()
+        link = self._link
+        if self._machine.can(ChannelState.CLOSING):
+            self._machine.transition(ChannelState.CLOSING)
+        if link is not None:
+            if self._bound:
+                names = tuple(self._bound)
+                try:
+                    for batch in self._batches(link, names, unbind=True):
+                        answer = await link.request(
+                            lambda rid, b=batch: Bind(rid, link.session_id, b, unbind=True),
+                            "UNBIND",
+                        )
+                        if not answer.ok:
+                            link.log.warning("unbind refused", status=answer.status.name)
+                    link.log.info("unbound", things=len(names))
+                except (LinkFailed, AlwaysOnError) as exc:
+                    link.log.warning("unbind failed", error=str(exc))
+            self._bound = []
+            await self._close(link, "agent stopping")
+        await self._wait_stopped()
+
+    # -- connection lifecycle -----------------------------------------------------------------
+
+    async def _wait_stopped(self) -> None:
+        if not self._running:
+            return
+        try:
+            async with asyncio.timeout(self._settings.connect_timeout):
+                await self._stopped.wait()
+        except TimeoutError:
+            self._log.warning("run() did not end in time after stop")
+
+    async def _one_link(self) -> None:
+        """One connection: connect, AUTH, BIND, serve until the link ends. Never raises
+        LinkFailed (logs it)."""
+        settings = self._settings
+        log = self._log.bind(conn_id=next(self._conn_ids))
+        self._machine.transition(ChannelState.CONNECTING)
+        self.stats.connection_attempts += 1
+        link: _Link | None = None
+        reader: asyncio.Task[None] | None = None
+        try:
+            ws = await self._connect(log)
+            link = _Link(ws, settings, self._ids, log)
+            self._link = link
+            if self._stop_requested.is_set():
+                return
+            assert self._task_group is not None
+            reader = self._task_group.create_task(self._read_loop(link))
+            self._machine.transition(ChannelState.AUTHENTICATING)
+            await self._authenticate(link)
+            if self._stop_requested.is_set():
+                return
+            self._machine.transition(ChannelState.BINDING)
+            await self._bind_all(link)
+            if self._stop_requested.is_set():
+                return
+            self._machine.transition(ChannelState.READY)
+            self.stats.connects += 1
+            self._backoff.reset()
+            log.info("ready", session_id=link.session_id, things=len(self._bound))
+            await link.closed.wait()
+            if not self._stop_requested.is_set():
+                self.stats.links_lost += 1
+                log.warning("link lost", code=ws.close_code, reason=ws.close_reason)
+        except AuthRefused as exc:
+            log.error("authentication refused", error=str(exc), hint="check thingworx.app_key")
+        except LinkFailed as exc:
+            log.warning("link failed", error=str(exc))
+        finally:
+            self._bound = []
+            if link is not None:
+                await self._close(
+                    link, "agent stopping" if self._stop_requested.is_set() else "link failed"
+                )
+                if reader is not None:
+                    await asyncio.wait({reader}, timeout=settings.connect_timeout)
+                    reader.cancel()
+                self._link = None
+                self._abandon_calls("link lost", link)
+            if not self._stop_requested.is_set() and self._machine.can(ChannelState.DISCONNECTED):
+                self._machine.transition(ChannelState.DISCONNECTED)
+
+    async def _connect(self, log: FilteringBoundLogger) -> ClientConnection:
+        settings = self._settings
+        headers = [
+            ("Max-Frame-Size", str(settings.chunk_size)),
+            (APP_KEY_CLAIM, settings.app_key.get_secret_value()),
+        ]
+        try:
+            ws = await connect(
+                settings.url,
+                additional_headers=headers,
+                user_agent_header=USER_AGENT,
+                compression=None,
+                ssl=self._tls,
+                open_timeout=settings.connect_timeout,
+                ping_interval=settings.ping_interval,
+                ping_timeout=settings.pong_timeout,
+                close_timeout=settings.connect_timeout,
+                max_size=settings.max_message_size,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise AuthRefused(f"the server refused the upgrade with HTTP {status}") from None
+            raise LinkLost(f"the server refused the upgrade with HTTP {status}") from None
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise LinkLost(f"cannot connect: {type(exc).__name__}: {exc}") from None
+        log.info("connected")
+        return ws
+
+    async def _authenticate(self, link: _Link) -> None:
+        key = self._settings.app_key.get_secret_value()
+        answer = await link.request(lambda rid: Auth(rid, ((APP_KEY_CLAIM, key),)), "AUTH")
+        if not answer.ok:
+            reason = f": {answer.reason}" if answer.reason else ""
+            raise AuthRefused(f"AUTH answered {answer.status.name}{reason}")
+        link.session_id = answer.session_id
+        link.log = link.log.bind(session_id=answer.session_id)
+        link.log.info("authenticated")
+
+    def _thing_names(self) -> tuple[str, ...]:
+        gateway = self._settings.gateway_thing
+        return (gateway, *(t for t in self._registry.things() if t != gateway))
+
+    def _batches(
+        self, link: _Link, names: tuple[str, ...], *, unbind: bool
+    ) -> list[tuple[str, ...]]:
+        """Split ``names`` into BINDs that each fit one chunk (reference §6.4).
+
+        The codec decides the size: the longest prefix that encodes as one plain message is found
+        by bisection.
+        """
+
+        def fits(batch: tuple[str, ...]) -> bool:
+            parts = link.encode(Bind(1, link.session_id, batch, unbind=unbind))
+            return len(parts) == 1 and len(parts[0]) <= self._settings.chunk_size
+
+        batches: list[tuple[str, ...]] = []
+        rest = names
+        while rest:
+            low, high = 1, len(rest)
+            if not fits(rest[:1]):
+                raise BindRefused(f"Thing name {rest[0][:40]!r} does not fit one BIND message")
+            while low < high:
+                mid = (low + high + 1) // 2
+                if fits(rest[:mid]):
+                    low = mid
+                else:
+                    high = mid - 1
+            batches.append(rest[:low])
+            rest = rest[low:]
+        return batches
+
+    async def _bind_all(self, link: _Link) -> None:
+        names = self._thing_names()
+        for batch in self._batches(link, names, unbind=False):
+            answer = await link.request(lambda rid, b=batch: Bind(rid, link.session_id, b), "BIND")
+            if not answer.ok:
+                reason = f": {answer.reason}" if answer.reason else ""
+                raise BindRefused(
+                    f"BIND of {len(batch)} Things answered {answer.status.name}{reason}"
+                )
+            self._bound.extend(batch)
+        link.log.info("bound", things=len(names))
+
+    async def _close(self, link: _Link, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await link.ws.close(code=1000, reason=reason)
+        link.lost(reason)
+
+    # -- reading and answering ----------------------------------------------------------------
+
+    async def _read_loop(self, link: _Link) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async for data in link.ws:
+                if isinstance(data, str):
+                    link.log.warning("text frame dropped", length=len(data))
+                    continue
+                await self._on_frame(link, data, loop.time())
+        except ConnectionClosed:
+            pass
+        except Exception:  # a bug here must not take run() down: drop the link and reconnect
+            link.log.exception("reader failed; dropping the link")
+            with contextlib.suppress(Exception):
+                await link.ws.close(code=1011, reason="agent error")
+        finally:
+            link.lost("websocket closed")
+
+    async def _on_frame(self, link: _Link, data: bytes, now: float) -> None:
+        try:
+            message = link.feed(data, now)
+        except MessageTooLarge as exc:
+            link.log.warning("oversized message dropped", error=str(exc))
+            return
+        except ProtocolError as exc:
+            await self._on_malformed(link, exc)
+            return
+        except AlwaysOnError as exc:
+            link.log.warning("message dropped", error=str(exc))
+            return
+        if message is None:
+            return
+        if isinstance(message, Response):
+            if not link.answer_pending(message):
+                link.log.debug(
+                    "response to no pending request ignored", request_id=message.request_id
+                )
+        elif isinstance(message, Request):
+            await self._on_request(link, message)
+        else:  # AUTH, BIND, UNBIND are the edge's to send, not to receive.
+            link.log.warning("unsupported message type", kind=type(message).__name__)
+            await self._reply(
+                link,
+                Response(
+                    Status.BAD_REQUEST,
+                    message.request_id,
+                    message.endpoint_id,
+                    link.session_id,
+                    UNSUPPORTED_MESSAGE_REASON,
+                ),
+            )
+
+    async def _on_malformed(self, link: _Link, exc: ProtocolError) -> None:
+        request_id, code = exc.request_id, exc.code
+        if request_id is not None and code is not None and code in _REQUEST_CODES:
+            link.log.warning("malformed request answered", request_id=request_id, error=str(exc))
+            await self._reply(
+                link,
+                Response(
+                    Status.BAD_REQUEST,
+                    request_id,
+                    0,
+                    link.session_id,
+                    f"malformed message: {exc}",
+                ),
+            )
+        elif request_id is not None and link.fail_pending(
+            request_id, LinkLost(f"malformed answer: {exc}")
+        ):
+            link.log.warning("malformed answer", request_id=request_id, error=str(exc))
+        else:
+            link.log.warning("malformed message dropped", error=str(exc))
+
+    async def _on_request(self, link: _Link, request: Request) -> None:
+        thing, target = request.entity_name, request.target
+        if (
+            request.entity_type is not EntityType.THING
+            or request.characteristic is not Characteristic.SERVICES
+            or self._registry.lookup(thing, target) is None
+        ):
+            what = request.characteristic.name.lower().rstrip("s")
+            link.log.info("not found", thing=thing, target=target, kind=what)
+            await self._reply(
+                link,
+                Response(
+                    Status.NOT_FOUND,
+                    request.request_id,
+                    request.endpoint_id,
+                    link.session_id,
+                    f"{request.entity_type.name.capitalize()} {thing} has no {what} {target}",
+                ),
+            )
+            return
+        if target == NOTIFY_PROPERTY_UPDATE:
+            # Answered at once, before any later request is read (reference §7.2).
+            await self._reply(
+                link,
+                Response(Status.SUCCESS, request.request_id, request.endpoint_id, link.session_id),
+            )
+            return
+        group = self._task_group
+        assert group is not None
+        task = group.create_task(self._serve_call(link, request))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _serve_call(self, link: _Link, request: Request) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        service = request.target
+        log = link.log.bind(request_id=request.request_id)
+        try:
+            content = await self._registry.dispatch(
+                request.entity_name, service, request.params, log=log
+            )
+            response = Response(
+                Status.SUCCESS,
+                request.request_id,
+                request.endpoint_id,
+                link.session_id,
+                None,
+                content,
+            )
+        except ServiceError as err:
+            log.info(
+                "call failed",
+                thing=request.entity_name,
+                service=service,
+                status=err.status.name,
+                reason=err.message,
+            )
+            response = Response(
+                err.status, request.request_id, request.endpoint_id, link.session_id, err.message
+            )
+        except Exception:  # the registry never raises anything else; belt and braces
+            log.exception("call crashed", thing=request.entity_name, service=service)
+            response = Response(
+                Status.INTERNAL_SERVER_ERROR,
+                request.request_id,
+                request.endpoint_id,
+                link.session_id,
+                f"internal error in service {service}",
+            )
+        self.stats.record_call(service, loop.time() - started, ok=response.ok)
+        if link.closed.is_set() or link is not self._link:
+            self.stats.abandoned_calls += 1
+            log.warning(
+                "call answer undeliverable: link lost", service=service, status=response.status.name
+            )
+            return
+        await self._reply(link, response)
+
+    async def _reply(self, link: _Link, response: Response) -> None:
+        """Send an answer; an answer too large for the codec becomes ENTITY_TOO_LARGE."""
+        try:
+            await link.send(response)
+        except MessageTooLarge as exc:
+            link.log.error("answer too large", request_id=response.request_id, error=str(exc))
+            await self._reply(
+                link,
+                Response(
+                    Status.ENTITY_TOO_LARGE,
+                    response.request_id,
+                    response.endpoint_id,
+                    link.session_id,
+                    f"the result is too large ({exc.size} bytes, limit {exc.limit}); "
+                    "ask for fewer rows",
+                ),
+            )
+        except AlwaysOnError as exc:
+            link.log.error(
+                "answer cannot be encoded", request_id=response.request_id, error=str(exc)
+            )
+            if response.ok:
+                await self._reply(
+                    link,
+                    Response(
+                        Status.INTERNAL_SERVER_ERROR,
+                        response.request_id,
+                        response.endpoint_id,
+                        link.session_id,
+                        f"the result cannot be encoded: {exc}",
+                    ),
+                )
+        except LinkLost:
+            self.stats.abandoned_calls += 1
+            link.log.warning("answer undeliverable: link lost", request_id=response.request_id)
+
+    def _abandon_calls(self, reason: str, link: _Link | None = None) -> None:
+        running = [t for t in self._calls if not t.done()]
+        if not running:
+            return
+        if link is None:  # stopping: nobody can receive the answers any more
+            for task in running:
+                task.cancel()
+            self.stats.abandoned_calls += len(running)
+            self._log.warning("calls cancelled", reason=reason, count=len(running))
+        else:
+            link.log.warning("calls in flight on a lost link", reason=reason, count=len(running))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _tls_context(self, scheme: str, given: ssl.SSLContext | None) -> ssl.SSLContext | None:
+        if scheme != "wss":
+            return None
+        if given is not None:
+            return given
+        context = ssl.create_default_context()
+        if self._settings.ca_file:
+            context.load_verify_locations(cafile=self._settings.ca_file)
+        if not self._settings.verify_tls:
+            structlog.get_logger("agent.channel").warning(
+                "TLS certificate verification is OFF (thingworx.verify_tls = false)"
+            )
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _state_changed(self, old: ChannelState, new: ChannelState) -> None:
+        if new is ChannelState.READY:
+            self._ready.set()
+        else:
+            self._ready.clear()
+        self._log.debug("state", old=old.value, new=new.value)
+
+
+_AUTHENTICATED = frozenset({ChannelState.BINDING, ChannelState.READY, ChannelState.CLOSING})
