@@ -62,7 +62,8 @@ from emulator.iothub.ports import DeviceLink, Predicate, TwinStore
 __all__ = ["ConditionParser", "JobEngine"]
 
 ConditionParser = Callable[[str], Predicate]
-"""Compiles a queryCondition (the WHERE part) into a predicate; raises on a bad condition."""
+"""Compiles a queryCondition (the WHERE part) into a predicate; raises ValueError (the query
+language's ``QueryError`` is one) on a bad condition."""
 
 _log = structlog.get_logger(__name__)
 
@@ -384,7 +385,7 @@ class JobEngine:
         self._running.add(job_id)
         try:
             predicate = self._compile(job.spec.query_condition)
-        except Exception as exc:  # the query compiler's own errors: the job fails, not the engine
+        except ValueError as exc:  # QueryError and its kin: the job fails, not the engine
             reason = str(exc) or type(exc).__name__
             self._set_job(job_id, JobStatus.RUNNING)
             self._set_job(job_id, JobStatus.FAILED, end=True, reason=reason)

@@ -1,55 +1,18 @@
-"""Small in-memory fakes of the job engine's ports (TwinStore, DeviceLink) and a tiny predicate.
+"""Small in-memory fakes of the job engine's ports (TwinStore, DeviceLink).
 
 The real registry and MQTT endpoint meet the engine in the integration tests; here the engine is
-tested alone. The fake condition parser understands just ``deviceId IN [...]``,
-``deviceId = '...'``, ``tags.<name> = '...'`` and ``IS_DEFINED(deviceId)``; anything else raises
-:class:`FakeQuerySyntaxError` like a real parser would.
+tested alone (with the real query language compiling its conditions).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from emulator.iothub.errors import HubError
 from emulator.iothub.ports import MethodReply, Predicate
-
-
-class FakeQuerySyntaxError(ValueError):
-    """A condition the fake parser does not understand."""
-
-
-class FakePredicate:
-    def __init__(self, path: list[str], values: set[Any] | None) -> None:
-        self.path = path
-        self.values = values
-
-    def matches(self, document: Mapping[str, Any]) -> bool:
-        value: Any = document
-        for part in self.path:
-            if not isinstance(value, Mapping) or part not in value:
-                return False
-            value = value[part]
-        return self.values is None or value in self.values
-
-
-_IN = re.compile(r"^\s*([\w.]+)\s+IN\s*\[(.*)\]\s*$", re.IGNORECASE)
-_EQ = re.compile(r"^\s*([\w.]+)\s*=\s*'([^']*)'\s*$")
-_DEFINED = re.compile(r"^\s*IS_DEFINED\(([\w.]+)\)\s*$", re.IGNORECASE)
-
-
-def fake_parse_condition(text: str) -> Predicate:
-    if match := _IN.match(text):
-        items = {item.strip().strip("'\"") for item in match.group(2).split(",") if item.strip()}
-        return FakePredicate(match.group(1).split("."), items)
-    if match := _EQ.match(text):
-        return FakePredicate(match.group(1).split("."), {match.group(2)})
-    if match := _DEFINED.match(text):
-        return FakePredicate(match.group(1).split("."), None)
-    raise FakeQuerySyntaxError(f"Syntax error in query condition near '{text[:20]}'")
 
 
 class FakeTwins:

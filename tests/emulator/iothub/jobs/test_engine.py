@@ -1,5 +1,7 @@
 """The job engine against in-memory fakes of the twin store and the device link, on a ManualClock.
 
+The query conditions are compiled by the real query language (imported lazily by the engine).
+
 Job windows of an hour pass by advancing the clock; nothing here sleeps for a job window.
 """
 
@@ -19,7 +21,7 @@ from emulator.iothub.database import Database
 from emulator.iothub.errors import JOB_RUN_PRECONDITION_FAILED, HubError
 from emulator.iothub.jobs import TIERS, JobEngine, Tier
 from emulator.iothub.ports import MethodReply
-from tests.emulator.iothub.jobs.fakes import FakeLink, FakeTwins, fake_parse_condition
+from tests.emulator.iothub.jobs.fakes import FakeLink, FakeTwins
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 ISO_T0 = "2030-01-01T00:00:00.000Z"
@@ -50,7 +52,6 @@ class Hub:
             self.link,
             self.clock,
             self.tier,
-            parse_condition=fake_parse_condition,
             ready_poll_seconds=0.02,
             **options,
         )
@@ -325,7 +326,7 @@ async def test_bad_query_condition_fails_the_job_when_it_starts(hub: Hub) -> Non
     assert created["status"] == "scheduled"
     hub.clock.advance(30)
     job = await hub.engine.wait_for_status("j1", "failed")
-    assert "Syntax error" in job["failureReason"]
+    assert job["failureReason"].startswith("syntax error at line 1, column 1")
     assert job["statusMessage"] == job["failureReason"]
     assert job["endTime"] == "2030-01-01T00:00:30.000Z"
     assert job["deviceJobStatistics"]["deviceCount"] == 0
