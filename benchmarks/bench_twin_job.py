@@ -106,7 +106,8 @@ async def main() -> None:
             elapsed, done = await one_run(Path(tmp), args.devices, args.batch, run)
             times.append(elapsed)
             print(
-                f"run {run + 1}: {done} devices in {elapsed:.2f} s ({done / elapsed:,.0f} devices/s)"
+                f"run {run + 1}: {done} devices in {elapsed:.2f} s "
+                f"({done / elapsed:,.0f} devices/s)"
             )
     median = statistics.median(times)
     print(
