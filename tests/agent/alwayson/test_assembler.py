@@ -1,4 +1,4 @@
-"""MessageAssembler: multipart sets, the C SDK's split bodies, limits and staleness (§6.5, §12.1)."""
+"""MessageAssembler: multipart sets, C SDK split bodies, limits, staleness (§6.5, §12.1)."""
 
 from __future__ import annotations
 

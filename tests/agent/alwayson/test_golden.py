@@ -1,4 +1,4 @@
-"""Golden byte vectors from the reference (§3, §4, §5, §6.3, §11, §12), kept in golden_vectors.json."""
+"""Golden byte vectors from the reference (§3-§6, §11, §12), kept in golden_vectors.json."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ EXPECTED_MESSAGES: dict[str, Any] = {
         "Echo",
         (),
         _single("msg", BaseType.STRING, "hi"),
-    ),  # fmt: skip
+    ),
     "response_integer_42": Response(
         Status.SUCCESS, 0x10, 5, 0x2A, None, _single("result", BaseType.INTEGER, 42)
     ),
@@ -91,7 +91,7 @@ EXPECTED_MESSAGES: dict[str, Any] = {
         "Gw1",
         Characteristic.SERVICES,
         "NotifyPropertyUpdate",
-    ),  # fmt: skip
+    ),
 }
 
 EXPECTED_VALUES: dict[str, tuple[BaseType, Any]] = {
