@@ -1,0 +1,299 @@
+"""ThingWorx's JSON convention for service inputs and results, typed by the Thing's metadata.
+
+Inputs (a REST call's JSON object) are typed from the service's input DataShape, never from the
+JSON value's look (reference §12: an edge reads a NUMBER cell as a double whatever its type
+byte says). Per base type, a JSON input becomes:
+
+==========================  ==================================================================
+STRING and string types     a JSON string; a JSON number is taken as its decimal text
+NUMBER                      a JSON number, or a string holding one
+INTEGER, LONG, TIMESPAN     an integral JSON number (``4`` or ``4.0``), or a string holding one;
+                            range-checked (int32 / int64)
+BOOLEAN                     ``true``/``false``, or the strings ``"true"``/``"false"``
+DATETIME                    ISO-8601 text (no zone = UTC) or epoch milliseconds
+JSON                        any JSON value; a string holding JSON text is parsed first
+INFOTABLE                   ThingWorx InfoTable JSON ``{"dataShape": {"fieldDefinitions":
+                            {...}}, "rows": [...]}`` (or that as a string); cells are typed
+                            by the field definitions, recursively; without a dataShape the
+                            columns are inferred from the rows
+LOCATION                    ``{"longitude", "latitude", "elevation"}``
+BLOB, IMAGE                 base64 text
+VARIANT                     typed from the JSON value's look (the only such case)
+``null`` or absent          a NOTHING cell
+==========================  ==================================================================
+
+Results are answered as ThingWorx InfoTable JSON: ``{"dataShape": {"fieldDefinitions": {name:
+{"name", "baseType", "description", "aspects", "ordinal"}}}, "rows": [...]}``, ``ordinal`` being
+the 0-based column index, with DATETIME as epoch milliseconds (ThingWorx's JSON convention),
+BLOB/IMAGE as base64, LOCATION as an object, JSON cells inline, nested InfoTables in the same
+form, and a NUMBER that is not finite as ``null``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from agent.alwayson.basetypes import STRING_LIKE_TYPES, BaseType, Location, Variant
+from agent.alwayson.errors import AlwaysOnError
+from agent.alwayson.infotable import DataShape, FieldDefinition, InfoTable
+from agent.alwayson.metadata import ServiceMetadata
+from agent.alwayson.values import coerce_value, infer_base_type, millis_from_datetime
+from emulator.thingworx.errors import InputError
+from emulator.thingworx.unconfirmed import NO_INPUTS_AS_NOTHING, UNKNOWN_INPUTS_REFUSED
+
+__all__ = [
+    "infotable_from_json",
+    "infotable_to_json",
+    "shape_to_json",
+    "type_inputs",
+    "value_from_json",
+    "value_to_json",
+]
+
+_INTEGRAL = {BaseType.INTEGER, BaseType.LONG, BaseType.TIMESPAN}
+
+
+def type_inputs(service: ServiceMetadata, body: Mapping[str, Any]) -> InfoTable | None:
+    """The params InfoTable (one row) of a call, typed from the service's inputs.
+
+    Args:
+        service: the service as the Thing's GetMetadata describes it.
+        body: the REST call's JSON object.
+
+    Returns:
+        A one-row InfoTable whose columns are the service's inputs (absent ones are NOTHING), or
+        None when the service declares no inputs and none were given.
+
+    Raises:
+        InputError: an input the metadata does not list, or a value that does not fit its type.
+    """
+    shape = service.inputs
+    unknown = [name for name in body if name not in shape]
+    if unknown and UNKNOWN_INPUTS_REFUSED:
+        raise InputError(
+            f"service {service.name!r} has no input {unknown[0]!r}"
+            f" (inputs: {', '.join(shape.names) or 'none'})"
+        )
+    if not shape.fields:
+        return None if NO_INPUTS_AS_NOTHING else InfoTable(shape, [{}])
+    row = {
+        f.name: value_from_json(f, body[f.name], where=f"input {f.name!r}")
+        for f in shape.fields
+        if f.name in body
+    }
+    return InfoTable(shape, [row])
+
+
+def value_from_json(field: FieldDefinition, value: Any, *, where: str) -> Any:
+    """One JSON value as the Python value of ``field``'s base type (table in the module doc).
+
+    Raises:
+        InputError: the value does not fit; the text names ``where`` and the expected type.
+    """
+    bt = field.base_type
+    if value is None:
+        return None
+    try:
+        converted = _from_json(bt, value, where)
+        return coerce_value(bt, converted)
+    except InputError:
+        raise
+    except (AlwaysOnError, ValueError, TypeError, OverflowError) as exc:
+        raise InputError(f"{where}: {exc} (expected {bt.type_name})") from None
+
+
+def _from_json(bt: BaseType, value: Any, where: str) -> Any:
+    if bt is BaseType.NUMBER:
+        if isinstance(value, str):
+            return float(value.strip())
+        return value
+    if bt in _INTEGRAL:
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return int(text)
+            except ValueError:
+                return float(text)
+        return value
+    if bt is BaseType.BOOLEAN:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        return value
+    if bt is BaseType.DATETIME:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value.strip())
+        return value
+    if bt is BaseType.JSON:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+    if bt is BaseType.INFOTABLE:
+        return infotable_from_json(value, where=where)
+    if bt is BaseType.VARIANT:
+        if isinstance(value, dict) and "rows" in value:
+            return Variant(BaseType.INFOTABLE, infotable_from_json(value, where=where))
+        return Variant(infer_base_type(value), value)
+    if bt in STRING_LIKE_TYPES and isinstance(value, int | float) and not isinstance(value, bool):
+        return json.dumps(value)
+    return value
+
+
+def _field_from_json(key: str, d: Any, where: str) -> FieldDefinition:
+    if not isinstance(d, Mapping):
+        raise InputError(f"{where}: field definition {key!r} must be an object")
+    name = d.get("name", key)
+    base = d.get("baseType", "STRING")
+    try:
+        bt = BaseType.from_name(str(base))
+    except AlwaysOnError:
+        raise InputError(f"{where}: field {name!r} has unknown baseType {base!r}") from None
+    aspects = d.get("aspects")
+    return FieldDefinition(
+        str(name),
+        bt,
+        str(d.get("description") or ""),
+        dict(aspects) if isinstance(aspects, Mapping) else {},
+    )
+
+
+def _shape_from_json(obj: Any, rows: list[Any], where: str) -> DataShape:
+    if isinstance(obj, Mapping):
+        defs = obj.get("fieldDefinitions", {})
+        if isinstance(defs, Mapping):
+            items = list(defs.items())
+        elif isinstance(defs, list):
+            items = [(str(d.get("name", "")) if isinstance(d, Mapping) else "", d) for d in defs]
+        else:
+            raise InputError(f"{where}: fieldDefinitions must be an object")
+        fields = [(d.get("ordinal") if isinstance(d, Mapping) else None, k, d) for k, d in items]
+        if fields and all(isinstance(o, int) for o, _, _ in fields):
+            fields.sort(key=lambda t: t[0] if isinstance(t[0], int) else 0)
+        shape_name = obj.get("name", "")
+        try:
+            return DataShape(
+                tuple(_field_from_json(k, d, where) for _, k, d in fields),
+                str(shape_name) if isinstance(shape_name, str) else "",
+            )
+        except AlwaysOnError as exc:
+            raise InputError(f"{where}: {exc}") from None
+    # No dataShape: columns from the rows' keys, typed from the values' look.
+    seen: dict[str, BaseType] = {}
+    for row in rows:
+        if isinstance(row, Mapping):
+            for k, v in row.items():
+                if v is not None and k not in seen:
+                    seen[k] = BaseType.JSON if isinstance(v, dict | list) else infer_base_type(v)
+                elif k not in seen:
+                    seen.setdefault(k, BaseType.STRING)
+    return DataShape(tuple(FieldDefinition(k, bt) for k, bt in seen.items()))
+
+
+def infotable_from_json(obj: Any, *, where: str = "infotable") -> InfoTable:
+    """An InfoTable from ThingWorx InfoTable JSON (or its text).
+
+    Raises:
+        InputError: not an InfoTable document, or a cell that does not fit its field.
+    """
+    if isinstance(obj, str):
+        try:
+            obj = json.loads(obj)
+        except ValueError:
+            raise InputError(f"{where}: not InfoTable JSON") from None
+    if not isinstance(obj, Mapping):
+        raise InputError(f"{where}: an INFOTABLE must be a JSON object with rows")
+    rows = obj.get("rows", [])
+    if not isinstance(rows, list):
+        raise InputError(f"{where}: rows must be a list")
+    shape = _shape_from_json(obj.get("dataShape"), rows, where)
+    out: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise InputError(f"{where}: row {i} must be an object")
+        extra = [k for k in row if k not in shape]
+        if extra:
+            raise InputError(f"{where}: row {i} has a column {extra[0]!r} not in its dataShape")
+        out.append(
+            {
+                f.name: value_from_json(f, row[f.name], where=f"{where} row {i} {f.name!r}")
+                for f in shape.fields
+                if f.name in row
+            }
+        )
+    return InfoTable(shape, out)
+
+
+def _aspect_to_json(value: Any) -> Any:
+    if isinstance(value, Variant):
+        return value_to_json(value.base_type, value.value)
+    if isinstance(value, datetime):
+        return millis_from_datetime(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Location):
+        return _location_json(value)
+    if isinstance(value, InfoTable):
+        return infotable_to_json(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _location_json(value: Location) -> dict[str, float]:
+    return {
+        "longitude": value.longitude,
+        "latitude": value.latitude,
+        "elevation": value.elevation,
+    }
+
+
+def shape_to_json(shape: DataShape) -> dict[str, Any]:
+    """ThingWorx's ``fieldDefinitions`` object of a DataShape (0-based ``ordinal``)."""
+    return {
+        f.name: {
+            "name": f.name,
+            "baseType": f.base_type.type_name,
+            "description": f.description,
+            "aspects": {k: _aspect_to_json(v) for k, v in f.aspects.items()},
+            "ordinal": i,
+        }
+        for i, f in enumerate(shape.fields)
+    }
+
+
+def value_to_json(base_type: BaseType, value: Any) -> Any:
+    """One cell as ThingWorx JSON (table in the module doc)."""
+    if value is None:
+        return None
+    if isinstance(value, Variant):
+        return value_to_json(value.base_type, value.value)
+    if isinstance(value, datetime):
+        return millis_from_datetime(value)
+    if isinstance(value, InfoTable):
+        return infotable_to_json(value)
+    if isinstance(value, Location):
+        return _location_json(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def infotable_to_json(table: InfoTable) -> dict[str, Any]:
+    """A decoded InfoTable as ThingWorx InfoTable JSON."""
+    fields = table.shape.fields
+    return {
+        "dataShape": {"fieldDefinitions": shape_to_json(table.shape)},
+        "rows": [
+            {f.name: value_to_json(f.base_type, row.get(f.name)) for f in fields}
+            for row in table.rows
+        ],
+    }

@@ -1,0 +1,524 @@
+"""One edge connection, server side: AUTH, BIND, synchronisation, and service calls to the edge.
+
+Rules (reference §2.3, §5 to §9, §12):
+
+- nothing but AUTH is served before a successful AUTH: a BIND or request gets UNAUTHORIZED
+  (``REQUEST_BEFORE_AUTH_CLOSES`` says whether the link is then closed); a bad key gets
+  UNAUTHORIZED ``0x81`` and the link is closed (``AUTH_FAILURE_CLOSES``);
+- AUTH success carries a fresh session id in the header and the body ``00 FF``; BIND/UNBIND
+  success is ``00 FF`` too; after a BIND the stand-in calls ``NotifyPropertyUpdate`` on each
+  bound Thing, then learns its services through ``GetMetadata`` (``GET_METADATA_AFTER_BIND``);
+- requests to the edge: POST (``SERVICE_CALL_METHOD``), entity THING, characteristic SERVICES,
+  params a one-row InfoTable or NOTHING, request ids from the stand-in's counter, the endpoint id a
+  per-connection constant; the answer is matched by request id alone, with a deadline;
+- decoding is by structure (the codec's assembler ignores trailing bytes, joins a body split
+  over two plain messages and reassembles multipart, BIND included); unknown codes and
+  KEEP_ALIVE are dropped; a malformed request is answered BAD_REQUEST, a malformed answer fails
+  the call it answers; the link survives both;
+- every message over the chunk size (or the client's Max-Frame-Size, if smaller) goes out as
+  multipart, so no frame exceeds the client's Max-Frame-Size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from agent.alwayson import (
+    AlwaysOnError,
+    Auth,
+    BaseType,
+    Bind,
+    Characteristic,
+    DataShape,
+    EntityType,
+    FieldDefinition,
+    InfoTable,
+    Message,
+    MessageAssembler,
+    MessageTooLarge,
+    Method,
+    ProtocolError,
+    Request,
+    Response,
+    Status,
+    ThingMetadata,
+    encode_message,
+    parse_metadata_json,
+)
+from emulator.thingworx.errors import CallError, EdgeFailed, EdgeTimeout, LinkClosed
+from emulator.thingworx.things import ThingRegistry
+from emulator.thingworx.unconfirmed import (
+    APP_KEY_CLAIM,
+    AUTH_FAILURE_CLOSES,
+    AUTH_FAILURE_STATUS,
+    GET_METADATA_AFTER_BIND,
+    GET_METADATA_METHOD,
+    GET_METADATA_SERVICE,
+    GET_PROPERTY_SUBSCRIPTIONS_SERVICE,
+    NOTIFY_PROPERTY_UPDATE_METHOD,
+    NOTIFY_PROPERTY_UPDATE_SERVICE,
+    REASON_COLUMN,
+    REQUEST_BEFORE_AUTH_CLOSES,
+    SERVICE_CALL_METHOD,
+    STALE_MULTIPART_SECONDS,
+    UPDATE_SUBSCRIBED_PROPERTY_VALUES_SERVICE,
+)
+from emulator.thingworx.websocket_link import EdgeLink
+
+__all__ = ["EdgeSession", "SessionSettings", "check_app_key", "edge_reason"]
+
+_SUBSCRIPTIONS_SHAPE = DataShape(
+    (
+        FieldDefinition("edgeName", BaseType.STRING),
+        FieldDefinition("pushType", BaseType.STRING),
+        FieldDefinition("pushThreshold", BaseType.NUMBER),
+    )
+)
+
+
+class SessionSettings:
+    """The knobs every session of one stand-in shares.
+
+    Args:
+        app_key: the application key clients must present.
+        chunk_size: the largest AlwaysOn message sent before multipart splitting.
+        max_message_size: the largest (reassembled) message accepted or sent.
+        call_timeout: seconds to wait for the edge's answer to a call.
+        next_request_id: the stand-in's request id counter.
+    """
+
+    def __init__(
+        self,
+        *,
+        app_key: str,
+        chunk_size: int,
+        max_message_size: int,
+        call_timeout: float,
+        next_request_id: Callable[[], int],
+    ) -> None:
+        self.app_key = app_key
+        self.chunk_size = chunk_size
+        self.max_message_size = max_message_size
+        self.call_timeout = call_timeout
+        self.next_request_id = next_request_id
+
+
+def check_app_key(presented: str | None, expected: str) -> bool:
+    """Constant-time comparison of an application key (None never matches)."""
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def _new_session_id() -> int:
+    # Neither 0 (the edge's "no session") nor 0xFFFFFFFF (the AUTH marker).
+    return secrets.randbelow(0xFFFFFFFE - 1) + 1
+
+
+def _content_reason(content: InfoTable | None) -> str | None:
+    if content is None or REASON_COLUMN not in content.shape or not content.rows:
+        return None
+    value = content.rows[0].get(REASON_COLUMN)
+    return value if isinstance(value, str) and value else None
+
+
+def edge_reason(response: Response) -> str:
+    """The edge's reason: the header's reason, else a ``reason`` column (§12), else the code."""
+    return response.reason or _content_reason(response.content) or response.status.name
+
+
+class EdgeSession:
+    """The server side of one AlwaysOn connection.
+
+    Args:
+        link: the websocket.
+        registry: the stand-in's Things.
+        settings: shared settings.
+        conn_id: an id for logs and listings.
+        endpoint_id: this connection's endpoint id, sent in every request to the edge.
+    """
+
+    def __init__(
+        self,
+        link: EdgeLink,
+        registry: ThingRegistry,
+        settings: SessionSettings,
+        *,
+        conn_id: str,
+        endpoint_id: int,
+    ) -> None:
+        self.link = link
+        self._registry = registry
+        self._settings = settings
+        self._conn_id = conn_id
+        self.endpoint_id = endpoint_id
+        self.session_id: int | None = None
+        self._assembler = MessageAssembler(
+            settings.max_message_size, stale_after=STALE_MULTIPART_SECONDS
+        )
+        self._pending: dict[int, asyncio.Future[Response]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._metadata_fetches: dict[str, asyncio.Task[None]] = {}
+        self._log = structlog.get_logger("emulator.thingworx.session").bind(conn_id=conn_id)
+
+    @property
+    def conn_id(self) -> str:
+        """The connection's id."""
+        return self._conn_id
+
+    @property
+    def authenticated(self) -> bool:
+        """True after a successful AUTH."""
+        return self.session_id is not None
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it closes; then unbind its Things and fail its calls."""
+        loop = asyncio.get_running_loop()
+        self._log.info(
+            "edge connected",
+            max_frame_size=self.link.max_frame_size,
+            deflate=self.link.handshake.deflate,
+        )
+        try:
+            while True:
+                data = await self.link.recv()
+                if data is None:
+                    break
+                now = loop.time()
+                self._assembler.expire(now)
+                try:
+                    message = self._assembler.feed(data, now)
+                except MessageTooLarge as exc:
+                    self._on_too_large(exc)
+                    continue
+                except ProtocolError as exc:
+                    self._on_malformed(exc)
+                    continue
+                if message is not None:
+                    await self._dispatch(message)
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(LinkClosed("the edge's connection closed"))
+        self._pending.clear()
+        names = self._registry.drop(self)
+        self._log.info("edge disconnected", unbound=names, close_code=self.link.close_code)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # sending -----------------------------------------------------------------------------
+
+    def _send(self, message: Message) -> None:
+        chunk = min(self._settings.chunk_size, self.link.max_frame_size)
+        frames = encode_message(
+            message, chunk_size=chunk, max_message_size=self._settings.max_message_size
+        )
+        for frame in frames:
+            self.link.send(frame)
+
+    def _answer(
+        self,
+        to: Request | Bind | Auth,
+        status: Status | int,
+        *,
+        reason: str | None = None,
+        content: InfoTable | None = None,
+        session_id: int | None = None,
+    ) -> None:
+        sid = session_id if session_id is not None else (self.session_id or 0)
+        try:
+            self._send(
+                Response(
+                    Status(status),
+                    request_id=to.request_id,
+                    endpoint_id=to.endpoint_id,
+                    session_id=sid,
+                    reason=reason,
+                    content=content,
+                )
+            )
+        except (ConnectionError, AlwaysOnError) as exc:
+            self._log.warning("answer not sent", request_id=to.request_id, error=str(exc))
+
+    # calls to the edge -------------------------------------------------------------------
+
+    async def call(
+        self,
+        thing: str,
+        service: str,
+        params: InfoTable | None,
+        *,
+        timeout: float | None = None,
+        method: int = SERVICE_CALL_METHOD,
+    ) -> Response:
+        """Call a service of a Thing bound on this connection and wait for the edge's answer.
+
+        Args:
+            thing: the Thing's name.
+            service: the service's name.
+            params: the one-row input InfoTable, or None (NOTHING).
+            timeout: seconds to wait (default: the stand-in's call timeout).
+            method: the request code (POST unless a correction says otherwise).
+
+        Returns:
+            The edge's response, whatever its status.
+
+        Raises:
+            EdgeTimeout: no answer in time.
+            LinkClosed: the connection closed before the answer.
+            CallError: the request could not be encoded (413 for one over the max message size).
+        """
+        if self.link.closed:
+            raise LinkClosed("the edge's connection is closed")
+        wait = self._settings.call_timeout if timeout is None else timeout
+        request_id = self._settings.next_request_id()
+        request = Request(
+            Method(method),
+            request_id=request_id,
+            endpoint_id=self.endpoint_id,
+            session_id=self.session_id or 0,
+            entity_type=EntityType.THING,
+            entity_name=thing,
+            characteristic=Characteristic.SERVICES,
+            target=service,
+            params=params,
+        )
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        log = self._log.bind(thing=thing, service=service, request_id=request_id)
+        try:
+            try:
+                self._send(request)
+            except MessageTooLarge as exc:
+                raise CallError(
+                    f"the call is too large for AlwaysOn: {exc}", http_status=413
+                ) from None
+            except AlwaysOnError as exc:
+                raise CallError(f"the call cannot be encoded: {exc}", http_status=400) from None
+            except ConnectionError:
+                raise LinkClosed("the edge's connection is closed") from None
+            log.debug("call sent")
+            try:
+                async with asyncio.timeout(wait):
+                    response = await future
+            except TimeoutError:
+                log.warning("call timed out", timeout=wait)
+                raise EdgeTimeout(
+                    f"Thing {thing!r} did not answer {service} within {wait:g} s"
+                ) from None
+        finally:
+            self._pending.pop(request_id, None)
+        log.debug("call answered", status=response.status.name)
+        return response
+
+    # synchronisation after BIND ----------------------------------------------------------
+
+    async def _synchronise(self, thing: str) -> None:
+        try:
+            answer = await self.call(
+                thing, NOTIFY_PROPERTY_UPDATE_SERVICE, None, method=NOTIFY_PROPERTY_UPDATE_METHOD
+            )
+            self._log.info("property update notified", thing=thing, status=answer.status.name)
+        except (CallError, LinkClosed) as exc:
+            self._log.warning("notify property update failed", thing=thing, error=str(exc))
+        if GET_METADATA_AFTER_BIND:
+            await self.fetch_metadata(thing)
+
+    async def fetch_metadata(self, thing: str) -> None:
+        """Learn ``thing``'s services through GetMetadata and record them (or the failure).
+
+        Concurrent fetches of the same Thing share one call.
+        """
+        running = self._metadata_fetches.get(thing)
+        if running is None or running.done():
+            running = asyncio.get_running_loop().create_task(self._fetch_metadata(thing))
+            self._metadata_fetches[thing] = running
+            self._tasks.add(running)
+            running.add_done_callback(self._tasks.discard)
+        await asyncio.shield(running)
+
+    async def _fetch_metadata(self, thing: str) -> None:
+        metadata: ThingMetadata | None = None
+        error: str | None = None
+        try:
+            answer = await self.call(thing, GET_METADATA_SERVICE, None, method=GET_METADATA_METHOD)
+            if not answer.ok:
+                error = f"GetMetadata failed: {edge_reason(answer)}"
+            elif answer.content is None or not answer.content.rows:
+                error = "GetMetadata answered no content"
+            else:
+                row = answer.content.rows[0]
+                document = row.get("result", next(iter(row.values()), None))
+                if isinstance(document, dict | str | bytes):
+                    metadata = parse_metadata_json(document)
+                else:
+                    error = "GetMetadata answered no JSON document"
+        except (CallError, LinkClosed) as exc:
+            error = f"GetMetadata failed: {exc}"
+        except (AlwaysOnError, TypeError, ValueError) as exc:
+            error = f"GetMetadata answered unreadable metadata: {exc}"
+        if error is not None:
+            self._log.warning("metadata unavailable", thing=thing, error=error)
+        else:
+            assert metadata is not None
+            self._log.info("metadata learned", thing=thing, services=sorted(metadata.services))
+        self._registry.set_metadata(thing, self, metadata, error)
+
+    # incoming ----------------------------------------------------------------------------
+
+    async def _dispatch(self, message: Message) -> None:
+        if isinstance(message, Response):
+            future = self._pending.get(message.request_id)
+            if future is None or future.done():
+                self._log.debug("unmatched response dropped", request_id=message.request_id)
+            else:
+                future.set_result(message)
+            return
+        if isinstance(message, Auth):
+            await self._on_auth(message)
+            return
+        if not self.authenticated:
+            self._log.warning(
+                "refused before auth", request_id=message.request_id, kind=type(message).__name__
+            )
+            self._answer(message, Status.UNAUTHORIZED, reason="authenticate first")
+            if REQUEST_BEFORE_AUTH_CLOSES:
+                await self.link.close(1008, "not authenticated")
+            return
+        if isinstance(message, Bind):
+            self._on_bind(message)
+        else:
+            self._on_request(message)
+
+    async def _on_auth(self, auth: Auth) -> None:
+        presented = next((value for name, value in auth.claims if name == APP_KEY_CLAIM), None)
+        if not check_app_key(presented, self._settings.app_key):
+            self._log.warning("auth refused", claims=[name for name, _ in auth.claims])
+            self._answer(
+                auth,
+                AUTH_FAILURE_STATUS,
+                reason="invalid application key",
+                session_id=auth.session_id,
+            )
+            if AUTH_FAILURE_CLOSES:
+                await self.link.close(1008, "invalid application key")
+            return
+        self.session_id = _new_session_id()
+        self._log.info("edge authenticated", session_id=self.session_id)
+        self._answer(auth, Status.SUCCESS)
+
+    def _on_bind(self, bind: Bind) -> None:
+        if bind.unbind:
+            for name in bind.names:
+                self._registry.unbind(name, self)
+            self._answer(bind, Status.SUCCESS)
+            return
+        bound = [name for name in bind.names if self._registry.bind(name, self)]
+        self._answer(bind, Status.SUCCESS)
+        for name in bound:
+            self._spawn(self._synchronise(name))
+
+    def _on_request(self, request: Request) -> None:
+        log = self._log.bind(
+            thing=request.entity_name, target=request.target, request_id=request.request_id
+        )
+        if request.characteristic is Characteristic.SERVICES:
+            if request.target == GET_PROPERTY_SUBSCRIPTIONS_SERVICE:
+                log.debug("property subscriptions asked")
+                self._answer(request, Status.SUCCESS, content=InfoTable(_SUBSCRIPTIONS_SHAPE, []))
+                return
+            if request.target == UPDATE_SUBSCRIBED_PROPERTY_VALUES_SERVICE:
+                self._store_property_values(request)
+                self._answer(request, Status.SUCCESS)
+                return
+        if request.characteristic is Characteristic.EVENTS:
+            log.info("event received")
+            self._answer(request, Status.SUCCESS)
+            return
+        log.info("edge request not served")
+        self._answer(
+            request, Status.NOT_FOUND, reason=f"{request.target} is not served by the stand-in"
+        )
+
+    def _store_property_values(self, request: Request) -> None:
+        entry = self._registry.get(request.entity_name)
+        if entry is None or request.params is None:
+            return
+        for row in request.params.rows:
+            values = row.get("values")
+            if isinstance(values, InfoTable):
+                for item in values.rows:
+                    name = item.get("name")
+                    if isinstance(name, str):
+                        entry.properties[name] = item.get("value")
+
+    def _on_malformed(self, exc: ProtocolError) -> None:
+        rid = exc.request_id
+        code = exc.code
+        if rid is not None and rid in self._pending and (code is None or code >= 0x40):
+            future = self._pending[rid]
+            if not future.done():
+                future.set_exception(
+                    EdgeFailed(
+                        f"the edge's answer does not parse: {exc}",
+                        status=Status.BAD_GATEWAY,
+                        http_status=502,
+                    )
+                )
+            return
+        if rid is not None and code is not None and code in _ANSWERABLE:
+            self._log.warning("malformed request", request_id=rid, error=str(exc))
+            self._send_bad_request(rid, str(exc))
+            return
+        self._log.info("message dropped", code=code, request_id=rid, error=str(exc))
+
+    def _send_bad_request(self, request_id: int, text: str) -> None:
+        try:
+            self._send(
+                Response(
+                    Status.BAD_REQUEST,
+                    request_id=request_id,
+                    endpoint_id=0,
+                    session_id=self.session_id or 0,
+                    reason=text[:200],
+                )
+            )
+        except (ConnectionError, AlwaysOnError) as err:
+            self._log.warning("answer not sent", request_id=request_id, error=str(err))
+
+    def _on_too_large(self, exc: MessageTooLarge) -> None:
+        rid = exc.request_id
+        self._log.warning("message too large", request_id=rid, size=exc.size, limit=exc.limit)
+        if rid is not None and rid in self._pending:
+            future = self._pending[rid]
+            if not future.done():
+                future.set_exception(
+                    EdgeFailed(
+                        f"the edge's answer exceeds {exc.limit} bytes",
+                        status=Status.ENTITY_TOO_LARGE,
+                        http_status=502,
+                    )
+                )
+
+
+_ANSWERABLE = frozenset(
+    {Method.GET, Method.PUT, Method.POST, Method.DELETE, Method.BIND, Method.UNBIND, Method.AUTH}
+)
