@@ -350,7 +350,9 @@ class JobEngine:
         except Exception as exc:  # a bug in one job must not stop the engine or other jobs
             log.exception("job crashed")
             if self._jobs[job_id].status is JobStatus.RUNNING:
-                self._set_job(job_id, JobStatus.FAILED, end=True, reason=f"Internal error: {exc}")
+                reason = f"Internal error: {exc}"
+                self._fail_unfinished(job_id, {"code": "InternalError", "description": reason})
+                self._set_job(job_id, JobStatus.FAILED, end=True, reason=reason)
         finally:
             if self._tasks.get(job_id) is asyncio.current_task():
                 del self._tasks[job_id]
@@ -410,18 +412,9 @@ class JobEngine:
         else:  # pragma: no cover - parse_job_request always sets one of them
             raise EngineStateError(f"job {job_id} has no operation")
         await self._before_window_end(work, spec)
-        counts = self._counts[job_id]
-        unfinished = (
-            counts.by_status[DeviceJobStatus.PENDING] + counts.by_status[DeviceJobStatus.RUNNING]
-        )
+        unfinished = self._fail_unfinished(job_id, _WINDOW_ERROR)
         if unfinished:
-            for old in (DeviceJobStatus.PENDING, DeviceJobStatus.RUNNING):
-                device_transition(old, DeviceJobStatus.FAILED)
-            self._store.fail_unfinished(job_id, _WINDOW_ERROR, self._clock.now())
-            for old in (DeviceJobStatus.PENDING, DeviceJobStatus.RUNNING):
-                counts.move(old, DeviceJobStatus.FAILED, counts.by_status[old])
             _log.info("job window ended", job_id=job_id, failed_devices=unfinished)
-            self._notify()
 
     # --- twin jobs ------------------------------------------------------------------------
 
@@ -570,6 +563,20 @@ class JobEngine:
         self._store.set_rows_status(job_id, (device_id,), new, self._clock.now())
         self._counts[job_id].move(old, new)
         self._notify()
+
+    def _fail_unfinished(self, job_id: str, error: dict[str, str]) -> int:
+        """pending | running → failed for every unfinished row of a job; return how many."""
+        counts = self._counts[job_id]
+        sources = (DeviceJobStatus.PENDING, DeviceJobStatus.RUNNING)
+        unfinished = sum(counts.by_status[old] for old in sources)
+        if unfinished:
+            for old in sources:
+                device_transition(old, DeviceJobStatus.FAILED)
+            self._store.fail_unfinished(job_id, error, self._clock.now())
+            for old in sources:
+                counts.move(old, DeviceJobStatus.FAILED, counts.by_status[old])
+            self._notify()
+        return unfinished
 
     def _finish_rows(self, job_id: str, changes: Sequence[RowChange]) -> None:
         """running → completed | failed for each change, committed in one transaction."""

@@ -624,3 +624,19 @@ async def test_stop_leaves_no_task_behind(hub: Hub) -> None:
     await asyncio.sleep(0)
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
     await hub.engine.start()  # the fixture stops it again
+
+
+async def test_internal_error_fails_the_job_and_its_unfinished_rows(hub: Hub) -> None:
+    class BrokenTwins(FakeTwins):
+        def apply_job_patch(self, *args: Any, **kwargs: Any) -> dict[str, dict[str, Any]]:
+            raise RuntimeError("disk on fire")
+
+    hub.twins = BrokenTwins(["d1", "d2"])
+    await hub.restart()
+    await hub.engine.create_job("j1", twin_job(query="IS_DEFINED(deviceId)"))
+    job = await hub.engine.wait_for_status("j1", "failed")
+    assert job["failureReason"] == "Internal error: disk on fire"
+    assert {row["error"]["code"] for row in hub.rows("j1").values()} == {"InternalError"}
+    hub.assert_consistent("j1")
+    await hub.engine.create_job("j2", twin_job(start=60))  # the engine itself goes on
+    assert hub.engine.get_job("j2")["status"] == "scheduled"
