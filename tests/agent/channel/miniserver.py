@@ -11,6 +11,7 @@ import asyncio
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -59,10 +60,14 @@ class MiniServer:
     Args:
         app_key: the key AUTH must carry.
         refuse_auth: how many AUTHs to refuse (UNAUTHORIZED) before accepting.
+        ssl: a server TLS context: serve wss:// instead of ws://.
     """
 
-    def __init__(self, app_key: str = "test-key", refuse_auth: int = 0) -> None:
+    def __init__(
+        self, app_key: str = "test-key", refuse_auth: int = 0, ssl: SSLContext | None = None
+    ) -> None:
         self.app_key = app_key
+        self.ssl = ssl
         self.refuse_auth = refuse_auth
         self.links: list[Link] = []
         self.auth_attempts = 0
@@ -74,7 +79,13 @@ class MiniServer:
     async def __aenter__(self) -> MiniServer:
         # ping_interval=None: like the real server, never require the edge's pongs (§8).
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, ping_interval=None, compression=None, max_size=None
+            self._handle,
+            "127.0.0.1",
+            0,
+            ping_interval=None,
+            compression=None,
+            max_size=None,
+            ssl=self.ssl,
         )
         return self
 
@@ -87,7 +98,8 @@ class MiniServer:
     def url(self) -> str:
         assert self._server is not None
         port = next(iter(self._server.sockets)).getsockname()[1]
-        return f"ws://127.0.0.1:{port}/Thingworx/WS"
+        scheme = "wss" if self.ssl is not None else "ws"
+        return f"{scheme}://127.0.0.1:{port}/Thingworx/WS"
 
     @property
     def link(self) -> Link:
