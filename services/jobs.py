@@ -1,0 +1,519 @@
+"""The six ``AzureIotDeviceJob*`` remote services (SERVICES.md), on every bound Thing.
+
+On the gateway Thing ``queryCondition`` is required; on a device Thing it defaults to
+``deviceId = '<thing>'``. Defaults (job window, response and connect timeouts, maxRows) come from
+``[jobs]`` settings and are declared as ``defaultValue`` aspects, so Composer shows them and the
+connect timeout is never sent unset. Inputs are checked by :mod:`services.rules` before anything
+is sent; hub failures become one-line errors through :func:`services.mapping.hub_failure`.
+
+:class:`JobServices` also offers the two operations the wrapper services reuse:
+:meth:`JobServices.schedule_method_job` and :meth:`JobServices.call_method`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable
+from agent.iothub import METHOD_JOB, TWIN_JOB, HubRequestError, IotHubClient, IotHubError, Job
+from agent.registry import (
+    DEFAULT_VALUE_ASPECT,
+    IS_REQUIRED_ASPECT,
+    RemoteService,
+    ServiceCall,
+    ServiceError,
+)
+from agent.settings import JobSettings
+from services import rules
+from services.mapping import (
+    HUB_STATUS_FILTER,
+    JOB_STATUSES,
+    JOB_TYPE_TO_HUB,
+    TERMINAL_STATUSES,
+    ErrorContext,
+    hub_failure,
+    job_status,
+    status_input,
+)
+from services.shapes import (
+    JOB_RESULT_SHAPE,
+    JOB_SHAPE,
+    job_table,
+    method_result_table,
+    result_table,
+)
+
+__all__ = [
+    "CANCEL_JOB",
+    "FIND_JOBS",
+    "GET_JOB",
+    "JOB_SERVICE_NAMES",
+    "QUERY_JOB_RESULTS",
+    "SCHEDULE_METHOD_JOB",
+    "SCHEDULE_TWIN_JOB",
+    "JobServices",
+    "MethodJobRequest",
+]
+
+SCHEDULE_TWIN_JOB = "AzureIotDeviceJobScheduleTwinUpdateJob"
+SCHEDULE_METHOD_JOB = "AzureIotDeviceJobScheduleDeviceMethodJob"
+GET_JOB = "AzureIotDeviceJobGetJob"
+FIND_JOBS = "AzureIotDeviceJobFindJobs"
+CANCEL_JOB = "AzureIotDeviceJobCancelJob"
+QUERY_JOB_RESULTS = "AzureIotDeviceJobQueryJobResults"
+JOB_SERVICE_NAMES = (
+    SCHEDULE_TWIN_JOB,
+    SCHEDULE_METHOD_JOB,
+    GET_JOB,
+    FIND_JOBS,
+    CANCEL_JOB,
+    QUERY_JOB_RESULTS,
+)
+
+# How long a 429004 answer may spend finding the active job to name it.
+_ACTIVE_LOOKUP_SECONDS = 5.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def field(
+    name: str,
+    base_type: BaseType,
+    description: str,
+    *,
+    required: bool = False,
+    default: Any = None,
+) -> FieldDefinition:
+    """An input definition with the registry's ``isRequired``/``defaultValue`` aspects."""
+    aspects: dict[str, Any] = {}
+    if required:
+        aspects[IS_REQUIRED_ASPECT] = True
+    if default is not None:
+        aspects[DEFAULT_VALUE_ASPECT] = default
+    return FieldDefinition(name, base_type, description, aspects)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodJobRequest:
+    """A device-method job as the caller asked for it, checked."""
+
+    job_id: str
+    query_condition: str
+    method_name: str
+    payload: Any
+    response_timeout: int
+    connect_timeout: int
+    start_time: datetime
+    max_execution_time: int
+
+
+def _merge(answer: Job, requested: Job) -> Job:
+    """The hub's answer, completed with what was requested where the answer is minimal."""
+    changes = {
+        f.name: getattr(requested, f.name)
+        for f in dataclasses.fields(Job)
+        if getattr(answer, f.name) in (None, "") and getattr(requested, f.name) not in (None, "")
+    }
+    return dataclasses.replace(answer, **changes) if changes else answer
+
+
+class JobServices:
+    """The six job services over one IoT Hub client.
+
+    Args:
+        client: the agent's IoT Hub client.
+        settings: the ``[jobs]`` settings (defaults and limits).
+        clock: the current UTC time (tests inject one).
+        new_job_id: makes the id of a job created without ``jobId``.
+    """
+
+    def __init__(
+        self,
+        client: IotHubClient,
+        settings: JobSettings,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        new_job_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._new_job_id = new_job_id
+
+    # -- declarations ----------------------------------------------------------------------
+
+    def common_inputs(self, thing: str, *, gateway: bool) -> list[FieldDefinition]:
+        """``queryCondition``, ``startTime``, ``maxExecutionTimeInSeconds`` and ``jobId``."""
+        if gateway:
+            condition = field(
+                "queryCondition",
+                BaseType.STRING,
+                "WHERE part of a twin query selecting the devices, e.g. deviceId IN ['d1','d2'] "
+                "(required here; at most 8192 characters)",
+                required=True,
+            )
+        else:
+            condition = field(
+                "queryCondition",
+                BaseType.STRING,
+                "WHERE part of a twin query selecting the devices (default: this device)",
+                default=rules.device_condition(thing),
+            )
+        return [
+            condition,
+            field("startTime", BaseType.DATETIME, "when the job starts (default: now)"),
+            field(
+                "maxExecutionTimeInSeconds",
+                BaseType.LONG,
+                "the job window in seconds; unfinished devices fail after it",
+                default=self._settings.default_max_execution_time,
+            ),
+            field(
+                "jobId",
+                BaseType.STRING,
+                "the new job's id: at most 64 letters, digits and '-' (default: a new UUID)",
+            ),
+        ]
+
+    def timeout_inputs(self) -> list[FieldDefinition]:
+        """``responseTimeoutInSeconds`` (5..300) and ``connectTimeoutInSeconds`` (0..300)."""
+        return [
+            field(
+                "responseTimeoutInSeconds",
+                BaseType.INTEGER,
+                "seconds to wait for each device's answer (5..300)",
+                default=self._settings.default_response_timeout,
+            ),
+            field(
+                "connectTimeoutInSeconds",
+                BaseType.INTEGER,
+                "seconds to wait for an offline device to connect (0..300; 0 = must be online)",
+                default=self._settings.default_connect_timeout,
+            ),
+        ]
+
+    def declare(self, thing: str, *, gateway: bool) -> list[RemoteService]:
+        """The six services of one Thing.
+
+        Args:
+            thing: the Thing's name (a device Thing's name is its IoT Hub device id).
+            gateway: True for the gateway Thing (``queryCondition`` required).
+        """
+        common = self.common_inputs(thing, gateway=gateway)
+
+        async def schedule_twin(call: ServiceCall) -> InfoTable:
+            return await self.schedule_twin_job(call, gateway=gateway)
+
+        async def schedule_method(call: ServiceCall) -> InfoTable:
+            request = self.method_job_request(
+                call,
+                gateway=gateway,
+                method_name=rules.check_method_name(call.inputs["methodName"]),
+                payload=rules.check_payload("payload", call.inputs.get("payload")),
+            )
+            return await self.schedule_method_job(call, request)
+
+        return [
+            RemoteService(
+                SCHEDULE_TWIN_JOB,
+                "Schedule a job updating the twins (desired properties and/or tags) of the "
+                "selected devices",
+                DataShape.of(
+                    field(
+                        "patch",
+                        BaseType.JSON,
+                        'twin patch: {"properties": {"desired": {...}}, "tags": {...}}',
+                        required=True,
+                    ),
+                    *common,
+                ),
+                BaseType.INFOTABLE,
+                JOB_SHAPE,
+                schedule_twin,
+            ),
+            RemoteService(
+                SCHEDULE_METHOD_JOB,
+                "Schedule a job calling a direct method on the selected devices",
+                DataShape.of(
+                    field("methodName", BaseType.STRING, "the direct method", required=True),
+                    *common,
+                    field("payload", BaseType.JSON, "the method's JSON payload (optional)"),
+                    *self.timeout_inputs(),
+                ),
+                BaseType.INFOTABLE,
+                JOB_SHAPE,
+                schedule_method,
+            ),
+            RemoteService(
+                GET_JOB,
+                "Get a job's status and statistics",
+                DataShape.of(field("jobId", BaseType.STRING, "the job's id", required=True)),
+                BaseType.INFOTABLE,
+                JOB_SHAPE,
+                self.get_job,
+            ),
+            RemoteService(
+                FIND_JOBS,
+                "Find jobs by type and/or status (the only way to find jobs not yet run)",
+                DataShape.of(
+                    field("type", BaseType.STRING, "twinUpdate or deviceMethod (default: any)"),
+                    field("status", BaseType.STRING, f"one of {', '.join(JOB_STATUSES)}"),
+                ),
+                BaseType.INFOTABLE,
+                JOB_SHAPE,
+                self.find_jobs,
+            ),
+            RemoteService(
+                CANCEL_JOB,
+                "Cancel a job that has not started running",
+                DataShape.of(field("jobId", BaseType.STRING, "the job's id", required=True)),
+                BaseType.INFOTABLE,
+                JOB_SHAPE,
+                self.cancel_job,
+            ),
+            RemoteService(
+                QUERY_JOB_RESULTS,
+                "Per-device results of jobs: SELECT * FROM devices.jobs [WHERE ...]",
+                DataShape.of(
+                    field(
+                        "query",
+                        BaseType.STRING,
+                        "e.g. SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'j1'",
+                        required=True,
+                    ),
+                    field(
+                        "maxRows",
+                        BaseType.INTEGER,
+                        "the most rows to return",
+                        default=self._settings.default_max_rows,
+                    ),
+                ),
+                BaseType.INFOTABLE,
+                JOB_RESULT_SHAPE,
+                self.query_job_results,
+            ),
+        ]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _job_id(self, call: ServiceCall) -> str:
+        given = call.inputs.get("jobId")
+        return rules.check_job_id(given) if given is not None else self._new_job_id()
+
+    async def _failure(
+        self, call: ServiceCall, exc: IotHubError, ctx: ErrorContext
+    ) -> ServiceError:
+        """The caller's error for a hub failure; names the active job(s) on a 429004."""
+        if isinstance(exc, HubRequestError) and exc.code == 429004:
+            ctx = dataclasses.replace(ctx, active_jobs=await self._active_jobs(call, ctx.job_id))
+        error = hub_failure(exc, ctx)
+        call.log.info("hub call failed", error=error.message, status=error.status.name)
+        return error
+
+    async def _active_jobs(self, call: ServiceCall, excluding: str | None) -> list[str]:
+        loop_deadline = min(call.deadline, _loop_time() + _ACTIVE_LOOKUP_SECONDS)
+        try:
+            jobs = await self._client.list_jobs(deadline=loop_deadline)
+        except IotHubError:
+            return []
+        now = self._clock()
+        by_status: dict[str, list[str]] = {}
+        for job in jobs:
+            if job.job_id != excluding:
+                status = job_status(job.status, job.start_time, now)
+                by_status.setdefault(status, []).append(job.job_id)
+        for status in ("running", "pending", "scheduled"):
+            if by_status.get(status):
+                return by_status[status]
+        return []
+
+    # -- the services ----------------------------------------------------------------------
+
+    async def schedule_twin_job(self, call: ServiceCall, *, gateway: bool) -> InfoTable:
+        """AzureIotDeviceJobScheduleTwinUpdateJob."""
+        inputs = call.inputs
+        patch, warnings = rules.check_patch(inputs["patch"])
+        condition = rules.check_query_condition(inputs.get("queryCondition"), required=gateway)
+        max_time = rules.check_max_execution_time(inputs["maxExecutionTimeInSeconds"])
+        job_id = self._job_id(call)
+        start = inputs.get("startTime") or self._clock()
+        for warning in warnings:
+            call.log.warning("request changed", job_id=job_id, warning=warning)
+        try:
+            answer = await self._client.create_twin_job(
+                job_id, condition, patch, start, max_time, deadline=call.deadline
+            )
+        except IotHubError as exc:
+            raise await self._failure(call, exc, ErrorContext(job_id=job_id)) from None
+        requested = Job(
+            job_id,
+            TWIN_JOB,
+            query_condition=condition,
+            start_time=start,
+            max_execution_time=max_time,
+            update_twin=patch,
+        )
+        return job_table([_merge(answer, requested)], self._clock(), warnings)
+
+    def method_job_request(
+        self, call: ServiceCall, *, gateway: bool, method_name: str, payload: Any
+    ) -> MethodJobRequest:
+        """Check the common and timeout inputs of a method job (also used by the wrappers)."""
+        inputs = call.inputs
+        return MethodJobRequest(
+            job_id=self._job_id(call),
+            query_condition=rules.check_query_condition(
+                inputs.get("queryCondition"), required=gateway
+            ),
+            method_name=method_name,
+            payload=payload,
+            response_timeout=rules.check_response_timeout(inputs["responseTimeoutInSeconds"]),
+            connect_timeout=rules.check_connect_timeout(inputs["connectTimeoutInSeconds"]),
+            start_time=inputs.get("startTime") or self._clock(),
+            max_execution_time=rules.check_max_execution_time(inputs["maxExecutionTimeInSeconds"]),
+        )
+
+    async def schedule_method_job(self, call: ServiceCall, request: MethodJobRequest) -> InfoTable:
+        """Create a device-method job (AzureIotDeviceJobScheduleDeviceMethodJob, wrappers)."""
+        try:
+            answer = await self._client.create_method_job(
+                request.job_id,
+                request.query_condition,
+                request.method_name,
+                request.payload,
+                request.response_timeout,
+                request.connect_timeout,
+                request.start_time,
+                request.max_execution_time,
+                deadline=call.deadline,
+            )
+        except IotHubError as exc:
+            ctx = ErrorContext(job_id=request.job_id)
+            raise await self._failure(call, exc, ctx) from None
+        requested = Job(
+            request.job_id,
+            METHOD_JOB,
+            query_condition=request.query_condition,
+            start_time=request.start_time,
+            max_execution_time=request.max_execution_time,
+            method_name=request.method_name,
+            payload=request.payload,
+            response_timeout=request.response_timeout,
+            connect_timeout=request.connect_timeout,
+        )
+        return job_table([_merge(answer, requested)], self._clock())
+
+    async def call_method(
+        self,
+        call: ServiceCall,
+        device_id: str,
+        method_name: str,
+        payload: Any,
+    ) -> InfoTable:
+        """Call a direct method on one device now (the wrappers' device-Thing form)."""
+        response_timeout = rules.check_response_timeout(call.inputs["responseTimeoutInSeconds"])
+        connect_timeout = rules.check_connect_timeout(call.inputs["connectTimeoutInSeconds"])
+        try:
+            result = await self._client.invoke_method(
+                device_id,
+                method_name,
+                payload,
+                response_timeout,
+                connect_timeout,
+                deadline=call.deadline,
+            )
+        except IotHubError as exc:
+            ctx = ErrorContext(
+                device_id=device_id,
+                connect_timeout=connect_timeout,
+                response_timeout=response_timeout,
+            )
+            raise await self._failure(call, exc, ctx) from None
+        return method_result_table(device_id, result)
+
+    async def get_job(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobGetJob."""
+        job_id = rules.check_job_id(call.inputs["jobId"])
+        try:
+            job = await self._client.get_job(job_id, deadline=call.deadline)
+        except IotHubError as exc:
+            raise await self._failure(call, exc, ErrorContext(job_id=job_id)) from None
+        return job_table([job], self._clock())
+
+    async def find_jobs(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobFindJobs."""
+        type_input = (call.inputs.get("type") or "").strip()
+        status_text = (call.inputs.get("status") or "").strip()
+        hub_type: str | None = None
+        if type_input:
+            hub_type = JOB_TYPE_TO_HUB.get(type_input)
+            if hub_type is None:
+                raise ServiceError(
+                    f"input type {type_input!r} is not a job type: use twinUpdate or "
+                    "deviceMethod (or IoT Hub's scheduleUpdateTwin / scheduleDeviceMethod)"
+                )
+        wanted: str | None = None
+        if status_text:
+            wanted = status_input(status_text)
+            if wanted is None:
+                raise ServiceError(
+                    f"input status {status_text!r} is not a job status: use one of "
+                    f"{', '.join(JOB_STATUSES)}"
+                )
+        hub_status = HUB_STATUS_FILTER[wanted] if wanted else None
+        try:
+            jobs = await self._client.list_jobs(hub_type, hub_status, deadline=call.deadline)
+        except IotHubError as exc:
+            raise await self._failure(call, exc, ErrorContext()) from None
+        now = self._clock()
+        if wanted:
+            jobs = [j for j in jobs if job_status(j.status, j.start_time, now) == wanted]
+        if hub_type:
+            jobs = [j for j in jobs if not j.type or j.type == hub_type]
+        return job_table(jobs, now)
+
+    async def cancel_job(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobCancelJob: refused, naming the status, once a job runs or ended."""
+        job_id = rules.check_job_id(call.inputs["jobId"])
+        ctx = ErrorContext(job_id=job_id)
+        try:
+            job = await self._client.get_job(job_id, deadline=call.deadline)
+        except IotHubError as exc:
+            raise await self._failure(call, exc, ctx) from None
+        status = job_status(job.status, job.start_time, self._clock())
+        if status == "running":
+            raise ServiceError(
+                f"job '{job_id}' is running: a running job cannot be cancelled (IoT Hub "
+                "cancels only scheduled or pending jobs); wait for it to end"
+            )
+        if status in TERMINAL_STATUSES:
+            raise ServiceError(
+                f"job '{job_id}' has already ended (status {status}): only scheduled or "
+                "pending jobs can be cancelled"
+            )
+        try:
+            answer = await self._client.cancel_job(job_id, deadline=call.deadline)
+        except IotHubError as exc:
+            raise await self._failure(call, exc, ctx) from None
+        return job_table([_merge(answer, job)], self._clock())
+
+    async def query_job_results(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobQueryJobResults."""
+        query = rules.check_results_query(call.inputs["query"])
+        max_rows = rules.check_max_rows(call.inputs["maxRows"])
+        try:
+            rows = await self._client.query_job_results(query, max_rows, deadline=call.deadline)
+        except IotHubError as exc:
+            raise await self._failure(call, exc, ErrorContext()) from None
+        return result_table(rows)
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()

@@ -1,0 +1,251 @@
+"""The rules the job services enforce before anything is sent to IoT Hub (SERVICES.md).
+
+Each check takes an input's value, returns it in the form to send, and raises
+:class:`~agent.registry.ServiceError` (BAD_REQUEST) with one line naming the input and the rule.
+Pure functions: no I/O, no clock except where a ``now`` is passed in.
+
+Rules:
+- ``jobId``: 1..64 characters of ASCII letters, digits and ``-``.
+- ``queryCondition``: the WHERE part of a twin query, 1..8192 characters, not a whole
+  ``SELECT``; required on the gateway Thing (a job must never silently hit every device).
+- ``patch``: an object with ``properties.desired`` and/or ``tags`` and nothing else at the top
+  level but ``properties``; a ``properties.reported`` section is dropped with a warning;
+  ``properties`` holds nothing else but ``desired`` and ``reported``.
+- QueryJobResults ``query``: ``SELECT * FROM devices.jobs [WHERE ...]`` only.
+- Timeouts: response 5..300 s, connect 0..300 s, job window 1 s or more: refused outside,
+  never clamped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from agent.registry import ServiceError
+
+__all__ = [
+    "CONNECT_TIMEOUT_RANGE",
+    "MAX_QUERY_LENGTH",
+    "MAX_ROWS_LIMIT",
+    "RESPONSE_TIMEOUT_RANGE",
+    "check_connect_timeout",
+    "check_job_id",
+    "check_json",
+    "check_max_execution_time",
+    "check_max_rows",
+    "check_method_name",
+    "check_patch",
+    "check_payload",
+    "check_query_condition",
+    "check_response_timeout",
+    "check_results_query",
+    "device_condition",
+]
+
+MAX_QUERY_LENGTH = 8192
+MAX_JOB_ID_LENGTH = 64
+RESPONSE_TIMEOUT_RANGE = (5, 300)
+CONNECT_TIMEOUT_RANGE = (0, 300)
+MAX_ROWS_LIMIT = 100_000
+MAX_PAYLOAD_BYTES = 128 * 1024
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9-]+$")
+_SELECT = re.compile(r"^\s*select\b", re.IGNORECASE)
+_RESULTS_QUERY = re.compile(
+    r"^\s*SELECT\s+\*\s+FROM\s+devices\.jobs(?P<rest>(?:\s.*)?)$", re.IGNORECASE | re.DOTALL
+)
+_METHOD_NAME = re.compile(r"^[^\s$/?#]{1,100}$")
+
+
+def _show(value: str, limit: int = 60) -> str:
+    text = " ".join(value.split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def check_job_id(value: str) -> str:
+    """``jobId``: 1..64 ASCII letters, digits and ``-``."""
+    if not value:
+        raise ServiceError("input jobId is empty; leave it out to get a new id")
+    if len(value) > MAX_JOB_ID_LENGTH:
+        raise ServiceError(
+            f"input jobId has {len(value)} characters; at most {MAX_JOB_ID_LENGTH} are allowed"
+        )
+    if not _JOB_ID.match(value):
+        raise ServiceError(
+            f"input jobId {_show(value)} may only hold ASCII letters, digits and '-'"
+        )
+    return value
+
+
+def check_query_condition(value: str | None, *, required: bool) -> str:
+    """``queryCondition``: the WHERE part of a twin query (``deviceId IN ['a', 'b']``).
+
+    Args:
+        value: the input, or None when absent.
+        required: True on the gateway Thing.
+    """
+    if value is None or not value.strip():
+        if required:
+            raise ServiceError(
+                "input queryCondition is required on the gateway Thing: give the WHERE part of "
+                "a twin query selecting the devices, e.g. deviceId IN ['d1','d2'] or "
+                "tags.site = 'a' (a job never targets every device by default)"
+            )
+        raise ServiceError("input queryCondition is empty: leave it out to target this device")
+    if len(value) > MAX_QUERY_LENGTH:
+        raise ServiceError(
+            f"input queryCondition has {len(value)} characters; IoT Hub accepts at most "
+            f"{MAX_QUERY_LENGTH}: select the devices by a tag instead of a long IN list"
+        )
+    if _SELECT.match(value):
+        raise ServiceError(
+            "input queryCondition must be only the WHERE part of a twin query "
+            f"(e.g. deviceId = 'd1'), not a whole SELECT: got {_show(value)}"
+        )
+    return value.strip()
+
+
+def device_condition(device_id: str) -> str:
+    """The default ``queryCondition`` of a device Thing: ``deviceId = '<id>'`` (quotes escaped)."""
+    escaped = device_id.replace("\\", "\\\\").replace("'", "\\'")
+    return f"deviceId = '{escaped}'"
+
+
+def check_json(name: str, value: Any) -> Any:
+    """A JSON input: a parsed value (JSON text given as a STRING-like value is parsed)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ServiceError(f"input {name} is not valid JSON text: {_show(value)}") from None
+    return value
+
+
+def check_patch(value: Any) -> tuple[dict[str, Any], list[str]]:
+    """``patch`` of a twin job: returns the patch to send and the warnings to report.
+
+    Raises:
+        ServiceError: the patch is not an object, holds other top-level keys than
+            ``properties``/``tags``, or has neither ``properties.desired`` nor ``tags``.
+    """
+    patch = check_json("patch", value)
+    if not isinstance(patch, Mapping):
+        raise ServiceError(
+            'input patch must be a JSON object like {"properties": {"desired": {...}}, '
+            f'"tags": {{...}}}}, not {type(patch).__name__}'
+        )
+    extra = sorted(str(k) for k in patch if k not in ("properties", "tags"))
+    if extra:
+        raise ServiceError(
+            f"input patch may only hold properties and tags at the top level, not {extra}; "
+            'desired properties go under {"properties": {"desired": {...}}}'
+        )
+    warnings: list[str] = []
+    out: dict[str, Any] = {}
+    if "tags" in patch:
+        tags = patch["tags"]
+        if not isinstance(tags, Mapping):
+            raise ServiceError("input patch: tags must be a JSON object")
+        out["tags"] = dict(tags)
+    if "properties" in patch:
+        properties = patch["properties"]
+        if not isinstance(properties, Mapping):
+            raise ServiceError("input patch: properties must be a JSON object")
+        unknown = sorted(str(k) for k in properties if k not in ("desired", "reported"))
+        if unknown:
+            raise ServiceError(
+                f"input patch: properties may only hold desired (and reported), not {unknown}"
+            )
+        if "reported" in properties:
+            warnings.append(
+                "patch.properties.reported was dropped: only a device writes its reported "
+                "properties"
+            )
+        if "desired" in properties:
+            desired = properties["desired"]
+            if not isinstance(desired, Mapping):
+                raise ServiceError("input patch: properties.desired must be a JSON object")
+            out["properties"] = {"desired": dict(desired)}
+    if not out.get("tags") and not out.get("properties", {}).get("desired"):
+        raise ServiceError(
+            "input patch must contain properties.desired and/or tags (a non-empty object); "
+            'e.g. {"properties": {"desired": {"interval": 30}}}'
+        )
+    return out, warnings
+
+
+def check_results_query(value: str) -> str:
+    """QueryJobResults ``query``: ``SELECT * FROM devices.jobs`` optionally with a WHERE part."""
+    if len(value) > MAX_QUERY_LENGTH:
+        raise ServiceError(
+            f"input query has {len(value)} characters; IoT Hub accepts at most {MAX_QUERY_LENGTH}"
+        )
+    match = _RESULTS_QUERY.match(value)
+    if not match:
+        raise ServiceError(
+            "input query must be SELECT * FROM devices.jobs [WHERE ...]: IoT Hub allows no "
+            f"projection and no other collection here; got {_show(value)}"
+        )
+    rest = match.group("rest").strip()
+    if rest and not rest.lower().startswith("where "):
+        raise ServiceError(
+            "input query may only add a WHERE clause after SELECT * FROM devices.jobs "
+            f"(no GROUP BY, ORDER BY or TOP); got {_show(value)}"
+        )
+    return value.strip()
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise ServiceError(f"input {name} is {value}; it must be between {low} and {high} seconds")
+    return value
+
+
+def check_response_timeout(value: int) -> int:
+    """``responseTimeoutInSeconds``: 5..300."""
+    return _check_range("responseTimeoutInSeconds", value, *RESPONSE_TIMEOUT_RANGE)
+
+
+def check_connect_timeout(value: int) -> int:
+    """``connectTimeoutInSeconds``: 0..300 (0 means the device must already be online)."""
+    return _check_range("connectTimeoutInSeconds", value, *CONNECT_TIMEOUT_RANGE)
+
+
+def check_max_execution_time(value: int) -> int:
+    """``maxExecutionTimeInSeconds``: 1 s or more."""
+    if value < 1:
+        raise ServiceError(
+            f"input maxExecutionTimeInSeconds is {value}; the job window must be at least 1 second"
+        )
+    return value
+
+
+def check_max_rows(value: int) -> int:
+    """``maxRows``: 1..100000."""
+    if not 1 <= value <= MAX_ROWS_LIMIT:
+        raise ServiceError(f"input maxRows is {value}; it must be between 1 and {MAX_ROWS_LIMIT}")
+    return value
+
+
+def check_method_name(value: str) -> str:
+    """``methodName``: 1..100 characters, no whitespace, ``$``, ``/``, ``?`` or ``#``."""
+    if not _METHOD_NAME.match(value):
+        raise ServiceError(
+            f"input methodName {_show(value)} must be 1..100 characters without spaces, "
+            "'$', '/', '?' or '#'"
+        )
+    return value
+
+
+def check_payload(name: str, value: Any) -> Any:
+    """A method payload: JSON of at most 128 KB (IoT Hub's limit)."""
+    payload = check_json(name, value)
+    size = len(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise ServiceError(
+            f"input {name} is {size} bytes of JSON; IoT Hub carries at most "
+            f"{MAX_PAYLOAD_BYTES} bytes"
+        )
+    return payload

@@ -1,0 +1,160 @@
+"""The DataShapes of the job services' results, and the rows built from the IoT Hub client's models.
+
+``AzureIotDeviceJob``, ``AzureIotDeviceJobResult`` and ``AzureIotDeviceMethodResult`` exactly as
+SERVICES.md lists them (``jobId``/``deviceId`` are primary keys through the ``isPrimaryKey``
+aspect). Composer grids and mashups bind to these names: change them only on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable
+from agent.iothub import DeviceJobResult, Job, MethodResult
+from services.mapping import device_job_status, job_status, job_type
+
+__all__ = [
+    "JOB_RESULT_SHAPE",
+    "JOB_SHAPE",
+    "METHOD_RESULT_SHAPE",
+    "job_row",
+    "job_table",
+    "method_result_table",
+    "result_row",
+    "result_table",
+]
+
+_KEY = {"isPrimaryKey": True}
+
+
+def _f(name: str, base_type: BaseType, description: str, key: bool = False) -> FieldDefinition:
+    return FieldDefinition(name, base_type, description, _KEY if key else {})
+
+
+JOB_SHAPE = DataShape.of(
+    _f("jobId", BaseType.STRING, "the job's id", key=True),
+    _f("type", BaseType.STRING, "twinUpdate or deviceMethod"),
+    _f("status", BaseType.STRING, "scheduled, pending, running, completed, failed, cancelled"),
+    _f("hubStatus", BaseType.STRING, "the status exactly as IoT Hub reported it"),
+    _f("queryCondition", BaseType.STRING, "the devices the job targets (twin query WHERE part)"),
+    _f("createdTime", BaseType.DATETIME, "when the job was created (UTC)"),
+    _f("startTime", BaseType.DATETIME, "when the job starts (UTC)"),
+    _f("endTime", BaseType.DATETIME, "when the job ended (UTC)"),
+    _f("maxExecutionTimeInSeconds", BaseType.LONG, "the job window, seconds"),
+    _f("methodName", BaseType.STRING, "the direct method of a deviceMethod job"),
+    _f("payload", BaseType.JSON, "the method payload of a deviceMethod job"),
+    _f("responseTimeoutInSeconds", BaseType.INTEGER, "method response timeout, seconds"),
+    _f("connectTimeoutInSeconds", BaseType.INTEGER, "device connect timeout, seconds"),
+    _f("patch", BaseType.JSON, "the twin patch of a twinUpdate job"),
+    _f("deviceCount", BaseType.INTEGER, "devices the job targets"),
+    _f("succeededCount", BaseType.INTEGER, "devices that succeeded"),
+    _f("failedCount", BaseType.INTEGER, "devices that failed"),
+    _f("runningCount", BaseType.INTEGER, "devices running the job now"),
+    _f("pendingCount", BaseType.INTEGER, "devices waiting to run the job"),
+    _f("failureReason", BaseType.STRING, "why the job failed, if it did"),
+    _f("statusMessage", BaseType.STRING, "IoT Hub's status message"),
+    _f("warnings", BaseType.STRING, "what the agent changed in the request, and why"),
+    name="AzureIotDeviceJob",
+)
+
+JOB_RESULT_SHAPE = DataShape.of(
+    _f("deviceId", BaseType.STRING, "the device", key=True),
+    _f("jobId", BaseType.STRING, "the job"),
+    _f("type", BaseType.STRING, "twinUpdate or deviceMethod"),
+    _f("status", BaseType.STRING, "pending, scheduled, running, completed, failed, cancelled"),
+    _f("createdTime", BaseType.DATETIME, "when the device job was created (UTC)"),
+    _f("startTime", BaseType.DATETIME, "when the job started (UTC)"),
+    _f("endTime", BaseType.DATETIME, "when the job's window ends or ended (UTC)"),
+    _f("lastUpdatedTime", BaseType.DATETIME, "last change of this row (UTC)"),
+    _f("methodStatus", BaseType.INTEGER, "the device's status answer to the method"),
+    _f("methodPayload", BaseType.JSON, "the device's payload answer to the method"),
+    _f("errorCode", BaseType.STRING, "IoT Hub's error code for this device, if it failed"),
+    _f("errorDescription", BaseType.STRING, "IoT Hub's error text for this device"),
+    name="AzureIotDeviceJobResult",
+)
+
+METHOD_RESULT_SHAPE = DataShape.of(
+    _f("deviceId", BaseType.STRING, "the device", key=True),
+    _f("status", BaseType.INTEGER, "the device's status answer"),
+    _f("payload", BaseType.JSON, "the device's payload answer"),
+    name="AzureIotDeviceMethodResult",
+)
+
+
+def _patch_of(update_twin: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not update_twin:
+        return None
+    return {k: v for k, v in update_twin.items() if k in ("tags", "properties")} or None
+
+
+def job_row(job: Job, now: datetime, warnings: Sequence[str] = ()) -> dict[str, Any]:
+    """One ``AzureIotDeviceJob`` row from a job.
+
+    Args:
+        job: the job as the client returned it.
+        now: the current time (UTC), to tell a queued job whose start is ahead (``scheduled``).
+        warnings: what the agent changed in the request, joined with ``"; "``.
+    """
+    stats = job.statistics
+    return {
+        "jobId": job.job_id,
+        "type": job_type(job.type),
+        "status": job_status(job.status, job.start_time, now),
+        "hubStatus": job.status,
+        "queryCondition": job.query_condition,
+        "createdTime": job.created_time,
+        "startTime": job.start_time,
+        "endTime": job.end_time,
+        "maxExecutionTimeInSeconds": job.max_execution_time,
+        "methodName": job.method_name,
+        "payload": job.payload,
+        "responseTimeoutInSeconds": job.response_timeout,
+        "connectTimeoutInSeconds": job.connect_timeout,
+        "patch": _patch_of(job.update_twin),
+        "deviceCount": stats.device_count if stats else None,
+        "succeededCount": stats.succeeded_count if stats else None,
+        "failedCount": stats.failed_count if stats else None,
+        "runningCount": stats.running_count if stats else None,
+        "pendingCount": stats.pending_count if stats else None,
+        "failureReason": job.failure_reason,
+        "statusMessage": job.status_message,
+        "warnings": "; ".join(warnings) if warnings else None,
+    }
+
+
+def job_table(jobs: Sequence[Job], now: datetime, warnings: Sequence[str] = ()) -> InfoTable:
+    """An ``AzureIotDeviceJob`` table, a row per job."""
+    return InfoTable(JOB_SHAPE, [job_row(job, now, warnings) for job in jobs])
+
+
+def result_row(row: DeviceJobResult) -> dict[str, Any]:
+    """One ``AzureIotDeviceJobResult`` row from a ``devices.jobs`` row."""
+    return {
+        "deviceId": row.device_id,
+        "jobId": row.job_id,
+        "type": job_type(row.job_type),
+        "status": device_job_status(row.status),
+        "createdTime": row.created_time,
+        "startTime": row.start_time,
+        "endTime": row.end_time,
+        "lastUpdatedTime": row.last_updated_time,
+        "methodStatus": row.method_status,
+        "methodPayload": row.method_payload,
+        "errorCode": row.error_code,
+        "errorDescription": row.error_description,
+    }
+
+
+def result_table(rows: Sequence[DeviceJobResult]) -> InfoTable:
+    """An ``AzureIotDeviceJobResult`` table, a row per device."""
+    return InfoTable(JOB_RESULT_SHAPE, [result_row(r) for r in rows])
+
+
+def method_result_table(device_id: str, result: MethodResult) -> InfoTable:
+    """An ``AzureIotDeviceMethodResult`` table of one row."""
+    return InfoTable(
+        METHOD_RESULT_SHAPE,
+        [{"deviceId": device_id, "status": result.status, "payload": result.payload}],
+    )

@@ -1,0 +1,211 @@
+"""IotHubClient against a scripted HTTPS server on loopback (retry policy, error translation,
+deadlines, CA trust) and against the real IoT Hub emulator (the SDK's own wire format)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import trustme
+from aiohttp import web
+from pydantic import SecretStr
+
+from agent.iothub import (
+    HubRequestError,
+    HubTimeout,
+    HubUnreachable,
+    IotHubClient,
+    IotHubError,
+)
+from agent.settings import IotHubSettings, JobSettings
+
+KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ=="
+
+Handler = Callable[[web.Request], web.StreamResponse]
+
+
+@dataclass
+class Scripted:
+    """An HTTPS server whose answers a test scripts per path."""
+
+    port: int
+    ca_file: str
+    hits: dict[str, int] = field(default_factory=dict)
+    answers: dict[str, list[web.Response | float]] = field(default_factory=dict)
+
+    def client(self, **overrides: object) -> IotHubClient:
+        values: dict[str, object] = {
+            "connection_string": SecretStr(
+                f"HostName=127.0.0.1:{self.port};SharedAccessKeyName=iothubowner;"
+                f"SharedAccessKey={KEY}"
+            ),
+            "ca_file": self.ca_file,
+            "request_timeout": 2.0,
+            "retry_initial_delay": 0.05,
+            "read_retries": 2,
+        }
+        values.update(overrides)
+        return IotHubClient(IotHubSettings(**values), JobSettings())  # type: ignore[arg-type]
+
+
+def _error(status: int, name: str, text: str) -> web.Response:
+    body = {"Message": f"ErrorCode:{name};{text}", "ExceptionMessage": "Tracking ID:t1-G:0"}
+    return web.json_response(body, status=status, headers={"iothub-errorcode": name})
+
+
+@pytest_asyncio.fixture
+async def scripted(tmp_path: Path) -> AsyncIterator[Scripted]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    state = Scripted(0, str(ca_file))
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        key = f"{request.method} {request.path}"
+        state.hits[key] = state.hits.get(key, 0) + 1
+        queue = state.answers.get(key, [])
+        answer = queue.pop(0) if len(queue) > 1 else (queue[0] if queue else None)
+        if answer is None:
+            return web.json_response(
+                {"Message": "ErrorCode:GenericBadRequest;no script"}, status=400
+            )
+        if isinstance(answer, float):
+            await asyncio.sleep(answer)
+            return web.json_response({})
+        return answer
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+
+    ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ssl_ctx)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_ctx)
+    await site.start()
+    state.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+JOB = {"jobId": "j1", "type": "scheduleUpdateTwin", "status": "queued"}
+
+
+async def test_read_retried_on_503_then_answered(scripted: Scripted) -> None:
+    scripted.answers["GET /jobs/v2/j1"] = [
+        _error(503, "ServiceUnavailable", "busy"),
+        _error(503, "ServiceUnavailable", "busy"),
+        web.json_response(JOB),
+    ]
+    client = scripted.client()
+    job = await client.get_job("j1")
+    assert job.job_id == "j1" and scripted.hits["GET /jobs/v2/j1"] == 3
+    await client.close()
+
+
+async def test_create_not_retried_on_429004_or_500(scripted: Scripted) -> None:
+    scripted.answers["PUT /jobs/v2/j1"] = [
+        _error(429, "ThrottlingMaxActiveJobCountExceeded", "Maximum number of active jobs (1)")
+    ]
+    client = scripted.client()
+    start = datetime.now(UTC)
+    with pytest.raises(HubRequestError) as caught:
+        await client.create_twin_job("j1", "deviceId = 'd'", {"tags": {"a": 1}}, start, 60)
+    assert caught.value.code == 429004 and scripted.hits["PUT /jobs/v2/j1"] == 1
+    scripted.answers["PUT /jobs/v2/j2"] = [_error(500, "ServerError", "boom")]
+    with pytest.raises(HubRequestError):
+        await client.create_twin_job("j2", "deviceId = 'd'", {"tags": {"a": 1}}, start, 60)
+    assert scripted.hits["PUT /jobs/v2/j2"] == 1
+    await client.close()
+
+
+async def test_create_retried_on_plain_throttling(scripted: Scripted) -> None:
+    scripted.answers["PUT /jobs/v2/j3"] = [
+        _error(429, "ThrottlingException", "slow down"),
+        web.json_response({**JOB, "jobId": "j3"}),
+    ]
+    client = scripted.client()
+    job = await client.create_twin_job(
+        "j3", "deviceId = 'd'", {"tags": {"a": 1}}, datetime.now(UTC), 60
+    )
+    assert job.job_id == "j3" and scripted.hits["PUT /jobs/v2/j3"] == 2
+    await client.close()
+
+
+async def test_create_timeout_is_not_retried(scripted: Scripted) -> None:
+    scripted.answers["PUT /jobs/v2/slow"] = [3.0]
+    client = scripted.client(request_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(HubTimeout):
+        await client.create_twin_job(
+            "slow", "deviceId = 'd'", {"tags": {"a": 1}}, datetime.now(UTC), 60
+        )
+    assert time.monotonic() - started < 2.5
+    assert scripted.hits["PUT /jobs/v2/slow"] == 1
+    await client.close()
+
+
+async def test_caller_deadline_bounds_a_read(scripted: Scripted) -> None:
+    scripted.answers["GET /jobs/v2/slow"] = [3.0]
+    client = scripted.client(request_timeout=10.0)
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    with pytest.raises(HubTimeout):
+        await client.get_job("slow", deadline=loop.time() + 0.5)
+    assert time.monotonic() - started < 2.0
+    await client.close()
+
+
+async def test_job_query_follows_continuation_pages(scripted: Scripted) -> None:
+    pages = [
+        web.json_response([{**JOB, "jobId": "a"}], headers={"x-ms-continuation": "next"}),
+        web.json_response([{**JOB, "jobId": "b"}, {"bad": "item"}]),
+    ]
+    scripted.answers["GET /jobs/v2/query"] = pages
+    client = scripted.client()
+    jobs = await client.list_jobs("scheduleUpdateTwin", "queued")
+    assert [j.job_id for j in jobs] == ["a", "b"]
+    await client.close()
+
+
+async def test_untrusted_ca_and_closed_port(scripted: Scripted, tmp_path: Path) -> None:
+    other = tmp_path / "other.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    client = scripted.client(ca_file=str(other), read_retries=0)
+    with pytest.raises(HubUnreachable, match="TLS"):
+        await client.get_job("j1")
+    await client.close()
+    closed = Scripted(1, scripted.ca_file).client(read_retries=0)
+    with pytest.raises(HubUnreachable):
+        await closed.get_job("j1")
+    await closed.close()
+
+
+def test_missing_connection_string_is_refused() -> None:
+    with pytest.raises(IotHubError, match="connection_string"):
+        IotHubClient(IotHubSettings(), JobSettings())
+    with pytest.raises(IotHubError, match="not a valid"):
+        IotHubClient(IotHubSettings(connection_string=SecretStr("nonsense")), JobSettings())
+
+
+async def test_method_errors_from_nested_body(scripted: Scripted) -> None:
+    inner = {"errorCode": 504101, "message": "Timed out waiting for the response from device."}
+    scripted.answers["POST /twins/d1/methods"] = [
+        web.json_response({"Message": json.dumps(inner), "ExceptionMessage": ""}, status=504)
+    ]
+    client = scripted.client()
+    with pytest.raises(HubRequestError) as caught:
+        await client.invoke_method("d1", "reboot", None, 5, 0)
+    assert caught.value.code == 504101 and scripted.hits["POST /twins/d1/methods"] == 1
+    await client.close()
