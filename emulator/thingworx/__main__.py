@@ -1,0 +1,95 @@
+"""``python -m emulator.thingworx``: run the ThingWorx stand-in alone until stopped.
+
+Example::
+
+    python -m emulator.thingworx --host 127.0.0.1 --port 8080 --app-key KEY
+
+The application key may also come from the environment variable ``THINGWORX_APP_KEY`` (so it is
+not visible in the process list). It prints where things are, logs with structlog, and stops
+cleanly on SIGINT or SIGTERM. The last line it prints at start-up begins with ``ready``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from collections.abc import Sequence
+
+from agent.logsetup import configure_logging
+from emulator.thingworx.server import ThingWorxStandIn
+
+__all__ = ["main", "parse_args", "run"]
+
+APP_KEY_ENV = "THINGWORX_APP_KEY"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator.thingworx",
+        description="Run a ThingWorx stand-in: AlwaysOn at /Thingworx/WS and the REST convention.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port (0: any free; a C SDK edge needs < 32768)"
+    )
+    parser.add_argument("--app-key", default=None, help=f"application key (or ${APP_KEY_ENV})")
+    parser.add_argument("--chunk-size", type=int, default=8192, help="AlwaysOn chunk size")
+    parser.add_argument("--call-timeout", type=float, default=30.0, help="seconds (504 after)")
+    parser.add_argument(
+        "--compress",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="deflate the stand-in's own frames when the client negotiates permessage-deflate",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
+    args = parser.parse_args(argv)
+    args.app_key = args.app_key or os.environ.get(APP_KEY_ENV)
+    if not args.app_key:
+        parser.error(f"an application key is required (--app-key or ${APP_KEY_ENV})")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be within 0..65535")
+    if not 64 <= args.chunk_size <= 65535:
+        parser.error("--chunk-size must be within 64..65535")
+    if args.call_timeout <= 0:
+        parser.error("--call-timeout must be positive")
+    return args
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Start the stand-in, print where it is, wait for SIGINT/SIGTERM, stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    standin = ThingWorxStandIn(
+        args.app_key,
+        host=args.host,
+        port=args.port,
+        chunk_size=args.chunk_size,
+        call_timeout=args.call_timeout,
+        compress=args.compress,
+    )
+    await standin.start()
+    try:
+        print("ThingWorx stand-in")
+        print(f"  AlwaysOn websocket : {standin.ws_url}")
+        print(f"  REST               : {standin.rest_url}/Things/{{thing}}/Services/{{service}}")
+        print(f"ready {standin.ws_url}", flush=True)
+        await stop.wait()
+    finally:
+        await standin.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point."""
+    args = parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
