@@ -72,13 +72,15 @@ from agent.channel.stats import ChannelStats
 from agent.registry import NOTIFY_PROPERTY_UPDATE, ServiceError, ThingRegistry
 from agent.settings import ThingWorxSettings
 
-__all__ = ["UNSUPPORTED_MESSAGE_REASON", "USER_AGENT", "AlwaysOnClient"]
+__all__ = ["MAX_CALLS_IN_FLIGHT", "UNSUPPORTED_MESSAGE_REASON", "USER_AGENT", "AlwaysOnClient"]
 
 USER_AGENT = "jobs-agent AlwaysOn edge"
 UNSUPPORTED_MESSAGE_REASON = "Message Type not supported"
 APP_KEY_CLAIM = "appKey"
 _REQUEST_CODES = frozenset(int(m) for m in Method if m is not Method.KEEP_ALIVE)
 _MAX_REQUEST_ID = 0xFFFFFFFF
+MAX_CALLS_IN_FLIGHT = 500
+"""Calls served at once; more are answered SERVICE_UNAVAILABLE (the C SDK queues 500, §1.5)."""
 
 
 def _request_ids() -> Iterator[int]:
@@ -323,6 +325,28 @@ class AlwaysOnClient:
             await self._close(link, "agent stopping")
         await self._wait_stopped()
 
+    async def bind_new_things(self) -> list[str]:
+        """BIND the registry's Things that the current link has not bound yet (Things added
+        after the channel became ready); on a new link every Thing is bound anyway.
+
+        Returns:
+            The names bound now (empty when there were none, or the channel is not READY).
+
+        Raises:
+            BindRefused: the server refused the BIND.
+            LinkLost: the link closed, or no answer within ``auth_timeout``.
+        """
+        link = self._link
+        if link is None or self.state is not ChannelState.READY:
+            return []
+        bound = set(self._bound)
+        new = tuple(name for name in self._thing_names() if name not in bound)
+        for batch in self._batches(link, new, unbind=False):
+            await self._bind_batch(link, batch)
+        if new:
+            link.log.info("bound new things", things=len(new))
+        return list(new)
+
     # -- connection lifecycle -----------------------------------------------------------------
 
     async def _wait_stopped(self) -> None:
@@ -460,14 +484,15 @@ class AlwaysOnClient:
     async def _bind_all(self, link: _Link) -> None:
         names = self._thing_names()
         for batch in self._batches(link, names, unbind=False):
-            answer = await link.request(lambda rid, b=batch: Bind(rid, link.session_id, b), "BIND")
-            if not answer.ok:
-                reason = f": {answer.reason}" if answer.reason else ""
-                raise BindRefused(
-                    f"BIND of {len(batch)} Things answered {answer.status.name}{reason}"
-                )
-            self._bound.extend(batch)
+            await self._bind_batch(link, batch)
         link.log.info("bound", things=len(names))
+
+    async def _bind_batch(self, link: _Link, batch: tuple[str, ...]) -> None:
+        answer = await link.request(lambda rid: Bind(rid, link.session_id, batch), "BIND")
+        if not answer.ok:
+            reason = f": {answer.reason}" if answer.reason else ""
+            raise BindRefused(f"BIND of {len(batch)} Things answered {answer.status.name}{reason}")
+        self._bound.extend(batch)
 
     async def _close(self, link: _Link, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -573,6 +598,20 @@ class AlwaysOnClient:
             await self._reply(
                 link,
                 Response(Status.SUCCESS, request.request_id, request.endpoint_id, link.session_id),
+            )
+            return
+        if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
+            link.log.warning("call refused: too many in flight", service=target)
+            self.stats.record_call(target, 0.0, ok=False)
+            await self._reply(
+                link,
+                Response(
+                    Status.SERVICE_UNAVAILABLE,
+                    request.request_id,
+                    request.endpoint_id,
+                    link.session_id,
+                    f"the agent is serving {MAX_CALLS_IN_FLIGHT} calls already; retry shortly",
+                ),
             )
             return
         group = self._task_group

@@ -370,3 +370,18 @@ async def test_stop_while_never_connected_returns() -> None:
         await task
     assert client.state is ChannelState.DISCONNECTED
     assert client.stats.connection_attempts >= 1
+
+
+async def test_things_added_after_ready_are_bound_on_request() -> None:
+    async with MiniServer() as server:
+        registry = make_registry("Dev1")
+        client = AlwaysOnClient(settings(server.url), registry)
+        async with running(client):
+            link = await server.wait_link(1)
+            registry.add_thing("Dev2")
+            assert await client.bind_new_things() == ["Dev2"]
+            assert await client.bind_new_things() == []
+            assert link.bound == [GATEWAY, "Dev1", "Dev2"]
+            answer = await server.call("Dev2", "GetMetadata")
+            assert answer.status is Status.SUCCESS
+        assert [n for b in link.unbinds for n in b.names] == [GATEWAY, "Dev1", "Dev2"]
