@@ -1,0 +1,177 @@
+"""The job services' input rules and translation tables, without I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import services
+from agent.alwayson import Status
+from agent.iothub import HubRequestError, HubResponseError, HubTimeout, HubUnreachable
+from agent.registry import ServiceError
+from services import rules
+from services.mapping import (
+    ErrorContext,
+    device_job_status,
+    hub_failure,
+    job_status,
+    job_type,
+    status_input,
+)
+from services.shapes import JOB_RESULT_SHAPE, JOB_SHAPE, METHOD_RESULT_SHAPE
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_patch_rules() -> None:
+    patch, warnings = rules.check_patch(
+        {"properties": {"desired": {"x": 1}, "reported": {"y": 2}}, "tags": {"t": "a"}}
+    )
+    assert patch == {"properties": {"desired": {"x": 1}}, "tags": {"t": "a"}}
+    assert warnings and "reported" in warnings[0]
+    assert rules.check_patch('{"tags": {"a": 1}}') == ({"tags": {"a": 1}}, [])
+
+
+@pytest.mark.parametrize(
+    ("patch", "words"),
+    [
+        ([1], "JSON object"),
+        ({"desired": {"x": 1}}, "top level"),
+        ({"properties": {"reported": {"x": 1}}}, "properties.desired and/or tags"),
+        ({"properties": {"desired": 3}}, "desired must be a JSON object"),
+        ({"properties": {"other": {}}}, "only hold desired"),
+        ({"tags": []}, "tags must be a JSON object"),
+        ({}, "properties.desired and/or tags"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_patch_refusals(patch: Any, words: str) -> None:
+    with pytest.raises(ServiceError, match="patch") as caught:
+        rules.check_patch(patch)
+    assert words in caught.value.message and caught.value.status is Status.BAD_REQUEST
+
+
+def test_job_id_rules() -> None:
+    assert rules.check_job_id("job-1") == "job-1"
+    for bad in ("", "a" * 65, "job_1", "jöb", "a b"):
+        with pytest.raises(ServiceError, match="jobId"):
+            rules.check_job_id(bad)
+
+
+def test_query_condition_rules() -> None:
+    assert rules.check_query_condition(" deviceId = 'a' ", required=True) == "deviceId = 'a'"
+    with pytest.raises(ServiceError, match="required on the gateway"):
+        rules.check_query_condition(None, required=True)
+    with pytest.raises(ServiceError, match="8192"):
+        rules.check_query_condition("x" * 8193, required=True)
+    with pytest.raises(ServiceError, match="WHERE part"):
+        rules.check_query_condition("SELECT * FROM devices", required=False)
+    assert rules.device_condition("it's") == "deviceId = 'it\\'s'"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT deviceId FROM devices.jobs",
+        "SELECT * FROM devices",
+        "SELECT COUNT() FROM devices.jobs",
+        "SELECT * FROM devices.jobs GROUP BY status",
+        "DELETE FROM devices.jobs",
+    ],
+)
+def test_results_query_refusals(query: str) -> None:
+    with pytest.raises(ServiceError, match="input query"):
+        rules.check_results_query(query)
+
+
+def test_results_query_accepted() -> None:
+    q = "select * from devices.jobs where devices.jobs.jobId = 'j'"
+    assert rules.check_results_query(q) == q
+    assert rules.check_results_query("SELECT * FROM devices.jobs") == "SELECT * FROM devices.jobs"
+
+
+@given(st.integers(-1000, 1000))
+def test_timeouts_refused_not_clamped(value: int) -> None:
+    for check, (low, high) in (
+        (rules.check_response_timeout, rules.RESPONSE_TIMEOUT_RANGE),
+        (rules.check_connect_timeout, rules.CONNECT_TIMEOUT_RANGE),
+    ):
+        if low <= value <= high:
+            assert check(value) == value
+        else:
+            with pytest.raises(ServiceError, match="between"):
+                check(value)
+
+
+def test_statuses_and_types() -> None:
+    later = NOW + timedelta(hours=1)
+    assert job_status("queued", NOW, NOW) == "pending"
+    assert job_status("enqueued", None, NOW) == "pending"
+    assert job_status("queued", later, NOW) == "scheduled"
+    assert job_status("canceled", None, NOW) == "cancelled"
+    assert job_status("weird", None, NOW) == "unknown"
+    assert device_job_status("canceled") == "cancelled"
+    assert job_type("scheduleUpdateTwin") == "twinUpdate"
+    assert job_type("scheduleDeviceMethod") == "deviceMethod"
+    assert status_input("Queued") == "pending"
+    assert status_input("nope") is None
+
+
+def _err(status: int, code: int, name: str, message: str = "") -> HubRequestError:
+    return HubRequestError(status, code=code, name=name, message=message)
+
+
+def test_hub_failure_messages() -> None:
+    busy = hub_failure(
+        _err(
+            429, 429004, "ThrottlingMaxActiveJobCountExceeded", "Maximum number of active jobs (1)"
+        ),
+        ErrorContext(job_id="new", active_jobs=["x"]),
+    )
+    assert busy.status is Status.SERVICE_UNAVAILABLE
+    assert busy.message.startswith(
+        "429004 ThrottlingMaxActiveJobCountExceeded: only 1 job may run at a time on this hub "
+        "tier; wait for job 'x' to end"
+    )
+    offline = hub_failure(
+        _err(404, 404103, "DeviceNotOnline"), ErrorContext(device_id="d", connect_timeout=5)
+    )
+    assert offline.message.startswith("404103 DeviceNotOnline: device 'd' is offline")
+    assert offline.status is Status.NOT_FOUND
+    late = hub_failure(
+        _err(504, 504101, "GatewayTimeout"), ErrorContext(device_id="d", response_timeout=30)
+    )
+    assert late.message.startswith("504101 GatewayTimeout: device 'd' did not respond within 30 s")
+    assert late.status is Status.GATEWAY_TIMEOUT
+    assert hub_failure(_err(404, 404002, "JobNotFound"), ErrorContext(job_id="j")).status is (
+        Status.NOT_FOUND
+    )
+    assert hub_failure(HubTimeout("t", 3.0)).status is Status.GATEWAY_TIMEOUT
+    assert hub_failure(HubUnreachable("down")).status is Status.SERVICE_UNAVAILABLE
+    assert hub_failure(HubResponseError("bad")).status is Status.BAD_GATEWAY
+    assert hub_failure(HubRequestError(418)).status is Status.BAD_REQUEST
+    assert hub_failure(HubRequestError(502)).status is Status.BAD_GATEWAY
+
+
+def test_shapes_as_listed() -> None:
+    assert JOB_SHAPE.name == "AzureIotDeviceJob"
+    assert JOB_SHAPE.names == (
+        "jobId", "type", "status", "hubStatus", "queryCondition", "createdTime", "startTime",
+        "endTime", "maxExecutionTimeInSeconds", "methodName", "payload",
+        "responseTimeoutInSeconds", "connectTimeoutInSeconds", "patch", "deviceCount",
+        "succeededCount", "failedCount", "runningCount", "pendingCount", "failureReason",
+        "statusMessage", "warnings",
+    )  # fmt: skip
+    assert JOB_SHAPE.field("jobId").is_primary_key
+    assert JOB_RESULT_SHAPE.field("deviceId").is_primary_key
+    assert JOB_RESULT_SHAPE.name == "AzureIotDeviceJobResult"
+    assert METHOD_RESULT_SHAPE.names == ("deviceId", "status", "payload")
+
+
+def test_all_is_honest() -> None:
+    for name in services.__all__:
+        assert hasattr(services, name)

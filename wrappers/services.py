@@ -1,0 +1,110 @@
+"""Wrapper declarations turned into remote services.
+
+From one :class:`~wrappers.declarations.WrapperDeclaration`:
+
+- on a device Thing, ``<Name>`` calls the method on that device now and returns
+  ``AzureIotDeviceMethodResult``;
+- on the gateway Thing, ``<Name>`` schedules a device-method job over ``queryCondition``
+  (required) and returns ``AzureIotDeviceJob``.
+
+Both take the declared typed inputs plus ``responseTimeoutInSeconds`` and
+``connectTimeoutInSeconds``; the typed inputs become the method's JSON payload exactly (a member
+per input given or defaulted; DATETIME as ISO-8601 UTC text). The registry has checked types,
+required inputs and unknown inputs before the handler runs, so nothing is sent for a bad call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.alwayson import BaseType, DataShape, InfoTable
+from agent.registry import RemoteService, ServiceCall
+from agent.settings import JobSettings
+from services import JOB_SHAPE, METHOD_RESULT_SHAPE, JobServices
+from services.jobs import field
+from services.rules import CONNECT_TIMEOUT_RANGE, RESPONSE_TIMEOUT_RANGE
+from wrappers.declarations import WrapperDeclaration
+
+__all__ = ["build_payload", "wrapper_service"]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def build_payload(declaration: WrapperDeclaration, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The method payload: one member per declared input the call has (given or defaulted)."""
+    return {
+        item.name: _json_value(inputs[item.name])
+        for item in declaration.inputs
+        if inputs.get(item.name) is not None
+    }
+
+
+def wrapper_service(
+    declaration: WrapperDeclaration,
+    jobs: JobServices,
+    settings: JobSettings,
+    thing: str,
+    *,
+    gateway: bool,
+) -> RemoteService:
+    """The wrapper service of ``declaration`` for one Thing.
+
+    Args:
+        declaration: the checked declaration.
+        jobs: the job services (method jobs and direct calls go through them).
+        settings: the ``[jobs]`` settings (the direct call's deadline margin).
+        thing: the Thing's name (a device Thing's name is its device id).
+        gateway: True for the gateway Thing (a method job), False for a device (a direct call).
+    """
+    typed = [
+        field(
+            item.name,
+            item.base_type,
+            item.description,
+            required=item.required,
+            default=item.default,
+        )
+        for item in declaration.inputs
+    ]
+    method = declaration.method
+    description = declaration.description or f"calls the device method {method}"
+
+    if gateway:
+
+        async def schedule(call: ServiceCall) -> InfoTable:
+            payload = build_payload(declaration, call.inputs)
+            request = jobs.method_job_request(
+                call, gateway=True, method_name=method, payload=payload
+            )
+            return await jobs.schedule_method_job(call, request)
+
+        return RemoteService(
+            declaration.name,
+            f"{description} (a device-method job over queryCondition)",
+            DataShape.of(*typed, *jobs.common_inputs(thing, gateway=True), *jobs.timeout_inputs()),
+            BaseType.INFOTABLE,
+            JOB_SHAPE,
+            schedule,
+        )
+
+    async def direct(call: ServiceCall) -> InfoTable:
+        payload = build_payload(declaration, call.inputs)
+        return await jobs.call_method(call, thing, method, payload)
+
+    # The registry's deadline must outlast the client's own (connect + response + margin).
+    longest = CONNECT_TIMEOUT_RANGE[1] + RESPONSE_TIMEOUT_RANGE[1] + settings.direct_call_margin
+    return RemoteService(
+        declaration.name,
+        f"{description} (a direct call on this device now)",
+        DataShape.of(*typed, *jobs.timeout_inputs()),
+        BaseType.INFOTABLE,
+        METHOD_RESULT_SHAPE,
+        direct,
+        timeout=longest + settings.direct_call_margin,
+    )
