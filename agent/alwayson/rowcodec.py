@@ -1,39 +1,380 @@
-"""Fast row codecs compiled once per DataShape (reference §4).
+"""Fast InfoTable row codecs, compiled once per column layout (reference §4).
 
-Placeholder: delegates to the checked path of :mod:`agent.alwayson.valuecodec` until the
-compiled codecs land.
+Rows dominate the cost of an InfoTable, and a row's layout is fixed by its DataShape, so for each
+layout (the tuple of column names and base types) this module generates, once, a Python function
+that reads or writes whole rows in straight-line code: column names are constants, runs of
+fixed-width columns (NUMBER, INTEGER, LONG, TIMESPAN, BOOLEAN, DATETIME) go through one
+precompiled ``struct.Struct`` together with their type bytes, strings are sliced and decoded in
+place, and JSON cells are parsed in one ``json.loads`` per column at the end of the table.
+
+The generated code only handles *regular* rows: cells typed as their column (or NOTHING, inline,
+outside fixed-width runs) and Python values of the expected types. Anything else makes it give up
+on that row (decoding: the row is re-read by the checked reader of
+:mod:`agent.alwayson.valuecodec`) or on the table (encoding: the caller re-encodes it checked), so
+errors always come from the checked path with its precise messages, and both paths produce the
+same bytes and values (a Hypothesis property checks it).
+
+Rules for the generator: only names of this module's namespace and generated local variables
+appear in the source; column names and other data are bound as constants (``K0``, ``K1``...), never
+pasted into the source text.
 """
 
 from __future__ import annotations
 
+import json
+import json.encoder
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
-from agent.alwayson.infotable import DataShape
+from agent.alwayson import unconfirmed
+from agent.alwayson.basetypes import STRING_LIKE_TYPES, BaseType
+from agent.alwayson.infotable import DataShape, FieldDefinition
+from agent.alwayson.values import EPOCH
 
 __all__ = ["RowCodec", "row_codec"]
+
+_MS = timedelta(milliseconds=1)
+
+# Fixed-width base types: struct code for writing, struct code for reading.
+_FIXED: dict[BaseType, tuple[str, str]] = {
+    BaseType.NUMBER: ("d", "d"),
+    BaseType.INTEGER: ("i", "i"),
+    BaseType.LONG: (unconfirmed.LONG_STRUCT.format[1:], unconfirmed.LONG_STRUCT.format[1:]),
+    BaseType.TIMESPAN: (
+        unconfirmed.TIMESPAN_STRUCT.format[1:],
+        unconfirmed.TIMESPAN_STRUCT.format[1:],
+    ),
+    BaseType.BOOLEAN: ("B", "?"),
+    BaseType.DATETIME: ("q", "q"),
+}
+
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+# The C accelerator behind json.dumps, called directly: no encoder set-up per cell. Same output
+# as _JSON_ENCODER (compact, UTF-8, no NaN); falls back to it where the accelerator is missing.
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_json_text: Callable[[Any], str] = _JSON_ENCODER.encode
+if _c_make_encoder is not None:
+    _c_json = _c_make_encoder(
+        None, _JSON_ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+        False, False, False,
+    )  # fmt: skip
+
+    def _json_text(value: Any) -> str:
+        return "".join(_c_json(value, 0))
+
+
+def _string_prefixes(type_byte: int) -> tuple[bytes, ...]:
+    """Type byte + 1-byte length, for every length under 128."""
+    return tuple(bytes((type_byte, n)) for n in range(128))
+
+
+def _long_prefix(type_byte: int, length: int) -> bytes:
+    if length > 0x7FFFFFFF:
+        raise OverflowError("string too long")
+    return bytes((type_byte,)) + struct.pack(">I", 0x80000000 | length)
+
+
+class _Irregular(Exception):
+    """Raised inside generated code: this row is not for the fast path."""
 
 
 @dataclass(frozen=True)
 class RowCodec:
-    """Row reader and writer for one DataShape."""
+    """The compiled row reader and writer of one column layout.
 
-    shape: DataShape
+    Attributes:
+        write_rows: ``(out: bytearray, rows) -> None``; appends the rows and the end marker.
+            Raises any exception on a row it cannot write: the caller re-encodes checked.
+        read_rows: ``(buf, pos, depth) -> (rows, pos)``; reads rows up to and including the end
+            marker; irregular rows are re-read by the checked reader, which raises the errors.
+    """
 
-    def write_rows(self, out: bytearray, rows: list[dict[str, Any]]) -> None:
-        """Append rows and the end-of-rows marker."""
-        from agent.alwayson.infotable import InfoTable
-        from agent.alwayson.valuecodec import write_rows_checked
-
-        write_rows_checked(out, InfoTable(self.shape, rows))
-
-    def read_rows(self, buf: bytes, pos: int, depth: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """Read rows up to and including the end-of-rows marker."""
-        from agent.alwayson.valuecodec import read_rows_checked
-
-        return read_rows_checked(buf, pos, self.shape, depth)
+    write_rows: Callable[[bytearray, list[dict[str, Any]]], None]
+    read_rows: Callable[[bytes, int, int], tuple[list[dict[str, Any]], int]]
 
 
 def row_codec(shape: DataShape) -> RowCodec:
-    """The row codec of ``shape``."""
-    return RowCodec(shape)
+    """The row codec of ``shape`` (compiled on first use, then cached by column layout)."""
+    return _compile(tuple((f.name, f.base_type) for f in shape.fields))
+
+
+def _runs(layout: tuple[tuple[str, BaseType], ...]) -> list[list[int]]:
+    """Group column indexes: consecutive fixed-width columns together, others alone."""
+    runs: list[list[int]] = []
+    for i, (_, bt) in enumerate(layout):
+        if bt in _FIXED and runs and layout[runs[-1][-1]][1] in _FIXED:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+@lru_cache(maxsize=256)
+def _compile(layout: tuple[tuple[str, BaseType], ...]) -> RowCodec:
+    from agent.alwayson import valuecodec  # valuecodec imports this module lazily
+
+    n = len(layout)
+    ns: dict[str, Any] = {
+        "_Irregular": _Irregular,
+        "EPOCH": EPOCH,
+        "MS": _MS,
+        "NOTH": b"\xff",
+        "ROWHDR": b"\x01" + struct.pack(">H", n & 0xFFFF),
+        "CNT_HI": (n >> 8) & 0xFF,
+        "CNT_LO": n & 0xFF,
+        "BOOLV": {True: 1, False: 0},
+        "json_text": _json_text,
+        "json_cell": valuecodec.json_cell,
+        "json_loads": json.loads,
+        "long_prefix": _long_prefix,
+        "write_typed": valuecodec.write_typed,
+        "read_row_checked": valuecodec.read_row_checked,
+        "KEYS": frozenset(name for name, _ in layout),
+        "bytearray": bytearray,
+        "len": len,
+    }
+    ns["COLUMNS"] = valuecodec.checked_columns(
+        DataShape(tuple(FieldDefinition(name, bt) for name, bt in layout))
+    )
+    for i, (name, bt) in enumerate(layout):
+        ns[f"K{i}"] = name
+        ns[f"BT{i}"] = bt
+        ns[f"TB{i}"] = bt.wire_byte
+        if bt in STRING_LIKE_TYPES or bt is BaseType.JSON:
+            ns[f"SP{i}"] = _string_prefixes(bt.wire_byte)
+        ns[f"R{i}"] = valuecodec.CELL_READERS.get(bt.wire_byte)
+    runs = _runs(layout)
+    write_src = _write_source(layout, runs, ns)
+    read_src = _read_source(layout, runs, ns)
+    exec(compile(write_src + "\n" + read_src, f"<alwayson rows {len(layout)} cols>", "exec"), ns)
+    return RowCodec(ns["write_rows"], ns["read_rows"])
+
+
+# ---------------------------------------------------------------------------------- encoding
+
+
+def _write_cell(i: int, bt: BaseType, ns: dict[str, Any], ind: str) -> list[str]:
+    v = f"v{i}"
+    if bt in STRING_LIKE_TYPES or bt is BaseType.JSON:
+        text = f"json_text({v})" if bt is BaseType.JSON else v
+        return [
+            f"{ind}if {v} is None:",
+            f"{ind}    ap(NOTH)",
+            f"{ind}else:",
+            f"{ind}    e = {text}.encode()",
+            f"{ind}    if b'\\x00' in e:",
+            f"{ind}        raise _Irregular",
+            f"{ind}    n = len(e)",
+            f"{ind}    ap(SP{i}[n] if n < 128 else long_prefix(TB{i}, n))",
+            f"{ind}    ap(e)",
+        ]
+    if bt in _FIXED:
+        ns[f"S{i}"] = struct.Struct(">B" + _FIXED[bt][0])
+        return [
+            f"{ind}if {v} is None:",
+            f"{ind}    ap(NOTH)",
+            f"{ind}else:",
+            f"{ind}    ap(S{i}.pack(TB{i}, {_to_wire(bt, v)}))",
+        ]
+    return [
+        f"{ind}if {v} is None:",
+        f"{ind}    ap(NOTH)",
+        f"{ind}else:",
+        f"{ind}    tmp = bytearray()",
+        f"{ind}    write_typed(tmp, BT{i}, {v})",
+        f"{ind}    ap(tmp)",
+    ]
+
+
+def _to_wire(bt: BaseType, v: str) -> str:
+    if bt is BaseType.DATETIME:
+        return f"({v} - EPOCH) // MS"
+    if bt is BaseType.BOOLEAN:
+        return f"BOOLV[{v}]"
+    return v
+
+
+def _write_source(
+    layout: tuple[tuple[str, BaseType], ...], runs: list[list[int]], ns: dict[str, Any]
+) -> str:
+    lines = [
+        "def write_rows(out, rows):",
+        "    parts = []",
+        "    ap = parts.append",
+        "    for row in rows:",
+        "        if not KEYS.issuperset(row):",
+        "            raise _Irregular",
+    ]
+    if layout:
+        lines.append(
+            "        " + ", ".join(f"v{i}" for i in range(len(layout))) + (","
+            if len(layout) == 1 else "")
+            + " = " + ", ".join(f"row.get(K{i})" for i in range(len(layout)))
+            + ("," if len(layout) == 1 else "")
+        )  # fmt: skip
+    lines.append("        ap(ROWHDR)")
+    for r, run in enumerate(runs):
+        bt = layout[run[0]][1]
+        if len(run) > 1:
+            ns[f"RUN{r}"] = struct.Struct(">" + "".join("B" + _FIXED[layout[i][1]][0] for i in run))
+            args = ", ".join(f"TB{i}, {_to_wire(layout[i][1], f'v{i}')}" for i in run)
+            nones = " or ".join(f"v{i} is None" for i in run)
+            lines.append(f"        if {nones}:")
+            for i in run:
+                lines += _write_cell(i, layout[i][1], ns, "            ")
+            lines.append("        else:")
+            lines.append(f"            ap(RUN{r}.pack({args}))")
+        else:
+            lines += _write_cell(run[0], bt, ns, "        ")
+    lines += [
+        "    ap(b'\\x00')",
+        "    out += b''.join(parts)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- decoding
+
+
+def _read_cell(i: int, bt: BaseType, ind: str, ns: dict[str, Any]) -> list[str]:
+    v = f"v{i}"
+    if bt in STRING_LIKE_TYPES or bt is BaseType.JSON:
+        lines = [
+            f"{ind}tb = buf[pos]",
+            f"{ind}if tb == TB{i}:",
+            f"{ind}    n = buf[pos + 1]",
+            f"{ind}    if n < 128:",
+            f"{ind}        e = pos + 2 + n",
+            f"{ind}        if e > L:",
+            f"{ind}            raise _Irregular",
+            f"{ind}        t = buf[pos + 2:e].decode()",
+            f"{ind}        pos = e",
+        ]
+        if bt is BaseType.JSON:
+            lines += [f"{ind}        jt{i}.append(t)", f"{ind}        {v} = None"]
+        else:
+            lines += [f"{ind}        {v} = t"]
+        lines += [
+            f"{ind}    else:",
+            f"{ind}        raise _Irregular",
+            f"{ind}elif tb == 255:",
+            f"{ind}    {v} = None",
+            f"{ind}    pos += 1",
+        ]
+        if bt is BaseType.JSON:
+            lines += [f"{ind}    jt{i}.append(None)"]
+        lines += [f"{ind}else:", f"{ind}    raise _Irregular"]
+        return lines
+    if bt in _FIXED:
+        ns[f"U{i}"] = struct.Struct(">B" + _FIXED[bt][1])
+        size = ns[f"U{i}"].size
+        return [
+            f"{ind}tb = buf[pos]",
+            f"{ind}if tb == TB{i}:",
+            f"{ind}    {v} = {_from_wire(bt, f'U{i}.unpack_from(buf, pos)[1]')}",
+            f"{ind}    pos += {size}",
+            f"{ind}elif tb == 255:",
+            f"{ind}    {v} = None",
+            f"{ind}    pos += 1",
+            f"{ind}else:",
+            f"{ind}    raise _Irregular",
+        ]
+    return [
+        f"{ind}tb = buf[pos]",
+        f"{ind}if tb == TB{i}:",
+        f"{ind}    {v}, pos = R{i}(buf, pos + 1, depth)",
+        f"{ind}elif tb == 255:",
+        f"{ind}    {v} = None",
+        f"{ind}    pos += 1",
+        f"{ind}else:",
+        f"{ind}    raise _Irregular",
+    ]
+
+
+def _from_wire(bt: BaseType, expr: str) -> str:
+    if bt is BaseType.DATETIME:
+        return f"EPOCH + MS * {expr}"
+    return expr
+
+
+def _read_source(
+    layout: tuple[tuple[str, BaseType], ...], runs: list[list[int]], ns: dict[str, Any]
+) -> str:
+    json_cols = [i for i, (_, bt) in enumerate(layout) if bt is BaseType.JSON]
+    lines = [
+        "def read_rows(buf, pos, depth):",
+        "    rows = []",
+        "    ap = rows.append",
+        "    L = len(buf)",
+    ]
+    for i in json_cols:
+        lines.append(f"    jt{i} = []")
+    lines += [
+        "    while True:",
+        "        start = pos",
+        "        if buf[pos] != 1:",
+        "            break",
+        "        try:",
+        "            if buf[pos + 1] != CNT_HI or buf[pos + 2] != CNT_LO:",
+        "                raise _Irregular",
+        "            pos += 3",
+    ]
+    ind = "            "
+    for r, run in enumerate(runs):
+        if len(run) > 1:
+            ns[f"RUN{r}R"] = fmt = struct.Struct(
+                ">" + "".join("B" + _FIXED[layout[i][1]][1] for i in run)
+            )
+            targets = ", ".join(f"t{i}, v{i}" for i in run)
+            checks = " or ".join(f"t{i} != TB{i}" for i in run)
+            lines += [
+                f"{ind}{targets} = RUN{r}R.unpack_from(buf, pos)",
+                f"{ind}if {checks}:",
+                f"{ind}    raise _Irregular",
+                f"{ind}pos += {fmt.size}",
+            ]
+            for i in run:
+                if layout[i][1] is BaseType.DATETIME:
+                    lines.append(f"{ind}v{i} = EPOCH + MS * v{i}")
+        else:
+            lines += _read_cell(run[0], layout[run[0]][1], ind, ns)
+    row = "{" + ", ".join(f"K{i}: v{i}" for i in range(len(layout))) + "}"
+    lines += [
+        f"{ind}ap({row})",
+        "        except Exception:",
+    ]
+    # An irregular row: forget what this row collected, re-read it checked (which raises the
+    # precise error if it is bad).
+    for i in json_cols:
+        lines += [f"            del jt{i}[len(rows):]"]
+    lines += [
+        "            one, pos = read_row_checked(buf, start, COLUMNS, depth)",
+        "            ap(one)",
+    ]
+    for i in json_cols:
+        lines += [f"            jt{i}.append(None)"]
+    lines += [
+        "    if buf[pos] != 0:",
+        "        raise _Irregular",
+    ]
+    for i in json_cols:
+        lines += [
+            f"    texts = [t for t in jt{i} if t is not None]",
+            "    if texts:",
+            "        try:",
+            "            values = json_loads('[' + ','.join(texts) + ']')",
+            "            if len(values) != len(texts):",
+            "                raise ValueError",
+            "        except Exception:",
+            "            values = [json_cell(t) for t in texts]",
+            "        it = iter(values)",
+            f"        for row, t in zip(rows, jt{i}):",
+            "            if t is not None:",
+            f"                row[K{i}] = next(it)",
+        ]
+    lines.append("    return rows, pos + 1")
+    return "\n".join(lines) + "\n"

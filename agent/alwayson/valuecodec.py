@@ -205,14 +205,14 @@ def write_typed(out: bytearray, base_type: BaseType, value: Any) -> None:
     Raises:
         ValueTypeError: the value does not fit the base type.
     """
-    if value is None or base_type is _NOTHING:
-        if value is not None:
-            raise ValueTypeError("NOTHING", value, "NOTHING holds only None")
+    if value is None:
         out.append(0xFF)
         return
     if isinstance(value, Variant) and base_type is not BaseType.VARIANT:
         write_typed(out, BaseType(value.base_type), value.value)
         return
+    if base_type is _NOTHING:
+        raise ValueTypeError("NOTHING", value, "NOTHING holds only None")
     writer = _WRITERS.get(base_type)
     if writer is None:
         raise ValueTypeError(str(base_type), value, "unknown base type")
@@ -490,36 +490,49 @@ def read_shape(buf: bytes, pos: int, depth: int = 0) -> tuple[DataShape, int]:
         raise ProtocolError(str(exc)) from None
 
 
+def checked_columns(shape: DataShape) -> tuple[tuple[str, int], ...]:
+    """The (name, wire type byte) of each column, as :func:`read_row_checked` takes them."""
+    return tuple((f.name, f.base_type.wire_byte) for f in shape.fields)
+
+
+def read_row_checked(
+    buf: bytes, pos: int, columns: tuple[tuple[str, int], ...], depth: int = 0
+) -> tuple[dict[str, Any], int]:
+    """Read one row (marker included) cell by cell, checking everything."""
+    n = len(columns)
+    marker = buf[pos]
+    if marker != 1:
+        raise ProtocolError(f"bad row marker 0x{marker:02X}")
+    count = U16.unpack_from(buf, pos + 1)[0]
+    # The C SDK writes only the low byte of the count (§4), hence the second form.
+    if count != n and not (n > 255 and count == n & 0xFF):
+        raise ProtocolError(f"row has {count} cells, the DataShape has {n} fields")
+    pos += 3
+    row: dict[str, Any] = {}
+    readers = CELL_READERS
+    for name, col_byte in columns:
+        tb = buf[pos]
+        reader = readers.get(tb)
+        if reader is None:
+            raise ProtocolError(f"unknown base type byte 0x{tb:02X} in field {name!r}")
+        value, pos = reader(buf, pos + 1, depth)
+        if tb != col_byte and tb != 0xFF:  # typed other than its column (0x12 if VARIANT)
+            value = Variant(_BYTE_TO_TYPE[tb], value)
+        row[name] = value
+    return row, pos
+
+
 def read_rows_checked(
     buf: bytes, pos: int, shape: DataShape, depth: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
-    """Read rows up to and including the end-of-rows marker, cell by cell."""
-    fields = shape.fields
-    n = len(fields)
-    columns = [(f.name, f.base_type.wire_byte) for f in fields]
+    """Read rows up to and including the end-of-rows marker, cell by cell (reference path)."""
+    columns = checked_columns(shape)
     rows: list[dict[str, Any]] = []
-    readers = CELL_READERS
     while True:
         marker = buf[pos]
         if marker == 0:
             return rows, pos + 1
-        if marker != 1:
-            raise ProtocolError(f"bad row marker 0x{marker:02X}")
-        count = U16.unpack_from(buf, pos + 1)[0]
-        # The C SDK writes only the low byte of the count (§4), hence the second form.
-        if count != n and not (n > 255 and count == n & 0xFF):
-            raise ProtocolError(f"row has {count} cells, the DataShape has {n} fields")
-        pos += 3
-        row: dict[str, Any] = {}
-        for name, col_byte in columns:
-            tb = buf[pos]
-            reader = readers.get(tb)
-            if reader is None:
-                raise ProtocolError(f"unknown base type byte 0x{tb:02X} in field {name!r}")
-            value, pos = reader(buf, pos + 1, depth)
-            if tb != col_byte and tb != 0xFF:  # typed other than its column (0x12 if VARIANT)
-                value = Variant(_BYTE_TO_TYPE[tb], value)
-            row[name] = value
+        row, pos = read_row_checked(buf, pos, columns, depth)
         rows.append(row)
 
 

@@ -68,8 +68,10 @@ def scalar_value(base_type: BaseType) -> st.SearchStrategy[Any]:
 
 
 def variants(depth: int = 0) -> st.SearchStrategy[Variant]:
-    return st.sampled_from(SCALAR_TYPES).flatmap(
-        lambda t: scalar_value(t).map(lambda v: Variant(t, v))
+    return (
+        st.sampled_from(SCALAR_TYPES)
+        .flatmap(lambda t: scalar_value(t).map(lambda v: Variant(t, v)))
+        .filter(lambda v: v.value is not None or v.base_type is BaseType.NOTHING)
     )
 
 
@@ -101,7 +103,9 @@ def cell_value(base_type: BaseType, depth: int) -> st.SearchStrategy[Any]:
         return infotables(depth + 1, max_rows=2)
     if base_type is BaseType.VARIANT:
         return variants()
-    return scalar_value(base_type)
+    # Now and then a cell typed other than its column (it decodes back as a Variant).
+    other = variants().filter(lambda v: v.base_type not in (base_type, BaseType.NOTHING))
+    return st.one_of(scalar_value(base_type), scalar_value(base_type), other)
 
 
 def shapes(depth: int = 0, max_fields: int = 6) -> st.SearchStrategy[DataShape]:
