@@ -157,13 +157,13 @@ def _check_text(text: object) -> None:
 @functools.lru_cache(maxsize=1024)
 def _parse_condition_cached(text: str) -> Condition:
     tree = _parse_tree(text, "condition")
-    return _Builder(text, strip_jobs_prefix=False).condition(tree.children[0])
+    return _Builder(text).condition(tree.children[0])
 
 
 @functools.lru_cache(maxsize=1024)
 def _parse_query_cached(text: str) -> Query:
     tree = _parse_tree(text, "query")
-    return _Builder(text, strip_jobs_prefix=False).query(tree)
+    return _Builder(text).query(tree)
 
 
 def _parse_tree(text: str, start: str) -> Tree[Token]:
@@ -255,11 +255,15 @@ def _token_error(text: str, token: Token, detail: str, offset: int = 0) -> Query
 
 
 class _Builder:
-    """Turns a lark parse tree into condition nodes (recursion bounded by :data:`MAX_DEPTH`)."""
+    """Turns a lark parse tree into condition nodes (recursion bounded by :data:`MAX_DEPTH`).
 
-    def __init__(self, text: str, *, strip_jobs_prefix: bool) -> None:
+    ``strip_jobs_prefix`` is set by :meth:`query` once it knows the source is ``devices.jobs``
+    (the FROM clause is read before the WHERE condition is built).
+    """
+
+    def __init__(self, text: str) -> None:
         self.text = text
-        self.strip_jobs_prefix = strip_jobs_prefix
+        self.strip_jobs_prefix = False
 
     # queries
 
