@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from agent.alwayson import (
     BaseType,
@@ -322,9 +324,26 @@ def test_declaration_mistakes_are_refused() -> None:
 
 
 async def test_call_log_is_bound_with_context() -> None:
-    registry, handler = make_registry()
-    await registry.dispatch("Gw", "Echo", params(("name", BaseType.STRING, "x")))
-    await registry.dispatch("Gw", "Echo", params(("name", BaseType.STRING, "y")))
-    first, second = handler.calls
-    assert first.log is not second.log
-    assert 0 < first.time_left() <= 60
+    registry = ThingRegistry(JobSettings())
+    registry.add_thing("Gw")
+
+    async def chatty(call: ServiceCall) -> None:
+        call.log.info("working")
+
+    async def broken(call: ServiceCall) -> None:
+        raise ValueError("boom")
+
+    for name, handler in (("Chatty", chatty), ("Broken", broken)):
+        registry.add_service("Gw", RemoteService(name, "", EMPTY, BaseType.NOTHING, None, handler))
+    with structlog.testing.capture_logs() as logs:
+        await registry.dispatch("Gw", "Chatty", None)
+        await registry.dispatch("Gw", "Chatty", None, log=structlog.get_logger().bind(conn_id=7))
+        with pytest.raises(ServiceError):
+            await registry.dispatch("Gw", "Broken", None)
+    first, second, failure = logs
+    assert first["event"] == "working" and first["thing"] == "Gw"
+    assert first["service"] == "Chatty" and first["call_id"] == 1
+    assert second["call_id"] == 2 and second["conn_id"] == 7
+    # The traceback goes to the log (exc_info), not to the caller.
+    assert failure["event"] == "service failed unexpectedly" and failure["exc_info"] is True
+    assert failure["call_id"] == 3

@@ -25,6 +25,7 @@ from agent.alwayson import (
     encode_message,
 )
 from agent.channel import AlwaysOnClient, ChannelNotReady, ChannelState
+from agent.channel.client import MAX_CALLS_IN_FLIGHT
 from agent.registry import RemoteService, ServiceCall, ServiceError, ThingRegistry
 from agent.settings import JobSettings, ThingWorxSettings
 from tests.agent.channel.miniserver import MiniServer, result_of
@@ -385,3 +386,18 @@ async def test_things_added_after_ready_are_bound_on_request() -> None:
             answer = await server.call("Dev2", "GetMetadata")
             assert answer.status is Status.SUCCESS
         assert [n for b in link.unbinds for n in b.names] == [GATEWAY, "Dev1", "Dev2"]
+
+
+async def test_calls_beyond_the_in_flight_cap_are_refused() -> None:
+    async with MiniServer() as server:
+        client = AlwaysOnClient(settings(server.url), make_registry())
+        async with running(client):
+            sleepy = one("seconds", BaseType.NUMBER, 0.5)
+            answers = await asyncio.gather(
+                *(server.call(GATEWAY, "Sleep", sleepy) for _ in range(MAX_CALLS_IN_FLIGHT + 3))
+            )
+            statuses = [a.status for a in answers]
+            assert statuses.count(Status.SUCCESS) == MAX_CALLS_IN_FLIGHT
+            assert statuses.count(Status.SERVICE_UNAVAILABLE) == 3
+            answer = await server.call(GATEWAY, "Echo", text_params("after"))
+            assert answer.status is Status.SUCCESS
