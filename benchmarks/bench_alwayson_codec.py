@@ -70,7 +70,7 @@ def build_table(rows: int = ROWS, seed: int = 7) -> InfoTable:
                 "humidity": rnd.uniform(0, 100),
                 "online": rnd.random() < 0.5,
                 "endTime": start + timedelta(milliseconds=rnd.randrange(10**6)),
-                "message": f"method reboot answered {rnd.randrange(1000)} after retry",
+                "message": f"method reboot answered {rnd.randrange(1000)} after retry #{i} of job",
                 "pressure": rnd.uniform(900, 1100),
                 "code": rnd.choice([200, 404, 500, 504]),
                 "payload": {"status": rnd.randrange(600), "ok": rnd.random() < 0.9, "n": i},

@@ -122,6 +122,7 @@ def _compile(layout: tuple[tuple[str, BaseType], ...]) -> RowCodec:
         "_Irregular": _Irregular,
         "EPOCH": EPOCH,
         "MS": _MS,
+        "U32": struct.Struct(">I"),
         "NOTH": b"\xff",
         "ROWHDR": b"\x01" + struct.pack(">H", n & 0xFFFF),
         "CNT_HI": (n >> 8) & 0xFF,
@@ -248,19 +249,21 @@ def _read_cell(i: int, bt: BaseType, ind: str, ns: dict[str, Any]) -> list[str]:
             f"{ind}if tb == TB{i}:",
             f"{ind}    n = buf[pos + 1]",
             f"{ind}    if n < 128:",
-            f"{ind}        e = pos + 2 + n",
-            f"{ind}        if e > L:",
-            f"{ind}            raise _Irregular",
-            f"{ind}        t = buf[pos + 2:e].decode()",
-            f"{ind}        pos = e",
+            f"{ind}        b = pos + 2",
+            f"{ind}    else:",
+            f"{ind}        n = U32.unpack_from(buf, pos + 1)[0] & 0x7FFFFFFF",
+            f"{ind}        b = pos + 5",
+            f"{ind}    e = b + n",
+            f"{ind}    if e > L:",
+            f"{ind}        raise _Irregular",
+            f"{ind}    t = buf[b:e].decode()",
+            f"{ind}    pos = e",
         ]
         if bt is BaseType.JSON:
-            lines += [f"{ind}        jt{i}.append(t)", f"{ind}        {v} = None"]
+            lines += [f"{ind}    jt{i}.append(t)", f"{ind}    {v} = None"]
         else:
-            lines += [f"{ind}        {v} = t"]
+            lines += [f"{ind}    {v} = t"]
         lines += [
-            f"{ind}    else:",
-            f"{ind}        raise _Irregular",
             f"{ind}elif tb == 255:",
             f"{ind}    {v} = None",
             f"{ind}    pos += 1",
