@@ -17,7 +17,6 @@ strings name the bare host, because the device SDK always connects to port 8883.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from emulator.iothub.errors import HubError
 from emulator.iothub.jobs import TIERS, JobEngine, Tier
 from emulator.iothub.mqtt import DeviceEndpoint
 from emulator.iothub.ports import DeviceLink, JobService
+from emulator.iothub.query import QueryError, parse_query, run_query
 from emulator.iothub.registry import OWNER_POLICY, Registry
 from emulator.iothub.rest import QueryLanguage, RestApi
 
@@ -254,5 +254,4 @@ def _load_tier(name: str | None) -> Tier | None:
 
 
 def _query_language() -> QueryLanguage:
-    query = importlib.import_module("emulator.iothub.query")
-    return QueryLanguage(parse=query.parse_query, run=query.run_query, errors=(query.QueryError,))
+    return QueryLanguage(parse=parse_query, run=run_query, errors=(QueryError,))

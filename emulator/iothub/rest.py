@@ -96,7 +96,7 @@ class QueryLanguage:
     """
 
     parse: Callable[[str], ParsedQuery]
-    run: Callable[[ParsedQuery, Iterable[dict[str, Any]]], list[Any]]
+    run: Callable[[Any, Iterable[dict[str, Any]]], list[Any]]  # (a parsed query, documents)
     errors: tuple[type[Exception], ...]
 
 

@@ -1,14 +1,12 @@
 """A running REST API over real TLS on loopback, with small fakes for the other parts.
 
 The fakes stand in for the device endpoint and the job engine so that the REST layer and the
-registry are judged by the real azure-iot-hub SDK alone. A regex stands in for the query
-language only when the real ``emulator.iothub.query`` package is not importable.
+registry (with the real query language) are judged by the real azure-iot-hub SDK alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from emulator.iothub.clock import SystemClock
 from emulator.iothub.database import Database
 from emulator.iothub.errors import HubError
 from emulator.iothub.ports import MethodReply
+from emulator.iothub.query import QueryError, parse_query, run_query
 from emulator.iothub.registry import OWNER_POLICY, Registry
 from emulator.iothub.rest import QueryLanguage, RestApi
 
@@ -113,70 +112,9 @@ class FakeJobs:
         return list(self.rows)
 
 
-# --- a stand-in query language (only when the real one is missing) ------------------------
-
-_QUERY = re.compile(
-    r"^\s*SELECT\s+(?:\*|COUNT\(\)\s+AS\s+(?P<alias>\w+))\s+FROM\s+(?P<src>devices(?:\.jobs|\.modules)?)"
-    r"(?:\s+WHERE\s+(?P<path>[\w.$]+)\s*=\s*'(?P<value>[^']*)')?\s*$",
-    re.IGNORECASE,
-)
-
-
-class QuerySyntaxError(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class _Eq:
-    path: tuple[str, ...]
-    value: str
-
-    def matches(self, document: Mapping[str, Any]) -> bool:
-        node: Any = document
-        for part in self.path:
-            if not isinstance(node, Mapping) or part not in node:
-                return False
-            node = node[part]
-        return bool(node == self.value)
-
-
-@dataclass(frozen=True)
-class _Query:
-    source: str
-    count_alias: str | None
-    where: _Eq | None
-
-
-def _parse(text: str) -> _Query:
-    m = _QUERY.match(text)
-    if m is None:
-        raise QuerySyntaxError(f"Syntax error in query {text!r}")
-    src = m["src"].lower()
-    where = None
-    if m["path"]:
-        parts = m["path"].split(".")
-        if src == "devices.jobs" and parts[:2] == ["devices", "jobs"]:
-            parts = parts[2:]
-        where = _Eq(tuple(parts), m["value"])
-    return _Query(src, m["alias"], where)
-
-
-def _run(query: Any, docs: Iterable[dict[str, Any]]) -> list[Any]:
-    hits = [d for d in docs if query.where is None or query.where.matches(d)]
-    if query.count_alias:
-        return [{query.count_alias: len(hits)}]
-    return hits
-
-
 def query_language() -> QueryLanguage:
-    """The real query package when it exists, else the regex stand-in."""
-    try:
-        from emulator.iothub import query as real  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        real = None
-    if real is None or not hasattr(real, "parse_query"):
-        return QueryLanguage(parse=_parse, run=_run, errors=(QuerySyntaxError,))
-    return QueryLanguage(parse=real.parse_query, run=real.run_query, errors=(real.QueryError,))
+    """The emulator's query language, as the assembly wires it."""
+    return QueryLanguage(parse=parse_query, run=run_query, errors=(QueryError,))
 
 
 # --- the harness --------------------------------------------------------------------------
