@@ -4,7 +4,8 @@ Each device is one :class:`asyncio.Protocol` over TLS speaking MQTT 3.1.1 with t
 :mod:`emulator.iothub.mqtt.packets` (not the azure-iot-device SDK: no threads, a few KB per
 device). Devices behave like SDK devices with handlers set (reference/iothub.md §2.1-2.4):
 
-- CONNECT with CleanSession 0, user name ``{hub}/{id}/?api-version=2021-04-12`` and a SAS token
+- TLS through :class:`~emulator.iothub.mqtt.tls.TlsAdapter` (small per-connection memory);
+  CONNECT with CleanSession 0, user name ``{hub}/{id}/?api-version=2021-04-12`` and a SAS token
   built with :func:`~emulator.iothub.sas.make_token`; they subscribe to method requests, desired
   patches and twin responses only when the hub reports no session (so a reconnect relies on the
   hub's persistent session, as the SDK does), and renew their token by reconnecting 120 s before
@@ -51,6 +52,7 @@ from emulator.iothub.mqtt.packets import (
     SubAck,
     Subscribe,
 )
+from emulator.iothub.mqtt.tls import TlsAdapter
 from emulator.iothub.sas import make_token
 
 __all__ = ["Fleet", "FleetError", "method_answer"]
@@ -186,13 +188,19 @@ class Fleet:
         )
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, client = await loop.create_connection(
-                    lambda: _DeviceClient(self, device_id),
+                client = _DeviceClient(self, device_id)
+                _, tls = await loop.create_connection(
+                    lambda: TlsAdapter(
+                        self._ssl,
+                        client,
+                        server_side=False,
+                        server_hostname=self._host,
+                        handshake_timeout=self._connect_timeout,
+                    ),
                     self._host,
                     self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host,
                 )
+                await tls.handshake
                 await client.handshake(connect)
         except TimeoutError:
             raise FleetError(

@@ -24,8 +24,9 @@ reference/iothub.md §2.1-2.3 and §6:
   emulator keeps no in-flight state for twin responses and desired patches either), and only
   when they match one of the connection's subscriptions.
 
-Design: one :class:`asyncio.Protocol` object per TCP connection, no task and no thread per
-device; a single timer per connection serves keep-alive and SAS expiry. All TwinStore calls are
+Design: one :class:`asyncio.Protocol` object per connection (behind :class:`~.tls.TlsAdapter`,
+which keeps per-connection TLS memory small), no task and no thread per device; a single timer
+per connection serves the CONNECT deadline, keep-alive and SAS expiry. All TwinStore calls are
 synchronous and made on the event loop thread.
 """
 
@@ -60,6 +61,7 @@ from emulator.iothub.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
 )
+from emulator.iothub.mqtt.tls import TlsAdapter
 from emulator.iothub.ports import MethodReply, TwinStore
 from emulator.iothub.sas import SasError, verify_token
 
@@ -141,13 +143,16 @@ class DeviceEndpoint:
             raise RuntimeError("endpoint already started")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _DeviceConnection(self),
+            lambda: TlsAdapter(
+                ssl,
+                _DeviceConnection(self),
+                server_side=True,
+                handshake_timeout=self._connect_deadline,
+            ),
             host,
             port,
-            ssl=ssl,
             reuse_address=True,
             backlog=1024,
-            ssl_handshake_timeout=self._connect_deadline,
         )
         bound = int(self._server.sockets[0].getsockname()[1])
         _log.info("mqtt endpoint listening", host=host, port=bound)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 
 import pytest
+import trustme
 
 from emulator.iothub.errors import HubError
 from emulator.iothub.mqtt import DeviceEndpoint, topics
@@ -362,3 +364,43 @@ async def test_stop_disconnects_everyone(twins: FakeTwins) -> None:
     for client in clients:
         assert await client.closed_by_server()
     assert not any(twins.connected.values())
+
+
+async def test_silent_tcp_connection_is_dropped_at_the_tls_handshake_deadline(
+    twins: FakeTwins,
+) -> None:
+    endpoint = new_endpoint(twins, connect_deadline=0.5)
+    port = await endpoint.start("127.0.0.1", 0, server_context("127.0.0.1"))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # no TLS hello
+        async with asyncio.timeout(3):
+            assert await reader.read() == b""
+        writer.close()
+    finally:
+        await endpoint.stop()
+
+
+async def test_client_that_does_not_trust_the_ca_gets_no_connection(
+    hub: tuple[DeviceEndpoint, int],
+) -> None:
+    endpoint, port = hub
+    untrusted = ssl.create_default_context()
+    trustme.CA().configure_trust(untrusted)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncio.open_connection("127.0.0.1", port, ssl=untrusted)
+    client = await connected(port, device_connect("d0"))  # the endpoint is still fine
+    assert endpoint.is_connected("d0")
+    await client.close()
+
+
+async def test_large_publish_crosses_tls_records(
+    hub: tuple[DeviceEndpoint, int], twins: FakeTwins
+) -> None:
+    _, port = hub
+    client = await connected(port, device_connect("d0"))
+    big = json.dumps({"blob": "x" * 100_000}).encode()  # several TLS records
+    client.send(Publish(topics.reported_patch_topic("big"), big, 1, 3))
+    answers = [await client.receive(), await client.receive()]
+    assert PubAck(3) in answers
+    assert twins.reported["d0"]["blob"] == "x" * 100_000
+    await client.close()
