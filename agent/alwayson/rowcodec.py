@@ -151,6 +151,14 @@ def _compile(layout: tuple[tuple[str, BaseType], ...]) -> RowCodec:
     runs = _runs(layout)
     write_src = _write_source(layout, runs, ns)
     read_src = _read_source(layout, runs, ns)
+    # Every constant becomes a keyword-only default: a fast local inside the generated loops.
+    consts = ", ".join(f"{name}={name}" for name in sorted(ns) if name.isidentifier())
+    write_src = write_src.replace(
+        "def write_rows(out, rows):", f"def write_rows(out, rows, *, {consts}):"
+    )
+    read_src = read_src.replace(
+        "def read_rows(buf, pos, depth):", f"def read_rows(buf, pos, depth, *, {consts}):"
+    )
     exec(compile(write_src + "\n" + read_src, f"<alwayson rows {len(layout)} cols>", "exec"), ns)
     return RowCodec(ns["write_rows"], ns["read_rows"])
 
@@ -366,7 +374,10 @@ def _read_source(
     ]
     for i in json_cols:
         lines += [
-            f"    texts = [t for t in jt{i} if t is not None]",
+            f"    texts = jt{i}",
+            "    complete = None not in texts",
+            "    if not complete:",
+            "        texts = [t for t in texts if t is not None]",
             "    if texts:",
             "        try:",
             "            values = json_loads('[' + ','.join(texts) + ']')",
@@ -374,10 +385,14 @@ def _read_source(
             "                raise ValueError",
             "        except Exception:",
             "            values = [json_cell(t) for t in texts]",
-            "        it = iter(values)",
-            f"        for row, t in zip(rows, jt{i}):",
-            "            if t is not None:",
-            f"                row[K{i}] = next(it)",
+            "        if complete:",
+            "            for row, value in zip(rows, values):",
+            f"                row[K{i}] = value",
+            "        else:",
+            "            it = iter(values)",
+            f"            for row, t in zip(rows, jt{i}):",
+            "                if t is not None:",
+            f"                    row[K{i}] = next(it)",
         ]
     lines.append("    return rows, pos + 1")
     return "\n".join(lines) + "\n"
