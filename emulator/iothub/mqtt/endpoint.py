@@ -37,7 +37,7 @@ import itertools
 import json
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -62,7 +62,7 @@ from emulator.iothub.mqtt.packets import (
     Unsubscribe,
 )
 from emulator.iothub.mqtt.tls import TlsAdapter
-from emulator.iothub.ports import MethodReply, TwinStore
+from emulator.iothub.ports import DeviceLink, MethodReply, TwinStore
 from emulator.iothub.sas import SasError, verify_token
 
 __all__ = ["DeviceEndpoint"]
@@ -629,3 +629,9 @@ def _allowed_filters(device_id: str) -> frozenset[str]:
             f"devices/{device_id}/messages/devicebound/#",
         )
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the endpoint really implements the port
+
+    def _implements_device_link(endpoint: DeviceEndpoint) -> DeviceLink:
+        return endpoint

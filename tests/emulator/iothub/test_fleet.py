@@ -178,3 +178,18 @@ async def test_refused_device_raises_fleet_error(
 )
 def test_method_answers(name: str, payload: object, answer: tuple[int, object]) -> None:
     assert method_answer(name, payload) == answer
+
+
+async def test_devices_renew_their_sas_token_by_reconnecting(
+    endpoint: tuple[DeviceEndpoint, int], twins: FakeTwins
+) -> None:
+    hub, port = endpoint
+    fleet = make_fleet(port, IDS[:2], sas_ttl=121)  # renewal due 120 s early: after 1 s
+    await fleet.start()
+    try:
+        await eventually(lambda: twins.state_changes.count((IDS[0], True)) >= 2, timeout=5)
+        await eventually(lambda: fleet.online_ids() == IDS[:2])
+        reply = await hub.invoke_method(IDS[0], "m", "x", response_timeout=5, connect_timeout=5)
+        assert reply.payload == "x"
+    finally:
+        await fleet.stop()
