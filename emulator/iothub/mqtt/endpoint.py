@@ -488,7 +488,12 @@ class _DeviceConnection(asyncio.Protocol):
         for packet in packets:
             if self.closed:
                 return
-            self._dispatch(packet)
+            try:
+                self._dispatch(packet)
+            except Exception:  # a bug or a store failure: lose this connection, not the loop
+                self.log.exception("packet handling failed", packet=type(packet).__name__)
+                self.close("internal error")
+                return
 
     def eof_received(self) -> bool | None:
         self.close("peer closed")

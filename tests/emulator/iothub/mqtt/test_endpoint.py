@@ -404,3 +404,23 @@ async def test_large_publish_crosses_tls_records(
     assert PubAck(3) in answers
     assert twins.reported["d0"]["blob"] == "x" * 100_000
     await client.close()
+
+
+class BrokenTwins(FakeTwins):
+    def twin_properties(self, device_id: str) -> dict[str, object]:
+        raise RuntimeError("store is down")
+
+
+async def test_a_failing_store_costs_only_that_connection() -> None:
+    endpoint = new_endpoint(BrokenTwins(HUB, DEVICES))
+    port = await endpoint.start("127.0.0.1", 0, server_context("127.0.0.1"))
+    try:
+        asking = await connected(port, device_connect("d0"))
+        other = await connected(port, device_connect("d1"))
+        asking.send(Publish(topics.twin_get_topic("r"), b" ", 1, 1))
+        assert await asking.closed_by_server()
+        other.send(PingReq())
+        assert await other.receive() == PingResp()
+        await other.close()
+    finally:
+        await endpoint.stop()
