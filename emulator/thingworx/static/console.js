@@ -1,0 +1,856 @@
+/*
+ * The ThingWorx stand-in console: browse the bound Things, run their services, watch jobs.
+ *
+ * Rules:
+ * - It talks only to this origin's REST convention under /Thingworx, with the application key in
+ *   the appKey header. The key comes from the key form or from "#appKey=..." in the URL (which
+ *   is then removed from the address bar) and is kept in sessionStorage (this tab only).
+ * - Server text is always inserted as text (textContent), never as HTML.
+ * - Every request has a deadline (AbortController); the job view polls GetJob once a second,
+ *   one request at a time, and stops when the job ends or after repeated failures.
+ * - Inputs are typed from the service's parameter definitions; a value that cannot be sent
+ *   (JSON that does not parse, a missing required input...) is flagged and nothing is sent.
+ */
+"use strict";
+
+(() => {
+  const BASE = "/Thingworx";
+  const KEY_STORAGE = "thingworx-console.appKey";
+  const REQUEST_TIMEOUT_MS = 30000;
+  const THINGS_REFRESH_MS = 5000;
+  const JOB_POLL_MS = 1000;
+  const JOB_MAX_FAILURES = 5;
+  const GET_JOB = "AzureIotDeviceJobGetJob";
+  const QUERY_JOB_RESULTS = "AzureIotDeviceJobQueryJobResults";
+  const TERMINAL_STATUSES = new Set(["completed", "failed", "cancelled"]);
+  const COUNTERS = [
+    ["deviceCount", "Devices"],
+    ["succeededCount", "Succeeded"],
+    ["failedCount", "Failed"],
+    ["runningCount", "Running"],
+    ["pendingCount", "Pending"],
+  ];
+  const INTEGRAL_TYPES = new Set(["INTEGER", "LONG", "TIMESPAN"]);
+  const NUMBER_TYPES = new Set(["NUMBER", "INTEGER", "LONG", "TIMESPAN"]);
+  const JSON_TYPES = new Set(["JSON", "INFOTABLE", "LOCATION"]);
+  const INT32 = { min: -2147483648, max: 2147483647 };
+  const HTTP_REASONS = {
+    400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout",
+  };
+
+  const state = {
+    key: null,
+    things: [],
+    thingsSignature: "",
+    thing: null,
+    services: [],
+    service: null,
+    loadToken: 0,
+    callToken: 0,
+    thingsTimer: null,
+    job: null,
+  };
+
+  // -- small DOM helpers ----------------------------------------------------------------------
+
+  const byId = (id) => document.getElementById(id);
+
+  /** Build an element: attrs are attributes, except text/className/on* and a few properties. */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (name === "text") node.textContent = String(value);
+      else if (name === "className") node.className = value;
+      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+      else if (name === "value" || name === "checked" || name === "hidden") node[name] = value;
+      else node.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function showText(node, text) {
+    node.textContent = text || "";
+    node.hidden = !text;
+  }
+
+  const sortedFields = (defs) =>
+    Object.entries(defs || {})
+      .map(([key, def], index) => ({ ...def, name: def.name || key, _index: index }))
+      .sort((a, b) => (a.ordinal ?? a._index) - (b.ordinal ?? b._index));
+
+  const isoUtc = (millis) => {
+    const date = new Date(millis);
+    return Number.isNaN(date.getTime()) ? String(millis) : date.toISOString();
+  };
+
+  // -- REST -------------------------------------------------------------------------------------
+
+  class HttpError extends Error {
+    constructor(status, reason, text) {
+      super(text);
+      this.status = status;
+      this.reason = reason;
+      this.text = text;
+    }
+
+    /** "HTTP 400 Bad Request: the text", or the network failure. */
+    describe() {
+      if (this.status === 0) return `${this.reason}: ${this.text}`;
+      return `HTTP ${this.status} ${this.reason}${this.text ? ": " + this.text : ""}`;
+    }
+  }
+
+  async function api(method, path, body) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
+    const headers = { appKey: state.key || "", Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const started = performance.now();
+    let text;
+    let response;
+    try {
+      response = await fetch(BASE + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: controller.signal,
+        cache: "no-store",
+        credentials: "omit",
+      });
+      text = await response.text();
+    } catch (error) {
+      if (error && error.name === "AbortError") {
+        throw new HttpError(0, "No answer", `the stand-in did not answer within ${REQUEST_TIMEOUT_MS / 1000} s`);
+      }
+      throw new HttpError(0, "Network error", `the stand-in cannot be reached (${error && error.message})`);
+    } finally {
+      clearTimeout(timer);
+    }
+    const elapsed = performance.now() - started;
+    if (!response.ok) {
+      const reason = response.statusText || HTTP_REASONS[response.status] || "Error";
+      const error = new HttpError(response.status, reason, text.trim());
+      if (response.status === 401) keyRefused(error);
+      throw error;
+    }
+    try {
+      return { doc: JSON.parse(text), status: response.status, reason: response.statusText || "OK", elapsed };
+    } catch (_) {
+      throw new HttpError(response.status, "Unreadable answer", `the answer is not JSON: ${text.slice(0, 200)}`);
+    }
+  }
+
+  const servicePath = (thing, service) =>
+    `/Things/${encodeURIComponent(thing)}/Services/${encodeURIComponent(service)}`;
+
+  // -- application key --------------------------------------------------------------------------
+
+  function keyFromHash() {
+    const hash = location.hash.replace(/^#/, "");
+    if (!hash) return null;
+    const params = new URLSearchParams(hash);
+    const key = params.get("appKey");
+    if (key === null) return null;
+    params.delete("appKey");
+    const rest = params.toString();
+    // Take the key out of the address bar (and of the history entry) at once.
+    history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+    return key;
+  }
+
+  function showKeyForm(message) {
+    stopThingsRefresh();
+    stopJob();
+    byId("workspace").hidden = true;
+    byId("key-section").hidden = false;
+    byId("change-key").hidden = true;
+    byId("key-state").textContent = "No application key";
+    showText(byId("key-error"), message);
+    const input = byId("app-key");
+    input.setAttribute("aria-invalid", message ? "true" : "false");
+    input.focus();
+  }
+
+  function keyRefused(error) {
+    sessionStorage.removeItem(KEY_STORAGE);
+    state.key = null;
+    showKeyForm(`The application key was refused (${error.describe()}).`);
+  }
+
+  async function useKey(key) {
+    state.key = key;
+    byId("key-state").textContent = "Checking the key…";
+    let things;
+    try {
+      things = await api("GET", "/Things");
+    } catch (error) {
+      if (error.status === 401) return; // keyRefused() already showed the form
+      sessionStorage.setItem(KEY_STORAGE, key);
+      showWorkspace();
+      showText(byId("things-error"), `Cannot list the Things: ${error.describe()}`);
+      return;
+    }
+    sessionStorage.setItem(KEY_STORAGE, key);
+    showWorkspace();
+    renderThings(things.doc);
+  }
+
+  function showWorkspace() {
+    byId("key-section").hidden = true;
+    byId("workspace").hidden = false;
+    byId("change-key").hidden = false;
+    byId("key-state").textContent = "Application key set";
+    byId("app-key").value = "";
+    startThingsRefresh();
+  }
+
+  // -- Things -----------------------------------------------------------------------------------
+
+  function startThingsRefresh() {
+    stopThingsRefresh();
+    state.thingsTimer = setInterval(() => refreshThings(false), THINGS_REFRESH_MS);
+  }
+
+  function stopThingsRefresh() {
+    if (state.thingsTimer !== null) clearInterval(state.thingsTimer);
+    state.thingsTimer = null;
+  }
+
+  async function refreshThings(userAsked) {
+    const button = byId("refresh-things");
+    if (userAsked) button.disabled = true;
+    try {
+      const { doc } = await api("GET", "/Things");
+      showText(byId("things-error"), "");
+      renderThings(doc);
+    } catch (error) {
+      if (error.status !== 401) showText(byId("things-error"), `Cannot list the Things: ${error.describe()}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function renderThings(doc) {
+    const rows = (doc.rows || []).slice().sort((a, b) => String(a.name).localeCompare(String(b.name)));
+    const signature = JSON.stringify(rows);
+    if (signature === state.thingsSignature) return; // nothing changed: keep focus and scroll
+    state.thingsSignature = signature;
+    state.things = rows;
+    const list = byId("things");
+    const focused = document.activeElement && document.activeElement.dataset.thing;
+    list.replaceChildren();
+    byId("things-empty").hidden = rows.length > 0;
+    for (const row of rows) {
+      const connected = row.isConnected === true;
+      const details = [
+        connected ? `connected (${row.connectionId || "?"})` : "offline",
+        row.lastBind ? `last bound ${isoUtc(row.lastBind)}` : null,
+        row.metadataError ? `services unknown: ${row.metadataError}` : null,
+      ].filter(Boolean).join("; ");
+      const button = el(
+        "button",
+        {
+          type: "button",
+          className: "item thing" + (row.name === state.thing ? " selected" : ""),
+          "aria-pressed": row.name === state.thing ? "true" : "false",
+          "data-testid": `thing-${row.name}`,
+          "data-thing": row.name,
+          "data-connected": connected ? "true" : "false",
+          title: details,
+          onclick: () => selectThing(row.name),
+        },
+        el("span", { className: "dot " + (connected ? "on" : "off"), "aria-hidden": "true" }),
+        el("span", { className: "item-name", text: row.name }),
+        el("span", {
+          className: "badge " + (connected ? "badge-ok" : "badge-off"),
+          "data-testid": "thing-state",
+          text: connected ? "connected" : "offline",
+        }),
+      );
+      list.append(el("li", {}, button));
+      if (focused === row.name) button.focus();
+    }
+    if (state.thing === null && rows.length === 1) selectThing(rows[0].name);
+  }
+
+  async function selectThing(name) {
+    state.thing = name;
+    state.service = null;
+    state.services = [];
+    const token = ++state.loadToken;
+    for (const button of byId("things").querySelectorAll("button.thing")) {
+      const selected = button.dataset.thing === name;
+      button.classList.toggle("selected", selected);
+      button.setAttribute("aria-pressed", selected ? "true" : "false");
+    }
+    byId("services").replaceChildren();
+    showText(byId("services-error"), "");
+    showText(byId("services-hint"), `Loading the services of ${name}…`);
+    clearCall();
+    let answer;
+    try {
+      answer = await api("GET", `/Things/${encodeURIComponent(name)}/ServiceDefinitions`);
+    } catch (error) {
+      if (token !== state.loadToken) return;
+      showText(byId("services-hint"), "");
+      showText(byId("services-error"), `Cannot load the services of ${name}: ${error.describe()}`);
+      return;
+    }
+    if (token !== state.loadToken) return;
+    state.services = (answer.doc.rows || []).map((row) => ({
+      name: row.name,
+      description: row.description || "",
+      inputs: sortedFields(row.parameterDefinitions),
+      resultType: row.resultType || {},
+    }));
+    renderServices();
+  }
+
+  function renderServices() {
+    const filter = byId("service-filter").value.trim().toLowerCase();
+    const list = byId("services");
+    list.replaceChildren();
+    const shown = state.services.filter((s) => !filter || s.name.toLowerCase().includes(filter));
+    if (state.thing === null) showText(byId("services-hint"), "Select a Thing to see its services.");
+    else if (state.services.length === 0) showText(byId("services-hint"), `${state.thing} has no services.`);
+    else showText(byId("services-hint"), `${shown.length} of ${state.services.length} services of ${state.thing}`);
+    for (const service of shown) {
+      list.append(
+        el(
+          "li",
+          {},
+          el(
+            "button",
+            {
+              type: "button",
+              className: "item service" + (state.service === service.name ? " selected" : ""),
+              "aria-pressed": state.service === service.name ? "true" : "false",
+              "data-testid": `service-${service.name}`,
+              "data-service": service.name,
+              title: service.description,
+              onclick: () => selectService(service.name),
+            },
+            el("span", { className: "item-name", text: service.name }),
+            el("span", { className: "badge badge-type", text: resultLabel(service.resultType) }),
+          ),
+        ),
+      );
+    }
+  }
+
+  const resultLabel = (resultType) =>
+    (resultType.aspects && resultType.aspects.dataShape) || resultType.baseType || "?";
+
+  // -- service form -----------------------------------------------------------------------------
+
+  function clearCall() {
+    byId("call-title").textContent = state.thing ? `${state.thing}: no service selected` : "No service selected";
+    byId("call-hint").hidden = false;
+    byId("call").replaceChildren();
+    byId("result").replaceChildren();
+  }
+
+  function selectService(name) {
+    const service = state.services.find((s) => s.name === name);
+    if (!service) return;
+    state.service = name;
+    renderServices();
+    byId("call-title").textContent = `${state.thing} · ${service.name}`;
+    byId("call-hint").hidden = true;
+    byId("result").replaceChildren();
+    byId("call").replaceChildren(buildForm(state.thing, service));
+    const first = byId("call").querySelector("input, textarea, button[type=submit]");
+    if (first) first.focus();
+  }
+
+  function buildForm(thing, service) {
+    const controls = [];
+    const form = el("form", {
+      className: "service-form",
+      "data-testid": "service-form",
+      "data-service": service.name,
+      novalidate: true,
+      "aria-label": `Inputs of ${service.name}`,
+    });
+    if (service.description) form.append(el("p", { className: "description", text: service.description }));
+    const fields = el("div", { className: "fields" });
+    if (service.inputs.length === 0) fields.append(el("p", { className: "hint", text: "This service takes no inputs." }));
+    service.inputs.forEach((def, index) => {
+      const control = buildInput(def, `input-${index}`);
+      controls.push(control);
+      fields.append(control.wrapper);
+    });
+    form.append(fields);
+    const summary = el("p", { className: "error-text", role: "alert", "data-testid": "form-error", hidden: true });
+    const run = el("button", { type: "submit", "data-testid": "run", className: "primary" }, "Run ", service.name);
+    const result = resultLabel(service.resultType);
+    form.append(
+      el("div", { className: "form-actions" },
+        run,
+        el("span", { className: "hint" }, "Result: ", el("code", { text: result })),
+        summary),
+    );
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      runService(thing, service, controls, run, summary);
+    });
+    return form;
+  }
+
+  function buildInput(def, id) {
+    const baseType = String(def.baseType || "STRING").toUpperCase();
+    const aspects = def.aspects || {};
+    const required = aspects.isRequired === true;
+    const hasDefault = Object.prototype.hasOwnProperty.call(aspects, "defaultValue") && aspects.defaultValue !== null;
+    const defaultValue = aspects.defaultValue;
+    const hintId = `${id}-hint`;
+    const errorId = `${id}-error`;
+    const describedBy = [def.description ? hintId : null, errorId].filter(Boolean).join(" ");
+    const common = {
+      id,
+      name: def.name,
+      "data-testid": `input-${def.name}`,
+      "data-base-type": baseType,
+      "aria-describedby": describedBy,
+      "aria-required": required ? "true" : "false",
+    };
+    let kind;
+    let input;
+    if (baseType === "BOOLEAN") {
+      kind = "boolean";
+      input = el("input", { ...common, type: "checkbox" });
+      if (hasDefault) input.checked = defaultValue === true || defaultValue === "true";
+      else if (!required) {
+        // Unset until the user clicks it: an optional input without a default is not sent.
+        input.indeterminate = true;
+        input.dataset.unset = "true";
+        input.addEventListener("change", () => { delete input.dataset.unset; }, { once: true });
+      }
+    } else if (NUMBER_TYPES.has(baseType)) {
+      kind = INTEGRAL_TYPES.has(baseType) ? "integer" : "number";
+      input = el("input", {
+        ...common,
+        type: "number",
+        step: kind === "integer" ? "1" : "any",
+        inputmode: kind === "integer" ? "numeric" : "decimal",
+        min: baseType === "INTEGER" ? INT32.min : undefined,
+        max: baseType === "INTEGER" ? INT32.max : undefined,
+      });
+      if (hasDefault) input.value = String(defaultValue);
+    } else if (baseType === "DATETIME") {
+      kind = "datetime";
+      input = el("input", { ...common, type: "datetime-local", step: "1" });
+      if (hasDefault) input.value = datetimeLocalValue(defaultValue);
+    } else if (JSON_TYPES.has(baseType)) {
+      kind = "json";
+      input = el("textarea", { ...common, rows: "4", spellcheck: "false", className: "mono" });
+      if (hasDefault) input.value = JSON.stringify(defaultValue, null, 2);
+      input.placeholder = baseType === "INFOTABLE" ? '{"dataShape": {"fieldDefinitions": {}}, "rows": []}' : "JSON, e.g. {\"key\": 1}";
+    } else {
+      kind = "text";
+      input = el("input", { ...common, type: "text", spellcheck: "false" });
+      if (hasDefault) input.value = String(defaultValue);
+    }
+    if (required) input.required = true;
+    const label = el("label", { for: id },
+      el("span", { className: "input-name", text: def.name }),
+      required ? el("span", { className: "required", title: "required", "aria-hidden": "true", text: "*" }) : null,
+      required ? el("span", { className: "visually-hidden", text: " (required)" }) : null,
+      el("span", { className: "badge badge-type", "aria-hidden": "true", text: baseType + (kind === "datetime" ? " (UTC)" : "") }),
+    );
+    const error = el("p", { id: errorId, className: "field-error", role: "alert", "data-testid": `input-error-${def.name}`, hidden: true });
+    const wrapper = el("div", {
+      className: "field field-" + kind + (required ? " is-required" : ""),
+      "data-testid": `field-${def.name}`,
+      "data-required": required ? "true" : "false",
+    },
+      label,
+      kind === "boolean" ? el("div", { className: "checkbox-row" }, input, el("span", { className: "hint", text: booleanHint(input) })) : input,
+      def.description ? el("p", { id: hintId, className: "hint", text: def.description }) : null,
+      error,
+    );
+    if (kind === "boolean") input.addEventListener("change", () => { wrapper.querySelector(".checkbox-row .hint").textContent = booleanHint(input); });
+    return { def, baseType, kind, input, error, required, wrapper };
+  }
+
+  function booleanHint(input) {
+    if (input.dataset.unset === "true") return "not set (not sent)";
+    return input.checked ? "true" : "false";
+  }
+
+  /** A DATETIME default (epoch ms or ISO text) as a datetime-local value, in UTC. */
+  function datetimeLocalValue(value) {
+    const date = new Date(typeof value === "number" ? value : String(value));
+    if (Number.isNaN(date.getTime())) return "";
+    return date.toISOString().slice(0, 19);
+  }
+
+  /** The typed value of one input: {skip: true}, {value}, or {error}. */
+  function readInput(control) {
+    const { input, kind, baseType, required } = control;
+    if (kind === "boolean") {
+      if (input.dataset.unset === "true") return { skip: true };
+      return { value: input.checked };
+    }
+    const raw = input.value;
+    if (kind === "number" || kind === "integer") {
+      if (input.validity && input.validity.badInput) return { error: "not a number" };
+      const text = raw.trim();
+      if (text === "") return required ? { error: "required" } : { skip: true };
+      if (kind === "integer") {
+        if (!/^[-+]?\d+$/.test(text)) return { error: `a whole number is needed (${baseType})` };
+        if (baseType === "INTEGER" && (Number(text) < INT32.min || Number(text) > INT32.max)) {
+          return { error: `out of the INTEGER range ${INT32.min}..${INT32.max}` };
+        }
+        const number = Number(text);
+        // A LONG beyond 2^53 goes as text so no digit is lost; the stand-in reads both.
+        return { value: Number.isSafeInteger(number) ? number : text.replace(/^\+/, "") };
+      }
+      const number = Number(text);
+      if (!Number.isFinite(number)) return { error: "not a finite number" };
+      return { value: number };
+    }
+    if (kind === "datetime") {
+      if (raw === "") return required ? { error: "required (a UTC date and time)" } : { skip: true };
+      const iso = (raw.length === 16 ? raw + ":00" : raw) + "Z";
+      if (Number.isNaN(Date.parse(iso))) return { error: "not a valid date and time" };
+      return { value: iso };
+    }
+    if (kind === "json") {
+      if (raw.trim() === "") return required ? { error: "required (JSON)" } : { skip: true };
+      try {
+        return { value: JSON.parse(raw) };
+      } catch (error) {
+        return { error: `not valid JSON: ${error.message}` };
+      }
+    }
+    if (raw === "") return required ? { error: "required" } : { skip: true };
+    return { value: raw };
+  }
+
+  async function runService(thing, service, controls, runButton, summary) {
+    const inputs = {};
+    let firstInvalid = null;
+    for (const control of controls) {
+      const outcome = readInput(control);
+      showText(control.error, outcome.error ? `${control.def.name}: ${outcome.error}` : "");
+      control.input.setAttribute("aria-invalid", outcome.error ? "true" : "false");
+      control.wrapper.classList.toggle("invalid", Boolean(outcome.error));
+      if (outcome.error) firstInvalid = firstInvalid || control.input;
+      else if (!outcome.skip) inputs[control.def.name] = outcome.value;
+    }
+    if (firstInvalid) {
+      showText(summary, "Nothing was sent: fix the marked inputs.");
+      firstInvalid.focus();
+      return;
+    }
+    showText(summary, "");
+    const token = ++state.callToken;
+    const resultBox = byId("result");
+    resultBox.setAttribute("aria-busy", "true");
+    resultBox.replaceChildren(el("p", { className: "hint", "data-testid": "result-running", text: `Running ${service.name}…` }));
+    runButton.disabled = true;
+    try {
+      const answer = await api("POST", servicePath(thing, service.name), inputs);
+      if (token !== state.callToken) return;
+      resultBox.replaceChildren(renderResult(thing, service.name, answer));
+    } catch (error) {
+      if (token !== state.callToken) return;
+      resultBox.replaceChildren(renderError(service.name, error));
+    } finally {
+      runButton.disabled = false;
+      resultBox.removeAttribute("aria-busy");
+    }
+  }
+
+  // -- results ----------------------------------------------------------------------------------
+
+  function renderError(what, error) {
+    return el("div", { className: "error-box", role: "alert", "data-testid": "error" },
+      el("strong", { "data-testid": "error-status", text: error.status ? `HTTP ${error.status} ${error.reason}` : error.reason }),
+      el("span", { "data-testid": "error-message", className: "error-message", text: error.text || "(no message)" }),
+      el("span", { className: "hint", text: `${what} failed.` }),
+    );
+  }
+
+  function renderResult(thing, serviceName, answer) {
+    const doc = answer.doc || {};
+    const rows = doc.rows || [];
+    const box = el("div", { className: "result-ok" });
+    box.append(el("p", { className: "result-status", "data-testid": "result-status" },
+      el("span", { className: "badge badge-ok", text: `HTTP ${answer.status} ${answer.reason}` }),
+      ` ${serviceName} · ${rows.length} row${rows.length === 1 ? "" : "s"} · ${Math.round(answer.elapsed)} ms`,
+    ));
+    const fields = sortedFields(doc.dataShape && doc.dataShape.fieldDefinitions);
+    const watchable = fields.some((f) => f.name === "jobId") && fields.some((f) => f.name === "status");
+    box.append(renderTable(doc, {
+      testid: "result-grid",
+      caption: `Result of ${serviceName}`,
+      action: watchable ? {
+        label: "Job",
+        build: (row) => row.jobId ? el("button", {
+          type: "button",
+          className: "small",
+          "data-testid": "watch-job",
+          "data-job-id": row.jobId,
+          "aria-label": `Watch job ${row.jobId}`,
+          onclick: () => watchJob(thing, String(row.jobId)),
+        }, "Watch") : null,
+      } : null,
+    }));
+    box.append(el("details", { className: "raw" },
+      el("summary", { text: "Raw InfoTable JSON" }),
+      el("pre", { className: "mono", "data-testid": "result-raw", text: JSON.stringify(doc, null, 2) }),
+    ));
+    return box;
+  }
+
+  /** An InfoTable as a table: columns from dataShape.fieldDefinitions, in ordinal order. */
+  function renderTable(doc, options) {
+    const fields = sortedFields(doc.dataShape && doc.dataShape.fieldDefinitions);
+    const rows = doc.rows || [];
+    if (fields.length === 0 && rows.length === 0) {
+      return el("p", { className: "hint", "data-testid": options.testid, text: "The service returned nothing." });
+    }
+    const head = el("tr", {}, ...fields.map((f) =>
+      el("th", { scope: "col", "data-col": f.name },
+        el("span", { className: "col-name", text: f.name }),
+        el("span", { className: "col-type", text: f.baseType || "" }))));
+    if (options.action) head.append(el("th", { scope: "col", text: options.action.label }));
+    const body = el("tbody");
+    for (const row of rows) {
+      const tr = el("tr", { "data-testid": `${options.testid}-row` });
+      for (const f of fields) tr.append(el("td", { "data-col": f.name, "data-base-type": f.baseType || "" }, cellNode(f, row[f.name])));
+      if (options.action) tr.append(el("td", { className: "action" }, options.action.build(row)));
+      body.append(tr);
+    }
+    if (rows.length === 0) {
+      body.append(el("tr", {}, el("td", { colspan: String(fields.length + (options.action ? 1 : 0)), className: "hint", text: "No rows." })));
+    }
+    return el("div", { className: "grid-wrap" },
+      el("table", { className: "grid", "data-testid": options.testid },
+        el("caption", { className: "visually-hidden", text: options.caption }),
+        el("thead", {}, head),
+        body));
+  }
+
+  function cellNode(field, value) {
+    if (value === null || value === undefined) return el("span", { className: "empty", "aria-label": "empty", text: "—" });
+    const baseType = String(field.baseType || "").toUpperCase();
+    if (baseType === "DATETIME") {
+      return el("time", { dateTime: isoUtc(value), text: typeof value === "number" ? isoUtc(value) : String(value) });
+    }
+    if (baseType === "INFOTABLE" && value && typeof value === "object" && value.dataShape) {
+      return renderTable(value, { testid: "nested-grid", caption: field.name, action: null });
+    }
+    if (baseType === "JSON" || baseType === "LOCATION" || typeof value === "object") {
+      return el("pre", { className: "mono json", text: JSON.stringify(value, null, 2) });
+    }
+    return document.createTextNode(String(value));
+  }
+
+  // -- job view ---------------------------------------------------------------------------------
+
+  function stopJob() {
+    const job = state.job;
+    if (job && job.timer !== null) clearTimeout(job.timer);
+    state.job = null;
+  }
+
+  function watchJob(thing, jobId) {
+    stopJob();
+    const panel = byId("job-panel");
+    const job = { thing, jobId, timer: null, polls: 0, failures: 0, done: false, nodes: {} };
+    state.job = job;
+    const n = job.nodes;
+    n.status = el("span", { className: "badge status", "data-testid": "job-status", text: "…" });
+    n.bar = el("div", {
+      className: "bar",
+      role: "progressbar",
+      "aria-label": "Devices processed",
+      "aria-valuemin": "0",
+      "data-testid": "job-progress",
+    }, n.ok = el("span", { className: "bar-ok" }), n.fail = el("span", { className: "bar-fail" }));
+    n.progressText = el("p", { className: "progress-text", "data-testid": "job-progress-text", text: "Waiting for the first answer…" });
+    n.counters = {};
+    const counters = el("dl", { className: "counters" });
+    for (const [name, label] of COUNTERS) {
+      n.counters[name] = el("dd", { "data-testid": `job-${name}`, text: "–" });
+      counters.append(el("div", { className: "counter counter-" + name }, el("dt", { text: label }), n.counters[name]));
+    }
+    n.details = el("dl", { className: "job-details", "data-testid": "job-details" });
+    n.updated = el("p", { className: "hint", "data-testid": "job-updated" });
+    n.error = el("p", { className: "error-text", role: "alert", "data-testid": "job-error", hidden: true });
+    n.load = el("button", { type: "button", "data-testid": "load-results", className: "primary", hidden: true, onclick: () => loadJobResults(job) }, "Load per-device results");
+    n.stop = el("button", { type: "button", "data-testid": "stop-watching", className: "secondary", onclick: () => stopWatching(job) }, "Stop watching");
+    n.resume = el("button", { type: "button", "data-testid": "resume-watching", className: "secondary", hidden: true, onclick: () => resumeWatching(job) }, "Resume");
+    n.results = el("div", { className: "job-results", "data-testid": "job-results-box", "aria-live": "polite" });
+    panel.replaceChildren(
+      el("div", { className: "panel-head" },
+        el("h3", { id: "job-title", tabindex: "-1" }, "Job ", el("code", { "data-testid": "job-id", text: jobId }), ` on ${thing}`),
+        n.status),
+      n.bar,
+      n.progressText,
+      counters,
+      n.details,
+      n.updated,
+      n.error,
+      el("div", { className: "form-actions" }, n.load, n.stop, n.resume),
+      n.results,
+    );
+    panel.hidden = false;
+    panel.dataset.jobId = jobId;
+    panel.dataset.state = "watching";
+    panel.scrollIntoView({ block: "nearest" });
+    byId("job-title").focus({ preventScroll: true });
+    pollJob(job);
+  }
+
+  function stopWatching(job) {
+    if (state.job !== job) return;
+    if (job.timer !== null) clearTimeout(job.timer);
+    job.timer = null;
+    job.stopped = true;
+    byId("job-panel").dataset.state = "stopped";
+    job.nodes.stop.hidden = true;
+    job.nodes.resume.hidden = job.done;
+  }
+
+  function resumeWatching(job) {
+    if (state.job !== job) return;
+    job.stopped = false;
+    job.failures = 0;
+    byId("job-panel").dataset.state = "watching";
+    job.nodes.stop.hidden = false;
+    job.nodes.resume.hidden = true;
+    pollJob(job);
+  }
+
+  async function pollJob(job) {
+    job.timer = null;
+    if (state.job !== job || job.done || job.stopped) return;
+    try {
+      const { doc } = await api("POST", servicePath(job.thing, GET_JOB), { jobId: job.jobId });
+      if (state.job !== job) return;
+      const row = (doc.rows || [])[0];
+      if (!row) throw new HttpError(200, "OK", `${GET_JOB} returned no row for job ${job.jobId}`);
+      job.failures = 0;
+      job.polls += 1;
+      showText(job.nodes.error, "");
+      updateJob(job, row);
+    } catch (error) {
+      if (state.job !== job) return;
+      job.failures += 1;
+      const describe = error instanceof HttpError ? error.describe() : String(error);
+      showText(job.nodes.error, `${GET_JOB} failed: ${describe}`);
+      if (job.failures >= JOB_MAX_FAILURES) {
+        job.nodes.error.textContent += ` (stopped after ${JOB_MAX_FAILURES} failures in a row)`;
+        stopWatching(job);
+        return;
+      }
+    }
+    if (state.job === job && !job.done && !job.stopped) {
+      job.timer = setTimeout(() => pollJob(job), JOB_POLL_MS);
+    }
+  }
+
+  function updateJob(job, row) {
+    const n = job.nodes;
+    const status = String(row.status || "unknown");
+    n.status.textContent = status;
+    n.status.className = "badge status status-" + status.replace(/[^a-z]/gi, "");
+    for (const [name] of COUNTERS) n.counters[name].textContent = row[name] === null || row[name] === undefined ? "–" : String(row[name]);
+    const total = Number(row.deviceCount) || 0;
+    const succeeded = Number(row.succeededCount) || 0;
+    const failed = Number(row.failedCount) || 0;
+    const done = succeeded + failed;
+    const terminal = TERMINAL_STATUSES.has(status);
+    if (total > 0) {
+      const share = Math.min(1, done / total);
+      n.bar.setAttribute("aria-valuemax", String(total));
+      n.bar.setAttribute("aria-valuenow", String(done));
+      n.bar.setAttribute("aria-valuetext", `${done} of ${total} devices processed`);
+      n.bar.classList.remove("indeterminate");
+      n.ok.style.width = `${(100 * Math.min(succeeded, total)) / total}%`;
+      n.fail.style.width = `${(100 * Math.min(failed, total - Math.min(succeeded, total))) / total}%`;
+      n.progressText.textContent = `${done} of ${total} devices processed (${Math.round(share * 100)} %)`;
+    } else {
+      n.bar.removeAttribute("aria-valuenow");
+      n.bar.setAttribute("aria-valuemax", "1");
+      n.bar.classList.toggle("indeterminate", !terminal);
+      n.ok.style.width = terminal ? "100%" : "0%";
+      n.fail.style.width = "0%";
+      n.progressText.textContent = terminal ? "No device was part of this job." : "Waiting for the job to start…";
+    }
+    const details = [
+      ["type", row.type], ["hub status", row.hubStatus], ["query", row.queryCondition],
+      ["start", row.startTime ? isoUtc(row.startTime) : null], ["end", row.endTime ? isoUtc(row.endTime) : null],
+      ["failure", row.failureReason], ["message", row.statusMessage], ["warnings", row.warnings],
+    ].filter(([, value]) => value !== null && value !== undefined && value !== "");
+    n.details.replaceChildren(...details.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+    n.updated.textContent = `Updated ${new Date().toISOString().slice(11, 19)} UTC · ${job.polls} poll${job.polls === 1 ? "" : "s"}`;
+    n.updated.dataset.polls = String(job.polls);
+    if (terminal) {
+      job.done = true;
+      byId("job-panel").dataset.state = "finished";
+      n.stop.hidden = true;
+      n.resume.hidden = true;
+      n.load.hidden = false;
+    }
+  }
+
+  async function loadJobResults(job) {
+    const n = job.nodes;
+    const query = `SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '${job.jobId.replace(/'/g, "''")}'`;
+    n.load.disabled = true;
+    n.results.replaceChildren(el("p", { className: "hint", text: "Loading the per-device results…" }));
+    try {
+      const answer = await api("POST", servicePath(job.thing, QUERY_JOB_RESULTS), { query });
+      if (state.job !== job) return;
+      const rows = (answer.doc.rows || []).length;
+      n.results.replaceChildren(
+        el("p", { className: "hint", "data-testid": "job-results-status" },
+          `${rows} device${rows === 1 ? "" : "s"} · `, el("code", { text: query })),
+        renderTable(answer.doc, { testid: "job-results", caption: `Per-device results of job ${job.jobId}`, action: null }),
+      );
+    } catch (error) {
+      if (state.job !== job) return;
+      n.results.replaceChildren(renderError(QUERY_JOB_RESULTS, error));
+    } finally {
+      n.load.disabled = false;
+    }
+  }
+
+  // -- start ------------------------------------------------------------------------------------
+
+  function start() {
+    byId("key-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const key = byId("app-key").value.trim();
+      if (!key) {
+        showKeyForm("Enter the application key.");
+        return;
+      }
+      useKey(key);
+    });
+    byId("change-key").addEventListener("click", () => {
+      sessionStorage.removeItem(KEY_STORAGE);
+      state.key = null;
+      showKeyForm("");
+    });
+    byId("refresh-things").addEventListener("click", () => refreshThings(true));
+    byId("service-filter").addEventListener("input", renderServices);
+    const key = keyFromHash() || sessionStorage.getItem(KEY_STORAGE);
+    if (key) useKey(key);
+    else showKeyForm("");
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();
