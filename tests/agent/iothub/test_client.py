@@ -209,3 +209,24 @@ async def test_method_errors_from_nested_body(scripted: Scripted) -> None:
         await client.invoke_method("d1", "reboot", None, 5, 0)
     assert caught.value.code == 504101 and scripted.hits["POST /twins/d1/methods"] == 1
     await client.close()
+
+
+async def test_direct_method_holds_its_own_deadline(scripted: Scripted) -> None:
+    scripted.answers["POST /twins/d1/methods"] = [3.0]  # the hub hangs
+    settings = IotHubSettings(
+        connection_string=SecretStr(
+            f"HostName=127.0.0.1:{scripted.port};SharedAccessKeyName=iothubowner;"
+            f"SharedAccessKey={KEY}"
+        ),
+        ca_file=scripted.ca_file,
+        request_timeout=30.0,
+    )
+    client = IotHubClient(settings, JobSettings(direct_call_margin=0.3))
+    started = time.monotonic()
+    with pytest.raises(HubTimeout) as caught:
+        await client.invoke_method("d1", "reboot", {"a": 1}, response_timeout=1, connect_timeout=0)
+    # connect 0 + response 1 + margin 0.3, not the 30 s request timeout
+    assert caught.value.timeout == pytest.approx(1.3)
+    assert time.monotonic() - started < 2.5
+    assert scripted.hits["POST /twins/d1/methods"] == 1  # never retried
+    await client.close()
