@@ -1,7 +1,7 @@
 """Benchmark: AzureIotDeviceJobGetJob through the whole chain vs the SDK's own get_scheduled_job.
 
 Method: one process, one event loop, everything on loopback: the IoT Hub emulator (HTTPS REST on
-a free port, MQTT/TLS on 127.0.0.24:8883, 5 simulated devices, no tier), the ThingWorx stand-in
+a free port, MQTT/TLS on 127.0.0.252:8883, 5 simulated devices, no tier), the ThingWorx stand-in
 (port 0) and the agent (``AgentApp``, 16 IoT Hub workers) connected to it over AlwaysOn. One twin
 job is created and left to complete (not timed). Then, in the same run:
 
@@ -81,7 +81,7 @@ async def _load(
 async def main(calls: int, rounds: int, concurrency: int, seconds: float) -> None:
     _quiet()
     with tempfile.TemporaryDirectory() as tmp:
-        async with running_chain(Path(tmp), mqtt_host="127.0.0.24", devices=5, tier=None) as chain:
+        async with running_chain(Path(tmp), mqtt_host="127.0.0.252", devices=5, tier=None) as chain:
             await run(chain, calls, rounds, concurrency, seconds)
 
 

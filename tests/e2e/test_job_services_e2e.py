@@ -41,7 +41,7 @@ ENDED = ("completed", "failed", "cancelled")
 async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain]:
     async with running_chain(
         tmp_path_factory.mktemp("e2e"),
-        mqtt_host="127.0.0.23",
+        mqtt_host="127.0.0.251",
         devices=10,
         offline_share=0.1,
         slow_devices=1,
