@@ -4,21 +4,65 @@ Sub-commands: ``run`` (the agent; with nothing configured, the embedded run agai
 IoT Hub emulator and ThingWorx stand-in), ``check`` (validate the configuration and reach both
 ends), ``call`` (call a service through ThingWorx's REST convention). Logging is configured here,
 once.
+
+Rules:
+- Exit status: 0 success (and a run stopped by SIGINT/SIGTERM), 1 a failure at run time (an end
+  refused or unreachable, a call answered with an error), 2 a configuration or usage error.
+- Human output (the embedded banner, check's steps, call's tables) goes to stdout through rich;
+  logs go to stderr through structlog; errors are one line saying what to fix.
+- ``run`` stops cleanly on SIGINT and SIGTERM: the agent UNBINDs and closes, then the health
+  server, then (embedded) the stand-in, the fleet and the emulator; nothing is left running.
+- The embedded run's settings are passed as objects; the process environment is never written.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
+import aiohttp
+import structlog
 from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from agent.logsetup import configure_logging
 from agent.settings import Settings, load_settings
 
-__all__ = ["main"]
+__all__ = [
+    "CallError",
+    "call_service",
+    "check",
+    "infotable_table",
+    "main",
+    "parse_inputs",
+    "rest_root",
+    "run",
+]
+
+APP_KEY_ENV = "THINGWORX_APP_KEY"
+_TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+_WAIT_SLACK = 120.0  # seconds --wait allows beyond the job's own window by default
+
+
+class CallError(Exception):
+    """A ``call`` that failed: the stand-in's (or ThingWorx's) one-line message."""
+
+
+# --- argument parsing --------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +71,727 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the agent (embedded emulators when nothing is configured)")
     sub.add_parser("check", help="validate the configuration and reach both ends")
+    call = sub.add_parser(
+        "call",
+        help="call a service through ThingWorx's REST convention",
+        description="Call SERVICE on a Thing: POST {url}/Thingworx/Things/{thing}/Services/"
+        "{service} with the inputs as JSON (values parsed as JSON when they parse, else strings).",
+    )
+    call.add_argument("service", help="service name, e.g. AzureIotDeviceJobFindJobs")
+    call.add_argument("inputs", nargs="*", metavar="name=value", help="service inputs")
+    call.add_argument("--thing", default=None, help="Thing name (default: the gateway Thing)")
+    call.add_argument(
+        "--url", default=None, help="ThingWorx base URL (default: the embedded stand-in)"
+    )
+    call.add_argument("--app-key", default=None, help=f"application key (default: ${APP_KEY_ENV})")
+    call.add_argument(
+        "--wait", action="store_true", help="follow a scheduled job to its end, then its results"
+    )
+    call.add_argument(
+        "--timeout", type=float, default=None, help="--wait deadline, s (default: job window+120)"
+    )
+    call.add_argument("--poll-interval", type=float, default=1.0, help="--wait GetJob period, s")
     return parser
+
+
+def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
+    """Turn ``name=value`` arguments into a JSON object of service inputs.
+
+    A value is parsed as JSON when it parses (``5`` → 5, ``true`` → True, ``{"a":1}`` → a dict,
+    ``"5"`` → the string 5), else kept as the string given (``reboot``, ``deviceId='d1'``).
+    Only the first ``=`` splits, so values may contain ``=``.
+
+    Raises:
+        ValueError: an argument without ``=``, an empty name, or a name given twice.
+    """
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"input {pair!r} must be name=value")
+        if name in inputs:
+            raise ValueError(f"input {name!r} is given twice")
+        try:
+            inputs[name] = json.loads(text)
+        except ValueError:
+            inputs[name] = text
+    return inputs
+
+
+def rest_root(url: str) -> str:
+    """The REST convention's root (``.../Thingworx``) of a ThingWorx base URL.
+
+    ``http://host:8080``, ``http://host:8080/`` and ``http://host:8080/Thingworx`` all give
+    ``http://host:8080/Thingworx``.
+
+    Raises:
+        ValueError: not an http:// or https:// URL.
+    """
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"--url {url!r} must start with http:// or https://")
+    return url if url.endswith("/Thingworx") else url + "/Thingworx"
+
+
+def _app_key_for(settings: Settings, given: str | None = None) -> str:
+    """--app-key, else $THINGWORX_APP_KEY, else thingworx.app_key (may be empty)."""
+    return given or os.environ.get(APP_KEY_ENV) or settings.thingworx.app_key.get_secret_value()
+
+
+# --- InfoTables as rich tables ------------------------------------------------------------------
+
+
+def _fields(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(name, baseType)`` of an InfoTable's fields, in ordinal order."""
+    defs = (doc.get("dataShape") or {}).get("fieldDefinitions") or {}
+    items = list(defs.values()) if isinstance(defs, dict) else list(defs)
+    if items and all(isinstance(d, dict) and "ordinal" in d for d in items):
+        items.sort(key=lambda d: d["ordinal"])
+    fields = [(str(d.get("name", "")), str(d.get("baseType", ""))) for d in items]
+    if not fields:
+        names: dict[str, None] = {}
+        for row in doc.get("rows") or []:
+            names.update(dict.fromkeys(row))
+        fields = [(n, "") for n in names]
+    return fields
+
+
+def _cell(value: Any, base_type: str) -> str:
+    if value is None:
+        return ""
+    if base_type == "DATETIME" and isinstance(value, int | float) and not isinstance(value, bool):
+        moment = datetime.fromtimestamp(value / 1000, UTC)
+        return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def infotable_table(doc: Mapping[str, Any], title: str | None = None) -> Table:
+    """A rich table of an InfoTable (ThingWorx JSON).
+
+    One row is shown vertically (field, value); several rows as columns, leaving out the columns
+    that are empty in every row.
+    """
+    fields = _fields(doc)
+    rows: list[Mapping[str, Any]] = list(doc.get("rows") or [])
+    if len(rows) == 1:
+        table = Table("field", "value", title=title, show_lines=False)
+        for name, base_type in fields:
+            text = _cell(rows[0].get(name), base_type)
+            if text:
+                table.add_row(name, text)
+        return table
+    shown = [(n, t) for n, t in fields if any(_cell(r.get(n), t) for r in rows)] or fields
+    table = Table(*(n for n, _ in shown), title=title)
+    for row in rows:
+        table.add_row(*(_cell(row.get(n), t) for n, t in shown))
+    if not rows:
+        table.caption = "no rows"
+    return table
+
+
+# --- call ---------------------------------------------------------------------------------------
+
+
+def _http_deadline(settings: Settings) -> float:
+    jobs = settings.jobs
+    direct = jobs.default_connect_timeout + jobs.default_response_timeout + jobs.direct_call_margin
+    return max(jobs.call_deadline, direct) + jobs.direct_call_margin
+
+
+async def call_service(
+    http: aiohttp.ClientSession,
+    root: str,
+    app_key: str,
+    thing: str,
+    service: str,
+    inputs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """POST one service call through the REST convention and return the InfoTable JSON.
+
+    Raises:
+        CallError: the server answered an error (its one-line message) or could not be reached.
+    """
+    url = f"{root}/Things/{quote(thing, safe='')}/Services/{quote(service, safe='')}"
+    headers = {"appKey": app_key, "Accept": "application/json"}
+    try:
+        async with http.post(url, json=dict(inputs), headers=headers) as reply:
+            text = await reply.text()
+            if reply.status != 200:
+                message = " ".join(text.split()) or reply.reason or ""
+                raise CallError(f"HTTP {reply.status}: {message}")
+            try:
+                doc = json.loads(text) if text.strip() else {}
+            except ValueError:
+                raise CallError(f"the answer is not JSON: {text[:200]}") from None
+    except aiohttp.ClientError as exc:
+        raise CallError(
+            f"cannot reach {root}: {exc} (is `jobs-agent run` running, or is --url right?)"
+        ) from None
+    if not isinstance(doc, dict):
+        raise CallError("the answer is not an InfoTable")
+    return doc
+
+
+def _job_row(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    rows = doc.get("rows") or []
+    if len(rows) == 1 and isinstance(rows[0], dict) and "jobId" in rows[0] and "status" in rows[0]:
+        return dict(rows[0])
+    return None
+
+
+def _count(row: Mapping[str, Any], key: str) -> int:
+    value = row.get(key)
+    return int(value) if isinstance(value, int | float) else 0
+
+
+async def _follow_job(
+    http: aiohttp.ClientSession,
+    root: str,
+    app_key: str,
+    thing: str,
+    job: dict[str, Any],
+    *,
+    timeout: float | None,
+    interval: float,
+    console: Console,
+) -> dict[str, Any]:
+    """Poll GetJob with a progress bar until the job ends; return its last row."""
+    job_id = str(job["jobId"])
+    if timeout is None:
+        window = float(job.get("maxExecutionTimeInSeconds") or 3600)
+        start_ms = job.get("startTime")
+        wait_start = 0.0
+        if isinstance(start_ms, int | float):
+            wait_start = max(0.0, start_ms / 1000 - time.time())
+        timeout = wait_start + window + _WAIT_SLACK
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"job {job_id}", total=None, detail=job.get("status", ""))
+        while True:
+            total = _count(job, "deviceCount")
+            done = _count(job, "succeededCount") + _count(job, "failedCount")
+            detail = (
+                f"{job.get('status')}: {_count(job, 'succeededCount')} succeeded, "
+                f"{_count(job, 'failedCount')} failed"
+            )
+            progress.update(task, total=total or None, completed=done, detail=detail)
+            if job.get("status") in _TERMINAL_STATUSES:
+                return job
+            if loop.time() >= deadline:
+                raise CallError(
+                    f"job {job_id} still {job.get('status')} after {timeout:g} s "
+                    "(raise --timeout, or follow it with AzureIotDeviceJobGetJob)"
+                )
+            await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
+            doc = await call_service(
+                http, root, app_key, thing, "AzureIotDeviceJobGetJob", {"jobId": job_id}
+            )
+            row = _job_row(doc)
+            if row is None:
+                raise CallError(f"GetJob of {job_id} did not answer one job row")
+            job = row
+
+
+async def call(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    """``jobs-agent call``: call one service and print its InfoTable; with ``--wait`` follow the
+    job it scheduled, then print its per-device results.
+
+    Returns:
+        The exit status.
+    """
+    err = Console(stderr=True)
+    try:
+        inputs = parse_inputs(args.inputs)
+        root = rest_root(
+            args.url or f"http://{settings.embedded.host}:{settings.embedded.thingworx_port}"
+        )
+    except ValueError as exc:
+        err.print(f"jobs-agent call: {exc}", markup=False)
+        return 2
+    app_key = _app_key_for(settings, args.app_key)
+    if not app_key:
+        err.print(f"jobs-agent call: no application key: set ${APP_KEY_ENV} or pass --app-key")
+        return 2
+    thing = args.thing or settings.thingworx.gateway_thing
+    timeout = aiohttp.ClientTimeout(total=_http_deadline(settings))
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            doc = await call_service(http, root, app_key, thing, args.service, inputs)
+            console.print(infotable_table(doc, title=f"{thing}.{args.service}"))
+            if not args.wait:
+                return 0
+            job = _job_row(doc)
+            if job is None:
+                err.print("jobs-agent call: --wait: the result is not a job; nothing to follow")
+                return 0
+            final = await _follow_job(
+                http,
+                root,
+                app_key,
+                thing,
+                job,
+                timeout=args.timeout,
+                interval=args.poll_interval,
+                console=console,
+            )
+            job_id = str(final["jobId"]).replace("'", "")
+            results = await call_service(
+                http,
+                root,
+                app_key,
+                thing,
+                "AzureIotDeviceJobQueryJobResults",
+                {"query": f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'"},
+            )
+            console.print(infotable_table(final, title=f"job {job_id}"))
+            console.print(infotable_table(results, title=f"job {job_id}: per-device results"))
+            return 0 if final.get("status") == "completed" else 1
+    except CallError as exc:
+        err.print(f"jobs-agent call: {args.service}: {exc}", markup=False)
+        return 1
+    except TimeoutError:
+        err.print(f"jobs-agent call: {args.service}: no answer within {timeout.total:g} s")
+        return 1
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+def _install_stop(stop: asyncio.Event) -> Callable[[], None]:
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+
+    def remove() -> None:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+    return remove
+
+
+def _configuration_problems(settings: Settings) -> list[str]:
+    """What is missing for a run against real ends (empty in embedded mode)."""
+    if settings.embedded_mode:
+        return []
+    problems = []
+    if not settings.thingworx.url:
+        problems.append(
+            "thingworx.url is not set: set JOBS_AGENT_THINGWORX__URL to "
+            "wss://<host>/Thingworx/WS (or unset the hub connection string for the embedded run)"
+        )
+    if not settings.thingworx.app_key.get_secret_value():
+        problems.append(
+            "thingworx.app_key is not set: set JOBS_AGENT_THINGWORX__APP_KEY or "
+            "thingworx.app_key_file"
+        )
+    if not settings.iothub.connection_string.get_secret_value():
+        problems.append(
+            "iothub.connection_string is not set: set JOBS_AGENT_IOTHUB__CONNECTION_STRING or "
+            "iothub.connection_string_file (or unset thingworx.url for the embedded run)"
+        )
+    return problems
+
+
+async def _serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    on_ready: Callable[[Any, Any], Awaitable[None]],
+    err: Console,
+) -> int:
+    """Run AgentApp on ``settings`` (with the health server) until ``stop`` is set."""
+    from agent.app import AgentApp
+    from agent.channel import ChannelError
+    from agent.health import HealthServer, HubProbe
+    from agent.iothub import IotHubError
+    from agent.registry import RegistryError
+    from wrappers import WrapperConfigError
+
+    try:
+        app = AgentApp(settings)
+    except (IotHubError, WrapperConfigError, RegistryError, ChannelError) as exc:
+        err.print(f"jobs-agent: configuration error: {exc}", markup=False)
+        return 2
+    health: HealthServer | None = None
+    task = asyncio.create_task(app.run(), name="agent")
+    try:
+        if settings.health.enabled:
+            health = HealthServer(
+                settings.health,
+                app.channel,
+                settings.thingworx.url,
+                HubProbe.for_client(app.client),
+            )
+            try:
+                await health.start()
+            except OSError as exc:
+                health = None
+                err.print(
+                    f"jobs-agent: the health endpoint cannot listen on {settings.health.host}:"
+                    f"{settings.health.port}: {exc}; set JOBS_AGENT_HEALTH__PORT "
+                    "(or JOBS_AGENT_HEALTH__ENABLED=false)",
+                    markup=False,
+                )
+                return 1
+        stopper = asyncio.create_task(stop.wait())
+        ready = asyncio.create_task(app.channel.wait_ready(float("inf")))
+        try:
+            await asyncio.wait({task, stopper, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if ready.done() and not ready.cancelled() and ready.exception() is None:
+                await on_ready(app, health)
+                await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (stopper, ready):
+                waiter.cancel()
+        if task.done():
+            failure = task.exception()
+            if failure is not None:
+                err.print(f"jobs-agent: the agent stopped: {failure}", markup=False)
+                return 2 if isinstance(failure, ChannelError) else 1
+            return 0
+        return 0
+    finally:
+        await app.stop()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(settings.thingworx.connect_timeout * 2):
+                await asyncio.gather(task, return_exceptions=True)
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if health is not None:
+            await health.stop()
+
+
+def _banner(
+    console: Console,
+    info: Any,
+    settings: Settings,
+    app_key: str,
+    generated: bool,
+    health_url: str | None,
+) -> None:
+    gateway = settings.thingworx.gateway_thing
+    devices = list(info.devices)
+    key_note = f"generated; set ${APP_KEY_ENV} to choose it" if generated else f"${APP_KEY_ENV}"
+    out = console.print
+    out("[bold]jobs-agent: embedded run[/bold] (nothing configured: bundled ends on loopback)")
+    out(f"  ThingWorx stand-in  {info.thingworx_url}  (web console; REST under /Thingworx)")
+    out(f"  app key             {app_key}  ({key_note})", markup=False)
+    out(
+        f"  IoT Hub emulator    {info.hub_rest_url}, MQTT {info.mqtt_address}; "
+        f"{len(devices)} devices, {len(info.offline)} offline; data in {info.hub_file.parent}"
+    )
+    first_last = f" ({devices[0]} .. {devices[-1]})" if devices else ""
+    out(f"  Things              {gateway} + {len(devices)} device Things{first_last}")
+    if health_url:
+        out(f"  health, metrics     {health_url}/healthz  {health_url}/metrics")
+    sample = devices[0] if devices else gateway
+    base = f"{info.rest_url}/Things"
+    patch = json.dumps({"patch": {"properties": {"desired": {"telemetryInterval": 30}}}})
+    job = json.dumps({"methodName": "reboot", "queryCondition": 'deviceId IN ["device-0001"]'})
+    out("")
+    out("Try (a twin update on one device Thing, then a method job from the gateway Thing):")
+    for thing, service, body in (
+        (sample, "AzureIotDeviceJobScheduleTwinUpdateJob", patch),
+        (gateway, "AzureIotDeviceJobScheduleDeviceMethodJob", job),
+    ):
+        out(
+            f"  curl -s -X POST -H 'appKey: {app_key}' -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(body)} {base}/{thing}/Services/{service}",
+            markup=False,
+            soft_wrap=True,
+        )
+    out(
+        f"  {APP_KEY_ENV}={shlex.quote(app_key)} jobs-agent call "
+        "AzureIotDeviceJobScheduleDeviceMethodJob methodName=reboot "
+        "\"queryCondition=deviceId IN ['device-0001','device-0002']\" --wait",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+async def _run_embedded(settings: Settings, console: Console, err: Console) -> int:
+    from agent.embedded import EmbeddedEnds, EmbeddedError, new_app_key
+
+    stop = asyncio.Event()
+    remove = _install_stop(stop)
+    try:
+        app_key = _app_key_for(settings)
+        generated = not app_key
+        app_key = app_key or new_app_key()
+        ends = EmbeddedEnds(settings.embedded, app_key)
+        try:
+            info = await ends.start()
+        except EmbeddedError as exc:
+            err.print(f"jobs-agent: {exc}", markup=False)
+            return 1
+        try:
+            agent_settings = ends.agent_settings(settings)
+
+            async def on_ready(app: Any, health: Any) -> None:
+                standin = ends.standin
+                if standin is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await standin.wait_metadata(
+                            settings.thingworx.gateway_thing, settings.thingworx.auth_timeout
+                        )
+                _banner(
+                    console,
+                    info,
+                    settings,
+                    app_key,
+                    generated,
+                    health.url if health is not None else None,
+                )
+                console.print(f"ready: open {info.thingworx_url} (Ctrl-C to stop)")
+                console.file.flush()
+
+            return await _serve(agent_settings, stop, on_ready, err)
+        finally:
+            await ends.stop()
+            console.print("stopped")
+            console.file.flush()
+    finally:
+        remove()
+
+
+async def _run_real(settings: Settings, console: Console, err: Console) -> int:
+    problems = _configuration_problems(settings)
+    if problems:
+        for problem in problems:
+            err.print(f"jobs-agent: configuration error: {problem}", markup=False)
+        return 2
+    stop = asyncio.Event()
+    remove = _install_stop(stop)
+    try:
+
+        async def on_ready(app: Any, health: Any) -> None:
+            where = f"; health at {health.url}/healthz" if health is not None else ""
+            console.print(
+                f"ready: connected to {settings.thingworx.url}, hub {app.client.host}{where}",
+                markup=False,
+            )
+            console.file.flush()
+
+        return await _serve(settings, stop, on_ready, err)
+    finally:
+        remove()
+
+
+async def run(settings: Settings, console: Console | None = None) -> int:
+    """``jobs-agent run``: the embedded run when nothing is configured, else the agent alone.
+
+    Returns:
+        The exit status (0 after SIGINT/SIGTERM).
+    """
+    console = console or Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
+    if settings.embedded_mode:
+        return await _run_embedded(settings, console, err)
+    return await _run_real(settings, console, err)
+
+
+# --- check --------------------------------------------------------------------------------------
+
+
+class _ChannelFailures:
+    """structlog processor used by ``check``: records the channel's failure events (and drops
+    them: check prints its own line for each)."""
+
+    EVENTS = frozenset({"authentication refused", "link failed"})
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+        self.seen = asyncio.Event()
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event = event_dict.get("event")
+        if event in self.EVENTS:
+            self.errors.append((str(event), str(event_dict.get("error", ""))))
+            self.seen.set()
+            raise structlog.DropEvent
+        return event_dict
+
+
+def _thingworx_hint(event: str, error: str) -> str:
+    text = error.lower()
+    if event == "authentication refused":
+        return "ThingWorx refused the application key: check thingworx.app_key"
+    if "certificate" in text or "ssl" in text:
+        return (
+            "the server's TLS certificate is not trusted: set thingworx.ca_file to its CA "
+            "(or thingworx.verify_tls = false for a test server)"
+        )
+    if "http 404" in text:
+        return "no AlwaysOn endpoint there: thingworx.url should end with /Thingworx/WS"
+    return "cannot reach ThingWorx: check thingworx.url and that the server is up and reachable"
+
+
+def _hub_hint(exc: Exception) -> str:
+    from agent.iothub import HubRequestError, HubTimeout, HubUnreachable
+
+    text = str(exc).lower()
+    if isinstance(exc, HubRequestError) and exc.http_status in (401, 403):
+        return (
+            "the hub refused the credentials: check iothub.connection_string (its policy needs "
+            "registry read and service connect)"
+        )
+    if isinstance(exc, HubUnreachable) and ("tls" in text or "certificate" in text):
+        return "the hub's TLS certificate is not trusted: set iothub.ca_file to its CA"
+    if isinstance(exc, HubUnreachable):
+        return "cannot reach the hub: check the connection string's HostName and the network"
+    if isinstance(exc, HubTimeout):
+        return "the hub did not answer in time: check the network (iothub.request_timeout)"
+    return "the hub answered an error: see the message"
+
+
+async def check(settings: Settings, console: Console) -> int:
+    """``jobs-agent check``: validate the configuration and reach both ends, step by step.
+
+    Returns:
+        The exit status: 0 all good, 1 an end failed, 2 the configuration is wrong.
+    """
+    from agent.channel import AlwaysOnClient, ChannelNotReady
+    from agent.iothub import IotHubClient, IotHubError
+    from agent.registry import ThingRegistry
+    from wrappers import WrapperConfigError, load_wrappers
+
+    ok, bad = "[green]✓[/green]", "[red]✗[/red]"
+
+    def fail(step: str, message: str, hint: str) -> None:
+        console.print(f"{bad} {step}: ", end="")
+        console.print(message, markup=False, end="")
+        console.print(f"\n  → {hint}", markup=False)
+
+    console.print(f"{ok} configuration loaded")
+    if settings.embedded_mode:
+        e = settings.embedded
+        host = e.host
+        console.print(
+            "embedded mode (no thingworx.url, no iothub.connection_string): `jobs-agent run` "
+            "would start, on loopback:"
+        )
+        console.print(
+            f"  the IoT Hub emulator: HTTPS {host}:{e.iothub_rest_port}, MQTT/TLS {host}:8883, "
+            f"{e.devices} simulated devices ({e.offline_share:.0%} offline), state in "
+            f"{e.data_dir}/",
+            markup=False,
+        )
+        console.print(
+            f"  the ThingWorx stand-in: http://{host}:{e.thingworx_port} (web console, REST, "
+            f"AlwaysOn at /Thingworx/WS), app key from ${APP_KEY_ENV} or generated",
+            markup=False,
+        )
+        console.print(
+            f"  the agent, binding {settings.thingworx.gateway_thing} and {e.devices} device "
+            "Things",
+            markup=False,
+        )
+        if settings.health.enabled:
+            console.print(
+                f"  /healthz and /metrics on http://{settings.health.host}:{settings.health.port}",
+                markup=False,
+            )
+        return 0
+    problems = _configuration_problems(settings)
+    if problems:
+        for problem in problems:
+            fail("configuration", problem.split(":")[0], problem.split(": ", 1)[-1])
+        return 2
+    try:
+        wrappers = load_wrappers(Path(settings.jobs.wrappers_dir))
+    except WrapperConfigError as exc:
+        fail("wrappers", str(exc), f"fix the declarations in {settings.jobs.wrappers_dir}")
+        return 2
+    console.print(
+        f"{ok} wrappers: {len(wrappers)} from {settings.jobs.wrappers_dir}", highlight=False
+    )
+    hub_settings = settings.iothub.model_copy(update={"read_retries": 0})
+    try:
+        client = IotHubClient(hub_settings, settings.jobs)
+    except IotHubError as exc:
+        fail("iothub.connection_string", str(exc), "use the hub's service connection string")
+        return 2
+
+    try:
+        # ThingWorx: AUTH + BIND of the gateway Thing through a short-lived channel.
+        twx = settings.thingworx
+        recorder = _ChannelFailures()
+        config = structlog.get_config()
+        structlog.configure(processors=[recorder, *config["processors"]])
+        try:
+            channel = AlwaysOnClient(twx, ThingRegistry(settings.jobs))
+        except Exception as exc:
+            fail("thingworx.url", str(exc), "use wss://<host>/Thingworx/WS")
+            return 2
+        budget = twx.connect_timeout + 2 * twx.auth_timeout
+        task = asyncio.create_task(channel.run())
+        ready = asyncio.create_task(channel.wait_ready(budget))
+        failed = asyncio.create_task(recorder.seen.wait())
+        try:
+            await asyncio.wait({ready, failed, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready_ok = ready.done() and not ready.cancelled() and ready.exception() is None
+            failed.cancel()
+            if not ready.done():
+                ready.cancel()
+            elif not ready.cancelled():
+                with contextlib.suppress(ChannelNotReady):
+                    ready.result()
+            await channel.stop()
+            await asyncio.gather(task, failed, ready, return_exceptions=True)
+            structlog.configure(processors=config["processors"])
+        if not ready_ok:
+            if recorder.errors:
+                event, error = recorder.errors[0]
+                fail(f"ThingWorx {twx.url}", f"{event}: {error}", _thingworx_hint(event, error))
+            elif task.done() and task.exception() is not None:
+                fail(f"ThingWorx {twx.url}", str(task.exception()), "fix the [thingworx] settings")
+            else:
+                fail(
+                    f"ThingWorx {twx.url}",
+                    f"not ready within {budget:g} s",
+                    "check the URL and the network (thingworx.connect_timeout, auth_timeout)",
+                )
+            return 1
+        console.print(
+            f"{ok} ThingWorx {twx.url}: authenticated, bound and unbound {twx.gateway_thing}",
+            highlight=False,
+        )
+
+        # IoT Hub: one read (list at most one job).
+        try:
+            jobs = await client.list_jobs(max_jobs=1)
+        except IotHubError as exc:
+            fail(f"IoT Hub {client.host}", str(exc), _hub_hint(exc))
+            return 1
+        console.print(
+            f"{ok} IoT Hub {client.host}: reachable, credentials accepted "
+            f"({len(jobs)} job{'s' if len(jobs) != 1 else ''} listed)",
+            highlight=False,
+        )
+    finally:
+        await client.close()
+    console.print("all checks passed")
+    return 0
+
+
+# --- entry point --------------------------------------------------------------------------------
 
 
 def _load(config: Path | None) -> Settings:
@@ -39,12 +803,25 @@ def _load(config: Path | None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``jobs-agent`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``jobs-agent`` console script; returns the exit status."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "call" and all("=" in e and not e.startswith("-") for e in extra):
+            args.inputs = [*args.inputs, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     settings = _load(args.config)
-    configure_logging(settings.log.level, settings.log.format)
-    print(f"jobs-agent: '{args.command}' is not available yet in this build", file=sys.stderr)
-    return 1
+    console = Console(soft_wrap=True)
+    if args.command == "run":
+        configure_logging(settings.log.level, settings.log.format)
+        return asyncio.run(run(settings, console))
+    if args.command == "check":
+        level = "DEBUG" if settings.log.level == "DEBUG" else "WARNING"
+        configure_logging(level, settings.log.format)
+        return asyncio.run(check(settings, console))
+    configure_logging("WARNING", settings.log.format)
+    return asyncio.run(call(settings, args, console))
 
 
 if __name__ == "__main__":

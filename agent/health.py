@@ -1,0 +1,554 @@
+"""The agent's operations endpoint: ``/healthz`` (JSON) and ``/metrics`` (Prometheus text).
+
+:class:`HealthServer` is a small aiohttp server on ``health.host:health.port``. It reads the
+channel's state and counters (:class:`~agent.channel.ChannelStats`) and the IoT Hub's health as
+seen by a :class:`HubProbe`, which makes one cheap read on the hub (list at most one job) every
+``probe_interval`` seconds and keeps the time of the last success and the last error.
+
+Rules:
+- ``/healthz`` answers 200 when the channel is READY and the last hub probe succeeded, 503
+  otherwise (also before the first probe has answered), with the state of both ends as JSON.
+  Secrets never appear in it: the hub is named by its host, ThingWorx by its URL.
+- ``/metrics`` is Prometheus text exposition format 0.0.4, written here (no client library).
+  The call-latency histogram is cumulative over the process: each scrape (and a one-second
+  sampler) folds in the latencies recorded since the last look. The channel keeps only its
+  last :data:`~agent.channel.stats.LATENCY_SAMPLES` latencies, so when more calls than that
+  end between two looks, the excess is counted in ``jobs_agent_call_latency_unsampled_total``
+  instead of the histogram.
+- The rendering functions (:func:`render_metrics`, :func:`health_report`) are pure, so tests
+  check them without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+
+from agent.channel import ChannelState, ChannelStats, StatsSnapshot
+from agent.iothub import IotHubClient, IotHubError
+from agent.settings import HealthSettings
+
+__all__ = [
+    "DEFAULT_PROBE_INTERVAL",
+    "LATENCY_BUCKETS",
+    "ChannelView",
+    "HealthServer",
+    "HubHealth",
+    "HubProbe",
+    "LatencyHistogram",
+    "health_report",
+    "render_metrics",
+]
+
+_log = structlog.get_logger("agent.health")
+
+DEFAULT_PROBE_INTERVAL = 15.0
+"""Seconds between two hub probes (a setting candidate: ``health.probe_interval``)."""
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""Upper bounds (seconds) of the call-latency histogram buckets; ``+Inf`` is implied."""
+
+_SAMPLE_INTERVAL = 1.0  # how often the histogram folds in new latencies between scrapes
+CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ChannelView(Protocol):
+    """What the health server reads from the AlwaysOn channel (an AlwaysOnClient)."""
+
+    @property
+    def state(self) -> ChannelState: ...
+
+    @property
+    def bound_things(self) -> list[str]: ...
+
+    stats: ChannelStats
+
+
+# --- the hub ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubHealth:
+    """The IoT Hub's health as last probed.
+
+    Attributes:
+        host: the hub's host name.
+        reachable: the last probe succeeded; None before the first probe answered.
+        last_success: Unix time of the last successful probe, or None.
+        last_error: the last probe's error (one line), or None.
+        last_error_time: Unix time of that error, or None.
+        probes: probes made.
+        probe_errors: probes that failed.
+    """
+
+    host: str
+    reachable: bool | None = None
+    last_success: float | None = None
+    last_error: str | None = None
+    last_error_time: float | None = None
+    probes: int = 0
+    probe_errors: int = 0
+
+
+class HubProbe:
+    """Probes the hub with one cheap read and remembers the outcome.
+
+    Args:
+        host: the hub's host name (for reports).
+        read: the read to make; it raises :class:`~agent.iothub.IotHubError` on failure.
+        interval: seconds between probes in :meth:`run`.
+        clock: Unix-time source (tests fix it).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        read: Callable[[], Awaitable[object]],
+        *,
+        interval: float = DEFAULT_PROBE_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._read = read
+        self._interval = interval
+        self._clock = clock
+        self._health = HubHealth(host)
+
+    @classmethod
+    def for_client(
+        cls, client: IotHubClient, *, interval: float = DEFAULT_PROBE_INTERVAL
+    ) -> HubProbe:
+        """A probe that lists at most one job on ``client``'s hub (``GET /jobs/v2/query``)."""
+
+        async def read() -> object:
+            return await client.list_jobs(max_jobs=1)
+
+        return cls(client.host, read, interval=interval)
+
+    @property
+    def health(self) -> HubHealth:
+        """The outcome of the probes so far."""
+        return self._health
+
+    async def probe_once(self) -> HubHealth:
+        """Make one read and record its outcome (never raises for the hub's failures)."""
+        h = self._health
+        try:
+            await self._read()
+        except IotHubError as exc:
+            error = " ".join(str(exc).split()) or type(exc).__name__
+            if h.reachable is not False:
+                _log.warning("iot hub probe failed", hub=h.host, error=error)
+            self._health = HubHealth(
+                h.host,
+                False,
+                h.last_success,
+                error,
+                self._clock(),
+                h.probes + 1,
+                h.probe_errors + 1,
+            )
+        else:
+            if h.reachable is False:
+                _log.info("iot hub reachable again", hub=h.host)
+            self._health = HubHealth(
+                h.host,
+                True,
+                self._clock(),
+                h.last_error,
+                h.last_error_time,
+                h.probes + 1,
+                h.probe_errors,
+            )
+        return self._health
+
+    async def run(self) -> None:
+        """Probe every ``interval`` seconds until cancelled."""
+        while True:
+            await self.probe_once()
+            await asyncio.sleep(self._interval)
+
+
+# --- latency histogram -------------------------------------------------------------------------
+
+
+@dataclass
+class LatencyHistogram:
+    """A cumulative histogram fed from the channel's ring buffer of recent latencies.
+
+    Args:
+        bounds: bucket upper bounds in seconds, increasing.
+    """
+
+    bounds: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    observed: int = 0
+    unsampled: int = 0
+    _seen_calls: int = 0
+
+    def __post_init__(self) -> None:
+        if list(self.bounds) != sorted(set(self.bounds)):
+            raise ValueError("histogram bounds must be increasing")
+        self.counts = [0] * len(self.bounds)
+
+    def observe(self, seconds: float) -> None:
+        """Count one latency."""
+        self.observed += 1
+        self.total += seconds
+        for i, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.counts[i] += 1
+                break
+
+    def fold(self, snapshot: StatsSnapshot) -> None:
+        """Fold in the latencies recorded since the last fold (one latency per answered call)."""
+        calls = sum(snapshot.calls.values())
+        new = calls - self._seen_calls
+        self._seen_calls = calls
+        if new <= 0:
+            return
+        kept = snapshot.latencies
+        samples = kept[len(kept) - new :] if new <= len(kept) else kept
+        for seconds in samples:
+            self.observe(seconds)
+        self.unsampled += new - len(samples)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, count of latencies <= bound)`` per bucket, ``+Inf`` last."""
+        out: list[tuple[float, int]] = []
+        running = 0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        out.append((math.inf, self.observed))
+        return out
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+class _Exposition:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[str, Mapping[str, str], float]],
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for suffix, labels, value in samples:
+            self.lines.append(f"{name}{suffix}{_labels(labels)} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render_metrics(
+    stats: StatsSnapshot,
+    histogram: LatencyHistogram,
+    state: ChannelState,
+    hub: HubHealth,
+) -> str:
+    """The Prometheus text exposition (format 0.0.4) of the agent's figures.
+
+    Args:
+        stats: the channel's counters.
+        histogram: the call-latency histogram (already folded with ``stats``).
+        state: the channel's state now.
+        hub: the IoT Hub's health as last probed.
+
+    Returns:
+        The text, ending with a newline.
+    """
+    out = _Exposition()
+    services = sorted(set(stats.calls) | set(stats.errors))
+    out.family(
+        "jobs_agent_service_calls_total",
+        "counter",
+        "Remote-service calls answered (success or error), per service.",
+        [("", {"service": s}, stats.calls.get(s, 0)) for s in services],
+    )
+    out.family(
+        "jobs_agent_service_errors_total",
+        "counter",
+        "Remote-service calls answered with an error status, per service.",
+        [("", {"service": s}, stats.errors.get(s, 0)) for s in services],
+    )
+    buckets: list[tuple[str, Mapping[str, str], float]] = [
+        ("_bucket", {"le": _number(bound)}, count) for bound, count in histogram.cumulative()
+    ]
+    buckets.append(("_sum", {}, histogram.total))
+    buckets.append(("_count", {}, histogram.observed))
+    out.family(
+        "jobs_agent_call_latency_seconds",
+        "histogram",
+        "Time from a service request to its answer, in seconds.",
+        buckets,
+    )
+    out.family(
+        "jobs_agent_call_latency_unsampled_total",
+        "counter",
+        "Answered calls whose latency fell out of the channel's ring buffer before it was read.",
+        [("", {}, histogram.unsampled)],
+    )
+    for name, help_text, value in (
+        ("connection_attempts", "Websocket connections tried.", stats.connection_attempts),
+        ("connects", "Times the channel reached READY.", stats.connects),
+        ("reconnects", "Times the channel reached READY again after the first.", stats.reconnects),
+        ("links_lost", "Established links that ended without stop().", stats.links_lost),
+        ("abandoned_calls", "Calls whose answer could not be delivered.", stats.abandoned_calls),
+    ):
+        out.family(f"jobs_agent_{name}_total", "counter", help_text, [("", {}, value)])
+    out.family(
+        "jobs_agent_channel_state",
+        "gauge",
+        "The AlwaysOn channel's state (1 for the current one).",
+        [("", {"state": s.value}, int(s is state)) for s in ChannelState],
+    )
+    out.family(
+        "jobs_agent_channel_ready",
+        "gauge",
+        "1 when the channel is connected, authenticated and bound.",
+        [("", {}, int(state is ChannelState.READY))],
+    )
+    out.family(
+        "jobs_agent_hub_reachable",
+        "gauge",
+        "1 when the last IoT Hub probe succeeded.",
+        [("", {"hub": hub.host}, int(bool(hub.reachable)))],
+    )
+    if hub.last_success is not None:
+        out.family(
+            "jobs_agent_hub_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful IoT Hub probe.",
+            [("", {"hub": hub.host}, hub.last_success)],
+        )
+    out.family(
+        "jobs_agent_hub_probes_total",
+        "counter",
+        "IoT Hub probes made.",
+        [("", {"hub": hub.host}, hub.probes)],
+    )
+    out.family(
+        "jobs_agent_hub_probe_errors_total",
+        "counter",
+        "IoT Hub probes that failed.",
+        [("", {"hub": hub.host}, hub.probe_errors)],
+    )
+    return out.text()
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def health_report(
+    state: ChannelState,
+    bound_things: Sequence[str],
+    thingworx_url: str,
+    hub: HubHealth,
+) -> tuple[int, dict[str, Any]]:
+    """The ``/healthz`` answer.
+
+    Args:
+        state: the channel's state.
+        bound_things: the Things bound on the current link.
+        thingworx_url: the ThingWorx URL the channel uses.
+        hub: the IoT Hub's health as last probed.
+
+    Returns:
+        ``(HTTP status, JSON document)``: 200 when the channel is READY and the hub was reached
+        by the last probe, 503 otherwise.
+    """
+    channel_ok = state is ChannelState.READY
+    hub_ok = hub.reachable is True
+    healthy = channel_ok and hub_ok
+    problems: list[str] = []
+    if not channel_ok:
+        problems.append(f"ThingWorx channel is {state.value}, not ready")
+    if hub.reachable is None:
+        problems.append("IoT Hub not probed yet")
+    elif not hub_ok:
+        problems.append(f"IoT Hub unreachable: {hub.last_error}")
+    doc: dict[str, Any] = {
+        "status": "ok" if healthy else "unavailable",
+        "problems": problems,
+        "thingworx": {
+            "url": thingworx_url,
+            "state": state.value,
+            "ready": channel_ok,
+            "boundThings": len(bound_things),
+        },
+        "iothub": {
+            "host": hub.host,
+            "reachable": hub.reachable,
+            "lastSuccess": _iso(hub.last_success),
+            "lastError": hub.last_error,
+            "lastErrorTime": _iso(hub.last_error_time),
+            "probes": hub.probes,
+            "probeErrors": hub.probe_errors,
+        },
+    }
+    return (200 if healthy else 503), doc
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+class HealthServer:
+    """The ``/healthz`` and ``/metrics`` HTTP server.
+
+    Args:
+        settings: the ``[health]`` settings (host, port; port 0 picks a free one).
+        channel: the AlwaysOn channel (state, bound Things, stats).
+        thingworx_url: the URL the channel connects to (shown in ``/healthz``).
+        probe: the IoT Hub probe; :meth:`start` runs it in the background.
+    """
+
+    def __init__(
+        self,
+        settings: HealthSettings,
+        channel: ChannelView,
+        thingworx_url: str,
+        probe: HubProbe,
+    ) -> None:
+        self._settings = settings
+        self._channel = channel
+        self._url = thingworx_url
+        self.probe = probe
+        self.histogram = LatencyHistogram()
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        if self._port is None:
+            raise RuntimeError("the health server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        return f"http://{self._settings.host}:{self.port}"
+
+    async def start(self) -> int:
+        """Listen, and start probing the hub and sampling latencies.
+
+        Returns:
+            The bound port.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        app = web.Application()
+        app.add_routes([web.get("/healthz", self._healthz), web.get("/metrics", self._metrics)])
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._settings.host, self._settings.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        self._tasks = [
+            asyncio.create_task(self.probe.run(), name="hub-probe"),
+            asyncio.create_task(self._sample(), name="latency-sampler"),
+        ]
+        _log.info("health endpoint listening", url=self.url)
+        return self._port
+
+    async def stop(self) -> None:
+        """Stop the background tasks and the server."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(_SAMPLE_INTERVAL)
+            self.histogram.fold(self._channel.stats.snapshot())
+
+    def report(self) -> tuple[int, dict[str, Any]]:
+        """What ``/healthz`` answers now."""
+        return health_report(
+            self._channel.state, self._channel.bound_things, self._url, self.probe.health
+        )
+
+    def metrics(self) -> str:
+        """What ``/metrics`` answers now."""
+        snapshot = self._channel.stats.snapshot()
+        self.histogram.fold(snapshot)
+        return render_metrics(snapshot, self.histogram, self._channel.state, self.probe.health)
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        status, doc = self.report()
+        return web.Response(
+            status=status, text=json.dumps(doc, indent=1), content_type="application/json"
+        )
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics(), headers={"Content-Type": CONTENT_TYPE_METRICS})
