@@ -33,6 +33,7 @@
   const INTEGRAL_TYPES = new Set(["INTEGER", "LONG", "TIMESPAN"]);
   const NUMBER_TYPES = new Set(["NUMBER", "INTEGER", "LONG", "TIMESPAN"]);
   const JSON_TYPES = new Set(["JSON", "INFOTABLE", "LOCATION"]);
+  const LONG_TEXT = 48; // longer text cells wrap; shorter ones stay on one line
   const INT32 = { min: -2147483648, max: 2147483647 };
   const HTTP_REASONS = {
     400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large",
@@ -85,6 +86,26 @@
       .map(([key, def], index) => ({ ...def, name: def.name || key, _index: index }))
       .sort((a, b) => (a.ordinal ?? a._index) - (b.ordinal ?? b._index));
 
+  // Integers beyond 2^53 (LONG values) keep every digit: parsed as BigInt from their source
+  // text and written back as raw JSON numbers, where the browser supports it (Chromium 114+).
+  const EXACT_JSON = typeof JSON.rawJSON === "function";
+
+  function parseJson(text) {
+    if (!EXACT_JSON) return JSON.parse(text);
+    return JSON.parse(text, (key, value, context) =>
+      typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source)
+        ? BigInt(context.source)
+        : value);
+  }
+
+  function stringifyJson(value, indent) {
+    return JSON.stringify(
+      value,
+      (key, v) => (typeof v === "bigint" ? (EXACT_JSON ? JSON.rawJSON(v.toString()) : v.toString()) : v),
+      indent,
+    );
+  }
+
   const isoUtc = (millis) => {
     const date = new Date(millis);
     return Number.isNaN(date.getTime()) ? String(millis) : date.toISOString();
@@ -119,7 +140,7 @@
       response = await fetch(BASE + path, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body === undefined ? undefined : stringifyJson(body),
         signal: controller.signal,
         cache: "no-store",
         credentials: "omit",
@@ -141,7 +162,7 @@
       throw error;
     }
     try {
-      return { doc: JSON.parse(text), status: response.status, reason: response.statusText || "OK", elapsed };
+      return { doc: parseJson(text), status: response.status, reason: response.statusText || "OK", elapsed };
     } catch (_) {
       throw new HttpError(response.status, "Unreadable answer", `the answer is not JSON: ${text.slice(0, 200)}`);
     }
@@ -239,7 +260,7 @@
 
   function renderThings(doc) {
     const rows = (doc.rows || []).slice().sort((a, b) => String(a.name).localeCompare(String(b.name)));
-    const signature = JSON.stringify(rows);
+    const signature = stringifyJson(rows);
     if (signature === state.thingsSignature) return; // nothing changed: keep focus and scroll
     state.thingsSignature = signature;
     state.things = rows;
@@ -451,7 +472,7 @@
     } else if (JSON_TYPES.has(baseType)) {
       kind = "json";
       input = el("textarea", { ...common, rows: "4", spellcheck: "false", className: "mono" });
-      if (hasDefault) input.value = JSON.stringify(defaultValue, null, 2);
+      if (hasDefault) input.value = stringifyJson(defaultValue, 2);
       input.placeholder = baseType === "INFOTABLE" ? '{"dataShape": {"fieldDefinitions": {}}, "rows": []}' : "JSON, e.g. {\"key\": 1}";
     } else {
       kind = "text";
@@ -510,8 +531,8 @@
           return { error: `out of the INTEGER range ${INT32.min}..${INT32.max}` };
         }
         const number = Number(text);
-        // A LONG beyond 2^53 goes as text so no digit is lost; the stand-in reads both.
-        return { value: Number.isSafeInteger(number) ? number : text.replace(/^\+/, "") };
+        // A LONG beyond 2^53 goes as a BigInt, written as its exact digits.
+        return { value: Number.isSafeInteger(number) ? number : BigInt(text.replace(/^\+/, "")) };
       }
       const number = Number(text);
       if (!Number.isFinite(number)) return { error: "not a finite number" };
@@ -526,7 +547,7 @@
     if (kind === "json") {
       if (raw.trim() === "") return required ? { error: "required (JSON)" } : { skip: true };
       try {
-        return { value: JSON.parse(raw) };
+        return { value: parseJson(raw) };
       } catch (error) {
         return { error: `not valid JSON: ${error.message}` };
       }
@@ -607,7 +628,7 @@
     }));
     box.append(el("details", { className: "raw" },
       el("summary", { text: "Raw InfoTable JSON" }),
-      el("pre", { className: "mono", "data-testid": "result-raw", text: JSON.stringify(doc, null, 2) }),
+      el("pre", { className: "mono", "data-testid": "result-raw", text: stringifyJson(doc, 2) }),
     ));
     return box;
   }
@@ -627,7 +648,11 @@
     const body = el("tbody");
     for (const row of rows) {
       const tr = el("tr", { "data-testid": `${options.testid}-row` });
-      for (const f of fields) tr.append(el("td", { "data-col": f.name, "data-base-type": f.baseType || "" }, cellNode(f, row[f.name])));
+      for (const f of fields) {
+        const value = row[f.name];
+        const long = typeof value === "string" && value.length > LONG_TEXT;
+        tr.append(el("td", { "data-col": f.name, "data-base-type": f.baseType || "", className: long ? "long" : null }, cellNode(f, value)));
+      }
       if (options.action) tr.append(el("td", { className: "action" }, options.action.build(row)));
       body.append(tr);
     }
@@ -651,7 +676,7 @@
       return renderTable(value, { testid: "nested-grid", caption: field.name, action: null });
     }
     if (baseType === "JSON" || baseType === "LOCATION" || typeof value === "object") {
-      return el("pre", { className: "mono json", text: JSON.stringify(value, null, 2) });
+      return el("pre", { className: "mono json", text: stringifyJson(value, 2) });
     }
     return document.createTextNode(String(value));
   }

@@ -1,0 +1,717 @@
+"""The stand-in's web console driven in a real browser (Debian's Chromium through Playwright).
+
+Every case runs the real stand-in on 127.0.0.1 port 0 with a real edge bound to it: the agent's
+AlwaysOn client with a test Thing whose services cover the input types, and, for the full-stack
+case, the whole agent (AgentApp) over the IoT Hub emulator and a simulated fleet. The browser
+only ever talks to 127.0.0.1. Playwright never downloads a browser here: it launches
+/usr/bin/chromium, which the session fixture installs with apt-get when it is missing (and skips
+with the reason when that fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Status
+from agent.channel import AlwaysOnClient
+from agent.registry import RemoteService, ServiceCall, ServiceError, ThingRegistry
+from agent.settings import JobSettings, ThingWorxSettings
+from emulator.thingworx.console import (
+    ASSET_PREFIX,
+    CONSOLE_ASSETS,
+    CONSOLE_PATHS,
+    add_console_routes,
+    console_asset,
+)
+from emulator.thingworx.server import ThingWorxStandIn
+from services import JOB_RESULT_SHAPE, JOB_SHAPE
+
+playwright_api = pytest.importorskip("playwright.async_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+APP_KEY = "console-test-key-42"
+THING = "ConsoleDev"
+GATEWAY = "ConsoleGw"
+UI_TIMEOUT_MS = 10_000
+F = FieldDefinition
+
+# -- the browser ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium; installed with apt-get when absent, else the browser tests skip."""
+    if not CHROMIUM.exists():
+        if shutil.which("apt-get") is None:
+            pytest.skip(f"{CHROMIUM} is missing and apt-get is not available to install it")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            done = subprocess.run(
+                ["sh", "-c", "apt-get update && apt-get install -y chromium"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"{CHROMIUM} is missing and installing it failed: {exc}")
+        if done.returncode != 0 or not CHROMIUM.exists():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            pytest.skip(
+                f"{CHROMIUM} is missing and `apt-get install -y chromium` failed "
+                f"(exit {done.returncode}): {' '.join(tail)}"
+            )
+    return CHROMIUM
+
+
+@dataclass
+class Tab:
+    """One browser page and the JavaScript errors it raised."""
+
+    page: Any
+    errors: list[str] = field(default_factory=list)
+
+    def on_console(self, message: Any) -> None:
+        # Chromium logs every non-2xx fetch as "Failed to load resource"; the console shows
+        # those answers on purpose. Anything else logged as an error is a fault of the page.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(message.text)
+
+    def assert_no_script_errors(self) -> None:
+        assert self.errors == [], f"the page raised: {self.errors}"
+
+
+@pytest.fixture
+async def tab(chromium: Path) -> AsyncIterator[Tab]:
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = await context.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            opened = Tab(page)
+            page.on("pageerror", lambda exc: opened.errors.append(str(exc)))
+            page.on("console", opened.on_console)
+            yield opened
+        finally:
+            await browser.close()
+
+
+# -- a stand-in with a test Thing bound by the agent's AlwaysOn client ------------------------
+
+EVERY_INPUTS = DataShape.of(
+    F("text", BaseType.STRING, "any text", {"isRequired": True}),
+    F("ratio", BaseType.NUMBER, "a number", {"defaultValue": 2.5}),
+    F("count", BaseType.INTEGER, "an int32", {"defaultValue": 7}),
+    F("big", BaseType.LONG, "an int64"),
+    F("flag", BaseType.BOOLEAN, "a flag", {"defaultValue": True}),
+    F("maybe", BaseType.BOOLEAN, "optional, no default"),
+    F("when", BaseType.DATETIME, "a UTC time"),
+    F("doc", BaseType.JSON, "a JSON document", {"isRequired": True}),
+)
+EVERY_RESULT = DataShape.of(
+    F("text", BaseType.STRING),
+    F("ratio", BaseType.NUMBER),
+    F("count", BaseType.INTEGER),
+    F("big", BaseType.LONG),
+    F("flag", BaseType.BOOLEAN),
+    F("maybe", BaseType.BOOLEAN),
+    F("when", BaseType.DATETIME),
+    F("doc", BaseType.JSON),
+    name="EveryTypeEcho",
+)
+WRAPPERS = Path(__file__).resolve().parents[3] / "config" / "wrappers"
+START_DELAY_S = 4
+FAKE_JOB_ID = "console-job-1"
+FAKE_DEVICES = ("dev-a", "dev-b", "dev-c")
+
+
+@dataclass
+class FakeThing:
+    """The services of the test Thing, and what they were called with."""
+
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    get_job_calls: int = 0
+
+    def registry(self) -> ThingRegistry:
+        registry = ThingRegistry(JobSettings(call_deadline=10.0))
+        registry.add_thing(THING)
+        add = registry.add_service
+        add(
+            THING,
+            RemoteService(
+                "EchoEveryType",
+                "returns its inputs as one row",
+                EVERY_INPUTS,
+                BaseType.INFOTABLE,
+                EVERY_RESULT,
+                self.every,
+            ),
+        )
+        add(
+            THING,
+            RemoteService("Jam", "always fails", DataShape(()), BaseType.STRING, None, self.jam),
+        )
+        add(
+            THING,
+            RemoteService(
+                "StartFakeJob",
+                "a job-shaped answer",
+                DataShape(()),
+                BaseType.INFOTABLE,
+                JOB_SHAPE,
+                self.start_job,
+            ),
+        )
+        add(
+            THING,
+            RemoteService(
+                "AzureIotDeviceJobGetJob",
+                "the fake job, one step further at each call",
+                DataShape.of(F("jobId", BaseType.STRING, "", {"isRequired": True})),
+                BaseType.INFOTABLE,
+                JOB_SHAPE,
+                self.get_job,
+            ),
+        )
+        add(
+            THING,
+            RemoteService(
+                "AzureIotDeviceJobQueryJobResults",
+                "per-device rows of the fake job",
+                DataShape.of(F("query", BaseType.STRING, "", {"isRequired": True})),
+                BaseType.INFOTABLE,
+                JOB_RESULT_SHAPE,
+                self.job_results,
+            ),
+        )
+        return registry
+
+    async def every(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, dict(call.inputs)))
+        return InfoTable(EVERY_RESULT, [dict(call.inputs)])
+
+    async def jam(self, call: ServiceCall) -> str:
+        self.calls.append((call.service, dict(call.inputs)))
+        raise ServiceError("the gizmo is jammed: clear it and retry", Status.BAD_REQUEST)
+
+    def _job_row(self, step: int) -> dict[str, Any]:
+        total = len(FAKE_DEVICES)
+        succeeded = min(step, total - 1)
+        failed = 1 if step >= total else 0
+        done = succeeded + failed
+        return {
+            "jobId": FAKE_JOB_ID,
+            "type": "twinUpdate",
+            "status": "completed" if done == total else ("running" if step else "pending"),
+            "hubStatus": "completed" if done == total else "running",
+            "queryCondition": "deviceId IN ['dev-a', 'dev-b', 'dev-c']",
+            "createdTime": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+            "startTime": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+            "maxExecutionTimeInSeconds": 3600,
+            "patch": {"properties": {"desired": {"rate": 5}}},
+            "deviceCount": total,
+            "succeededCount": succeeded,
+            "failedCount": failed,
+            "runningCount": 0 if done == total else 1,
+            "pendingCount": total - done - (0 if done == total else 1),
+        }
+
+    async def start_job(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, {}))
+        return InfoTable(JOB_SHAPE, [self._job_row(0)])
+
+    async def get_job(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, dict(call.inputs)))
+        if call.inputs["jobId"] != FAKE_JOB_ID:
+            raise ServiceError(f"no job {call.inputs['jobId']}", Status.NOT_FOUND)
+        self.get_job_calls += 1
+        return InfoTable(JOB_SHAPE, [self._job_row(self.get_job_calls)])
+
+    async def job_results(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, dict(call.inputs)))
+        at = datetime(2030, 1, 2, 3, 4, 6, tzinfo=UTC)
+        return InfoTable(
+            JOB_RESULT_SHAPE,
+            [
+                {
+                    "deviceId": device,
+                    "jobId": FAKE_JOB_ID,
+                    "type": "twinUpdate",
+                    "status": "failed" if device == "dev-c" else "completed",
+                    "lastUpdatedTime": at,
+                    "errorCode": "DeviceNotFound" if device == "dev-c" else None,
+                }
+                for device in FAKE_DEVICES
+            ],
+        )
+
+
+@dataclass
+class Console:
+    """A stand-in with the test Thing bound, and the console's address."""
+
+    standin: ThingWorxStandIn
+    thing: FakeThing
+    client: AlwaysOnClient
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.standin.port}/Thingworx/Console"
+
+
+@contextlib.asynccontextmanager
+async def running_client(client: AlwaysOnClient) -> AsyncIterator[None]:
+    task = asyncio.create_task(client.run())
+    try:
+        await client.wait_ready(5)
+        yield
+    finally:
+        await client.stop()
+        async with asyncio.timeout(5):
+            await task
+
+
+@pytest.fixture
+async def console() -> AsyncIterator[Console]:
+    standin = ThingWorxStandIn(APP_KEY, port=0, call_timeout=5.0)
+    await standin.start()
+    thing = FakeThing()
+    settings = ThingWorxSettings(
+        url=standin.ws_url,
+        app_key=SecretStr(APP_KEY),
+        gateway_thing=GATEWAY,
+        connect_timeout=2.0,
+        auth_timeout=2.0,
+        reconnect_initial_delay=0.05,
+        reconnect_max_delay=0.2,
+    )
+    client = AlwaysOnClient(settings, thing.registry())
+    try:
+        async with running_client(client):
+            await standin.wait_metadata(THING, 5)
+            yield Console(standin, thing, client)
+    finally:
+        await standin.stop()
+
+
+async def enter_key(page: Any, key: str) -> None:
+    field = page.get_by_test_id("app-key-input")
+    await expect(field).to_have_accessible_name("Application key")
+    await field.fill(key)
+    await page.get_by_test_id("app-key-submit").click()
+
+
+async def open_service(page: Any, thing: str, service: str) -> Any:
+    await page.get_by_test_id(f"thing-{thing}").click()
+    await page.get_by_test_id(f"service-{service}").click()
+    form = page.get_by_test_id("service-form")
+    await playwright_api.expect(form).to_have_attribute("data-service", service)
+    return form
+
+
+def cell(page: Any, grid: str, column: str, row: int = 0) -> Any:
+    return page.get_by_test_id(f"{grid}-row").nth(row).locator(f'td[data-col="{column}"]')
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+expect = playwright_api.expect
+
+
+async def test_key_things_typed_form_and_result_grid(
+    console: Console, tab: Tab, tmp_path: Path
+) -> None:
+    page = tab.page
+    await page.goto(console.url)
+
+    # The key is asked once; a wrong one is refused with the HTTP status, a right one kept.
+    await expect(page.get_by_test_id("key-section")).to_be_visible()
+    await enter_key(page, "not-the-key")
+    await expect(page.get_by_test_id("key-error")).to_contain_text("HTTP 401")
+    await expect(page.get_by_test_id("workspace")).to_be_hidden()
+    await enter_key(page, APP_KEY)
+    assert await page.evaluate("sessionStorage.getItem('thingworx-console.appKey')") == APP_KEY
+
+    # Things with their connection state.
+    thing = page.get_by_test_id(f"thing-{THING}")
+    await expect(thing).to_have_attribute("data-connected", "true")
+    await expect(thing.get_by_test_id("thing-state")).to_have_text("connected")
+    await expect(page.get_by_test_id(f"thing-{GATEWAY}")).to_be_visible()
+
+    # Services from ServiceDefinitions, and a form typed per input.
+    form = await open_service(page, THING, "EchoEveryType")
+    services = page.get_by_test_id("services-list")
+    await expect(services.get_by_test_id("service-Jam")).to_be_visible()
+    await expect(services.get_by_test_id("service-GetMetadata")).to_be_visible()
+    kinds = {
+        "text": ("input", "text"),
+        "ratio": ("input", "number"),
+        "count": ("input", "number"),
+        "big": ("input", "number"),
+        "flag": ("input", "checkbox"),
+        "maybe": ("input", "checkbox"),
+        "when": ("input", "datetime-local"),
+        "doc": ("textarea", None),
+    }
+    for name, (tag, kind) in kinds.items():
+        control = form.get_by_test_id(f"input-{name}")
+        assert await control.evaluate("e => e.tagName.toLowerCase()") == tag, name
+        if kind is not None:
+            await expect(control).to_have_attribute("type", kind)
+    await expect(form.get_by_test_id("input-ratio")).to_have_attribute("step", "any")
+    await expect(form.get_by_test_id("input-count")).to_have_attribute("step", "1")
+    await expect(form.get_by_test_id("input-big")).to_have_attribute("step", "1")
+    # Required marked (visibly and for assistive technology), defaults pre-filled.
+    for name in ("text", "doc"):
+        await expect(form.get_by_test_id(f"field-{name}")).to_have_attribute(
+            "data-required", "true"
+        )
+        await expect(form.get_by_test_id(f"input-{name}")).to_have_attribute(
+            "aria-required", "true"
+        )
+    await expect(form.get_by_test_id("field-ratio")).to_have_attribute("data-required", "false")
+    await expect(form.get_by_label(re.compile(r"^text\b.*required"))).to_be_visible()
+    await expect(form.get_by_test_id("input-ratio")).to_have_value("2.5")
+    await expect(form.get_by_test_id("input-count")).to_have_value("7")
+    await expect(form.get_by_test_id("input-flag")).to_be_checked()
+    assert await form.get_by_test_id("input-maybe").evaluate("e => e.indeterminate") is True
+
+    # Invalid JSON and a missing required input are caught in the page: nothing is sent.
+    await form.get_by_test_id("input-doc").fill("{not json")
+    await form.get_by_test_id("run").click()
+    await expect(form.get_by_test_id("input-error-doc")).to_contain_text("not valid JSON")
+    await expect(form.get_by_test_id("input-error-text")).to_contain_text("required")
+    await expect(form.get_by_test_id("input-doc")).to_have_attribute("aria-invalid", "true")
+    await expect(form.get_by_test_id("form-error")).to_contain_text("Nothing was sent")
+    assert console.thing.calls == []
+
+    # Valid inputs are sent typed and the result InfoTable shows as a grid.
+    await form.get_by_test_id("input-text").fill("héllo <b>")
+    await form.get_by_test_id("input-count").fill("-12")
+    await form.get_by_test_id("input-big").fill("9007199254740993")
+    await form.get_by_test_id("input-flag").uncheck()
+    await form.get_by_test_id("input-when").fill("2030-01-02T03:04:05")
+    await form.get_by_test_id("input-doc").fill('{"list": [1, "two", null], "nested": {"k": true}}')
+    await form.get_by_test_id("run").click()
+    await expect(page.get_by_test_id("result-status")).to_contain_text("HTTP 200")
+    await expect(form.get_by_test_id("input-error-doc")).to_be_hidden()
+    assert console.thing.calls == [
+        (
+            "EchoEveryType",
+            {
+                "text": "héllo <b>",
+                "ratio": 2.5,
+                "count": -12,
+                "big": 9007199254740993,
+                "flag": False,
+                "when": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+                "doc": {"list": [1, "two", None], "nested": {"k": True}},
+            },
+        )
+    ], "the optional BOOLEAN without a default was not touched, so it must not be sent"
+    grid = page.get_by_test_id("result-grid")
+    headers = await grid.locator("thead th .col-name").all_inner_texts()
+    assert headers == ["text", "ratio", "count", "big", "flag", "maybe", "when", "doc"]
+    await expect(cell(page, "result-grid", "text")).to_have_text("héllo <b>")
+    await expect(cell(page, "result-grid", "big")).to_have_text("9007199254740993")
+    await expect(cell(page, "result-grid", "when")).to_have_text("2030-01-02T03:04:05.000Z")
+    await expect(cell(page, "result-grid", "flag")).to_have_text("false")
+    await expect(cell(page, "result-grid", "maybe")).to_have_text("—")
+    doc_text = await cell(page, "result-grid", "doc").locator("pre").inner_text()
+    assert doc_text == (
+        '{\n  "list": [\n    1,\n    "two",\n    null\n  ],\n  "nested": {\n    "k": true\n  }\n}'
+    )
+    assert await page.get_by_test_id("watch-job").count() == 0
+    await page.screenshot(path=str(tmp_path / "console-result.png"), full_page=True)
+    tab.assert_no_script_errors()
+
+
+async def test_service_error_is_shown_with_http_status(console: Console, tab: Tab) -> None:
+    page = tab.page
+    await page.goto(console.url)
+    await enter_key(page, APP_KEY)
+    form = await open_service(page, THING, "Jam")
+    await form.get_by_test_id("run").click()
+    error = page.get_by_test_id("error")
+    await expect(error).to_have_attribute("role", "alert")
+    await expect(error.get_by_test_id("error-status")).to_have_text("HTTP 400 Bad Request")
+    await expect(error.get_by_test_id("error-message")).to_have_text(
+        "the gizmo is jammed: clear it and retry"
+    )
+    tab.assert_no_script_errors()
+
+
+async def test_app_key_in_url_fragment_and_offline_thing(console: Console, tab: Tab) -> None:
+    page = tab.page
+    await page.goto(f"{console.url}#appKey={APP_KEY}")
+    await expect(page.get_by_test_id(f"thing-{THING}")).to_have_attribute("data-connected", "true")
+    assert "appKey" not in page.url, "the key must leave the address bar"
+    assert await page.evaluate("sessionStorage.getItem('thingworx-console.appKey')") == APP_KEY
+    await expect(page.get_by_test_id("key-section")).to_be_hidden()
+
+    # The Thing's agent goes away: the list shows it offline, its services answer 503.
+    await console.client.stop()
+    await page.get_by_test_id("refresh-things").click()
+    thing = page.get_by_test_id(f"thing-{THING}")
+    await expect(thing).to_have_attribute("data-connected", "false")
+    await expect(thing.get_by_test_id("thing-state")).to_have_text("offline")
+    await thing.click()
+    await expect(page.get_by_test_id("services-error")).to_contain_text("HTTP 503")
+    tab.assert_no_script_errors()
+
+
+async def test_job_watch_polls_until_done_then_loads_device_results(
+    console: Console, tab: Tab, tmp_path: Path
+) -> None:
+    page = tab.page
+    await page.goto(f"{console.url}#appKey={APP_KEY}")
+    form = await open_service(page, THING, "StartFakeJob")
+    await form.get_by_test_id("run").click()
+    await expect(cell(page, "result-grid", "status")).to_have_text("pending")
+    await page.get_by_test_id("watch-job").click()
+
+    panel = page.get_by_test_id("job-panel")
+    await expect(panel.get_by_test_id("job-id")).to_have_text(FAKE_JOB_ID)
+    # Counters refresh from one poll to the next (GetJob advances the fake job by one step).
+    await expect(panel.get_by_test_id("job-succeededCount")).to_have_text("1")
+    await expect(panel.get_by_test_id("job-status")).to_have_text("running")
+    await expect(panel.get_by_test_id("job-progress-text")).to_contain_text("1 of 3 devices")
+    await expect(panel.get_by_test_id("job-succeededCount")).to_have_text("2")
+    await expect(panel.get_by_test_id("job-status")).to_have_text("completed", timeout=15_000)
+    await expect(panel).to_have_attribute("data-state", "finished")
+    counters = {
+        name: await panel.get_by_test_id(f"job-{name}").inner_text()
+        for name in ("deviceCount", "succeededCount", "failedCount", "runningCount", "pendingCount")
+    }
+    assert counters == {
+        "deviceCount": "3",
+        "succeededCount": "2",
+        "failedCount": "1",
+        "runningCount": "0",
+        "pendingCount": "0",
+    }
+    progress = panel.get_by_test_id("job-progress")
+    await expect(progress).to_have_attribute("aria-valuenow", "3")
+    await expect(progress).to_have_attribute("aria-valuemax", "3")
+    polls_at_end = console.thing.get_job_calls
+    assert polls_at_end == 3
+
+    await panel.get_by_test_id("load-results").click()
+    results = panel.get_by_test_id("job-results")
+    await expect(results.get_by_test_id("job-results-row")).to_have_count(3)
+    await expect(cell(panel, "job-results", "deviceId", 2)).to_have_text("dev-c")
+    await expect(cell(panel, "job-results", "errorCode", 2)).to_have_text("DeviceNotFound")
+    await expect(cell(panel, "job-results", "lastUpdatedTime", 0)).to_have_text(
+        "2030-01-02T03:04:06.000Z"
+    )
+    queries = [inputs for name, inputs in console.thing.calls if name.endswith("QueryJobResults")]
+    assert queries == [
+        {"query": f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{FAKE_JOB_ID}'"}
+    ]
+    await asyncio.sleep(1.5)
+    assert console.thing.get_job_calls == polls_at_end, "polling must stop once the job ended"
+    await page.screenshot(path=str(tmp_path / "console-job.png"), full_page=True)
+    tab.assert_no_script_errors()
+
+
+# -- the full stack: console → stand-in → agent → IoT Hub emulator → fleet ------------------
+
+
+async def test_full_stack_twin_job_watched_to_completion(tab: Tab, tmp_path: Path) -> None:
+    from agent.app import AgentApp
+    from agent.settings import IotHubSettings, Settings
+    from emulator.iothub import IoTHubEmulator
+    from emulator.iothub.fleet import Fleet
+
+    wrappers = WRAPPERS
+    devices = 12
+    targeted = ["device-0002", "device-0003", "device-0005", "device-0007", "device-0011"]
+    async with contextlib.AsyncExitStack() as stack:
+        hub = IoTHubEmulator(tmp_path / "hub", rest_port=0, mqtt_port=0, tier="S1")
+        await hub.start()
+        stack.push_async_callback(hub.stop)
+        ids = hub.ensure_devices(devices)
+        fleet = Fleet(
+            hub.host,
+            hub.mqtt_port,
+            hub.ca_pem_path.read_text(),
+            hub.host,
+            hub.device_primary_keys(ids),
+        )
+        await fleet.start()
+        stack.push_async_callback(fleet.stop)
+        standin = ThingWorxStandIn(APP_KEY, port=0, call_timeout=30.0)
+        await standin.start()
+        stack.push_async_callback(standin.stop)
+        app = AgentApp(
+            Settings(
+                thingworx=ThingWorxSettings(
+                    url=standin.ws_url,
+                    app_key=SecretStr(APP_KEY),
+                    gateway_thing="AzureIotHub",
+                    auto_bind=["device-0001"],
+                    connect_timeout=5.0,
+                    auth_timeout=5.0,
+                    reconnect_initial_delay=0.1,
+                    reconnect_max_delay=0.5,
+                ),
+                iothub=IotHubSettings(
+                    connection_string=SecretStr(hub.owner_connection_string),
+                    ca_file=str(hub.ca_pem_path),
+                    request_timeout=15.0,
+                ),
+                jobs=JobSettings(wrappers_dir=str(wrappers)),
+            )
+        )
+        task = asyncio.create_task(app.run())
+
+        async def stop_app() -> None:
+            await app.stop()
+            async with asyncio.timeout(10):
+                await task
+
+        stack.push_async_callback(stop_app)
+        await app.wait_ready(10)
+        await standin.wait_metadata("AzureIotHub", 10)
+
+        page = tab.page
+        await page.goto(f"http://127.0.0.1:{standin.port}/#appKey={APP_KEY}")
+        await expect(page.get_by_test_id("thing-device-0001")).to_have_attribute(
+            "data-connected", "true"
+        )
+        form = await open_service(page, "AzureIotHub", "AzureIotDeviceJobScheduleTwinUpdateJob")
+        await expect(form.get_by_test_id("input-startTime")).to_have_attribute(
+            "type", "datetime-local"
+        )
+        await expect(form.get_by_test_id("input-maxExecutionTimeInSeconds")).to_have_attribute(
+            "step", "1"
+        )
+        await expect(form.get_by_test_id("field-patch")).to_have_attribute("data-required", "true")
+        patch = '{"properties": {"desired": {"telemetryInterval": 30}}, "tags": {"site": "north"}}'
+        await form.get_by_test_id("input-patch").fill(patch)
+        in_list = ", ".join(f"'{d}'" for d in targeted)
+        await form.get_by_test_id("input-queryCondition").fill(f"deviceId IN [{in_list}]")
+        # Start a few seconds from now (the DATETIME input is UTC), so the watch sees the job
+        # move: scheduled with no device yet, then completed with its counters.
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=START_DELAY_S)
+        await form.get_by_test_id("input-startTime").fill(start.strftime("%Y-%m-%dT%H:%M:%S"))
+        await form.get_by_test_id("run").click()
+        await expect(page.get_by_test_id("result-status")).to_contain_text("HTTP 200")
+        await expect(cell(page, "result-grid", "status")).to_have_text("scheduled")
+        await expect(cell(page, "result-grid", "startTime")).to_have_text(
+            start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
+        job_id = await page.get_by_test_id("watch-job").get_attribute("data-job-id")
+        assert job_id
+        await page.get_by_test_id("watch-job").click()
+
+        panel = page.get_by_test_id("job-panel")
+        await expect(panel.get_by_test_id("job-status")).to_have_text("scheduled")
+        await expect(panel.get_by_test_id("job-progress-text")).to_have_text(
+            "Waiting for the job to start…"
+        )
+        await expect(panel.get_by_test_id("job-status")).to_have_text("completed", timeout=30_000)
+        polls = int(await panel.get_by_test_id("job-updated").get_attribute("data-polls") or 0)
+        assert polls >= START_DELAY_S - 1, f"only {polls} GetJob polls while the job waited"
+        await expect(panel.get_by_test_id("job-deviceCount")).to_have_text(str(len(targeted)))
+        await expect(panel.get_by_test_id("job-succeededCount")).to_have_text(str(len(targeted)))
+        await expect(panel.get_by_test_id("job-failedCount")).to_have_text("0")
+        await expect(panel.get_by_test_id("job-progress-text")).to_contain_text(
+            f"{len(targeted)} of {len(targeted)} devices processed (100 %)"
+        )
+
+        await panel.get_by_test_id("load-results").click()
+        rows = panel.get_by_test_id("job-results").get_by_test_id("job-results-row")
+        await expect(rows).to_have_count(len(targeted))
+        shown = sorted(
+            await panel.get_by_test_id("job-results")
+            .locator('td[data-col="deviceId"]')
+            .all_inner_texts()
+        )
+        assert shown == targeted
+        statuses = set(
+            await panel.get_by_test_id("job-results")
+            .locator('td[data-col="status"]')
+            .all_inner_texts()
+        )
+        assert statuses == {"completed"}
+        # The patch reached the hub: targeted twins changed, the others did not.
+        assert hub.registry.get_twin("device-0005")["tags"] == {"site": "north"}
+        desired = hub.registry.get_twin("device-0005")["properties"]["desired"]
+        assert desired["telemetryInterval"] == 30
+        assert hub.registry.get_twin("device-0004").get("tags", {}) == {}
+        await page.screenshot(path=str(tmp_path / "console-full-stack.png"), full_page=True)
+        tab.assert_no_script_errors()
+
+
+# -- the routes alone ----------------------------------------------------------------------
+
+
+async def test_add_console_routes_serves_page_and_assets_only() -> None:
+    app = web.Application()
+    add_console_routes(app)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            page = console_asset("console.html")
+            for path in CONSOLE_PATHS:
+                async with http.get(path) as reply:
+                    assert reply.status == 200, path
+                    assert reply.content_type == "text/html"
+                    assert await reply.read() == page
+                    assert "default-src 'self'" in reply.headers["Content-Security-Policy"]
+            for name, content_type in CONSOLE_ASSETS.items():
+                async with http.get(f"{ASSET_PREFIX}/{name}") as reply:
+                    assert reply.status == 200, name
+                    assert reply.content_type == content_type
+                    assert await reply.read() == console_asset(name)
+            for path in ("/Thingworx/static/console.py", "/Thingworx/static/..%2Fconsole.py"):
+                async with http.get(path) as reply:
+                    assert reply.status == 404, path
+    finally:
+        await runner.cleanup()
+    with pytest.raises(KeyError):
+        console_asset("../console.py")
+
+
+def test_page_references_only_same_origin_files() -> None:
+    html = console_asset("console.html").decode()
+    for ref in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert ref.startswith(("/Thingworx/static/", "#", "data:")), ref
+    assert "http://" not in html and "https://" not in html
+    script = console_asset("console.js").decode()
+    assert "http://" not in script and "https://" not in script
+    assert "innerHTML" not in script
