@@ -170,11 +170,39 @@ def _cell(value: Any, base_type: str) -> str:
     return str(value)
 
 
+# Columns shown when a job list or per-device results have several rows: (marker, columns); the
+# single-row view shows every field.
+_MULTI_ROW_COLUMNS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
+    (
+        frozenset({"deviceId", "methodStatus"}),
+        frozenset(
+            {"deviceId", "status", "methodStatus", "methodPayload", "errorCode", "errorDescription"}
+        ),
+    ),
+    (
+        frozenset({"jobId", "deviceCount"}),
+        frozenset(
+            {
+                "jobId",
+                "type",
+                "status",
+                "createdTime",
+                "methodName",
+                "deviceCount",
+                "succeededCount",
+                "failedCount",
+            }
+        ),
+    ),
+)
+
+
 def infotable_table(doc: Mapping[str, Any], title: str | None = None) -> Table:
     """A rich table of an InfoTable (ThingWorx JSON).
 
     One row is shown vertically (field, value); several rows as columns, leaving out the columns
-    that are empty in every row.
+    that are empty in every row, and for per-device results and job lists all but the telling
+    columns.
     """
     fields = _fields(doc)
     rows: list[Mapping[str, Any]] = list(doc.get("rows") or [])
@@ -185,12 +213,16 @@ def infotable_table(doc: Mapping[str, Any], title: str | None = None) -> Table:
             if text:
                 table.add_row(name, text)
         return table
-    shown = [(n, t) for n, t in fields if any(_cell(r.get(n), t) for r in rows)] or fields
+    names = {n for n, _ in fields}
+    preset = next((cols for marker, cols in _MULTI_ROW_COLUMNS if marker <= names), None)
+    candidates = [(n, t) for n, t in fields if preset is None or n in preset]
+    shown = [(n, t) for n, t in candidates if any(_cell(r.get(n), t) for r in rows)] or fields
     table = Table(*(n for n, _ in shown), title=title)
     for row in rows:
         table.add_row(*(_cell(row.get(n), t) for n, t in shown))
     if not rows:
         table.caption = "no rows"
+        table.min_width = 12
     return table
 
 
