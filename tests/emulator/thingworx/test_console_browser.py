@@ -455,9 +455,12 @@ async def test_key_things_typed_form_and_result_grid(
     tab.assert_no_script_errors()
 
 
-async def test_service_error_is_shown_with_http_status(console: Console, tab: Tab) -> None:
+async def test_service_error_is_shown_with_http_status(
+    console: Console, tab: Tab, tmp_path: Path
+) -> None:
     page = tab.page
     await page.goto(console.url)
+    await page.screenshot(path=str(tmp_path / "console-key.png"))
     await enter_key(page, APP_KEY)
     form = await open_service(page, THING, "Jam")
     await form.get_by_test_id("run").click()
@@ -467,6 +470,7 @@ async def test_service_error_is_shown_with_http_status(console: Console, tab: Ta
     await expect(error.get_by_test_id("error-message")).to_have_text(
         "the gizmo is jammed: clear it and retry"
     )
+    await page.screenshot(path=str(tmp_path / "console-error.png"))
     tab.assert_no_script_errors()
 
 
