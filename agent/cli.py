@@ -55,6 +55,7 @@ __all__ = [
 
 APP_KEY_ENV = "THINGWORX_APP_KEY"
 _TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+_PIPED_WIDTH = 160
 _WAIT_SLACK = 120.0  # seconds --wait allows beyond the job's own window by default
 
 
@@ -844,7 +845,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     settings = _load(args.config)
-    console = Console(soft_wrap=True)
+    # Piped output (a file, a CI log) gets wide tables instead of rich's 80 columns.
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(soft_wrap=True, width=_PIPED_WIDTH if piped else None)
     if args.command == "run":
         configure_logging(settings.log.level, settings.log.format)
         return asyncio.run(run(settings, console))

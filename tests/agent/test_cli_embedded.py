@@ -1,0 +1,262 @@
+"""The embedded ends with the real agent on a fresh loopback address: ``check`` against them (all
+good, wrong app key, unreachable hub, untrusted TLS), /healthz turning 200, /metrics counting a
+call, and ``call --wait`` following a method job to its per-device results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import random
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+from rich.console import Console
+
+from agent import cli
+from agent.app import AgentApp
+from agent.embedded import EmbeddedEnds, EmbeddedError, EmbeddedInfo
+from agent.health import HealthServer, HubProbe
+from agent.settings import (
+    EmbeddedSettings,
+    HealthSettings,
+    JobSettings,
+    Settings,
+    ThingWorxSettings,
+)
+
+CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
+APP_KEY = "embedded-test-key"
+
+
+def fresh_loopback() -> str:
+    """A 127.x.y.z address where nothing listens on 8883 (the device endpoint's fixed port)."""
+    rng = random.Random()
+    for _ in range(100):
+        host = f"127.{rng.randint(100, 250)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, 8883))
+            except OSError:
+                continue
+        return host
+    raise RuntimeError("no free loopback address for port 8883")
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200), out
+
+
+def _base_settings(tmp_path: Path, host: str, devices: int = 5) -> Settings:
+    return Settings(
+        thingworx=ThingWorxSettings(
+            connect_timeout=5.0,
+            auth_timeout=5.0,
+            reconnect_initial_delay=0.1,
+            reconnect_max_delay=0.5,
+        ),
+        jobs=JobSettings(wrappers_dir=str(CATALOGUE)),
+        health=HealthSettings(host=host, port=0),
+        embedded=EmbeddedSettings(
+            host=host,
+            thingworx_port=0,
+            iothub_rest_port=0,
+            devices=devices,
+            offline_share=0.2,
+            data_dir=str(tmp_path / "data"),
+        ),
+    )
+
+
+@dataclass
+class Running:
+    ends: EmbeddedEnds
+    info: EmbeddedInfo
+    settings: Settings  # the agent's, pointed at the ends
+    app: AgentApp
+    health: HealthServer
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, devices: int = 5) -> AsyncIterator[Running]:
+    """The embedded ends and the agent (with its health server), as `jobs-agent run` has them."""
+    base = _base_settings(tmp_path, fresh_loopback(), devices)
+    async with EmbeddedEnds(base.embedded, APP_KEY) as ends:
+        settings = ends.agent_settings(base)
+        app = AgentApp(settings)
+        health = HealthServer(
+            settings.health,
+            app.channel,
+            settings.thingworx.url,
+            HubProbe.for_client(app.client, interval=0.2),
+        )
+        task = asyncio.create_task(app.run())
+        await health.start()
+        try:
+            await app.wait_ready(10)
+            yield Running(ends, ends.info, settings, app, health)
+        finally:
+            await app.stop()
+            async with asyncio.timeout(10):
+                await task
+            await health.stop()
+
+
+def _with(settings: Settings, section: str, **changes: object) -> Settings:
+    part = getattr(settings, section).model_copy(update=changes)
+    return settings.model_copy(update={section: part})
+
+
+async def test_agent_settings_point_at_the_ends_and_bind_every_device(tmp_path: Path) -> None:
+    async with running(tmp_path) as run:
+        s = run.settings
+        assert s.thingworx.url == run.info.ws_url
+        assert s.thingworx.app_key.get_secret_value() == APP_KEY
+        assert s.iothub.ca_file == str(run.info.ca_pem)
+        assert s.iothub.connection_string.get_secret_value().startswith(
+            f"HostName={run.info.hub_rest_url.removeprefix('https://')};"
+        )
+        assert s.thingworx.auto_bind == [f"device-{i:04d}" for i in range(1, 6)]
+        assert run.info.offline == ("device-0005",)
+        standin = run.ends.standin
+        assert standin is not None
+        assert set(standin.bound_things()) == {"AzureIotHub", *s.thingworx.auto_bind}
+        assert not s.embedded_mode
+
+
+async def test_healthz_turns_200_and_metrics_count_a_call(tmp_path: Path) -> None:
+    async with (
+        running(tmp_path) as run,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http,
+    ):
+        for _ in range(100):
+            async with http.get(f"{run.health.url}/healthz") as reply:
+                if reply.status == 200:
+                    doc = await reply.json()
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("/healthz never answered 200")
+        assert doc["thingworx"]["state"] == "ready"
+        assert doc["thingworx"]["boundThings"] == 6
+        assert doc["iothub"]["reachable"] is True
+        url = f"{run.info.rest_url}/Things/AzureIotHub/Services/AzureIotDeviceJobFindJobs"
+        async with http.post(url, json={}, headers={"appKey": APP_KEY}) as reply:
+            assert reply.status == 200
+        async with http.get(f"{run.health.url}/metrics") as reply:
+            text = await reply.text()
+        assert 'jobs_agent_service_calls_total{service="AzureIotDeviceJobFindJobs"} 1' in text
+        assert "jobs_agent_channel_ready 1" in text
+
+
+async def test_check_passes_against_the_running_ends(tmp_path: Path) -> None:
+    async with running(tmp_path) as run:
+        console, out = _console()
+        assert await cli.check(run.settings, console) == 0
+        text = out.getvalue()
+        assert "✓ ThingWorx" in text and "authenticated, bound and unbound AzureIotHub" in text
+        assert "✓ IoT Hub" in text and "all checks passed" in text
+        # check's own short-lived channel does not disturb the agent's.
+        assert run.app.channel.state.value == "ready"
+
+
+async def test_check_names_each_failure_and_what_to_fix(tmp_path: Path) -> None:
+    async with running(tmp_path, devices=1) as run:
+        cases = [
+            (
+                _with(run.settings, "thingworx", app_key=SecretStr("wrong-key")),
+                ["✗ ThingWorx", "authentication refused", "check thingworx.app_key"],
+            ),
+            (
+                _with(run.settings, "thingworx", url="ws://127.0.0.1:9/Thingworx/WS"),
+                ["✗ ThingWorx", "cannot reach ThingWorx"],
+            ),
+            (
+                _with(
+                    run.settings,
+                    "iothub",
+                    connection_string=SecretStr(
+                        "HostName=127.0.0.1:9;SharedAccessKeyName=iothubowner;"
+                        "SharedAccessKey=QUFBQQ=="
+                    ),
+                ),
+                ["✓ ThingWorx", "✗ IoT Hub 127.0.0.1:9", "cannot reach the hub"],
+            ),
+            (
+                _with(run.settings, "iothub", ca_file=""),
+                ["✗ IoT Hub", "TLS certificate is not trusted", "iothub.ca_file"],
+            ),
+            (
+                _with(
+                    run.settings,
+                    "iothub",
+                    connection_string=SecretStr(
+                        run.settings.iothub.connection_string.get_secret_value().rsplit("=", 2)[0]
+                        + "=QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="
+                    ),
+                ),
+                ["✗ IoT Hub", "refused the credentials"],
+            ),
+        ]
+        for settings, expected in cases:
+            console, out = _console()
+            status = await cli.check(settings, console)
+            text = out.getvalue()
+            assert status == 1, text
+            for fragment in expected:
+                assert fragment in text, text
+            assert "all checks passed" not in text
+            assert "wrong-key" not in text and "QUFBQ" not in text  # secrets never printed
+
+
+async def test_call_wait_follows_a_method_job_to_its_per_device_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running(tmp_path) as run:
+        argv = [
+            "call",
+            "AzureIotDeviceJobScheduleDeviceMethodJob",
+            "methodName=reboot",
+            "queryCondition=deviceId IN ['device-0001', 'device-0005']",
+            "connectTimeoutInSeconds=1",
+            "responseTimeoutInSeconds=5",
+            "--url",
+            run.info.thingworx_url,
+            "--app-key",
+            APP_KEY,
+            "--wait",
+            "--poll-interval",
+            "0.2",
+            "--timeout",
+            "30",
+        ]
+        capsys.readouterr()
+        status = await asyncio.to_thread(cli.main, argv)
+        out = capsys.readouterr().out
+        assert status == 0, out
+        assert "per-device results" in out
+        assert "device-0001" in out and "200" in out and '"rebooting":true' in out
+        assert "device-0005" in out and "404103" in out  # the offline device
+
+
+async def test_a_taken_port_is_a_clear_error_and_nothing_is_left(tmp_path: Path) -> None:
+    host = fresh_loopback()
+    with socket.socket() as blocker:
+        blocker.bind((host, 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        settings = _base_settings(tmp_path, host).embedded.model_copy(
+            update={"thingworx_port": port}
+        )
+        ends = EmbeddedEnds(settings, APP_KEY)
+        with pytest.raises(EmbeddedError, match="THINGWORX_PORT"):
+            await ends.start()
+    assert ends.hub is None and ends.fleet is None and ends.standin is None
+    with socket.socket() as probe:
+        probe.bind((host, 8883))  # the emulator's device endpoint was closed again

@@ -1,0 +1,282 @@
+"""The README's run command, `make run`, from a clean checkout of HEAD, as a user meets it.
+
+The repository is cloned into tmp_path; the clone gets a `.venv` whose `bin` is the existing
+virtualenv's and a fresh `.venv/.installed` stamp, so make does not reinstall, and PYTHONPATH puts
+the clone's packages first (checked below: the clone's code is what runs). The embedded ends get
+a fresh 127.x.y.z address and free ports through JOBS_AGENT_EMBEDDED__* and JOBS_AGENT_HEALTH__*
+(the device endpoint always listens on 8883, hence the fresh address). The test waits for the
+`ready` line, drives a twin job and a method job to their end through the stand-in's REST
+convention (like curl), reads the per-device results, stops the agent with SIGTERM and checks
+that make exits 0 promptly, "stopped" was printed, and nothing is left running or listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv"
+GATEWAY = "AzureIotHub"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("git") is None or not (VENV / "bin").is_dir(),
+    reason="needs make, git and the project's virtualenv",
+)
+
+
+def fresh_loopback() -> str:
+    """A 127.x.y.z address where nothing listens on 8883."""
+    rng = random.Random()
+    for _ in range(100):
+        host = f"127.{rng.randint(100, 250)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, 8883))
+            except OSError:
+                continue
+        return host
+    raise RuntimeError("no free loopback address")
+
+
+def free_port(host: str, below: int = 65536) -> int:
+    """A port free on ``host`` now (under ``below``: the stand-in's must stay < 32768)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(20000, below - 1)
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def session_processes(sid: int) -> list[int]:
+    """Pids of the live processes in session ``sid``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[3]) == sid and fields[0] != "Z":  # fields[3] is the session id
+                pids.append(int(entry.name))
+    return pids
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def prepare_clone(tmp_path: Path) -> Path:
+    clone = tmp_path / "clone"
+    subprocess.run(
+        ["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)],
+        check=True,
+        timeout=60,
+    )
+    venv = clone / ".venv"
+    venv.mkdir()
+    (venv / "bin").symlink_to(VENV / "bin")
+    stamp = venv / ".installed"
+    stamp.touch()
+    later = (clone / "pyproject.toml").stat().st_mtime + 1
+    os.utime(stamp, (later, later))
+    return clone
+
+
+def check_clone_runs_its_own_code(clone: Path, env: dict[str, str]) -> None:
+    """make will not reinstall, and the clone's code is what Python imports."""
+    dry = subprocess.run(
+        ["make", "-n", "run"], cwd=clone, env=env, capture_output=True, text=True, check=True
+    )
+    assert "pip install" not in dry.stdout and ".venv/bin/jobs-agent run" in dry.stdout
+    where = subprocess.run(
+        [str(clone / ".venv/bin/python"), "-c", "import agent.cli; print(agent.cli.__file__)"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(where.stdout.strip()) == clone / "agent" / "cli.py"
+
+
+def cmdline(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+
+
+class Rest:
+    """The stand-in's REST convention, called the way curl would."""
+
+    def __init__(self, http: aiohttp.ClientSession, root: str, app_key: str) -> None:
+        self.http, self.root, self.app_key = http, root, app_key
+
+    async def rows(self, service: str, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        url = f"{self.root}/Thingworx/Things/{GATEWAY}/Services/{service}"
+        async with self.http.post(url, json=inputs, headers={"appKey": self.app_key}) as reply:
+            body = await reply.text()
+            assert reply.status == 200, f"{service}: {reply.status} {body}"
+            return list((await reply.json())["rows"])
+
+    async def finished(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            (job,) = await self.rows("AzureIotDeviceJobGetJob", {"jobId": job_id})
+            if job["status"] in ("completed", "failed", "cancelled"):
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
+            await asyncio.sleep(0.2)
+
+    async def results(self, job_id: str) -> dict[str, dict[str, Any]]:
+        query = f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'"
+        rows = await self.rows("AzureIotDeviceJobQueryJobResults", {"query": query})
+        return {row["deviceId"]: row for row in rows}
+
+
+@pytest.mark.timeout(180)
+async def test_make_run_from_a_clean_checkout(tmp_path: Path) -> None:
+    clone = prepare_clone(tmp_path)
+    host = fresh_loopback()
+    twx_port = free_port(host, below=32768)
+    ports = {"twx": twx_port, "rest": free_port(host), "health": free_port(host)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_AGENT_", "THINGWORX_"))}
+    env.update(
+        PYTHONPATH=str(clone),
+        JOBS_AGENT_EMBEDDED__HOST=host,
+        JOBS_AGENT_EMBEDDED__THINGWORX_PORT=str(ports["twx"]),
+        JOBS_AGENT_EMBEDDED__IOTHUB_REST_PORT=str(ports["rest"]),
+        JOBS_AGENT_HEALTH__HOST=host,
+        JOBS_AGENT_HEALTH__PORT=str(ports["health"]),
+        JOBS_AGENT_LOG__FORMAT="json",
+    )
+    check_clone_runs_its_own_code(clone, env)
+
+    stderr = (tmp_path / "stderr.log").open("wb")
+    make = await asyncio.create_subprocess_exec(
+        "make",
+        "run",
+        cwd=clone,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+
+    async def read_until(prefix: str, timeout: float) -> str:
+        assert make.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await make.stdout.readline()
+                if not raw:
+                    log = (tmp_path / "stderr.log").read_text()[-3000:]
+                    raise AssertionError(f"make run ended early: {lines}\n{log}")
+                line = raw.decode().rstrip("\n")
+                lines.append(line)
+                if line.startswith(prefix):
+                    return line
+
+    try:
+        ready = await read_until("ready", 90)
+        root = f"http://{host}:{ports['twx']}"
+        assert root in ready
+        banner = "\n".join(lines)
+        key_match = re.search(r"app key\s+(\S+)\s+\(generated", banner)
+        assert key_match, banner
+        assert "AzureIotHub + 50 device Things" in banner
+        assert "curl -s -X POST" in banner
+
+        agent_pids = children(make.pid)
+        assert len(agent_pids) == 1
+        command = cmdline(agent_pids[0])
+        assert b".venv/bin/jobs-agent" in command[1] and command[2] == b"run"
+
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            rest = Rest(http, root, key_match.group(1))
+            async with http.get(f"http://{host}:{ports['health']}/healthz") as reply:
+                assert reply.status in (200, 503)  # 503 only until the first hub probe
+            # A twin job on three devices.
+            (twin,) = await rest.rows(
+                "AzureIotDeviceJobScheduleTwinUpdateJob",
+                {
+                    "patch": {"properties": {"desired": {"telemetryInterval": 42}}},
+                    "queryCondition": "deviceId IN ['device-0001', 'device-0002', 'device-0003']",
+                },
+            )
+            done = await rest.finished(twin["jobId"])
+            assert (done["status"], done["deviceCount"], done["succeededCount"]) == (
+                "completed",
+                3,
+                3,
+            )
+            results = await rest.results(twin["jobId"])
+            assert sorted(results) == ["device-0001", "device-0002", "device-0003"]
+            assert {r["status"] for r in results.values()} == {"completed"}
+            # A method job on two online devices and one offline (every 10th is offline).
+            (method,) = await rest.rows(
+                "AzureIotDeviceJobScheduleDeviceMethodJob",
+                {
+                    "methodName": "setTelemetryInterval",
+                    "payload": {"intervalSeconds": 5},
+                    "queryCondition": "deviceId IN ['device-0001', 'device-0002', 'device-0010']",
+                    "connectTimeoutInSeconds": 1,
+                    "responseTimeoutInSeconds": 5,
+                },
+            )
+            done = await rest.finished(method["jobId"])
+            assert (done["status"], done["succeededCount"], done["failedCount"]) == (
+                "completed",
+                2,
+                1,
+            )
+            results = await rest.results(method["jobId"])
+            for device in ("device-0001", "device-0002"):
+                assert results[device]["status"] == "completed"
+                assert results[device]["methodStatus"] == 200
+                assert results[device]["methodPayload"] == {"intervalSeconds": 5}
+            assert results["device-0010"]["status"] == "failed"
+            assert results["device-0010"]["errorCode"].startswith("404103")
+            async with http.get(f"http://{host}:{ports['health']}/healthz") as reply:
+                assert reply.status == 200, await reply.text()
+
+        started = time.monotonic()
+        os.kill(agent_pids[0], signal.SIGTERM)
+        async with asyncio.timeout(20):
+            rest_of_output = (await make.stdout.read()).decode() if make.stdout else ""
+            code = await make.wait()
+        elapsed = time.monotonic() - started
+        assert code == 0, (tmp_path / "stderr.log").read_text()[-3000:]
+        assert "stopped" in rest_of_output
+        assert elapsed < 15
+        assert session_processes(make.pid) == []
+        for port in (8883, *ports.values()):
+            with socket.socket() as probe:
+                probe.bind((host, port))  # raises if anything still listens there
+        log = (tmp_path / "stderr.log").read_text()
+        assert '"event": "unbound"' in log  # the agent unbound its Things on the way out
+        assert "Traceback" not in log
+    finally:
+        if make.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(make.pid, signal.SIGKILL)
+            await make.wait()
+        stderr.close()
