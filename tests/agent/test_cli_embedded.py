@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
+import structlog
 from pydantic import SecretStr
 from rich.console import Console
 
@@ -32,6 +34,19 @@ from agent.settings import (
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
 APP_KEY = "embedded-test-key"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() configures structlog and the root logger for the process; give them back, so
+    later tests do not log into this test's (closed) captured streams."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def fresh_loopback() -> str:
@@ -242,7 +257,7 @@ async def test_call_wait_follows_a_method_job_to_its_per_device_results(
         assert status == 0, out
         assert "per-device results" in out
         assert "device-0001" in out and "200" in out and '"rebooting":true' in out
-        assert "device-0005" in out and "404103" in out  # the offline device
+        assert "device-0005" in out and "DeviceNotOnline" in out  # the offline device
 
 
 async def test_a_taken_port_is_a_clear_error_and_nothing_is_left(tmp_path: Path) -> None:
@@ -258,5 +273,7 @@ async def test_a_taken_port_is_a_clear_error_and_nothing_is_left(tmp_path: Path)
         with pytest.raises(EmbeddedError, match="THINGWORX_PORT"):
             await ends.start()
     assert ends.hub is None and ends.fleet is None and ends.standin is None
-    with socket.socket() as probe:
-        probe.bind((host, 8883))  # the emulator's device endpoint was closed again
+    with socket.socket() as probe:  # the emulator's device endpoint was closed again
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, 8883))
+        probe.listen()
