@@ -1,0 +1,154 @@
+"""The agent as the GetJob chain benchmark runs it: an :class:`~agent.app.AgentApp` plus one
+trivial service, in-process or as its own process.
+
+:func:`build_agent` makes the AgentApp from the two ends' addresses and adds ``BenchEcho`` (one
+STRING input ``value``, answered as it came, no IoT Hub call) to the gateway Thing, so that the
+benchmark can measure the stand-in, AlwaysOn and the agent's dispatch without the SDK.
+
+As a process (``python -m benchmarks.chain_agent --url WS --ca-file PEM``, with the app key in
+``$BENCH_APP_KEY`` and the owner connection string in ``$BENCH_IOTHUB_CONNECTION``), it prints
+``ready`` once the Things are bound, then answers one JSON line per command read on stdin:
+
+- ``latencies N``: the channel's last N call latencies (AlwaysOn request in → answer out), s;
+- ``sdk N JOB``: N sequential ``IotHubClient.get_job(JOB)`` calls made inside the agent (the
+  worker-thread hop and the SDK call, as the GetJob handler makes it), their latencies, s;
+- ``quit`` (or end of input): stop the agent (UNBIND, close) and exit.
+
+Rules: stdout carries only the ``ready`` line and the answers; the agent's log goes to stderr at
+WARNING, as logging at INFO costs nothing on the GetJob path anyway (it logs nothing on success).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from agent.alwayson import BaseType, DataShape, FieldDefinition
+from agent.app import AgentApp
+from agent.logsetup import configure_logging
+from agent.registry import RemoteService, ServiceCall
+from agent.settings import IotHubSettings, JobSettings, Settings, ThingWorxSettings
+
+__all__ = ["ECHO_SERVICE", "GATEWAY", "build_agent", "main"]
+
+GATEWAY = "AzureIotHub"
+ECHO_SERVICE = "BenchEcho"
+CATALOGUE = Path(__file__).resolve().parents[1] / "config" / "wrappers"
+APP_KEY_ENV = "BENCH_APP_KEY"
+CONNECTION_ENV = "BENCH_IOTHUB_CONNECTION"
+_READY_TIMEOUT = 20.0
+_STOP_TIMEOUT = 10.0
+
+
+async def _echo(call: ServiceCall) -> str:
+    return str(call.inputs.get("value", ""))
+
+
+def build_agent(
+    ws_url: str, app_key: str, connection_string: str, ca_file: str, *, workers: int = 16
+) -> AgentApp:
+    """The agent the benchmark runs: the gateway Thing with its services, plus ``BenchEcho``.
+
+    Args:
+        ws_url: the stand-in's AlwaysOn URL (``ws://host:port/Thingworx/WS``).
+        app_key: the stand-in's application key.
+        connection_string: the IoT Hub owner connection string.
+        ca_file: the hub's CA (PEM file).
+        workers: IoT Hub worker threads.
+    """
+    settings = Settings(
+        thingworx=ThingWorxSettings(
+            url=ws_url,
+            app_key=SecretStr(app_key),
+            gateway_thing=GATEWAY,
+            connect_timeout=5.0,
+            auth_timeout=5.0,
+            reconnect_initial_delay=0.1,
+            reconnect_max_delay=0.5,
+        ),
+        iothub=IotHubSettings(
+            connection_string=SecretStr(connection_string),
+            ca_file=ca_file,
+            request_timeout=15.0,
+            workers=workers,
+        ),
+        jobs=JobSettings(wrappers_dir=str(CATALOGUE)),
+    )
+    app = AgentApp(settings)
+    app.registry.add_service(
+        GATEWAY,
+        RemoteService(
+            ECHO_SERVICE,
+            "benchmark: answers its input, calls nothing",
+            DataShape.of(FieldDefinition("value", BaseType.STRING, "text to echo")),
+            BaseType.STRING,
+            None,
+            _echo,
+        ),
+    )
+    return app
+
+
+async def sdk_latencies(app: AgentApp, calls: int, job_id: str) -> list[float]:
+    """``calls`` sequential ``get_job`` calls through the agent's IotHubClient, in seconds."""
+    out: list[float] = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        await app.client.get_job(job_id)
+        out.append(time.perf_counter() - started)
+    return out
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    app = build_agent(
+        args.url,
+        os.environ[APP_KEY_ENV],
+        os.environ[CONNECTION_ENV],
+        args.ca_file,
+        workers=args.workers,
+    )
+    task = asyncio.create_task(app.run())
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        await app.wait_ready(_READY_TIMEOUT)
+        print("ready", flush=True)
+        while line := (await reader.readline()).decode().split():
+            command, rest = line[0], line[1:]
+            if command == "latencies":
+                answer: object = list(app.channel.stats.latencies)[-int(rest[0]) :]
+            elif command == "sdk":
+                answer = await sdk_latencies(app, int(rest[0]), rest[1])
+            elif command == "quit":
+                break
+            else:
+                answer = {"error": f"unknown command {command!r}"}
+            print(json.dumps(answer), flush=True)
+    finally:
+        await app.stop()
+        async with asyncio.timeout(_STOP_TIMEOUT):
+            await task
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.chain_agent")
+    parser.add_argument("--url", required=True, help="the stand-in's AlwaysOn ws:// URL")
+    parser.add_argument("--ca-file", required=True, help="the hub's CA (PEM)")
+    parser.add_argument("--workers", type=int, default=16, help="IoT Hub worker threads")
+    args = parser.parse_args(argv)
+    configure_logging("WARNING", "json")
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
