@@ -55,6 +55,20 @@ def redact_secrets(
     return event_dict
 
 
+class _StderrProxy:
+    """Writes to whatever ``sys.stderr`` is at the moment of writing (not at configuration time),
+    so that a replaced or closed stderr (test capture, daemonisation) never breaks logging."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog (and the stdlib root logger it renders through) once.
 
@@ -63,7 +77,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         fmt: ``console``, ``json``, or ``auto`` (console when ``stream`` is a terminal).
         stream: where to write (default stderr).
     """
-    out = stream or sys.stderr
+    out: Any = stream or _StderrProxy()
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=out.isatty())
@@ -85,4 +99,4 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         cache_logger_on_first_use=False,
     )
     # Libraries (azure SDKs, websockets, aiohttp) log through the stdlib: keep them quieter.
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out)
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, force=True)

@@ -7,7 +7,10 @@ raised with ``HYPOTHESIS_PROFILE=thorough`` for a longer local run.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
+import structlog
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -17,3 +20,11 @@ settings.register_profile(
     "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Undo any ``configure_logging`` a test (or the CLI under test) did: its stream may be a
+    capture that pytest closes after the test."""
+    yield
+    structlog.reset_defaults()
