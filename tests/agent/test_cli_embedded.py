@@ -8,8 +8,11 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import random
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,3 +280,63 @@ async def test_a_taken_port_is_a_clear_error_and_nothing_is_left(tmp_path: Path)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, 8883))
         probe.listen()
+
+
+async def _read_line(stream: asyncio.StreamReader, prefix: str, timeout: float) -> str:
+    async with asyncio.timeout(timeout):
+        while True:
+            raw = await stream.readline()
+            if not raw:
+                raise AssertionError(f"output ended before a line starting {prefix!r}")
+            line = raw.decode().strip()
+            if line.startswith(prefix):
+                return line
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_run_with_real_ends_configured_runs_the_agent_alone(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    base = _base_settings(tmp_path, fresh_loopback(), devices=2)
+    async with EmbeddedEnds(base.embedded, APP_KEY) as ends:
+        ends_settings = ends.agent_settings(base)
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("JOBS_AGENT_", "THINGWORX_"))
+        }
+        env.update(
+            JOBS_AGENT_THINGWORX__URL=ends.info.ws_url,
+            JOBS_AGENT_THINGWORX__APP_KEY=APP_KEY,
+            JOBS_AGENT_THINGWORX__AUTO_BIND='["device-0002"]',
+            JOBS_AGENT_IOTHUB__CONNECTION_STRING=(
+                ends_settings.iothub.connection_string.get_secret_value()
+            ),
+            JOBS_AGENT_IOTHUB__CA_FILE=str(ends.info.ca_pem),
+            JOBS_AGENT_JOBS__WRAPPERS_DIR=str(CATALOGUE),
+            JOBS_AGENT_HEALTH__HOST=base.embedded.host,
+            JOBS_AGENT_HEALTH__PORT="0",
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "run",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            assert process.stdout is not None
+            line = await _read_line(process.stdout, "ready", 30)
+            assert f"connected to {ends.info.ws_url}" in line and "/healthz" in line
+            standin = ends.standin
+            assert standin is not None
+            assert set(standin.bound_things()) == {"AzureIotHub", "device-0002"}
+            process.send_signal(sig)
+            async with asyncio.timeout(15):
+                assert await process.wait() == 0
+            assert standin.bound_things() == []  # UNBIND on the way out
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
