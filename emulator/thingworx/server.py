@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from pathlib import Path
 
 import structlog
 from aiohttp import web
 
+from emulator.thingworx.console import add_console_routes
 from emulator.thingworx.errors import HandshakeRefused
 from emulator.thingworx.rest import RestApi
 from emulator.thingworx.session import EdgeSession, SessionSettings, check_app_key
@@ -25,7 +25,6 @@ from emulator.thingworx.websocket_link import negotiate, upgrade
 __all__ = ["WS_PATH", "ThingWorxStandIn"]
 
 WS_PATH = "/Thingworx/WS"
-_STATIC = Path(__file__).parent / "static"
 _log = structlog.get_logger("emulator.thingworx")
 
 
@@ -93,11 +92,7 @@ class ThingWorxStandIn:
         """
         app = web.Application(client_max_size=self._max_message_size * 2)
         app.add_routes([web.get(WS_PATH, self._websocket), *self._rest.routes()])
-        if _STATIC.is_dir():
-            app.add_routes(
-                [web.get("/", self._console), web.get("/Thingworx/Console", self._console)]
-            )
-            app.router.add_static("/Thingworx/static", _STATIC)
+        add_console_routes(app)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=2.0
         )
@@ -199,6 +194,3 @@ class ThingWorxStandIn:
         finally:
             self._sessions.discard(session)
         return response
-
-    async def _console(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(_STATIC / "console.html")
