@@ -120,7 +120,9 @@ class JobSettings(_Section):
 class LogSettings(_Section):
     """structlog output."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR"
+    )
     format: Literal["auto", "console", "json"] = Field(
         "auto", description="auto = console in a terminal, JSON otherwise"
     )
@@ -129,21 +131,25 @@ class LogSettings(_Section):
 class HealthSettings(_Section):
     """The agent's /healthz and /metrics endpoint."""
 
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(9102, ge=0, le=65535)
+    enabled: bool = Field(True, description="serve /healthz and /metrics")
+    host: str = Field("127.0.0.1", description="address of /healthz and /metrics")
+    port: int = Field(9102, ge=0, le=65535, description="port of /healthz and /metrics")
 
 
 class EmbeddedSettings(_Section):
     """The embedded run: the bundled IoT Hub emulator and ThingWorx stand-in on loopback."""
 
-    host: str = "127.0.0.1"
-    thingworx_port: int = Field(8080, ge=0, le=32767)  # the C SDK cannot reach ports > 32767
-    iothub_rest_port: int = Field(8443, ge=0, le=65535)
-    devices: int = Field(50, ge=0)
-    offline_share: float = Field(0.1, ge=0, le=1)
-    answer_delay: float = Field(0.0, ge=0)
-    tier: Literal["", "S1", "S2", "S3"] = ""
+    host: str = Field("127.0.0.1", description="loopback address of both emulated ends")
+    # The C SDK formats the port as a signed 16-bit number: keep the stand-in below 32768.
+    thingworx_port: int = Field(8080, ge=0, le=32767, description="stand-in REST/console/WS")
+    thingworx_call_timeout: float = Field(
+        660.0, gt=0, description="stand-in's wait for an edge answer (> 300 + 300 + margin)"
+    )
+    iothub_rest_port: int = Field(8443, ge=0, le=65535, description="emulator HTTPS port")
+    devices: int = Field(50, ge=0, description="simulated devices device-0001...")
+    offline_share: float = Field(0.1, ge=0, le=1, description="share of devices kept offline")
+    answer_delay: float = Field(0.0, ge=0, description="simulated devices' method delay, s")
+    tier: Literal["", "S1", "S2", "S3"] = Field("", description="job quotas; empty = none")
     data_dir: str = Field("data", description="emulator state (SQLite, certificates)")
 
 
