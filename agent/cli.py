@@ -44,6 +44,7 @@ from agent.settings import Settings, load_settings
 
 __all__ = [
     "CallError",
+    "call",
     "call_service",
     "check",
     "infotable_table",

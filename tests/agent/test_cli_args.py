@@ -246,3 +246,21 @@ def test_check_with_one_end_configured_names_the_missing_one(
     out = capsys.readouterr().out
     assert "iothub.connection_string" in out
     assert "JOBS_AGENT_IOTHUB__CONNECTION_STRING" in out
+
+
+@pytest.mark.parametrize("module", ["agent.cli", "agent.embedded", "agent.health"])
+def test_public_names_are_listed_and_exist(module: str) -> None:
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+        assert hasattr(mod, name), name
+    public = {
+        name
+        for name, value in vars(mod).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(value) or inspect.isclass(value))
+        and value.__module__ == module
+    }
+    assert public <= set(mod.__all__)
