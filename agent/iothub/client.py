@@ -2,7 +2,10 @@
 
 Rules:
 - The SDK (``IoTHubJobManager``, ``IoTHubRegistryManager``) runs in a bounded thread pool
-  (``iothub.workers``), never on the event loop. msrest keeps one requests session per thread.
+  (``iothub.workers``), never on the event loop. msrest keeps one requests session per thread,
+  and with ``config.keep_alive`` set keeps its connection open between calls: msrest's default
+  closes the session after every call, so each call would open a new TCP+TLS connection (on the
+  emulator: 4.2 ms instead of 1.5 ms per get_job; more over a real network).
 - Every call has a deadline: ``iothub.request_timeout`` per attempt (given to requests and held
   by asyncio around the worker), shortened to the caller's own deadline when one is given. A
   direct method holds ``connect + response + jobs.direct_call_margin`` instead, so a caller is
@@ -116,6 +119,7 @@ class IotHubClient:
         for manager in (self._job_manager, self._registry):
             config = manager.protocol.config
             config.connection.timeout = settings.request_timeout
+            config.keep_alive = True
             if settings.ca_file:
                 config.connection.verify = settings.ca_file
             _no_retries(config.retry_policy.policy)
