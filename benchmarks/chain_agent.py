@@ -12,6 +12,8 @@ As a process (``python -m benchmarks.chain_agent --url WS --ca-file PEM``, with 
 - ``latencies N``: the channel's last N call latencies (AlwaysOn request in → answer out), s;
 - ``sdk N JOB``: N sequential ``IotHubClient.get_job(JOB)`` calls made inside the agent (the
   worker-thread hop and the SDK call, as the GetJob handler makes it), their latencies, s;
+- ``profile on`` / ``profile off FILE``: cProfile the event-loop thread between the two, dump
+  the stats to FILE (worker threads are not profiled);
 - ``quit`` (or end of input): stop the agent (UNBIND, close) and exit.
 
 Rules: stdout carries only the ``ready`` line and the answers; the agent's log goes to stderr at
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import sys
@@ -119,6 +122,7 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    profile = cProfile.Profile()
     try:
         await app.wait_ready(_READY_TIMEOUT)
         print("ready", flush=True)
@@ -128,6 +132,13 @@ async def _serve(args: argparse.Namespace) -> None:
                 answer: object = list(app.channel.stats.latencies)[-int(rest[0]) :]
             elif command == "sdk":
                 answer = await sdk_latencies(app, int(rest[0]), rest[1])
+            elif command == "profile" and rest[0] == "on":
+                profile.enable()
+                answer = "on"
+            elif command == "profile":
+                profile.disable()
+                profile.dump_stats(rest[1])
+                answer = rest[1]
             elif command == "quit":
                 break
             else:
