@@ -250,8 +250,12 @@ def _write_source(
 
 
 def _read_cell(i: int, bt: BaseType, ind: str, ns: dict[str, Any]) -> list[str]:
+    """Read cell ``i`` whose type byte is at ``pos``; leave ``pos`` after it."""
     v = f"v{i}"
     if bt in STRING_LIKE_TYPES or bt is BaseType.JSON:
+        # A string running past the end is not checked here: the next read (a cell, the next
+        # row marker, the end marker) is then out of range and raises, and the checked reader
+        # reports it.
         lines = [
             f"{ind}tb = buf[pos]",
             f"{ind}if tb == TB{i}:",
@@ -261,23 +265,16 @@ def _read_cell(i: int, bt: BaseType, ind: str, ns: dict[str, Any]) -> list[str]:
             f"{ind}    else:",
             f"{ind}        n = U32.unpack_from(buf, pos + 1)[0] & 0x7FFFFFFF",
             f"{ind}        b = pos + 5",
-            f"{ind}    e = b + n",
-            f"{ind}    if e > L:",
-            f"{ind}        raise _Irregular",
-            f"{ind}    t = buf[b:e].decode()",
-            f"{ind}    pos = e",
+            f"{ind}    pos = b + n",
         ]
-        if bt is BaseType.JSON:
-            lines += [f"{ind}    jt{i}.append(t)", f"{ind}    {v} = None"]
-        else:
-            lines += [f"{ind}    {v} = t"]
+        lines += _take_text(i, bt, f"{ind}    ")
         lines += [
             f"{ind}elif tb == 255:",
             f"{ind}    {v} = None",
             f"{ind}    pos += 1",
         ]
         if bt is BaseType.JSON:
-            lines += [f"{ind}    jt{i}.append(None)"]
+            lines += [f"{ind}    jap{i}(None)"]
         lines += [f"{ind}else:", f"{ind}    raise _Irregular"]
         return lines
     if bt in _FIXED:
@@ -306,6 +303,14 @@ def _read_cell(i: int, bt: BaseType, ind: str, ns: dict[str, Any]) -> list[str]:
     ]
 
 
+def _take_text(i: int, bt: BaseType, ind: str) -> list[str]:
+    """The text of string cell ``i`` is ``buf[b:pos]``: decode it, or queue it if JSON."""
+    if bt is BaseType.JSON:
+        # Kept as bytes: the column is joined and decoded once, then parsed in one call.
+        return [f"{ind}jap{i}(buf[b:pos])", f"{ind}v{i} = None"]
+    return [f"{ind}v{i} = buf[b:pos].decode()"]
+
+
 def _from_wire(bt: BaseType, expr: str) -> str:
     if bt is BaseType.DATETIME:
         return f"EPOCH + MS * {expr}"
@@ -320,10 +325,9 @@ def _read_source(
         "def read_rows(buf, pos, depth):",
         "    rows = []",
         "    ap = rows.append",
-        "    L = len(buf)",
     ]
     for i in json_cols:
-        lines.append(f"    jt{i} = []")
+        lines += [f"    jt{i} = []", f"    jap{i} = jt{i}.append"]
     lines += [
         "    while True:",
         "        start = pos",
@@ -335,24 +339,18 @@ def _read_source(
         "            pos += 3",
     ]
     ind = "            "
+    header_read = -1  # a string column whose type byte and short length the last run read
+    run_size = 0  # the size of that run, which its reader has not yet added to pos
     for r, run in enumerate(runs):
-        if len(run) > 1:
-            ns[f"RUN{r}R"] = fmt = struct.Struct(
-                ">" + "".join("B" + _FIXED[layout[i][1]][1] for i in run)
-            )
-            targets = ", ".join(f"t{i}, v{i}" for i in run)
-            checks = " or ".join(f"t{i} != TB{i}" for i in run)
-            lines += [
-                f"{ind}{targets} = RUN{r}R.unpack_from(buf, pos)",
-                f"{ind}if {checks}:",
-                f"{ind}    raise _Irregular",
-                f"{ind}pos += {fmt.size}",
-            ]
-            for i in run:
-                if layout[i][1] is BaseType.DATETIME:
-                    lines.append(f"{ind}v{i} = EPOCH + MS * v{i}")
+        first = run[0]
+        if first == header_read:
+            lines += _read_preread_text(first, layout[first][1], run_size, ind, ns)
+        elif len(run) > 1:
+            lines += _read_run(r, run, layout, ind, ns)
+            header_read = run[-1] + 1 if _text_follows(run, layout) else -1
+            run_size = ns[f"RUN{r}R"].size - (2 if header_read >= 0 else 0)
         else:
-            lines += _read_cell(run[0], layout[run[0]][1], ind, ns)
+            lines += _read_cell(first, layout[first][1], ind, ns)
     row = "{" + ", ".join(f"K{i}: v{i}" for i in range(len(layout))) + "}"
     lines += [
         f"{ind}ap({row})",
@@ -367,12 +365,14 @@ def _read_source(
         "            ap(one)",
     ]
     for i in json_cols:
-        lines += [f"            jt{i}.append(None)"]
+        lines += [f"            jap{i}(None)"]
     lines += [
         "    if buf[pos] != 0:",
         "        raise _Irregular",
     ]
     for i in json_cols:
+        # One decode and one json.loads for the whole column; if that fails (or does not give
+        # one value per cell), the cells are parsed one by one, which raises the precise error.
         lines += [
             f"    texts = jt{i}",
             "    complete = None not in texts",
@@ -380,11 +380,11 @@ def _read_source(
             "        texts = [t for t in texts if t is not None]",
             "    if texts:",
             "        try:",
-            "            values = json_loads('[' + ','.join(texts) + ']')",
+            "            values = json_loads((b'[' + b','.join(texts) + b']').decode())",
             "            if len(values) != len(texts):",
             "                raise ValueError",
             "        except Exception:",
-            "            values = [json_cell(t) for t in texts]",
+            "            values = [json_cell(t.decode()) for t in texts]",
             "        if complete:",
             "            for row, value in zip(rows, values):",
             f"                row[K{i}] = value",
@@ -396,3 +396,56 @@ def _read_source(
         ]
     lines.append("    return rows, pos + 1")
     return "\n".join(lines) + "\n"
+
+
+def _text_follows(run: list[int], layout: tuple[tuple[str, BaseType], ...]) -> bool:
+    nxt = run[-1] + 1
+    return nxt < len(layout) and (
+        layout[nxt][1] in STRING_LIKE_TYPES or layout[nxt][1] is BaseType.JSON
+    )
+
+
+def _read_run(
+    r: int, run: list[int], layout: tuple[tuple[str, BaseType], ...], ind: str, ns: dict[str, Any]
+) -> list[str]:
+    """A run of fixed-width columns in one unpack, with the next string's header if there is one.
+
+    A NOTHING cell inside a run makes the row irregular. The header of a following string
+    column (its type byte and a length byte) is read by the same unpack: there is always at
+    least one byte after a type byte in a well-formed table (the end-of-rows marker at least).
+    """
+    fmt = ">" + "".join("B" + _FIXED[layout[i][1]][1] for i in run)
+    size = struct.calcsize(fmt)
+    targets = ", ".join(f"t{i}, v{i}" for i in run)
+    if _text_follows(run, layout):
+        fmt += "BB"
+        targets += f", t{run[-1] + 1}, n"
+    ns[f"RUN{r}R"] = struct.Struct(fmt)
+    checks = " or ".join(f"t{i} != TB{i}" for i in run)
+    lines = [
+        f"{ind}{targets} = RUN{r}R.unpack_from(buf, pos)",
+        f"{ind}if {checks}:",
+        f"{ind}    raise _Irregular",
+    ]
+    for i in run:
+        if layout[i][1] is BaseType.DATETIME:
+            lines.append(f"{ind}v{i} = EPOCH + MS * v{i}")
+    if _text_follows(run, layout):
+        return lines  # the string's reader advances pos past the run
+    return [*lines, f"{ind}pos += {size}"]
+
+
+def _read_preread_text(
+    i: int, bt: BaseType, run_size: int, ind: str, ns: dict[str, Any]
+) -> list[str]:
+    """String cell ``i`` at ``pos + run_size``; its type byte ``t{i}`` and first length byte
+    ``n`` were read with the run before it."""
+    return [
+        f"{ind}if t{i} == TB{i} and n < 128:",
+        f"{ind}    b = pos + {run_size + 2}",
+        f"{ind}    pos = b + n",
+        *_take_text(i, bt, f"{ind}    "),
+        f"{ind}else:",
+        f"{ind}    pos += {run_size}",
+        *_read_cell(i, bt, f"{ind}    ", ns),
+    ]
