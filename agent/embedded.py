@@ -142,7 +142,12 @@ class EmbeddedEnds:
                     await self.fleet.start()
                 except FleetError as exc:
                     raise EmbeddedError(f"the simulated fleet did not connect: {exc}") from exc
-            self.standin = ThingWorxStandIn(self.app_key, host=s.host, port=s.thingworx_port)
+            self.standin = ThingWorxStandIn(
+                self.app_key,
+                host=s.host,
+                port=s.thingworx_port,
+                call_timeout=s.thingworx_call_timeout,
+            )
             try:
                 await self.standin.start()
             except OSError as exc:
