@@ -231,9 +231,21 @@ def infotable_table(doc: Mapping[str, Any], title: str | None = None) -> Table:
 # --- call ---------------------------------------------------------------------------------------
 
 
-def _http_deadline(settings: Settings) -> float:
+def _http_deadline(settings: Settings, inputs: Mapping[str, Any] | None = None) -> float:
+    """How long one REST call may take: the agent's own deadline for it, plus a margin."""
     jobs = settings.jobs
-    direct = jobs.default_connect_timeout + jobs.default_response_timeout + jobs.direct_call_margin
+    given = inputs or {}
+
+    def seconds(name: str, default: int) -> float:
+        value = given.get(name)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else float(default)
+
+    direct = (
+        seconds("connectTimeoutInSeconds", jobs.default_connect_timeout)
+        + seconds("responseTimeoutInSeconds", jobs.default_response_timeout)
+        + jobs.direct_call_margin
+    )
     return max(jobs.call_deadline, direct) + jobs.direct_call_margin
 
 
@@ -360,7 +372,7 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
         err.print(f"jobs-agent call: no application key: set ${APP_KEY_ENV} or pass --app-key")
         return 2
     thing = args.thing or settings.thingworx.gateway_thing
-    timeout = aiohttp.ClientTimeout(total=_http_deadline(settings))
+    timeout = aiohttp.ClientTimeout(total=_http_deadline(settings, inputs))
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             doc = await call_service(http, root, app_key, thing, args.service, inputs)
