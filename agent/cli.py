@@ -238,8 +238,9 @@ def _http_deadline(settings: Settings, inputs: Mapping[str, Any] | None = None) 
 
     def seconds(name: str, default: int) -> float:
         value = given.get(name)
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok else float(default)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return float(default)
 
     direct = (
         seconds("connectTimeoutInSeconds", jobs.default_connect_timeout)
