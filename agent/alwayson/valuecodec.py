@@ -276,6 +276,15 @@ def json_cell(text: str) -> Any:
         raise ProtocolError(f"JSON cell is not valid JSON: {exc}") from None
 
 
+def json_cell_bytes(raw: bytes) -> Any:
+    """The value of a JSON cell's UTF-8 bytes, or a ProtocolError."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"string is not valid UTF-8: {exc}") from None
+    return json_cell(text)
+
+
 def _r_json(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     text, pos = read_string(buf, pos)
     return json_cell(text), pos

@@ -143,11 +143,6 @@ def test_json_cells_that_are_not_json_alone_are_refused_like_the_checked_reader(
     assert _fast(data) == _checked(data) == ProtocolError
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the column-wide json.loads accepts invalid cells whose joined text parses "
-    "to as many values as there are cells; the checked reader refuses them",
-)
 def test_json_cells_whose_join_parses_to_the_right_count_are_refused() -> None:
     data = _json_column([b"1,2", b"[3", b"4]"])
     assert _fast(data) == _checked(data)
