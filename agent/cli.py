@@ -21,12 +21,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shlex
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -480,7 +481,7 @@ async def _serve(
                 settings.health,
                 app.channel,
                 settings.thingworx.url,
-                HubProbe.for_client(app.client),
+                HubProbe.for_client(app.client, interval=settings.health.probe_interval),
             )
             try:
                 await health.start()
@@ -654,30 +655,10 @@ async def run(settings: Settings, console: Console | None = None) -> int:
 # --- check --------------------------------------------------------------------------------------
 
 
-class _ChannelFailures:
-    """structlog processor used by ``check``: records the channel's failure events (and drops
-    them: check prints its own line for each)."""
-
-    EVENTS = frozenset({"authentication refused", "link failed"})
-
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, str]] = []
-        self.seen = asyncio.Event()
-
-    def __call__(
-        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        event = event_dict.get("event")
-        if event in self.EVENTS:
-            self.errors.append((str(event), str(event_dict.get("error", ""))))
-            self.seen.set()
-            raise structlog.DropEvent
-        return event_dict
-
-
-def _thingworx_hint(event: str, error: str) -> str:
+def _thingworx_hint(error: str) -> str:
+    """What to fix for the channel's ``last_error``."""
     text = error.lower()
-    if event == "authentication refused":
+    if text.startswith("authentication refused"):
         return "ThingWorx refused the application key: check thingworx.app_key"
     if "certificate" in text or "ssl" in text:
         return (
@@ -729,9 +710,11 @@ async def check(settings: Settings, console: Console) -> int:
     if settings.embedded_mode:
         e = settings.embedded
         host = e.host
+        where = f"listening on {e.bind_host}, named {host}" if e.bind_host else "on loopback"
         console.print(
             "embedded mode (no thingworx.url, no iothub.connection_string): `jobs-agent run` "
-            "would start, on loopback:"
+            f"would start, {where}:",
+            markup=False,
         )
         console.print(
             f"  the IoT Hub emulator: HTTPS {host}:{e.iothub_rest_port}, MQTT/TLS {host}:8883, "
@@ -778,18 +761,23 @@ async def check(settings: Settings, console: Console) -> int:
     try:
         # ThingWorx: AUTH + BIND of the gateway Thing through a short-lived channel.
         twx = settings.thingworx
-        recorder = _ChannelFailures()
-        config = structlog.get_config()
-        structlog.configure(processors=[recorder, *config["processors"]])
+        # check prints each failure itself: the channel's own log lines would say it twice.
+        quiet = (
+            None
+            if settings.log.level == "DEBUG"
+            else structlog.wrap_logger(
+                None, wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
+            )
+        )
         try:
-            channel = AlwaysOnClient(twx, ThingRegistry(settings.jobs))
+            channel = AlwaysOnClient(twx, ThingRegistry(settings.jobs), logger=quiet)
         except Exception as exc:
             fail("thingworx.url", str(exc), "use wss://<host>/Thingworx/WS")
             return 2
         budget = twx.connect_timeout + 2 * twx.auth_timeout
         task = asyncio.create_task(channel.run())
         ready = asyncio.create_task(channel.wait_ready(budget))
-        failed = asyncio.create_task(recorder.seen.wait())
+        failed = asyncio.create_task(channel.wait_error(budget))
         try:
             await asyncio.wait({ready, failed, task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -802,11 +790,10 @@ async def check(settings: Settings, console: Console) -> int:
                     ready.result()
             await channel.stop()
             await asyncio.gather(task, failed, ready, return_exceptions=True)
-            structlog.configure(processors=config["processors"])
         if not ready_ok:
-            if recorder.errors:
-                event, error = recorder.errors[0]
-                fail(f"ThingWorx {twx.url}", f"{event}: {error}", _thingworx_hint(event, error))
+            error = channel.last_error
+            if error is not None:
+                fail(f"ThingWorx {twx.url}", error, _thingworx_hint(error))
             elif task.done() and task.exception() is not None:
                 fail(f"ThingWorx {twx.url}", str(task.exception()), "fix the [thingworx] settings")
             else:

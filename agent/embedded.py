@@ -5,9 +5,12 @@ ThingWorx stand-in, on loopback, and the agent settings that point at them.
 ``embedded.host:embedded.iothub_rest_port``, MQTT/TLS on 8883 of the same address), devices
 ``device-0001`` .. ``device-{embedded.devices}`` and a fleet connecting them (``offline_share``
 left offline), and the stand-in (REST, web console and AlwaysOn on
-``embedded.host:embedded.thingworx_port``). :meth:`EmbeddedEnds.agent_settings` then gives the
-agent's settings: the stand-in's websocket URL and app key, the emulator's owner connection string
-and CA file, and a device Thing per simulated device.
+``embedded.host:embedded.thingworx_port``). With ``embedded.bind_host`` set (``0.0.0.0`` in the
+container) both ends listen there instead, while URLs, connection strings and the emulator's
+certificate still name ``embedded.host``: the address clients use.
+:meth:`EmbeddedEnds.agent_settings` then gives the agent's settings: the stand-in's websocket URL
+and app key, the emulator's owner connection string and CA file, and a device Thing per simulated
+device.
 
 Rules: nothing here touches the process environment (settings objects are passed); every part
 that started is stopped by :meth:`EmbeddedEnds.stop`, in reverse order, even when a later part
@@ -114,13 +117,14 @@ class EmbeddedEnds:
                 host=s.host,
                 rest_port=s.iothub_rest_port,
                 tier=s.tier or None,
+                bind_host=s.bind_host or None,
             )
             try:
                 await self.hub.start()
             except OSError as exc:
                 self.hub = None
                 raise EmbeddedError(
-                    f"the IoT Hub emulator cannot listen on {s.host} (HTTPS port "
+                    f"the IoT Hub emulator cannot listen on {s.bind_host or s.host} (HTTPS port "
                     f"{s.iothub_rest_port}, MQTT 8883): {exc}; is another run using it? "
                     "Set JOBS_AGENT_EMBEDDED__HOST to another 127.x.y.z address"
                 ) from exc
@@ -147,13 +151,15 @@ class EmbeddedEnds:
                 host=s.host,
                 port=s.thingworx_port,
                 call_timeout=s.thingworx_call_timeout,
+                bind_host=s.bind_host or None,
             )
             try:
                 await self.standin.start()
             except OSError as exc:
                 self.standin = None
                 raise EmbeddedError(
-                    f"the ThingWorx stand-in cannot listen on {s.host}:{s.thingworx_port}: {exc}; "
+                    f"the ThingWorx stand-in cannot listen on {s.bind_host or s.host}:"
+                    f"{s.thingworx_port}: {exc}; "
                     "set JOBS_AGENT_EMBEDDED__THINGWORX_PORT to a free port"
                 ) from exc
         except BaseException:

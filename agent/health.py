@@ -1,14 +1,20 @@
 """The agent's operations endpoint: ``/healthz`` (JSON) and ``/metrics`` (Prometheus text).
 
 :class:`HealthServer` is a small aiohttp server on ``health.host:health.port``. It reads the
-channel's state and counters (:class:`~agent.channel.ChannelStats`) and the IoT Hub's health as
-seen by a :class:`HubProbe`, which makes one cheap read on the hub (list at most one job) every
-``probe_interval`` seconds and keeps the time of the last success and the last error.
+channel's state, last error and counters (:class:`~agent.channel.ChannelStats`) and the IoT
+Hub's health as seen by a :class:`HubProbe`, which makes one cheap read on the hub (list at most
+one job) every ``health.probe_interval`` seconds and keeps the time of the last success and the
+last error.
 
 Rules:
-- ``/healthz`` answers 200 when the channel is READY and the last hub probe succeeded, 503
-  otherwise (also before the first probe has answered), with the state of both ends as JSON.
-  Secrets never appear in it: the hub is named by its host, ThingWorx by its URL.
+- The hub's reachability is the outcome of the newest of: the last probe, and the agent's own
+  calls to the hub (:class:`HubActivity`, read from the IoT Hub client) that ended after it. The
+  probe keeps running, so a hub nobody calls is still checked; a real call's success or failure
+  between two probes counts as soon as it happens.
+- ``/healthz`` answers 200 when the channel is READY and the hub was reached last time it was
+  tried, 503 otherwise (also before the first probe or call has answered), with the state of both
+  ends as JSON. Secrets never appear in it: the hub is named by its host, ThingWorx by its URL,
+  errors are the clients' one-line messages (which never carry keys).
 - ``/metrics`` is Prometheus text exposition format 0.0.4, written here (no client library).
   The call-latency histogram is cumulative over the process: each scrape (and a one-second
   sampler) folds in the latencies recorded since the last look. The channel keeps only its
@@ -39,21 +45,21 @@ from agent.iothub import IotHubClient, IotHubError
 from agent.settings import HealthSettings
 
 __all__ = [
-    "DEFAULT_PROBE_INTERVAL",
     "LATENCY_BUCKETS",
     "ChannelView",
     "HealthServer",
+    "HubActivity",
     "HubHealth",
     "HubProbe",
     "LatencyHistogram",
     "health_report",
+    "merge_activity",
     "render_metrics",
 ]
 
 _log = structlog.get_logger("agent.health")
 
-DEFAULT_PROBE_INTERVAL = 15.0
-"""Seconds between two hub probes (a setting candidate: ``health.probe_interval``)."""
+_DEFAULT_PROBE_INTERVAL = HealthSettings().probe_interval  # one source: the setting's default
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.005,
@@ -85,21 +91,37 @@ class ChannelView(Protocol):
     @property
     def bound_things(self) -> list[str]: ...
 
+    @property
+    def last_error(self) -> str | None: ...
+
     stats: ChannelStats
 
 
 # --- the hub ---------------------------------------------------------------------------------
 
 
+class HubActivity(Protocol):
+    """The outcome of the agent's own calls to the hub (an :class:`~agent.iothub.IotHubClient`)."""
+
+    @property
+    def last_success(self) -> float | None: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    @property
+    def last_error_time(self) -> float | None: ...
+
+
 @dataclass(frozen=True)
 class HubHealth:
-    """The IoT Hub's health as last probed.
+    """The IoT Hub's health as last probed (and, through :class:`HubProbe`, as last called).
 
     Attributes:
         host: the hub's host name.
-        reachable: the last probe succeeded; None before the first probe answered.
-        last_success: Unix time of the last successful probe, or None.
-        last_error: the last probe's error (one line), or None.
+        reachable: the hub answered last time it was tried; None before anything answered.
+        last_success: Unix time of the last success (probe or call), or None.
+        last_error: the last error (probe or call; one line), or None.
         last_error_time: Unix time of that error, or None.
         probes: probes made.
         probe_errors: probes that failed.
@@ -120,8 +142,10 @@ class HubProbe:
     Args:
         host: the hub's host name (for reports).
         read: the read to make; it raises :class:`~agent.iothub.IotHubError` on failure.
-        interval: seconds between probes in :meth:`run`.
-        clock: Unix-time source (tests fix it).
+        interval: seconds between probes in :meth:`run` (``health.probe_interval``).
+        clock: Unix-time source (tests fix it); the same clock as ``activity``'s.
+        activity: the outcome of the agent's own calls, merged into :attr:`health` when newer
+            than the last probe; None for the probes alone.
     """
 
     def __init__(
@@ -129,29 +153,42 @@ class HubProbe:
         host: str,
         read: Callable[[], Awaitable[object]],
         *,
-        interval: float = DEFAULT_PROBE_INTERVAL,
+        interval: float = _DEFAULT_PROBE_INTERVAL,
         clock: Callable[[], float] = time.time,
+        activity: HubActivity | None = None,
     ) -> None:
+        if not interval > 0:
+            raise ValueError("the probe interval must be > 0 seconds")
         self._read = read
         self._interval = interval
         self._clock = clock
+        self._activity = activity
         self._health = HubHealth(host)
 
     @classmethod
     def for_client(
-        cls, client: IotHubClient, *, interval: float = DEFAULT_PROBE_INTERVAL
+        cls, client: IotHubClient, *, interval: float = _DEFAULT_PROBE_INTERVAL
     ) -> HubProbe:
-        """A probe that lists at most one job on ``client``'s hub (``GET /jobs/v2/query``)."""
+        """A probe that lists at most one job on ``client``'s hub (``GET /jobs/v2/query``) and
+        counts the outcome of ``client``'s other calls too."""
 
         async def read() -> object:
             return await client.list_jobs(max_jobs=1)
 
-        return cls(client.host, read, interval=interval)
+        return cls(client.host, read, interval=interval, activity=client)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two probes."""
+        return self._interval
 
     @property
     def health(self) -> HubHealth:
-        """The outcome of the probes so far."""
-        return self._health
+        """The outcome of the probes, with the agent's own calls that ended after the last
+        probe taking precedence (see :func:`merge_activity`)."""
+        if self._activity is None:
+            return self._health
+        return merge_activity(self._health, self._activity)
 
     async def probe_once(self) -> HubHealth:
         """Make one read and record its outcome (never raises for the hub's failures)."""
@@ -190,6 +227,45 @@ class HubProbe:
         while True:
             await self.probe_once()
             await asyncio.sleep(self._interval)
+
+
+def _newest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def merge_activity(probed: HubHealth, activity: HubActivity) -> HubHealth:
+    """The hub's health from the probes and the agent's own calls.
+
+    The last success and the last error are the newest of either source. Reachability is the
+    last probe's, unless a call ended after that probe: then it is that call's outcome (the
+    newest call's, an error winning a tie). Probe counters stay the probes'.
+
+    Args:
+        probed: the outcome of the probes.
+        activity: the outcome of the agent's own calls (same clock as the probe's).
+
+    Returns:
+        The merged health.
+    """
+    call_ok, call_error = activity.last_success, activity.last_error_time
+    last_probe = _newest(probed.last_success, probed.last_error_time)
+    reachable = probed.reachable
+    newest_call = _newest(call_ok, call_error)
+    if newest_call is not None and (last_probe is None or newest_call > last_probe):
+        reachable = call_error is None or (call_ok is not None and call_ok > call_error)
+    last_error, last_error_time = probed.last_error, probed.last_error_time
+    if call_error is not None and (last_error_time is None or call_error > last_error_time):
+        last_error, last_error_time = activity.last_error, call_error
+    return HubHealth(
+        probed.host,
+        reachable,
+        _newest(probed.last_success, call_ok),
+        last_error,
+        last_error_time,
+        probed.probes,
+        probed.probe_errors,
+    )
 
 
 # --- latency histogram -------------------------------------------------------------------------
@@ -306,7 +382,7 @@ def render_metrics(
         stats: the channel's counters.
         histogram: the call-latency histogram (already folded with ``stats``).
         state: the channel's state now.
-        hub: the IoT Hub's health as last probed.
+        hub: the IoT Hub's health as last probed or called.
 
     Returns:
         The text, ending with a newline.
@@ -365,14 +441,14 @@ def render_metrics(
     out.family(
         "jobs_agent_hub_reachable",
         "gauge",
-        "1 when the last IoT Hub probe succeeded.",
+        "1 when the IoT Hub answered last time it was tried (probe or call).",
         [("", {"hub": hub.host}, int(bool(hub.reachable)))],
     )
     if hub.last_success is not None:
         out.family(
             "jobs_agent_hub_last_success_timestamp_seconds",
             "gauge",
-            "Unix time of the last successful IoT Hub probe.",
+            "Unix time of the last IoT Hub answer (probe or call).",
             [("", {"hub": hub.host}, hub.last_success)],
         )
     out.family(
@@ -401,6 +477,8 @@ def health_report(
     bound_things: Sequence[str],
     thingworx_url: str,
     hub: HubHealth,
+    *,
+    channel_error: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The ``/healthz`` answer.
 
@@ -408,31 +486,37 @@ def health_report(
         state: the channel's state.
         bound_things: the Things bound on the current link.
         thingworx_url: the ThingWorx URL the channel uses.
-        hub: the IoT Hub's health as last probed.
+        hub: the IoT Hub's health as last probed or called.
+        channel_error: why the channel's last connection attempt or link failed, if one did;
+            shown as ``thingworx.lastError`` (the key is left out when there was none).
 
     Returns:
         ``(HTTP status, JSON document)``: 200 when the channel is READY and the hub was reached
-        by the last probe, 503 otherwise.
+        last time it was tried, 503 otherwise.
     """
     channel_ok = state is ChannelState.READY
     hub_ok = hub.reachable is True
     healthy = channel_ok and hub_ok
     problems: list[str] = []
     if not channel_ok:
-        problems.append(f"ThingWorx channel is {state.value}, not ready")
+        why = f" (last error: {channel_error})" if channel_error else ""
+        problems.append(f"ThingWorx channel is {state.value}, not ready{why}")
     if hub.reachable is None:
         problems.append("IoT Hub not probed yet")
     elif not hub_ok:
         problems.append(f"IoT Hub unreachable: {hub.last_error}")
+    thingworx: dict[str, Any] = {
+        "url": thingworx_url,
+        "state": state.value,
+        "ready": channel_ok,
+        "boundThings": len(bound_things),
+    }
+    if channel_error is not None:
+        thingworx["lastError"] = channel_error
     doc: dict[str, Any] = {
         "status": "ok" if healthy else "unavailable",
         "problems": problems,
-        "thingworx": {
-            "url": thingworx_url,
-            "state": state.value,
-            "ready": channel_ok,
-            "boundThings": len(bound_things),
-        },
+        "thingworx": thingworx,
         "iothub": {
             "host": hub.host,
             "reachable": hub.reachable,
@@ -535,7 +619,11 @@ class HealthServer:
     def report(self) -> tuple[int, dict[str, Any]]:
         """What ``/healthz`` answers now."""
         return health_report(
-            self._channel.state, self._channel.bound_things, self._url, self.probe.health
+            self._channel.state,
+            self._channel.bound_things,
+            self._url,
+            self.probe.health,
+            channel_error=self._channel.last_error,
         )
 
     def metrics(self) -> str:

@@ -134,12 +134,20 @@ class HealthSettings(_Section):
     enabled: bool = Field(True, description="serve /healthz and /metrics")
     host: str = Field("127.0.0.1", description="address of /healthz and /metrics")
     port: int = Field(9102, ge=0, le=65535, description="port of /healthz and /metrics")
+    probe_interval: float = Field(
+        15.0, gt=0, description="seconds between two IoT Hub probes (one list-jobs read)"
+    )
 
 
 class EmbeddedSettings(_Section):
     """The embedded run: the bundled IoT Hub emulator and ThingWorx stand-in on loopback."""
 
-    host: str = Field("127.0.0.1", description="loopback address of both emulated ends")
+    host: str = Field(
+        "127.0.0.1", description="address of both emulated ends, as put in URLs and strings"
+    )
+    bind_host: str = Field(
+        "", description="address the emulated ends listen on; empty = host (0.0.0.0 in Docker)"
+    )
     # The C SDK formats the port as a signed 16-bit number: keep the stand-in below 32768.
     thingworx_port: int = Field(8080, ge=0, le=32767, description="stand-in REST/console/WS")
     thingworx_call_timeout: float = Field(

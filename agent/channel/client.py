@@ -19,7 +19,10 @@ Rules (reference sections in brackets):
 - Keep-alive is the websocket ping of the ``websockets`` library every ``ping_interval``; the
   link is dropped when a pong does not come within ``pong_timeout`` [§8].
 - A lost or failed link is retried with exponential backoff and full jitter; each new link
-  authenticates again and re-binds every Thing [§9]. Calls in flight on a lost link finish
+  authenticates again and re-binds every Thing [§9]. Every failure (refused key, TLS, refused
+  connection, pong timeout, close by the server...) goes through one method, which logs it and
+  keeps it, in one line, as :attr:`AlwaysOnClient.last_error` (kept after a later success, so
+  the reason of the last reconnect stays visible). Calls in flight on a lost link finish
   (their own deadline bounds them) but their answers cannot be delivered: they are logged and
   counted as abandoned.
 - ``stop()`` sends one UNBIND of every bound Thing, then closes with 1000 [§9].
@@ -190,6 +193,8 @@ class AlwaysOnClient:
         ssl_context: the TLS context for ``wss://`` (default: built from ``ca_file`` and
             ``verify_tls``).
         rng: the random source of the reconnect jitter (tests fix it).
+        logger: the channel's logger (default: structlog's ``agent.channel``); ``jobs-agent
+            check`` passes a quiet one, as it prints each failure (:attr:`last_error`) itself.
 
     Raises:
         ChannelConfigError: the URL is not ``ws://`` or ``wss://``.
@@ -202,6 +207,7 @@ class AlwaysOnClient:
         *,
         ssl_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
+        logger: FilteringBoundLogger | None = None,
     ) -> None:
         scheme = urlsplit(settings.url).scheme
         if scheme not in ("ws", "wss"):
@@ -223,10 +229,11 @@ class AlwaysOnClient:
         self._calls: set[asyncio.Task[None]] = set()
         self._task_group: asyncio.TaskGroup | None = None
         self._running = False
+        self._last_error: str | None = None
+        self._failure = asyncio.Event()
         self.stats = ChannelStats()
-        self._log: FilteringBoundLogger = structlog.get_logger("agent.channel").bind(
-            url=settings.url
-        )
+        base: FilteringBoundLogger = logger or structlog.get_logger("agent.channel")
+        self._log: FilteringBoundLogger = base.bind(url=settings.url)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -245,6 +252,26 @@ class AlwaysOnClient:
     def bound_things(self) -> list[str]:
         """The Things bound on the current link (empty when not ready)."""
         return list(self._bound)
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last connection attempt or link failed, in one line (``authentication
+        refused: ...``, ``cannot connect: ...``, ``link lost: ...``); None while none has. It is
+        not cleared by a later success."""
+        return self._last_error
+
+    async def wait_error(self, timeout: float) -> str:
+        """Wait until a connection attempt or link has failed (at once when one has already).
+
+        Returns:
+            :attr:`last_error`.
+
+        Raises:
+            TimeoutError: nothing failed within ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            await self._failure.wait()
+        return self._last_error or ""
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until the channel is READY.
@@ -390,11 +417,17 @@ class AlwaysOnClient:
             await link.closed.wait()
             if not self._stop_requested.is_set():
                 self.stats.links_lost += 1
-                log.warning("link lost", code=ws.close_code, reason=ws.close_reason)
+                self._failed(
+                    log,
+                    "link lost",
+                    self._close_cause(ws),
+                    code=ws.close_code,
+                    reason=ws.close_reason,
+                )
         except AuthRefused as exc:
-            log.error("authentication refused", error=str(exc), hint="check thingworx.app_key")
+            self._failed(log, "authentication refused", str(exc), hint="check thingworx.app_key")
         except LinkFailed as exc:
-            log.warning("link failed", error=str(exc))
+            self._failed(log, "link failed", str(exc))
         finally:
             self._bound = []
             if link is not None:
@@ -408,6 +441,26 @@ class AlwaysOnClient:
                 self._abandon_calls("link lost", link)
             if not self._stop_requested.is_set() and self._machine.can(ChannelState.DISCONNECTED):
                 self._machine.transition(ChannelState.DISCONNECTED)
+
+    def _failed(self, log: FilteringBoundLogger, event: str, error: str, **context: Any) -> None:
+        """Record and log one failed connection attempt or lost link (the one place)."""
+        self._last_error = " ".join(f"{event}: {error}".split())
+        self._failure.set()
+        if event == "authentication refused":
+            log.error(event, error=error, **context)
+        else:
+            log.warning(event, error=error, **context)
+
+    def _close_cause(self, ws: ClientConnection) -> str:
+        """Why an established link ended, in a few words."""
+        sent, received = ws.protocol.close_sent, ws.protocol.close_rcvd
+        if sent is not None and sent.reason == _KEEPALIVE_TIMEOUT and received is None:
+            return f"pong timeout (no pong within {self._settings.pong_timeout:g} s)"
+        if sent is not None and received is not None and ws.protocol.close_rcvd_then_sent is False:
+            return f"closed by the agent ({sent.code} {sent.reason})".replace(" )", ")")
+        if received is not None:
+            return f"closed by the server ({received.code} {received.reason})".replace(" )", ")")
+        return f"connection dropped without a close frame ({ws.close_code})"
 
     async def _connect(self, log: FilteringBoundLogger) -> ClientConnection:
         settings = self._settings
@@ -743,4 +796,5 @@ class AlwaysOnClient:
         self._log.debug("state", old=old.value, new=new.value)
 
 
+_KEEPALIVE_TIMEOUT = "keepalive ping timeout"  # the close reason websockets sends on pong timeout
 _AUTHENTICATED = frozenset({ChannelState.BINDING, ChannelState.READY, ChannelState.CLOSING})

@@ -21,6 +21,10 @@ Rules:
   following ``x-ms-continuation``: the SDK's ``query_scheduled_jobs`` cannot read the service's
   answer, a JSON array (reference §0.2).
 - SDK and requests exceptions are translated into :mod:`agent.iothub.errors` here.
+- Every attempt's outcome is recorded for the health endpoint: an answer from the hub (an error
+  answer like 404 or 429 included: the hub was reached) sets :attr:`IotHubClient.last_success`;
+  no answer, a timeout, a TLS failure, a 5xx or a 401 sets :attr:`IotHubClient.last_error` (one
+  line, built from the translated exception, which never carries the key) and its time.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -83,6 +88,13 @@ class _Kind(Enum):
     WRITE = "write"
 
 
+def _hub_failure(exc: IotHubError) -> bool:
+    """Whether ``exc`` says the hub is unwell or unusable (rather than refusing one request)."""
+    if isinstance(exc, HubRequestError):
+        return exc.http_status >= 500 or exc.http_status == 401
+    return isinstance(exc, HubTimeout | HubUnreachable)
+
+
 def _retryable(exc: IotHubError, kind: _Kind) -> bool:
     if isinstance(exc, HubRequestError):
         if exc.http_status == 429:
@@ -97,12 +109,19 @@ class IotHubClient:
     Args:
         settings: the ``[iothub]`` settings (connection string, CA, workers, timeouts, retries).
         jobs: the ``[jobs]`` settings (direct-call margin, query page size).
+        clock: Unix-time source of :attr:`last_success` and :attr:`last_error_time`.
 
     Raises:
         IotHubError: when the connection string is missing or malformed.
     """
 
-    def __init__(self, settings: IotHubSettings, jobs: JobSettings) -> None:
+    def __init__(
+        self,
+        settings: IotHubSettings,
+        jobs: JobSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         connection_string = settings.connection_string.get_secret_value()
         if not connection_string:
             raise IotHubError("iothub.connection_string is not set")
@@ -127,6 +146,33 @@ class IotHubClient:
             max_workers=settings.workers, thread_name_prefix="iothub"
         )
         self._closed = False
+        self._clock = clock
+        self._last_success: float | None = None
+        self._last_error: str | None = None
+        self._last_error_time: float | None = None
+
+    @property
+    def last_success(self) -> float | None:
+        """Unix time of the last call the hub answered (an error answer like 404 included)."""
+        return self._last_success
+
+    @property
+    def last_error(self) -> str | None:
+        """The last failure that says the hub is unwell (unreachable, timeout, TLS, 5xx, 401),
+        in one line; None when there was none."""
+        return self._last_error
+
+    @property
+    def last_error_time(self) -> float | None:
+        """Unix time of :attr:`last_error`, or None."""
+        return self._last_error_time
+
+    def _record(self, error: IotHubError | None) -> None:
+        if error is None or not _hub_failure(error):
+            self._last_success = self._clock()
+        else:
+            self._last_error = " ".join(str(error).split()) or type(error).__name__
+            self._last_error_time = self._clock()
 
     async def close(self) -> None:
         """Stop the worker pool (calls in flight finish in their threads)."""
@@ -158,10 +204,16 @@ class IotHubClient:
         future = loop.run_in_executor(self._executor, work)
         try:
             async with asyncio.timeout(timeout + _GUARD_SLACK):
-                return await future
+                result = await future
         except TimeoutError:
-            message = f"IoT Hub did not answer {what} within {timeout:g} s"
-            raise HubTimeout(message, timeout) from None
+            error = HubTimeout(f"IoT Hub did not answer {what} within {timeout:g} s", timeout)
+            self._record(error)
+            raise error from None
+        except IotHubError as exc:
+            self._record(exc)
+            raise
+        self._record(None)
+        return result
 
     async def _call(
         self,

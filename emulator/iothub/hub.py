@@ -52,11 +52,15 @@ class IoTHubEmulator:
 
     Args:
         data_dir: where the database, certificates and hub.json live (created if missing).
-        host: the loopback address (or host name) to serve and to name in connection strings.
+        host: the loopback address (or host name) to serve and to name in connection strings
+            (and in the server certificate's subjectAltNames).
         rest_port: the HTTPS port (0 picks a free one).
         mqtt_port: the MQTT/TLS port; the device SDK only ever connects to 8883.
         tier: ``S1``, ``S2`` or ``S3`` job quotas; None uses the job engine's default.
         clock: time source (tests inject a manual clock).
+        bind_host: listen (HTTPS and MQTT) on this address instead of ``host`` (e.g. ``0.0.0.0``
+            in a container), while connection strings and the certificate still name ``host``;
+            None listens on ``host``.
     """
 
     def __init__(
@@ -68,9 +72,11 @@ class IoTHubEmulator:
         mqtt_port: int = 8883,
         tier: str | None = None,
         clock: Clock | None = None,
+        bind_host: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
+        self.bind_host = bind_host or host
         self._rest_port_wanted = rest_port
         self._mqtt_port_wanted = mqtt_port
         self.tier = tier
@@ -98,7 +104,9 @@ class IoTHubEmulator:
             self._certs = await asyncio.to_thread(ensure_certificates, self.data_dir, self.host)
             context = server_ssl_context(self._certs)
             self._endpoint = DeviceEndpoint(self._registry, self.clock)
-            self.mqtt_port = await self._endpoint.start(self.host, self._mqtt_port_wanted, context)
+            self.mqtt_port = await self._endpoint.start(
+                self.bind_host, self._mqtt_port_wanted, context
+            )
             self._jobs = JobEngine(self._db, self._registry, self._endpoint, self.clock, tier)
             await self._jobs.start()
             self._rest = RestApi(
@@ -109,7 +117,7 @@ class IoTHubEmulator:
                 self.clock,
                 self.host,
             )
-            self.rest_port = await self._rest.start(self.host, self._rest_port_wanted, context)
+            self.rest_port = await self._rest.start(self.bind_host, self._rest_port_wanted, context)
         except BaseException:
             await self.stop()
             raise

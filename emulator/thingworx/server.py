@@ -33,13 +33,15 @@ class ThingWorxStandIn:
 
     Args:
         app_key: the application key edge clients and REST callers must present.
-        host: the interface to listen on.
+        host: the address to listen on, and the one named in :attr:`rest_url` and :attr:`ws_url`.
         port: the port (0 picks a free one; keep it under 32768 for a C SDK 2.2.1 edge, §12).
         chunk_size: the largest AlwaysOn message sent before multipart splitting (never more
             than the client's Max-Frame-Size is used).
         max_message_size: the largest complete message accepted or sent.
         call_timeout: seconds a REST call waits for the edge (504 after).
         compress: deflate the stand-in's own frames when permessage-deflate is negotiated.
+        bind_host: listen on this address instead of ``host`` (e.g. ``0.0.0.0`` in a
+            container), while the URLs still name ``host``; None listens on ``host``.
     """
 
     def __init__(
@@ -52,11 +54,13 @@ class ThingWorxStandIn:
         max_message_size: int = 1_048_576,
         call_timeout: float = 30.0,
         compress: bool = COMPRESS_SERVER_FRAMES,
+        bind_host: str | None = None,
     ) -> None:
         if not app_key:
             raise ValueError("an application key is required")
         self._app_key = app_key
         self._host = host
+        self._bind_host = bind_host or host
         self._port = port
         self._compress = compress
         self._max_message_size = max_message_size
@@ -97,7 +101,7 @@ class ThingWorxStandIn:
             app, handle_signals=False, access_log=None, shutdown_timeout=2.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._bind_host, self._port)
         await site.start()
         self._bound_port = int(self._runner.addresses[0][1])
         _log.info("thingworx stand-in listening", url=self.rest_url, ws_url=self.ws_url)
