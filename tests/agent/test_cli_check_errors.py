@@ -1,0 +1,65 @@
+"""``jobs-agent check`` prints the channel's ``last_error`` with its hint, once: the channel's
+own failure log lines are not repeated on stderr (outside DEBUG)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from pydantic import SecretStr
+from rich.console import Console
+
+from agent import cli
+from agent.logsetup import configure_logging
+from agent.settings import IotHubSettings, JobSettings, LogSettings, Settings, ThingWorxSettings
+
+CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(("level", "logged"), [("WARNING", False), ("DEBUG", True)])
+async def test_a_refused_connection_is_printed_once_with_its_hint(level: str, logged: bool) -> None:
+    logs = io.StringIO()
+    configure_logging(level, "json", stream=logs)
+    settings = Settings(
+        thingworx=ThingWorxSettings(
+            url=f"ws://127.0.0.1:{_unused_port()}/Thingworx/WS",
+            app_key=SecretStr("k"),
+            connect_timeout=2.0,
+            auth_timeout=2.0,
+        ),
+        iothub=IotHubSettings(
+            connection_string=SecretStr(
+                "HostName=127.0.0.1:9;SharedAccessKeyName=iothubowner;SharedAccessKey=QUFBQQ=="
+            )
+        ),
+        jobs=JobSettings(wrappers_dir=str(CATALOGUE)),
+        log=LogSettings(level=level),
+    )
+    out = io.StringIO()
+    assert await cli.check(settings, Console(file=out, width=200)) == 1
+    text = out.getvalue()
+    assert "✗ ThingWorx" in text and "link failed: cannot connect" in text, text
+    assert "cannot reach ThingWorx" in text
+    assert ('"link failed"' in logs.getvalue()) is logged
