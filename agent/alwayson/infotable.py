@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -156,9 +157,11 @@ class InfoTable:
         """
         from agent.alwayson.values import coerce_value  # values imports this module
 
-        return cls(
-            DataShape((FieldDefinition(name, base_type),)), [{name: coerce_value(base_type, value)}]
-        )
+        if type(name) is str and isinstance(base_type, BaseType):
+            shape = _single_shape(name, base_type)  # one object per column: codec caches hit
+        else:
+            shape = DataShape((FieldDefinition(name, base_type),))
+        return cls(shape, [{name: coerce_value(base_type, value)}])
 
     def first_row(self) -> dict[str, Any]:
         """The first row with every field of the shape present (missing → ``None``).
@@ -185,3 +188,8 @@ class InfoTable:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+@lru_cache(maxsize=256)
+def _single_shape(name: str, base_type: BaseType) -> DataShape:
+    return DataShape((FieldDefinition(name, base_type),))

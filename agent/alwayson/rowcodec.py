@@ -34,6 +34,7 @@ from typing import Any
 from agent.alwayson import unconfirmed
 from agent.alwayson.basetypes import STRING_LIKE_TYPES, BaseType
 from agent.alwayson.infotable import DataShape, FieldDefinition
+from agent.alwayson.shapecache import IdentityCache
 from agent.alwayson.values import EPOCH
 
 __all__ = ["RowCodec", "row_codec"]
@@ -84,6 +85,9 @@ def _long_prefix(type_byte: int, length: int) -> bytes:
     return bytes((type_byte,)) + struct.pack(">I", 0x80000000 | length)
 
 
+_CODECS: IdentityCache[RowCodec] = IdentityCache()
+
+
 class _Irregular(Exception):
     """Raised inside generated code: this row is not for the fast path."""
 
@@ -104,7 +108,12 @@ class RowCodec:
 
 
 def row_codec(shape: DataShape) -> RowCodec:
-    """The row codec of ``shape`` (compiled on first use, then cached by column layout)."""
+    """The row codec of ``shape`` (compiled on first use, then cached by column layout, and by
+    shape object so that a shape used again skips building and hashing its layout)."""
+    return _CODECS.get(shape, _codec_of_layout)
+
+
+def _codec_of_layout(shape: DataShape) -> RowCodec:
     return _compile(tuple((f.name, f.base_type) for f in shape.fields))
 
 

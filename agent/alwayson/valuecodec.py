@@ -27,6 +27,7 @@ from agent.alwayson.errors import (
     ValueTypeError,
 )
 from agent.alwayson.infotable import DataShape, FieldDefinition, InfoTable
+from agent.alwayson.shapecache import DecodedShapeCache, IdentityCache, is_frozen
 from agent.alwayson.values import (
     coerce_value,
     datetime_from_millis,
@@ -62,6 +63,11 @@ _NOTHING = BaseType.NOTHING
 _BYTE_TO_TYPE: dict[int, BaseType] = {t.wire_byte: t for t in BaseType}
 
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+ENCODED_SHAPES: IdentityCache[bytes | None] = IdentityCache()
+"""DataShape object → its encoded field definitions (None: not frozen, encoded on every use)."""
+DECODED_SHAPES = DecodedShapeCache()
+"""Encoded field definitions → the decoded DataShape (see :mod:`agent.alwayson.shapecache`)."""
 
 
 # ----------------------------------------------------------------------------------- strings §3.1
@@ -386,8 +392,7 @@ def _write_aspect(out: bytearray, name: str, value: Any) -> None:
         write_typed(out, infer_base_type(value), value)
 
 
-def write_shape(out: bytearray, shape: DataShape) -> None:
-    """Append the field definitions of ``shape`` and the end-of-fields marker (reference §4)."""
+def _write_fields(out: bytearray, shape: DataShape) -> None:
     for f in shape.fields:
         out.append(1)
         write_string(out, f.name, "field name")
@@ -400,6 +405,32 @@ def write_shape(out: bytearray, shape: DataShape) -> None:
         for name, value in aspects.items():
             _write_aspect(out, name, value)
     out.append(0)
+
+
+def _encoded_fields(shape: DataShape) -> bytes | None:
+    out = bytearray()
+    _write_fields(out, shape)
+    return bytes(out) if is_frozen(shape) else None
+
+
+def write_shape(out: bytearray, shape: DataShape, *, cached: bool = True) -> None:
+    """Append the field definitions of ``shape`` and the end-of-fields marker (reference §4).
+
+    Args:
+        out: the buffer to append to.
+        shape: the shape.
+        cached: reuse the bytes this shape *object* encoded to before (:data:`ENCODED_SHAPES`;
+            shapes with a mutable aspect value are encoded every time); False encodes afresh.
+
+    Raises:
+        UsageError: a name or description that is not a NUL-free str, over 65535 aspects, or
+            an aspect value with no base type.
+    """
+    encoded = ENCODED_SHAPES.get(shape, _encoded_fields) if cached else None
+    if encoded is None:
+        _write_fields(out, shape)
+    else:
+        out += encoded
 
 
 def write_rows_checked(out: bytearray, table: InfoTable) -> None:
@@ -470,8 +501,37 @@ def _read_aspect_value(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     return (value if same else Variant(bt, value)), pos
 
 
-def read_shape(buf: bytes, pos: int, depth: int = 0) -> tuple[DataShape, int]:
-    """Read field definitions up to and including the end-of-fields marker."""
+def read_shape(
+    buf: bytes, pos: int, depth: int = 0, *, cached: bool = True
+) -> tuple[DataShape, int]:
+    """Read field definitions up to and including the end-of-fields marker.
+
+    Args:
+        buf: the data.
+        pos: where the field definitions start.
+        depth: the InfoTable nesting depth of this shape.
+        cached: when ``buf`` is ``bytes``, answer the shape decoded earlier from the same bytes
+            (:data:`DECODED_SHAPES`; equal to a fresh read, and shared, so only shapes with
+            immutable aspect values are kept); False always reads afresh.
+
+    Returns:
+        The shape and the position after its end-of-fields marker.
+
+    Raises:
+        ProtocolError: a bad marker, an unknown type byte, a duplicate field name, bad text.
+        IncompleteMessage: the data ends inside the field definitions.
+    """
+    if cached and type(buf) is bytes:
+        hit = DECODED_SHAPES.lookup(buf, pos)
+        if hit is not None:
+            return hit
+        shape, end = _read_fields(buf, pos, depth)
+        DECODED_SHAPES.remember(buf[pos:end], shape)
+        return shape, end
+    return _read_fields(buf, pos, depth)
+
+
+def _read_fields(buf: bytes, pos: int, depth: int) -> tuple[DataShape, int]:
     fields: list[FieldDefinition] = []
     while True:
         marker = buf[pos]

@@ -59,10 +59,10 @@ def test_fast_and_checked_row_codecs_agree(table: InfoTable) -> None:
     checked = bytearray()
     from agent.alwayson.valuecodec import write_shape
 
-    write_shape(checked, table.shape)
+    write_shape(checked, table.shape, cached=False)
     write_rows_checked(checked, table)
     assert fast == bytes(checked)
-    shape, pos = read_shape(fast, 0)
+    shape, pos = read_shape(fast, 0, cached=False)
     rows, end = read_rows_checked(fast, pos, shape)
     assert end == len(fast)
     assert decode_infotable(fast).rows == rows
