@@ -432,14 +432,17 @@ def _read_run(
 ) -> list[str]:
     """A run of fixed-width columns in one unpack, with the next string's header if there is one.
 
-    A NOTHING cell inside a run makes the row irregular. The header of a following string
+    When a type byte of the run is not its column's (a NOTHING cell, typically an absent optional
+    value), the run's cells are read again one by one from the run's start, each accepting
+    NOTHING; any other type byte makes the row irregular. The header of a following string
     column (its type byte and a length byte) is read by the same unpack: there is always at
     least one byte after a type byte in a well-formed table (the end-of-rows marker at least).
     """
     fmt = ">" + "".join("B" + _FIXED[layout[i][1]][1] for i in run)
     size = struct.calcsize(fmt)
     targets = ", ".join(f"t{i}, v{i}" for i in run)
-    if _text_follows(run, layout):
+    text_follows = _text_follows(run, layout)
+    if text_follows:
         fmt += "BB"
         targets += f", t{run[-1] + 1}, n"
     ns[f"RUN{r}R"] = struct.Struct(fmt)
@@ -447,14 +450,22 @@ def _read_run(
     lines = [
         f"{ind}{targets} = RUN{r}R.unpack_from(buf, pos)",
         f"{ind}if {checks}:",
-        f"{ind}    raise _Irregular",
     ]
     for i in run:
-        if layout[i][1] is BaseType.DATETIME:
-            lines.append(f"{ind}v{i} = EPOCH + MS * v{i}")
-    if _text_follows(run, layout):
-        return lines  # the string's reader advances pos past the run
-    return [*lines, f"{ind}pos += {size}"]
+        lines += _read_cell(i, layout[i][1], f"{ind}    ", ns)
+    if text_follows:
+        # The string's header was not read with the run: rewind by the run's fixed size, which
+        # the string's reader adds back when it finds no pre-read header (t = -1).
+        lines += [f"{ind}    pos -= {size}", f"{ind}    t{run[-1] + 1} = -1"]
+    lines.append(f"{ind}else:")
+    datetimes = [i for i in run if layout[i][1] is BaseType.DATETIME]
+    for i in datetimes:
+        lines.append(f"{ind}    v{i} = EPOCH + MS * v{i}")
+    if not text_follows:
+        lines.append(f"{ind}    pos += {size}")  # the string's reader advances pos past the run
+    elif not datetimes:
+        lines.append(f"{ind}    pass")
+    return lines
 
 
 def _read_preread_text(
