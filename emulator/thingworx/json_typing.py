@@ -42,12 +42,14 @@ from agent.alwayson.basetypes import STRING_LIKE_TYPES, BaseType, Location, Vari
 from agent.alwayson.errors import AlwaysOnError
 from agent.alwayson.infotable import DataShape, FieldDefinition, InfoTable
 from agent.alwayson.metadata import ServiceMetadata
+from agent.alwayson.shapecache import IdentityCache, is_frozen
 from agent.alwayson.values import coerce_value, infer_base_type, millis_from_datetime
 from emulator.thingworx.errors import InputError
 from emulator.thingworx.unconfirmed import NO_INPUTS_AS_NOTHING, UNKNOWN_INPUTS_REFUSED
 
 __all__ = [
     "infotable_from_json",
+    "infotable_json_text",
     "infotable_to_json",
     "shape_to_json",
     "type_inputs",
@@ -56,6 +58,11 @@ __all__ = [
 ]
 
 _INTEGRAL = {BaseType.INTEGER, BaseType.LONG, BaseType.TIMESPAN}
+
+# json.dumps(doc, separators=(",", ":"), allow_nan=False), without building an encoder per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# DataShape object -> the compact text of its fieldDefinitions (None: a mutable aspect value).
+_FIELD_DEFINITIONS_TEXT: IdentityCache[str | None] = IdentityCache()
 
 
 def type_inputs(service: ServiceMetadata, body: Mapping[str, Any]) -> InfoTable | None:
@@ -297,3 +304,28 @@ def infotable_to_json(table: InfoTable) -> dict[str, Any]:
             for row in table.rows
         ],
     }
+
+
+def _field_definitions_text(shape: DataShape) -> str | None:
+    return _COMPACT(shape_to_json(shape)) if is_frozen(shape) else None
+
+
+def infotable_json_text(table: InfoTable) -> str:
+    """:func:`infotable_to_json` as compact JSON text, exactly ``json.dumps(infotable_to_json(
+    table), separators=(",", ":"), allow_nan=False)``.
+
+    The ``fieldDefinitions`` text of a shape object seen before is reused (bounded cache keyed by
+    identity; shapes with a mutable aspect value are converted every time).
+
+    Raises:
+        ValueError: a value JSON cannot carry (as ``json.dumps`` raises it).
+    """
+    shape = table.shape
+    definitions = _FIELD_DEFINITIONS_TEXT.get(shape, _field_definitions_text)
+    if definitions is None:
+        definitions = _COMPACT(shape_to_json(shape))
+    fields = shape.fields
+    rows = [
+        {f.name: value_to_json(f.base_type, row.get(f.name)) for f in fields} for row in table.rows
+    ]
+    return '{"dataShape":{"fieldDefinitions":' + definitions + '},"rows":' + _COMPACT(rows) + "}"

@@ -37,7 +37,12 @@ from emulator.thingworx.errors import (
     ThingNotFound,
     ThingUnavailable,
 )
-from emulator.thingworx.json_typing import infotable_to_json, shape_to_json, type_inputs
+from emulator.thingworx.json_typing import (
+    infotable_json_text,
+    infotable_to_json,
+    shape_to_json,
+    type_inputs,
+)
 from emulator.thingworx.session import EdgeSession, check_app_key, edge_reason
 from emulator.thingworx.things import ThingEntry, ThingRegistry
 
@@ -68,6 +73,8 @@ _SERVICES_SHAPE = DataShape(
         FieldDefinition("resultType", BaseType.JSON),
     )
 )
+
+_NO_CONTENT = InfoTable(DataShape(()))  # the answer to a NOTHING result (never mutated)
 
 _log = structlog.get_logger("emulator.thingworx.rest")
 
@@ -160,7 +167,6 @@ class RestApi:
         """``POST /Thingworx/Things/{thing}/Services/{service}``: call a remote service."""
         thing = request.match_info["thing"]
         service = request.match_info["service"]
-        log = _log.bind(thing=thing, service=service)
         raw = await request.read()
         if raw.strip():
             try:
@@ -187,9 +193,14 @@ class RestApi:
             ) from None
         if not response.ok:
             raise _edge_failure(response)
-        log.info("service called", elapsed_ms=round((time.perf_counter() - started) * 1000, 1))
-        content = response.content if response.content is not None else InfoTable(DataShape(()))
-        return _json(infotable_to_json(content))
+        _log.info(
+            "service called",
+            thing=thing,
+            service=service,
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        content = response.content if response.content is not None else _NO_CONTENT
+        return web.Response(text=infotable_json_text(content), content_type="application/json")
 
     # helpers -----------------------------------------------------------------------------
 

@@ -303,7 +303,8 @@ class EdgeSession:
         )
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        log = self._log.bind(thing=thing, service=service, request_id=request_id)
+        # The call's log context, given per event rather than bound: binding costs on every call.
+        context = {"thing": thing, "service": service, "request_id": request_id}
         try:
             try:
                 self._send(request)
@@ -315,18 +316,18 @@ class EdgeSession:
                 raise CallError(f"the call cannot be encoded: {exc}", http_status=400) from None
             except ConnectionError:
                 raise LinkClosed("the edge's connection is closed") from None
-            log.debug("call sent")
+            self._log.debug("call sent", **context)
             try:
                 async with asyncio.timeout(wait):
                     response = await future
             except TimeoutError:
-                log.warning("call timed out", timeout=wait)
+                self._log.warning("call timed out", **context, timeout=wait)
                 raise EdgeTimeout(
                     f"Thing {thing!r} did not answer {service} within {wait:g} s"
                 ) from None
         finally:
             self._pending.pop(request_id, None)
-        log.debug("call answered", status=response.status.name)
+        self._log.debug("call answered", **context, status=response.status.name)
         return response
 
     # synchronisation after BIND ----------------------------------------------------------
