@@ -230,3 +230,33 @@ async def test_direct_method_holds_its_own_deadline(scripted: Scripted) -> None:
     assert time.monotonic() - started < 2.5
     assert scripted.hits["POST /twins/d1/methods"] == 1  # never retried
     await client.close()
+
+
+async def test_get_and_cancel_read_the_hub_answer_and_its_errors(scripted: Scripted) -> None:
+    """get_job and cancel_job send through the SDK's authenticated client and parse the answer
+    themselves: the path quoted as the SDK quotes it, a non-200 answer becoming the hub's typed
+    error with its tracking id, an unreadable body a HubResponseError. (The SAS token and
+    api-version are checked by the emulator tests: it refuses requests without them.)"""
+    scripted.answers["GET /jobs/v2/a b"] = [web.json_response({**JOB, "jobId": "a b"})]
+    scripted.answers["POST /jobs/v2/j1/cancel"] = [
+        _error(405, "OperationNotAllowedInCurrentState", "running")
+    ]
+    scripted.answers["GET /jobs/v2/gone"] = [_error(404, "JobNotFound", "no such job")]
+    scripted.answers["GET /jobs/v2/junk"] = [web.Response(text="{not json", status=200)]
+    client = scripted.client()
+    try:
+        job = await client.get_job("a b")
+        assert job.job_id == "a b" and scripted.hits["GET /jobs/v2/a b"] == 1
+        with pytest.raises(HubRequestError) as refused:
+            await client.cancel_job("j1")
+        assert (refused.value.code, refused.value.name) == (
+            405102,
+            "OperationNotAllowedInCurrentState",
+        )
+        with pytest.raises(HubRequestError) as missing:
+            await client.get_job("gone")
+        assert (missing.value.code, missing.value.tracking_id) == (404002, "t1-G:0")
+        with pytest.raises(IotHubError, match="unreadable job"):
+            await client.get_job("junk")
+    finally:
+        await client.close()
