@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import structlog
 from azure.iot.hub import IoTHubJobManager, IoTHubRegistryManager
@@ -265,9 +266,9 @@ class IotHubClient:
             raise HubResponseError(f"IoT Hub answered {what} with an unreadable job") from exc
 
     def _job_path(self, job_id: str) -> str:
-        """``/jobs/v2/{id}``, the id quoted by the SDK's own serializer."""
-        quoted = self._job_manager.protocol.jobs._serialize.url("id", job_id, "str")
-        return f"/jobs/v2/{quoted}"
+        """``/jobs/v2/{id}``, the id quoted as the SDK's serializer quotes a path part
+        (``quote(id, safe="")``, without its per-call validation machinery)."""
+        return f"/jobs/v2/{quote(job_id, safe='')}"
 
     def _send(
         self,
