@@ -10,6 +10,8 @@ As a process (``python -m benchmarks.chain_agent --url WS --ca-file PEM``, with 
 ``ready`` once the Things are bound, then answers one JSON line per command read on stdin:
 
 - ``latencies N``: the channel's last N call latencies (AlwaysOn request in → answer out), s;
+- ``inner N``: the last N ``IotHubClient.get_job`` latencies of the GetJob calls the chain made
+  (timed around the call inside the agent: worker hop + SDK call), s;
 - ``sdk N JOB``: N sequential ``IotHubClient.get_job(JOB)`` calls made inside the agent (the
   worker-thread hop and the SDK call, as the GetJob handler makes it), their latencies, s;
 - ``profile on`` / ``profile off FILE``: cProfile the event-loop thread between the two, dump
@@ -29,6 +31,7 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,11 +39,12 @@ from pydantic import SecretStr
 
 from agent.alwayson import BaseType, DataShape, FieldDefinition
 from agent.app import AgentApp
+from agent.iothub import Job
 from agent.logsetup import configure_logging
 from agent.registry import RemoteService, ServiceCall
 from agent.settings import IotHubSettings, JobSettings, Settings, ThingWorxSettings
 
-__all__ = ["ECHO_SERVICE", "GATEWAY", "build_agent", "main"]
+__all__ = ["ECHO_SERVICE", "GATEWAY", "build_agent", "main", "time_get_job"]
 
 GATEWAY = "AzureIotHub"
 ECHO_SERVICE = "BenchEcho"
@@ -100,6 +104,26 @@ def build_agent(
     return app
 
 
+def time_get_job(app: AgentApp, keep: int = 10_000) -> deque[float]:
+    """Time every ``IotHubClient.get_job`` the agent's services make from now on.
+
+    Returns:
+        The latencies (s), newest last, the last ``keep`` of them.
+    """
+    times: deque[float] = deque(maxlen=keep)
+    get_job = app.client.get_job
+
+    async def timed(job_id: str, *, deadline: float | None = None) -> Job:
+        started = time.perf_counter()
+        try:
+            return await get_job(job_id, deadline=deadline)
+        finally:
+            times.append(time.perf_counter() - started)
+
+    app.client.get_job = timed  # type: ignore[method-assign]
+    return times
+
+
 async def sdk_latencies(app: AgentApp, calls: int, job_id: str) -> list[float]:
     """``calls`` sequential ``get_job`` calls through the agent's IotHubClient, in seconds."""
     out: list[float] = []
@@ -118,6 +142,7 @@ async def _serve(args: argparse.Namespace) -> None:
         args.ca_file,
         workers=args.workers,
     )
+    inner = time_get_job(app)
     task = asyncio.create_task(app.run())
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -130,6 +155,8 @@ async def _serve(args: argparse.Namespace) -> None:
             command, rest = line[0], line[1:]
             if command == "latencies":
                 answer: object = list(app.channel.stats.latencies)[-int(rest[0]) :]
+            elif command == "inner":
+                answer = list(inner)[-int(rest[0]) :]
             elif command == "sdk":
                 answer = await sdk_latencies(app, int(rest[0]), rest[1])
             elif command == "profile" and rest[0] == "on":
