@@ -4,6 +4,11 @@ Bytes in, typed messages out, and back: base types and their Python values, Data
 InfoTables, the four message kinds, the codec (plain and multipart), the reassembler of incoming
 chunks, and the GetMetadata JSON. No asyncio, no sockets, no logging: the channel above does the
 I/O. Every UNCONFIRMED point of the reference is a constant in :mod:`agent.alwayson.unconfirmed`.
+
+:data:`ACCELERATED` says whether InfoTable rows are read by the optional C extension
+(``agent.alwayson._rowreader``, built at install time where a C compiler exists; the environment
+variable ``JOBS_AGENT_PURE_PYTHON=1`` turns it off) or by the pure-Python reader; both give the
+same values and errors (:mod:`agent.alwayson.rowcodec`).
 """
 
 from __future__ import annotations
@@ -45,10 +50,12 @@ from agent.alwayson.metadata import (
     metadata_json,
     parse_metadata_json,
 )
+from agent.alwayson.rowcodec import ACCELERATED
 from agent.alwayson.valuecodec import decode_infotable, decode_value, encode_infotable, encode_value
 from agent.alwayson.values import coerce_value, infer_base_type
 
 __all__ = [
+    "ACCELERATED",
     "AUTH_SESSION_ID",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",

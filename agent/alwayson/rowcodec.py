@@ -17,15 +17,28 @@ same bytes and values (a Hypothesis property checks it).
 Rules for the generator: only names of this module's namespace and generated local variables
 appear in the source; column names and other data are bound as constants (``K0``, ``K1``...), never
 pasted into the source text.
+
+Optional C accelerator: when the extension module :mod:`agent.alwayson._rowreader` was built and
+imports, ``RowCodec.read_rows`` reads the regular rows in C (one ``RowReader`` per layout, with
+the same rules as the generated reader: the same rows, the same irregular rows handed to the
+checked reader, the same JSON parsing at the end of the table, so the same values and errors).
+The generated Python reader stays the reference and the fallback: it is used when the extension
+is missing (no C compiler at install time), when the environment variable
+``JOBS_AGENT_PURE_PYTHON`` is set to anything but ``""`` or ``"0"`` at import time, inside
+:func:`pure_python` (tests and benchmarks), and for buffers that are not ``bytes``. It is also
+``RowCodec.read_rows_pure``. :data:`ACCELERATED` says whether the accelerator is in use.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import json.encoder
 import json.scanner
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -37,7 +50,23 @@ from agent.alwayson.infotable import DataShape, FieldDefinition
 from agent.alwayson.shapecache import IdentityCache
 from agent.alwayson.values import EPOCH
 
-__all__ = ["RowCodec", "row_codec"]
+__all__ = ["ACCELERATED", "ACCELERATOR", "RowCodec", "pure_python", "row_codec"]
+
+
+def _load_accelerator() -> tuple[Any, str]:
+    """The C extension module (or None) and a word on why it is or is not used."""
+    if os.environ.get("JOBS_AGENT_PURE_PYTHON", "") not in ("", "0"):
+        return None, "off (JOBS_AGENT_PURE_PYTHON is set)"
+    try:
+        return importlib.import_module("agent.alwayson._rowreader"), "on (C row reader)"
+    except ImportError as exc:
+        return None, f"off (extension not built: {exc})"
+
+
+_rowreader, ACCELERATOR = _load_accelerator()
+ACCELERATED: bool = _rowreader is not None
+"""Whether ``RowCodec.read_rows`` uses the C row reader (fixed at import time)."""
+_pure = False  # set by pure_python(): the generated reader is used even when ACCELERATED
 
 _MS = timedelta(milliseconds=1)
 
@@ -101,16 +130,33 @@ class RowCodec:
             Raises any exception on a row it cannot write: the caller re-encodes checked.
         read_rows: ``(buf, pos, depth) -> (rows, pos)``; reads rows up to and including the end
             marker; irregular rows are re-read by the checked reader, which raises the errors.
+            The C reader when :data:`ACCELERATED` (outside :func:`pure_python`), else the same
+            function as ``read_rows_pure``.
+        read_rows_pure: the generated Python reader: same signature, same results and errors.
     """
 
     write_rows: Callable[[bytearray, list[dict[str, Any]]], None]
     read_rows: Callable[[bytes, int, int], tuple[list[dict[str, Any]], int]]
+    read_rows_pure: Callable[[bytes, int, int], tuple[list[dict[str, Any]], int]]
 
 
 def row_codec(shape: DataShape) -> RowCodec:
     """The row codec of ``shape`` (compiled on first use, then cached by column layout, and by
     shape object so that a shape used again skips building and hashing its layout)."""
     return _CODECS.get(shape, _codec_of_layout)
+
+
+@contextmanager
+def pure_python() -> Iterator[None]:
+    """Within this block, every ``read_rows`` uses the generated Python reader (for tests and
+    benchmarks: the switch is process-wide, not per thread)."""
+    global _pure
+    before = _pure
+    _pure = True
+    try:
+        yield
+    finally:
+        _pure = before
 
 
 def _codec_of_layout(shape: DataShape) -> RowCodec:
@@ -175,7 +221,9 @@ def _compile(layout: tuple[tuple[str, BaseType], ...]) -> RowCodec:
         "def read_rows(buf, pos, depth):", f"def read_rows(buf, pos, depth, *, {consts}):"
     )
     exec(compile(write_src + "\n" + read_src, f"<alwayson rows {len(layout)} cols>", "exec"), ns)
-    return RowCodec(ns["write_rows"], ns["read_rows"])
+    pure = ns["read_rows"]
+    read = pure if _rowreader is None else _accelerated(layout, runs, ns, pure)
+    return RowCodec(ns["write_rows"], read, pure)
 
 
 # ---------------------------------------------------------------------------------- encoding
@@ -482,3 +530,73 @@ def _read_preread_text(
         f"{ind}    pos += {run_size}",
         *_read_cell(i, bt, f"{ind}    ", ns),
     ]
+
+
+# ------------------------------------------------------------------------- the C accelerator
+
+# Kind of each base type for the C RowReader (see _rowreader.c); "r": the checked cell reader.
+_C_KINDS: dict[BaseType, str] = {
+    BaseType.NUMBER: "d",
+    BaseType.INTEGER: "i",
+    BaseType.BOOLEAN: "?",
+    BaseType.DATETIME: "T",
+    BaseType.JSON: "j",
+    **{bt: "s" for bt in STRING_LIKE_TYPES},
+}
+# LONG and TIMESPAN are read in C only while unconfirmed.py says they are big-endian int64.
+for _bt, _struct in ((BaseType.LONG, unconfirmed.LONG_STRUCT),
+                     (BaseType.TIMESPAN, unconfirmed.TIMESPAN_STRUCT)):  # fmt: skip
+    if _struct.format == ">q":
+        _C_KINDS[_bt] = "q"
+
+
+def _accelerated(
+    layout: tuple[tuple[str, BaseType], ...],
+    runs: list[list[int]],
+    ns: dict[str, Any],
+    pure: Callable[[bytes, int, int], tuple[list[dict[str, Any]], int]],
+) -> Callable[[bytes, int, int], tuple[list[dict[str, Any]], int]]:
+    """``read_rows`` on the C RowReader of ``layout``, with the generated reader's rules.
+
+    The C reader stops at the first row it does not read (irregular, or not a row marker); that
+    row is read here by the checked reader, as the generated reader does, then C goes on. The
+    end marker and the JSON parsing come last, in the same order as in the generated reader.
+    """
+    # A run of fixed-width columns is one struct unpack in the generated reader (with the next
+    # string's header when one follows): the C reader needs the same bytes there, or the row
+    # is irregular.
+    need = [0] * len(layout)
+    for r, run in enumerate(runs):
+        if len(run) > 1:
+            need[run[0]] = ns[f"RUN{r}R"].size
+    columns = tuple(
+        (name, bt.wire_byte, _C_KINDS.get(bt, "r"), need[i], ns[f"R{i}"])
+        for i, (name, bt) in enumerate(layout)
+    )
+    reader = _rowreader.RowReader(columns, EPOCH.tzinfo, _JSON_SCAN, ns["json_cell_bytes"])
+    read = reader.read
+    parse_json = reader.parse_json
+    njson = sum(1 for _, bt in layout if bt is BaseType.JSON)
+    checked_columns = ns["COLUMNS"]
+    read_row_checked = ns["read_row_checked"]
+
+    def read_rows(buf: bytes, pos: int, depth: int) -> tuple[list[dict[str, Any]], int]:
+        if _pure or type(buf) is not bytes or pos < 0:
+            return pure(buf, pos, depth)
+        rows: list[dict[str, Any]] = []
+        pending: list[list[bytes | None]] = [[] for _ in range(njson)]
+        while True:
+            pos = read(buf, pos, depth, rows, pending)
+            if buf[pos] != 1:  # the end marker, or bad data (IndexError past the end)
+                break
+            row, pos = read_row_checked(buf, pos, checked_columns, depth)
+            rows.append(row)
+            for texts in pending:
+                texts.append(None)
+        if buf[pos] != 0:
+            raise _Irregular
+        if njson:
+            parse_json(rows, pending)
+        return rows, pos + 1
+
+    return read_rows
