@@ -4,11 +4,16 @@ An editable install reads files from the checkout, so it cannot show that the wh
 data files the code loads at run time (the query grammar, the console's page). This test builds
 the wheel the way the image does and looks inside; it also keeps the Dockerfile in step with the
 project (packages copied, the command, the health check's address).
+
+The wheel is built from a copy of what the Dockerfile copies into its build stage (no ``build/``
+directory, no extension built in place), so that it shows what a fresh build holds: with a C
+compiler, the optional C row reader ``agent.alwayson._rowreader``.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -23,12 +28,29 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 
 
+def _build_stage_copies() -> list[str]:
+    """What the Dockerfile's build stage copies from the project (``COPY a b ./`` or
+    ``COPY a ./a``), up to the ``pip wheel`` step."""
+    stage = DOCKERFILE.split(" AS build", 1)[1].split("pip wheel", 1)[0]
+    copied: list[str] = []
+    for line in re.findall(r"^COPY (?!--from)(.+) \./\S*$", stage, re.MULTILINE):
+        copied += line.split()
+    return copied
+
+
 @pytest.fixture(scope="module")
 def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     out = tmp_path_factory.mktemp("wheel")
+    src = tmp_path_factory.mktemp("src")
+    for name in _build_stage_copies():
+        if (ROOT / name).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info")
+            shutil.copytree(ROOT / name, src / name, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, src / name)
     # Build isolation fetches setuptools from the package registry, like the image build does.
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(out)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(src), "-w", str(out)],
         check=True,
         capture_output=True,
         timeout=300,
@@ -65,6 +87,13 @@ def test_wheel_has_every_package_and_the_console_script(wheel_names: set[str]) -
     assert entry_points
 
 
+def test_wheel_carries_the_c_row_reader_where_a_compiler_is(wheel_names: set[str]) -> None:
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler: the wheel is pure Python, as setuptools' optional build allows")
+    built = [n for n in wheel_names if re.fullmatch(r"agent/alwayson/_rowreader\..*\.so", n)]
+    assert len(built) == 1, sorted(n for n in wheel_names if "_rowreader" in n)
+
+
 def test_dockerfile_copies_every_package_the_project_ships() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     shipped = {
@@ -72,8 +101,22 @@ def test_dockerfile_copies_every_package_the_project_ships() -> None:
     }
     copied = set(re.findall(r"^COPY (\w+) \./\1$", DOCKERFILE, re.MULTILINE))
     assert shipped <= copied
+    assert {"pyproject.toml", "README.md"} <= set(_build_stage_copies())
     assert "COPY config ./config" in DOCKERFILE
-    assert re.search(r"^RUN .*pip install \.$", DOCKERFILE, re.MULTILINE)
+
+
+def test_dockerfile_builds_the_wheel_with_a_compiler_and_installs_it_in_the_slim_image() -> None:
+    build, image = DOCKERFILE.split(" AS build", 1)[1].split("\nFROM ", 1)
+    # The build stage: a C compiler, then the project's wheel, refused without the extension.
+    assert re.search(r"apt-get install .*\bgcc\b.*\blibc6-dev\b", build)
+    assert re.search(r"^RUN .*pip wheel --no-deps \. -w /wheels", build, re.MULTILINE)
+    assert "_rowreader." in build.split("pip wheel", 1)[1]
+    # The image: python:3.11-slim (no compiler) installs that wheel and checks the accelerator.
+    assert image.startswith("python:3.11-slim\n")
+    assert "gcc" not in image
+    assert "COPY --from=build /wheels /wheels" in image
+    assert re.search(r"^RUN .*pip install /wheels/\*\.whl", image, re.MULTILINE)
+    assert "a.ACCELERATED" in image
 
 
 def test_dockerfile_runs_the_agent_and_checks_its_health_endpoint() -> None:
