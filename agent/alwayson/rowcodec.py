@@ -534,7 +534,8 @@ def _read_preread_text(
 
 # ------------------------------------------------------------------------- the C accelerator
 
-# Kind of each base type for the C RowReader (see _rowreader.c); "r": the checked cell reader.
+# Kind of each base type for the C RowReader (see _rowreader.c); others are "r": read by calling
+# their cell reader of valuecodec.CELL_READERS.
 _C_KINDS: dict[BaseType, str] = {
     BaseType.NUMBER: "d",
     BaseType.INTEGER: "i",
@@ -544,10 +545,11 @@ _C_KINDS: dict[BaseType, str] = {
     **{bt: "s" for bt in STRING_LIKE_TYPES},
 }
 # LONG and TIMESPAN are read in C only while unconfirmed.py says they are big-endian int64.
-for _bt, _struct in ((BaseType.LONG, unconfirmed.LONG_STRUCT),
-                     (BaseType.TIMESPAN, unconfirmed.TIMESPAN_STRUCT)):  # fmt: skip
-    if _struct.format == ">q":
-        _C_KINDS[_bt] = "q"
+_INT64_STRUCTS = {
+    BaseType.LONG: unconfirmed.LONG_STRUCT,
+    BaseType.TIMESPAN: unconfirmed.TIMESPAN_STRUCT,
+}
+_C_KINDS.update({bt: "q" for bt, s in _INT64_STRUCTS.items() if s.format == ">q"})
 
 
 def _accelerated(
