@@ -360,6 +360,8 @@ async def test_key_things_typed_form_and_result_grid(
     await expect(page.get_by_test_id("key-error")).to_contain_text("HTTP 401")
     await expect(page.get_by_test_id("workspace")).to_be_hidden()
     await enter_key(page, APP_KEY)
+    # The key is stored once the server has accepted it (an asynchronous check): wait for that.
+    await expect(page.get_by_test_id("workspace")).to_be_visible()
     assert await page.evaluate("sessionStorage.getItem('thingworx-console.appKey')") == APP_KEY
 
     # Things with their connection state.
