@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import requests
 import structlog
 from azure.iot.hub import IoTHubJobManager, IoTHubRegistryManager
 from azure.iot.hub.models import (
@@ -83,6 +85,28 @@ def _no_retries(policy: Any) -> None:
     policy.connect = 0
     policy.read = False
     policy.status_forcelist = frozenset()
+
+
+def _environment_once(config: Any, host: str) -> None:
+    """Read the environment settings requests would read on every request, once, for the one
+    host this client talks to, and switch requests' per-request reading off (``trust_env``):
+    it scans the whole environment twice a request, ≈0.13 ms of a ≈1.4 ms hub call.
+
+    Kept: the proxy of ``HTTPS_PROXY``/``ALL_PROXY`` unless ``NO_PROXY`` exempts the hub
+    (decided as requests decides it), and the CA bundle of ``REQUESTS_CA_BUNDLE`` /
+    ``CURL_CA_BUNDLE`` when no ``iothub.ca_file`` is configured. Dropped: ``~/.netrc``
+    credentials, which would replace the SAS token. The environment is read when the client is
+    made (at start-up), not on each request.
+    """
+    url = f"https://{host}/"
+    for scheme, proxy in requests.utils.get_environ_proxies(url).items():
+        if scheme != "no":
+            config.proxies.add(scheme, proxy)
+    if config.connection.verify is True:
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            config.connection.verify = bundle
+    config.proxies.use_env_settings = False
 
 
 class _Kind(Enum):
@@ -152,6 +176,7 @@ class IotHubClient:
             if settings.ca_file:
                 config.connection.verify = settings.ca_file
             _no_retries(config.retry_policy.policy)
+            _environment_once(config, self.host)
         self._executor = ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="iothub"
         )
