@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from agent.alwayson.rowcodec import ACCELERATOR
 from agent.channel import AlwaysOnClient
 from agent.iothub import IotHubClient
 from agent.registry import ThingRegistry
@@ -73,6 +74,7 @@ class AgentApp:
             hub=self.client.host,
             things=len(self.registry.things()),
             wrappers=[w.name for w in self.wrappers],
+            row_reader=ACCELERATOR,
         )
         try:
             await self.channel.run()
