@@ -73,7 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the agent (embedded emulators when nothing is configured)")
-    sub.add_parser("check", help="validate the configuration and reach both ends")
+    check = sub.add_parser("check", help="validate the configuration and reach both ends")
+    check.add_argument(
+        "--bind",
+        action="store_true",
+        help="try the BIND even when an agent for the same ThingWorx runs here (it takes the "
+        "gateway Thing from that agent: ThingWorx keeps the last bind)",
+    )
     call = sub.add_parser(
         "call",
         help="call a service through ThingWorx's REST convention",
@@ -688,8 +694,36 @@ def _hub_hint(exc: Exception) -> str:
     return "the hub answered an error: see the message"
 
 
-async def check(settings: Settings, console: Console) -> int:
+async def _running_agent(settings: Settings) -> tuple[str, dict[str, Any]] | None:
+    """The ``/healthz`` URL and document of an agent running here for the same ThingWorx URL
+    (found on the configured health port), or None."""
+    health = settings.health
+    if not health.enabled or health.port == 0:
+        return None
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(health.host, health.host)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{health.port}/healthz"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as http,
+            http.get(url) as reply,
+        ):
+            doc = await reply.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
+        return None
+    thingworx = doc.get("thingworx") if isinstance(doc, dict) else None
+    if isinstance(thingworx, dict) and thingworx.get("url") == settings.thingworx.url:
+        return url, doc
+    return None
+
+
+async def check(settings: Settings, console: Console, *, force_bind: bool = False) -> int:
     """``jobs-agent check``: validate the configuration and reach both ends, step by step.
+
+    ThingWorx is checked by AUTH, then BIND and UNBIND of the gateway Thing. When an agent for
+    the same ThingWorx already runs here (its ``/healthz`` answers on the configured health
+    port), the BIND is not tried unless ``force_bind``: ThingWorx keeps the last bind, so it
+    would take the gateway Thing from that agent, and the UNBIND would leave it unbound. The
+    running agent's own state is reported instead.
 
     Returns:
         The exit status: 0 all good, 1 an end failed, 2 the configuration is wrong.
@@ -769,8 +803,11 @@ async def check(settings: Settings, console: Console) -> int:
                 None, wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
             )
         )
+        running = None if force_bind else await _running_agent(settings)
         try:
-            channel = AlwaysOnClient(twx, ThingRegistry(settings.jobs), logger=quiet)
+            channel = AlwaysOnClient(
+                twx, ThingRegistry(settings.jobs), logger=quiet, bind=running is None
+            )
         except Exception as exc:
             fail("thingworx.url", str(exc), "use wss://<host>/Thingworx/WS")
             return 2
@@ -803,10 +840,26 @@ async def check(settings: Settings, console: Console) -> int:
                     "check the URL and the network (thingworx.connect_timeout, auth_timeout)",
                 )
             return 1
-        console.print(
-            f"{ok} ThingWorx {twx.url}: authenticated, bound and unbound {twx.gateway_thing}",
-            highlight=False,
-        )
+        if running is None:
+            console.print(
+                f"{ok} ThingWorx {twx.url}: authenticated, bound and unbound {twx.gateway_thing}",
+                highlight=False,
+            )
+        else:
+            health_url, doc = running
+            state = doc["thingworx"]
+            console.print(
+                f"{ok} ThingWorx {twx.url}: authenticated; BIND not tried: the agent running here "
+                f"({health_url}) is {state.get('state')} with {state.get('boundThings')} Things "
+                f"bound, and binding {twx.gateway_thing} would take it from that agent "
+                "(use --bind to try anyway)",
+                highlight=False,
+            )
+            if not state.get("ready"):
+                console.print(
+                    f"  ! the running agent is not ready: {state.get('lastError') or 'no reason'}",
+                    markup=False,
+                )
 
         # IoT Hub: one read (list at most one job).
         try:
@@ -855,7 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         level = "DEBUG" if settings.log.level == "DEBUG" else "WARNING"
         configure_logging(level, settings.log.format)
-        return asyncio.run(check(settings, console))
+        return asyncio.run(check(settings, console, force_bind=args.bind))
     configure_logging("WARNING", settings.log.format)
     return asyncio.run(call(settings, args, console))
 

@@ -195,6 +195,9 @@ class AlwaysOnClient:
         rng: the random source of the reconnect jitter (tests fix it).
         logger: the channel's logger (default: structlog's ``agent.channel``); ``jobs-agent
             check`` passes a quiet one, as it prints each failure (:attr:`last_error`) itself.
+        bind: False to authenticate only and bind no Thing (``jobs-agent check`` next to a
+            running agent: binding its Things would take them from it, since ThingWorx keeps
+            the last bind); READY then means authenticated.
 
     Raises:
         ChannelConfigError: the URL is not ``ws://`` or ``wss://``.
@@ -208,6 +211,7 @@ class AlwaysOnClient:
         ssl_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
         logger: FilteringBoundLogger | None = None,
+        bind: bool = True,
     ) -> None:
         scheme = urlsplit(settings.url).scheme
         if scheme not in ("ws", "wss"):
@@ -226,6 +230,7 @@ class AlwaysOnClient:
         self._conn_ids = itertools.count(1)
         self._link: _Link | None = None
         self._bound: list[str] = []
+        self._bind = bind
         self._calls: set[asyncio.Task[None]] = set()
         self._task_group: asyncio.TaskGroup | None = None
         self._running = False
@@ -502,6 +507,8 @@ class AlwaysOnClient:
         link.log.info("authenticated")
 
     def _thing_names(self) -> tuple[str, ...]:
+        if not self._bind:
+            return ()
         gateway = self._settings.gateway_thing
         return (gateway, *(t for t in self._registry.things() if t != gateway))
 

@@ -173,15 +173,52 @@ async def test_healthz_turns_200_and_metrics_count_a_call(tmp_path: Path) -> Non
         assert "jobs_agent_channel_ready 1" in text
 
 
-async def test_check_passes_against_the_running_ends(tmp_path: Path) -> None:
+async def _gateway_answers(run: Running) -> int:
+    url = f"{run.info.rest_url}/Things/AzureIotHub/Services/AzureIotDeviceJobFindJobs"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http,
+        http.post(url, json={}, headers={"appKey": APP_KEY}) as reply,
+    ):
+        return reply.status
+
+
+async def test_check_next_to_the_running_agent_leaves_its_things_bound(tmp_path: Path) -> None:
+    """check finds the agent running here through its /healthz (same ThingWorx URL): it
+    authenticates but does not BIND, which would take the gateway Thing from that agent
+    (ThingWorx keeps the last bind) and leave it unbound after check's UNBIND."""
+    async with running(tmp_path) as run:
+        port = int(run.health.url.rsplit(":", 1)[1])
+        settings = _with(run.settings, "health", port=port)
+        console, out = _console()
+        assert await cli.check(settings, console) == 0
+        text = out.getvalue()
+        assert "✓ ThingWorx" in text and "authenticated; BIND not tried" in text, text
+        assert f"{run.health.url}/healthz" in text and "is ready with 6 Things bound" in text
+        assert "✓ IoT Hub" in text and "all checks passed" in text
+        assert run.app.channel.state.value == "ready"
+        assert await _gateway_answers(run) == 200  # still the running agent's
+
+        # A wrong app key is still caught: check authenticates with its own configuration.
+        console, out = _console()
+        wrong = _with(settings, "thingworx", app_key=SecretStr("wrong-key"))
+        assert await cli.check(wrong, console) == 1
+        assert "authentication refused" in out.getvalue()
+
+        # --bind (force_bind) binds and unbinds as asked, and so takes the Thing from the agent.
+        console, out = _console()
+        assert await cli.check(settings, console, force_bind=True) == 0
+        assert "authenticated, bound and unbound AzureIotHub" in out.getvalue()
+        assert await _gateway_answers(run) != 200
+
+
+async def test_check_binds_when_no_agent_runs_here(tmp_path: Path) -> None:
     async with running(tmp_path) as run:
         console, out = _console()
+        # health port 0: no agent of this configuration to find, so the BIND is tried.
         assert await cli.check(run.settings, console) == 0
         text = out.getvalue()
         assert "✓ ThingWorx" in text and "authenticated, bound and unbound AzureIotHub" in text
         assert "✓ IoT Hub" in text and "all checks passed" in text
-        # check's own short-lived channel does not disturb the agent's.
-        assert run.app.channel.state.value == "ready"
 
 
 async def test_check_names_each_failure_and_what_to_fix(tmp_path: Path) -> None:
