@@ -48,7 +48,6 @@ from azure.iot.hub import IoTHubJobManager, IoTHubRegistryManager
 from azure.iot.hub.models import (
     CloudToDeviceMethod,
     JobRequest,
-    QuerySpecification,
     Twin,
     TwinProperties,
 )
@@ -302,6 +301,8 @@ class IotHubClient:
         params: Mapping[str, str],
         headers: Mapping[str, str],
         timeout: float,
+        *,
+        body: Mapping[str, Any] | None = None,
     ) -> _Reply:
         """Send one request through the SDK's authenticated msrest client (reference §0.2),
         in the calling worker thread; a 200 answer's text and headers, else the hub's error.
@@ -312,12 +313,15 @@ class IotHubClient:
         """
         client = self._job_manager.protocol._client
         query = {"api-version": self._job_manager.protocol.jobs.api_version, **params}
-        request = client.get if method == "GET" else client.post
-        response = client.send(
-            request(client.format_url(path), query, {"Accept": "application/json", **headers}),
-            stream=False,
-            timeout=timeout,
-        )
+        all_headers = {"Accept": "application/json", **headers}
+        url = client.format_url(path)
+        if method == "GET":
+            request = client.get(url, query, all_headers)
+        else:
+            if body is not None:
+                all_headers["Content-Type"] = "application/json; charset=utf-8"
+            request = client.post(url, query, all_headers, body)
+        response = client.send(request, stream=False, timeout=timeout)
         text = response.text() if callable(response.text) else response.text
         if response.status_code != 200:
             raise parse_error_response(response.status_code, response.headers, text)
@@ -533,24 +537,35 @@ class IotHubClient:
         Raises:
             IotHubError: the hub refused the query (e.g. a syntax error), was unreachable...
         """
-        registry = self._registry
-        spec = QuerySpecification(query=query)
         rows: list[DeviceJobResult] = []
         token: str | None = None
         what = "query job results"
         while len(rows) < max_rows:
             size = min(self._jobs.query_page_size, max_rows - len(rows))
 
-            def call(_timeout: float, token: str | None = token, size: int = size) -> Any:
-                return registry.query_iot_hub(spec, token, size)
+            def call(
+                timeout: float, token: str | None = token, size: int = size
+            ) -> tuple[list[Any], str | None]:
+                headers = {"x-ms-max-item-count": str(size)}
+                if token:
+                    headers["x-ms-continuation"] = token
+                reply = self._send(
+                    "POST", "/devices/query", {}, headers, timeout, body={"query": query}
+                )
+                items = json.loads(reply.text) if reply.text.strip() else []
+                if not isinstance(items, list):
+                    raise HubResponseError("IoT Hub answered a query with a non-list body")
+                return items, reply.headers.get("x-ms-continuation") or None
 
-            result = await self._call(what, call, kind=_Kind.READ, deadline=deadline)
-            for item in result.items or []:
-                rows.append(_row_from_twin(item))
+            items, token = await self._call(what, call, kind=_Kind.READ, deadline=deadline)
+            for item in items:
+                try:
+                    rows.append(DeviceJobResult.from_json(item))
+                except (ValueError, TypeError, AttributeError):
+                    _log.warning("job result row skipped", item=str(item)[:200])
                 if len(rows) >= max_rows:
                     break
-            token = result.continuation_token or None
-            if not token or not result.items:
+            if not token or not items:
                 break
         return rows
 
@@ -615,17 +630,3 @@ class IotHubClient:
             return doc
 
         return await self._call(what, call, kind=_Kind.READ, deadline=deadline)
-
-
-def _row_from_twin(item: Any) -> DeviceJobResult:
-    """A ``devices.jobs`` row from the SDK's Twin model (reference §0.3)."""
-    if isinstance(item, Mapping):
-        return DeviceJobResult.from_json(item)
-    doc: dict[str, Any] = dict(getattr(item, "additional_properties", None) or {})
-    device_id = getattr(item, "device_id", None)
-    status = getattr(item, "status", None)
-    if device_id is not None:
-        doc["deviceId"] = device_id
-    if status is not None:
-        doc["status"] = status
-    return DeviceJobResult.from_json(doc)

@@ -39,6 +39,7 @@ class Scripted:
     port: int
     ca_file: str
     hits: dict[str, int] = field(default_factory=dict)
+    seen: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
     answers: dict[str, list[web.Response | float]] = field(default_factory=dict)
 
     def client(self, **overrides: object) -> IotHubClient:
@@ -72,6 +73,7 @@ async def scripted(tmp_path: Path) -> AsyncIterator[Scripted]:
     async def handle(request: web.Request) -> web.StreamResponse:
         key = f"{request.method} {request.path}"
         state.hits[key] = state.hits.get(key, 0) + 1
+        state.seen.append((key, dict(request.headers), await request.read()))
         queue = state.answers.get(key, [])
         answer = queue.pop(0) if len(queue) > 1 else (queue[0] if queue else None)
         if answer is None:
@@ -341,3 +343,54 @@ async def test_environment_proxy_and_ca_bundle_are_honoured(
     with pytest.raises(HubUnreachable, match="TLS"):
         await untrusted.get_job("j1")
     await untrusted.close()
+
+
+async def test_job_results_query_pages_through_the_sdk_client(scripted: Scripted) -> None:
+    """query_job_results POSTs the query to /devices/query through the SDK's authenticated
+    client, page by page (x-ms-max-item-count, x-ms-continuation), and reads the rows itself."""
+    row = {
+        "deviceId": "d1",
+        "jobId": "j1",
+        "jobType": "scheduleDeviceMethod",
+        "status": "completed",
+        "outcome": {"deviceMethodResponse": {"status": 200, "payload": {"ok": True}}},
+    }
+    scripted.answers["POST /devices/query"] = [
+        web.json_response([row, {**row, "deviceId": "d2"}], headers={"x-ms-continuation": "c1"}),
+        web.json_response([{**row, "deviceId": "d3", "status": "failed",
+                            "error": {"code": "404103", "description": "offline"}}]),
+    ]  # fmt: skip
+    client = scripted.client()
+    query = "SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'j1'"
+    try:
+        rows = await client.query_job_results(query, 10)
+    finally:
+        await client.close()
+    assert [r.device_id for r in rows] == ["d1", "d2", "d3"]
+    assert (rows[0].method_status, rows[0].method_payload) == (200, {"ok": True})
+    assert (rows[2].status, rows[2].error_code, rows[2].error_description) == (
+        "failed",
+        "404103",
+        "offline",
+    )
+    pages = [(h, b) for key, h, b in scripted.seen if key == "POST /devices/query"]
+    assert len(pages) == 2
+    for headers, body in pages:
+        assert json.loads(body) == {"query": query}
+        assert headers["Content-Type"].startswith("application/json")
+        assert headers["Authorization"].startswith("SharedAccessSignature ")
+    assert "x-ms-continuation" not in pages[0][0]
+    assert pages[1][0]["x-ms-continuation"] == "c1"
+    # at most the rows still wanted: 10, then 10 - 2
+    assert [h["x-ms-max-item-count"] for h, _ in pages] == ["10", "8"]
+
+
+async def test_job_results_query_error_is_the_hubs(scripted: Scripted) -> None:
+    scripted.answers["POST /devices/query"] = [_error(400, "BadRequest", "syntax error")]
+    client = scripted.client()
+    try:
+        with pytest.raises(HubRequestError) as refused:
+            await client.query_job_results("SELEKT", 5)
+    finally:
+        await client.close()
+    assert (refused.value.http_status, refused.value.name) == (400, "BadRequest")
