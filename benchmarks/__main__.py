@@ -20,6 +20,7 @@ BENCHMARKS = [
     "bench_method_job",
     "bench_mqtt_fleet",
     "bench_hub_queries",
+    "bench_job_results",
     "bench_hub_memory",
     "bench_getjob_chain",
 ]

@@ -545,7 +545,7 @@ class IotHubClient:
 
             def call(
                 timeout: float, token: str | None = token, size: int = size
-            ) -> tuple[list[Any], str | None]:
+            ) -> tuple[list[DeviceJobResult], int, str | None]:
                 headers = {"x-ms-max-item-count": str(size)}
                 if token:
                     headers["x-ms-continuation"] = token
@@ -555,17 +555,18 @@ class IotHubClient:
                 items = json.loads(reply.text) if reply.text.strip() else []
                 if not isinstance(items, list):
                     raise HubResponseError("IoT Hub answered a query with a non-list body")
-                return items, reply.headers.get("x-ms-continuation") or None
+                # Rows are read here, in the worker, not on the event loop.
+                page: list[DeviceJobResult] = []
+                for item in items:
+                    try:
+                        page.append(DeviceJobResult.from_json(item))
+                    except (ValueError, TypeError, AttributeError):
+                        _log.warning("job result row skipped", item=str(item)[:200])
+                return page, len(items), reply.headers.get("x-ms-continuation") or None
 
-            items, token = await self._call(what, call, kind=_Kind.READ, deadline=deadline)
-            for item in items:
-                try:
-                    rows.append(DeviceJobResult.from_json(item))
-                except (ValueError, TypeError, AttributeError):
-                    _log.warning("job result row skipped", item=str(item)[:200])
-                if len(rows) >= max_rows:
-                    break
-            if not token or not items:
+            page, count, token = await self._call(what, call, kind=_Kind.READ, deadline=deadline)
+            rows.extend(page[: max_rows - len(rows)])
+            if not token or not count:
                 break
         return rows
 

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -47,6 +48,13 @@ def parse_hub_time(value: Any) -> datetime | None:
         return None if parsed.year <= 1 else parsed.astimezone(UTC)
     if not isinstance(value, str):
         return None
+    return _parse_hub_text(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_hub_text(value: str) -> datetime | None:
+    """:func:`parse_hub_time` of a string, cached: the rows of one job's results repeat the same
+    times (its start and end on every row), and a datetime is immutable."""
     match = _ISO.match(value.strip())
     if not match:
         return None

@@ -1,0 +1,138 @@
+"""Benchmark: a job's per-device results (``devices.jobs`` query) read by the agent's IotHubClient
+against the SDK's own ``query_iot_hub``, on the same emulator, in the same run.
+
+Method. The IoT Hub emulator runs in its own process (``python -m emulator.iothub``, HTTPS REST,
+``--devices N``, no fleet, no tier). One twin job (a tag) over every device is created through
+``IotHubClient.create_twin_job`` and left to complete (not timed). Then, ``--rounds`` times,
+alternating:
+
+- agent: ``IotHubClient.query_job_results(query, N)`` (pages of ``jobs.query_page_size``, POST
+  ``/devices/query`` through the SDK's authenticated msrest client, rows read as JSON into
+  ``DeviceJobResult``), as the QueryJobResults service calls it;
+- sdk: ``IoTHubRegistryManager.query_iot_hub(spec, token, page)`` page by page in one thread, with
+  the connection kept alive, the rows left as the SDK gives them (msrest ``Twin`` models).
+
+Both read all N rows of ``SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'bench-results'``.
+Printed: the best and median wall time of each, and rows/s.
+
+Run: ``python -m benchmarks.bench_job_results [--devices 10000] [--rounds 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from azure.iot.hub import IoTHubRegistryManager
+from azure.iot.hub.models import QuerySpecification
+from pydantic import SecretStr
+
+from agent.iothub import IotHubClient
+from agent.settings import IotHubSettings, JobSettings
+
+JOB_ID = "bench-results"
+QUERY = f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{JOB_ID}'"
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sdk_rows(connection_string: str, ca_pem: str, page: int) -> int:
+    manager = IoTHubRegistryManager.from_connection_string(connection_string)
+    manager.protocol.config.connection.verify = ca_pem
+    manager.protocol.config.keep_alive = True
+    spec = QuerySpecification(query=QUERY)
+    token: str | None = None
+    count = 0
+    while True:
+        result = manager.query_iot_hub(spec, token, page)
+        count += len(result.items or [])
+        token = result.continuation_token
+        if not token or not result.items:
+            return count
+
+
+async def _measure(hub: dict[str, str], devices: int, rounds: int) -> None:
+    jobs = JobSettings()
+    client = IotHubClient(
+        IotHubSettings(
+            connection_string=SecretStr(hub["ownerConnectionString"]),
+            ca_file=hub["caPem"],
+            request_timeout=120.0,
+        ),
+        jobs,
+    )
+    try:
+        await client.create_twin_job(
+            JOB_ID, "deviceId > ''", {"tags": {"bench": 1}}, datetime.now(UTC), 3600
+        )
+        for _ in range(600):
+            if (await client.get_job(JOB_ID)).status == "completed":
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise RuntimeError("the benchmark job did not complete")
+        times: dict[str, list[float]] = {"agent": [], "sdk": []}
+        for _ in range(rounds):
+            started = time.perf_counter()
+            rows = await client.query_job_results(QUERY, devices)
+            times["agent"].append(time.perf_counter() - started)
+            assert len(rows) == devices, len(rows)
+            started = time.perf_counter()
+            count = await asyncio.to_thread(
+                _sdk_rows, hub["ownerConnectionString"], hub["caPem"], jobs.query_page_size
+            )
+            times["sdk"].append(time.perf_counter() - started)
+            assert count == devices, count
+    finally:
+        await client.close()
+    print(f"{devices:,} rows of {QUERY!r}, pages of {jobs.query_page_size}, {rounds} rounds:")
+    for name, label in (
+        ("agent", "IotHubClient.query_job_results (JSON rows)"),
+        ("sdk", "SDK query_iot_hub (Twin models)"),
+    ):
+        best, median = min(times[name]), statistics.median(times[name])
+        print(
+            f"  {label:44s} best {best:6.3f} s  median {median:6.3f} s  "
+            f"{devices / best:9,.0f} rows/s"
+        )
+
+
+def main() -> None:
+    """Entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    print(__doc__.split("Run:")[0].strip())
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            *(sys.executable, "-m", "emulator.iothub", "--data-dir", tmp, "--rest-port", "0"),
+            *("--mqtt-port", "0", "--devices", str(args.devices), "--no-fleet"),
+        ]
+        with subprocess.Popen(
+            command, cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        ) as hub_process:
+            try:
+                assert hub_process.stdout is not None
+                while not hub_process.stdout.readline().startswith(b"ready"):
+                    if hub_process.poll() is not None:
+                        raise RuntimeError("the emulator exited before it was ready")
+                hub = json.loads((Path(tmp) / "hub.json").read_text())
+                asyncio.run(_measure(hub, args.devices, args.rounds))
+            finally:
+                hub_process.terminate()
+                hub_process.wait(10)
+
+
+if __name__ == "__main__":
+    main()
