@@ -10,7 +10,11 @@ Rules:
   ``SELECT``; required on the gateway Thing (a job must never silently hit every device).
 - ``patch``: an object with ``properties.desired`` and/or ``tags`` and nothing else at the top
   level but ``properties``; a ``properties.reported`` section is dropped with a warning;
-  ``properties`` holds nothing else but ``desired`` and ``reported``.
+  ``properties`` holds nothing else but ``desired`` and ``reported``. In ``tags`` and
+  ``properties.desired``, IoT Hub's twin rules: keys of at most 1 KB without ``.``, ``$``,
+  spaces or control characters, objects nested at most 10 deep, strings of at most 4 KB, and
+  the section within its size (tags 8 KB, desired 32 KB, counted as IoT Hub counts). A twin job
+  whose patch breaks them would be accepted and then fail on every device.
 - QueryJobResults ``query``: ``SELECT * FROM devices.jobs [WHERE ...]`` only.
 - Timeouts: response 5..300 s, connect 0..300 s, job window 1 s or more: refused outside,
   never clamped.
@@ -50,6 +54,13 @@ RESPONSE_TIMEOUT_RANGE = (5, 300)
 CONNECT_TIMEOUT_RANGE = (0, 300)
 MAX_ROWS_LIMIT = 100_000
 MAX_PAYLOAD_BYTES = 128 * 1024
+# Twin limits (IoT Hub's device twin guide, reference §3.8).
+TWIN_SECTION_LIMITS = {"tags": 8 * 1024, "properties.desired": 32 * 1024}
+MAX_TWIN_KEY_BYTES = 1024
+MAX_TWIN_STRING_BYTES = 4 * 1024
+MAX_TWIN_DEPTH = 10
+_TWIN_KEY_FORBIDDEN = re.compile(r"[.$ \x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9-]+$")
 _SELECT = re.compile(r"^\s*select\b", re.IGNORECASE)
@@ -173,7 +184,65 @@ def check_patch(value: Any) -> tuple[dict[str, Any], list[str]]:
             "input patch must contain properties.desired and/or tags (a non-empty object); "
             'e.g. {"properties": {"desired": {"interval": 30}}}'
         )
+    if "tags" in out:
+        _check_twin_section("tags", out["tags"])
+    if "properties" in out:
+        _check_twin_section("properties.desired", out["properties"]["desired"])
     return out, warnings
+
+
+def _check_twin_section(where: str, section: Mapping[str, Any]) -> None:
+    """IoT Hub's rules for a twin section (keys, depth, string size, section size).
+
+    The size is counted as IoT Hub documents it: each key's length plus its value's, a string by
+    its characters other than control characters, a number as 8, a boolean as 4, an object as
+    the sum of its members; a null (which deletes a property) as nothing.
+    """
+    limit = TWIN_SECTION_LIMITS[where]
+    size = _twin_size(where, section, 1)
+    if size > limit:
+        raise ServiceError(
+            f"input patch: {where} is {size:,} bytes by IoT Hub's count; a twin's {where} may "
+            f"hold at most {limit // 1024} KB ({limit:,}), so every device would refuse it"
+        )
+
+
+def _twin_size(path: str, value: Any, depth: int) -> int:
+    if isinstance(value, Mapping):
+        if depth > MAX_TWIN_DEPTH + 1:
+            raise ServiceError(
+                f"input patch: {path} nests objects more than {MAX_TWIN_DEPTH} deep, "
+                "which IoT Hub refuses"
+            )
+        total = 0
+        for key, member in value.items():
+            key = str(key)
+            if (
+                len(key.encode("utf-8")) > MAX_TWIN_KEY_BYTES
+                or not key
+                or (_TWIN_KEY_FORBIDDEN.search(key))
+            ):
+                raise ServiceError(
+                    f"input patch: key {_show(key)} in {path} is not allowed in a twin (keys are "
+                    f"1..{MAX_TWIN_KEY_BYTES} bytes, without '.', '$', spaces or control "
+                    "characters)"
+                )
+            total += len(_CONTROL.sub("", key)) + _twin_size(f"{path}.{key}", member, depth + 1)
+        return total
+    if isinstance(value, list):
+        return sum(_twin_size(f"{path}[{i}]", item, depth) for i, item in enumerate(value))
+    if isinstance(value, str):
+        if len(value.encode("utf-8")) > MAX_TWIN_STRING_BYTES:
+            raise ServiceError(
+                f"input patch: the string at {path} is over {MAX_TWIN_STRING_BYTES // 1024} KB, "
+                "IoT Hub's limit for one twin value"
+            )
+        return len(_CONTROL.sub("", value))
+    if isinstance(value, bool):
+        return 4
+    if isinstance(value, int | float):
+        return 8
+    return 0  # null: deletes the property
 
 
 def check_results_query(value: str) -> str:

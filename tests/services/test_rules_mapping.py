@@ -55,6 +55,50 @@ def test_patch_refusals(patch: Any, words: str) -> None:
     assert words in caught.value.message and caught.value.status is Status.BAD_REQUEST
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    """``levels`` objects nested under the section root, the innermost holding one value."""
+    inner: dict[str, Any] = {"property": "value"}
+    for level in range(levels - 1, 0, -1):
+        inner = {f"l{level}": inner}
+    return inner
+
+
+def test_twin_limits_accept_what_iot_hub_accepts() -> None:
+    # IoT Hub's own example: ten levels of objects under tags.
+    tags = {"one": _nested(10)}
+    assert rules.check_patch({"tags": tags})[0] == {"tags": tags}
+    # Exactly at the size limits, counted as IoT Hub counts (key characters + value size).
+    at_limit = {"k": "v" * (4096 - 1), "k2": "w" * (8192 - 4096 - 2 - 1)}
+    assert rules._twin_size("tags", at_limit, 1) == 8192 - 1
+    rules.check_patch({"tags": at_limit})
+    desired = {f"p{i:02d}": "x" * 4000 for i in range(8)}  # 8 x 4,003 = 32,024
+    rules.check_patch({"properties": {"desired": desired}})
+    # Nulls delete properties and count for nothing; non-ASCII keys and values are allowed.
+    rules.check_patch({"properties": {"desired": {"gone": None, "température": "élevée"}}})
+
+
+@pytest.mark.parametrize(
+    ("patch", "words"),
+    [
+        ({"tags": {"a.b": 1}}, "key 'a.b' in tags is not allowed"),
+        ({"tags": {"$version": 1}}, "not allowed in a twin"),
+        ({"properties": {"desired": {"x": {"with space": 1}}}}, "properties.desired.x"),
+        ({"tags": {"ctl\u0001": 1}}, "not allowed in a twin"),
+        ({"tags": {"": 1}}, "not allowed in a twin"),
+        ({"tags": {"k" * 1025: 1}}, "1..1024 bytes"),
+        ({"tags": {"one": _nested(11)}}, "more than 10 deep"),
+        ({"tags": {"s": "x" * 4097}}, "over 4 KB"),
+        ({"tags": {f"k{i}": "x" * 4000 for i in range(3)}}, "at most 8 KB (8,192)"),
+        ({"properties": {"desired": {f"k{i}": "x" * 4000 for i in range(9)}}}, "at most 32 KB"),
+    ],
+)
+def test_twin_limit_refusals(patch: Any, words: str) -> None:
+    with pytest.raises(ServiceError, match="input patch") as caught:
+        rules.check_patch(patch)
+    assert words in caught.value.message, caught.value.message
+    assert caught.value.status is Status.BAD_REQUEST
+
+
 def test_job_id_rules() -> None:
     assert rules.check_job_id("job-1") == "job-1"
     for bad in ("", "a" * 65, "job_1", "jöb", "a b"):
