@@ -13,8 +13,8 @@ Rules:
   ``properties`` holds nothing else but ``desired`` and ``reported``. In ``tags`` and
   ``properties.desired``, IoT Hub's twin rules: keys of at most 1 KB without ``.``, ``$``,
   spaces or control characters, objects nested at most 10 deep, strings of at most 4 KB, and
-  the section within its size (tags 8 KB, desired 32 KB, counted as IoT Hub counts). A twin job
-  whose patch breaks them would be accepted and then fail on every device.
+  the section within its size (tags 8 KB, desired 32 KB, counted as IoT Hub counts). IoT Hub
+  refuses such a patch, at job creation or on every device (which, it does not document).
 - QueryJobResults ``query``: ``SELECT * FROM devices.jobs [WHERE ...]`` only.
 - Timeouts: response 5..300 s, connect 0..300 s, job window 1 s or more: refused outside,
   never clamped.
