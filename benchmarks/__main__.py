@@ -23,6 +23,7 @@ BENCHMARKS = [
     "bench_job_results",
     "bench_hub_memory",
     "bench_getjob_chain",
+    "bench_agent_footprint",
 ]
 
 
