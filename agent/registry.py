@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from structlog.typing import FilteringBoundLogger
@@ -200,8 +201,56 @@ def _check_name(kind: str, name: str) -> None:
         )
 
 
+class _Interner:
+    """Canonical copies of equal input fields and shapes, so that the same service declared on
+    many Things (every device Thing has the same GetJob, the same wrapper inputs...) keeps one
+    DataShape, not one per Thing: ≈14 KB a device Thing before, measured with 1,000 Things.
+
+    Fields are equal when their name, base type, description and aspects are, each aspect value
+    compared by its type and ``repr`` (so ``1``, ``True`` and ``1.0``, or ``0.0`` and ``-0.0``,
+    stay apart); shapes when their name and interned fields are. Bounded (least recently used
+    out first): shapes declared once per Thing pass through without crowding out shared ones.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._fields: OrderedDict[tuple[Any, ...], FieldDefinition] = OrderedDict()
+        self._shapes: OrderedDict[tuple[Any, ...], DataShape] = OrderedDict()
+
+    def field(self, f: FieldDefinition) -> FieldDefinition:
+        key = (
+            f.name,
+            f.base_type,
+            f.description,
+            tuple((k, type(v), repr(v)) for k, v in f.aspects.items()),
+        )
+        return self._get(self._fields, key, f)
+
+    def shape(self, name: str, fields: tuple[FieldDefinition, ...]) -> DataShape:
+        key = (name, *(id(f) for f in fields))  # interned fields: identity is equality
+        shape = self._shapes.get(key)
+        return shape if shape is not None else self._get(self._shapes, key, DataShape(fields, name))
+
+    def _get(self, table: OrderedDict[tuple[Any, ...], _V], key: tuple[Any, ...], value: _V) -> _V:
+        found = table.get(key)
+        if found is not None:
+            table.move_to_end(key)
+            return found
+        table[key] = value
+        if len(table) > self._size:
+            table.popitem(last=False)
+        return value
+
+
+_V = TypeVar("_V")
+_INTERNED = _Interner(8192)
+
+
 def _normalise_inputs(service: str, inputs: DataShape) -> DataShape:
-    """Check the ``isRequired``/``defaultValue`` aspects and type each default as its field."""
+    """Check the ``isRequired``/``defaultValue`` aspects and type each default as its field.
+
+    The result is interned (:class:`_Interner`): equal declarations share one DataShape.
+    """
     fields: list[FieldDefinition] = []
     for f in inputs:
         _check_name(f"input of {service}", f.name)
@@ -220,8 +269,8 @@ def _normalise_inputs(service: str, inputs: DataShape) -> DataShape:
                 del aspects[DEFAULT_VALUE_ASPECT]
             else:
                 aspects[DEFAULT_VALUE_ASPECT] = default
-        fields.append(FieldDefinition(f.name, f.base_type, f.description, aspects))
-    return DataShape(tuple(fields), inputs.name)
+        fields.append(_INTERNED.field(FieldDefinition(f.name, f.base_type, f.description, aspects)))
+    return _INTERNED.shape(inputs.name, tuple(fields))
 
 
 _EMPTY_SHAPE = DataShape(())

@@ -347,3 +347,34 @@ async def test_call_log_is_bound_with_context() -> None:
     # The traceback goes to the log (exc_info), not to the caller.
     assert failure["event"] == "service failed unexpectedly" and failure["exc_info"] is True
     assert failure["call_id"] == 3
+
+
+def test_equal_input_declarations_share_one_shape() -> None:
+    """The same service declared on many Things keeps one normalised DataShape (memory grows
+    with the distinct declarations, not with the Things), while declarations that differ in
+    anything — a default's type included — stay apart."""
+    from agent.alwayson import FieldDefinition
+    from agent.registry import _INTERNED
+
+    async def handler(_call: ServiceCall) -> str:
+        return ""
+
+    def declared(default: Any) -> RemoteService:
+        inputs = DataShape.of(
+            FieldDefinition("jobId", BaseType.STRING, "the job", {"isRequired": True}),
+            FieldDefinition("n", BaseType.NUMBER, "a number", {"defaultValue": default}),
+        )
+        return RemoteService("Svc", "a service", inputs, BaseType.STRING, None, handler)
+
+    first, second = declared(1.5), declared(1.5)
+    assert first.inputs is second.inputs
+    assert first.inputs.fields[0] is second.inputs.fields[0]
+    assert declared(2.5).inputs is not first.inputs
+    assert declared(2.5).inputs.fields[0] is first.inputs.fields[0]  # the jobId field is shared
+    # 1 == True == 1.0 and 0.0 == -0.0 in Python, but not on the wire: kept apart.
+    variants = [
+        _INTERNED.field(FieldDefinition("v", BaseType.VARIANT, "", {"defaultValue": value}))
+        for value in (1, True, 1.0, 0.0, -0.0)
+    ]
+    assert len({id(v) for v in variants}) == 5
+    assert [type(v.aspects["defaultValue"]) for v in variants] == [int, bool, float, float, float]
