@@ -278,14 +278,10 @@ class IotHubClient:
                 delay *= 2
 
     @staticmethod
-    def _job_from(raw: Any, what: str) -> Job:
-        """The job of an SDK operation's raw answer (``raw=True``)."""
-        return IotHubClient._job_from_text(_Reply(raw.response.text, {}), what)
-
-    @staticmethod
-    def _job_from_text(reply: _Reply, what: str) -> Job:
+    def _job_from(text: str, what: str) -> Job:
+        """The job in a hub answer's text; an empty or unreadable one is a HubResponseError."""
         try:
-            return Job.from_json(json.loads(reply.text) if reply.text else {})
+            return Job.from_json(json.loads(text) if text else {})
         except ValueError as exc:
             raise HubResponseError(f"IoT Hub answered {what} with an unreadable job") from exc
 
@@ -426,7 +422,7 @@ class IotHubClient:
 
         def call(timeout: float) -> Job:
             raw = operations.create_scheduled_job(job_id, request, raw=True, timeout=timeout)
-            return self._job_from(raw, what)
+            return self._job_from(raw.response.text, what)
 
         job = await self._call(what, call, kind=_Kind.WRITE, deadline=deadline)
         _log.info("job created", job_id=job_id, type=request.type, hub_status=job.status)
@@ -442,7 +438,7 @@ class IotHubClient:
         path = self._job_path(job_id)
 
         def call(timeout: float) -> Job:
-            return self._job_from_text(self._send("GET", path, {}, {}, timeout), what)
+            return self._job_from(self._send("GET", path, {}, {}, timeout).text, what)
 
         return await self._call(what, call, kind=_Kind.READ, deadline=deadline)
 
@@ -456,7 +452,7 @@ class IotHubClient:
         path = self._job_path(job_id) + "/cancel"
 
         def call(timeout: float) -> Job:
-            return self._job_from_text(self._send("POST", path, {}, {}, timeout), what)
+            return self._job_from(self._send("POST", path, {}, {}, timeout).text, what)
 
         job = await self._call(what, call, kind=_Kind.WRITE, deadline=deadline)
         _log.info("job cancelled", job_id=job_id, hub_status=job.status)
