@@ -26,7 +26,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -43,15 +43,7 @@ __all__ = [
 ]
 
 InputType = Literal["STRING", "NUMBER", "INTEGER", "LONG", "BOOLEAN", "DATETIME", "JSON"]
-INPUT_TYPES: tuple[str, ...] = (
-    "STRING",
-    "NUMBER",
-    "INTEGER",
-    "LONG",
-    "BOOLEAN",
-    "DATETIME",
-    "JSON",
-)
+INPUT_TYPES: tuple[str, ...] = get_args(InputType)
 
 RESERVED_INPUTS = frozenset(
     {
