@@ -224,18 +224,21 @@ class _Interner:
             f.description,
             tuple((k, type(v), repr(v)) for k, v in f.aspects.items()),
         )
-        return self._get(self._fields, key, f)
+        return self._get(self._fields, key, lambda: f)
 
     def shape(self, name: str, fields: tuple[FieldDefinition, ...]) -> DataShape:
         key = (name, *(id(f) for f in fields))  # interned fields: identity is equality
-        shape = self._shapes.get(key)
-        return shape if shape is not None else self._get(self._shapes, key, DataShape(fields, name))
+        return self._get(self._shapes, key, lambda: DataShape(fields, name))
 
-    def _get(self, table: OrderedDict[tuple[Any, ...], _V], key: tuple[Any, ...], value: _V) -> _V:
+    def _get(
+        self, table: OrderedDict[tuple[Any, ...], _V], key: tuple[Any, ...], make: Callable[[], _V]
+    ) -> _V:
+        """The entry under ``key`` (now the most recently used), else ``make()`` stored there."""
         found = table.get(key)
         if found is not None:
             table.move_to_end(key)
             return found
+        value = make()
         table[key] = value
         if len(table) > self._size:
             table.popitem(last=False)

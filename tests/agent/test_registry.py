@@ -378,3 +378,20 @@ def test_equal_input_declarations_share_one_shape() -> None:
     ]
     assert len({id(v) for v in variants}) == 5
     assert [type(v.aspects["defaultValue"]) for v in variants] == [int, bool, float, float, float]
+
+
+def test_interned_shapes_are_evicted_least_recently_used_first() -> None:
+    """A shape found again counts as used: the bound drops the one unused longest."""
+    from agent.alwayson import FieldDefinition
+    from agent.registry import _Interner
+
+    interner = _Interner(2)
+
+    def shape(name: str) -> DataShape:
+        return interner.shape(name, (interner.field(FieldDefinition("x", BaseType.STRING)),))
+
+    a, b = shape("A"), shape("B")
+    assert shape("A") is a  # A is now the most recently used
+    shape("C")  # over the bound: B goes, A stays
+    assert shape("A") is a
+    assert shape("B") is not b
