@@ -66,7 +66,7 @@ JOB_STATUSES = ("scheduled", "pending", "running", "completed", "failed", "cance
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
-_JOB_STATUS_FROM_HUB: Mapping[str, str] = MappingProxyType(
+_STATUS_FROM_HUB: Mapping[str, str] = MappingProxyType(
     {
         "scheduled": "scheduled",
         "queued": "pending",
@@ -79,6 +79,7 @@ _JOB_STATUS_FROM_HUB: Mapping[str, str] = MappingProxyType(
         "canceled": "cancelled",
     }
 )
+"""IoT Hub's status words, of jobs and of ``devices.jobs`` rows alike → the product's."""
 
 HUB_STATUS_FILTER: Mapping[str, str | None] = MappingProxyType(
     {
@@ -96,19 +97,8 @@ _STATUS_INPUT_ALIASES: Mapping[str, str] = MappingProxyType(
     {"queued": "pending", "enqueued": "pending", "canceled": "cancelled"}
 )
 
-DEVICE_JOB_STATUSES: Mapping[str, str] = MappingProxyType(
-    {
-        "pending": "pending",
-        "queued": "pending",
-        "enqueued": "pending",
-        "scheduled": "scheduled",
-        "running": "running",
-        "completed": "completed",
-        "failed": "failed",
-        "canceled": "cancelled",
-        "cancelled": "cancelled",
-    }
-)
+DEVICE_JOB_STATUSES: Mapping[str, str] = _STATUS_FROM_HUB
+"""``devices.jobs`` row statuses → the product's: the same table as a job's statuses."""
 
 
 def job_type(hub_type: str) -> str:
@@ -122,7 +112,7 @@ def job_status(hub_status: str, start_time: datetime | None, now: datetime) -> s
     A queued job whose start time is still ahead is ``scheduled``; an unknown word reads as
     ``unknown`` (the raw word stays in ``hubStatus``).
     """
-    word = _JOB_STATUS_FROM_HUB.get(hub_status.lower(), "unknown")
+    word = _STATUS_FROM_HUB.get(hub_status.lower(), "unknown")
     if word == "pending" and start_time is not None and start_time > now:
         return "scheduled"
     return word
