@@ -25,7 +25,6 @@ from agent.iothub import (
     METHOD_JOB,
     TWIN_JOB,
     HubRequestError,
-    HubResponseError,
     HubTimeout,
     HubUnreachable,
     IotHubError,
@@ -284,6 +283,4 @@ def hub_failure(exc: IotHubError, ctx: ErrorContext | None = None) -> ServiceErr
         return ServiceError(
             f"{exc}; check the agent's network and iothub settings", Status.SERVICE_UNAVAILABLE
         )
-    if isinstance(exc, HubResponseError):
-        return ServiceError(str(exc), Status.BAD_GATEWAY)
-    return ServiceError(str(exc), Status.BAD_GATEWAY)
+    return ServiceError(str(exc), Status.BAD_GATEWAY)  # HubResponseError and the rest
