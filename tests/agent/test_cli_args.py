@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
@@ -18,18 +15,7 @@ from rich.console import Console
 from agent import cli
 from agent.cli import infotable_table, parse_inputs, rest_root
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() configures structlog and the root logger for the process; give them back, so
-    later tests do not log into this test's (closed) captured streams."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 # --- name=value typing ---------------------------------------------------------------------------

@@ -4,13 +4,10 @@ own failure log lines are not repeated on stderr (outside DEBUG)."""
 from __future__ import annotations
 
 import io
-import logging
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from pydantic import SecretStr
 from rich.console import Console
 
@@ -21,15 +18,7 @@ from agent.settings import IotHubSettings, JobSettings, LogSettings, Settings, T
 CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _unused_port() -> int:

@@ -7,19 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import logging
 import os
 import random
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-import structlog
 from pydantic import SecretStr
 from rich.console import Console
 
@@ -39,17 +37,7 @@ CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
 APP_KEY = "embedded-test-key"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() configures structlog and the root logger for the process; give them back, so
-    later tests do not log into this test's (closed) captured streams."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def fresh_loopback() -> str:
