@@ -32,10 +32,7 @@ from emulator.iothub import IoTHubEmulator
 from emulator.iothub.fleet import Fleet, FleetError
 from emulator.thingworx.server import ThingWorxStandIn
 
-__all__ = ["APP_KEY_ENV", "EmbeddedEnds", "EmbeddedError", "EmbeddedInfo", "new_app_key"]
-
-APP_KEY_ENV = "THINGWORX_APP_KEY"
-"""The environment variable holding the stand-in's application key."""
+__all__ = ["EmbeddedEnds", "EmbeddedError", "EmbeddedInfo", "new_app_key"]
 
 _log = structlog.get_logger("agent.embedded")
 
