@@ -192,10 +192,8 @@ class EdgeSession:
                 data = await self.link.recv()
                 if data is None:
                     break
-                now = loop.time()
-                self._assembler.expire(now)
                 try:
-                    message = self._assembler.feed(data, now)
+                    message = self._assembler.feed(data, loop.time())  # feed expires stale sets
                 except MessageTooLarge as exc:
                     self._on_too_large(exc)
                     continue
