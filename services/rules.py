@@ -33,6 +33,7 @@ __all__ = [
     "CONNECT_TIMEOUT_RANGE",
     "MAX_QUERY_LENGTH",
     "MAX_ROWS_LIMIT",
+    "METHOD_NAME",
     "RESPONSE_TIMEOUT_RANGE",
     "check_connect_timeout",
     "check_job_id",
@@ -67,7 +68,8 @@ _SELECT = re.compile(r"^\s*select\b", re.IGNORECASE)
 _RESULTS_QUERY = re.compile(
     r"^\s*SELECT\s+\*\s+FROM\s+devices\.jobs(?P<rest>(?:\s.*)?)$", re.IGNORECASE | re.DOTALL
 )
-_METHOD_NAME = re.compile(r"^[^\s$/?#]{1,100}$")
+METHOD_NAME = re.compile(r"^[^\s$/?#]{1,100}$")
+"""A direct method's name: 1..100 characters without whitespace, ``$``, ``/``, ``?`` or ``#``."""
 
 
 def _show(value: str, limit: int = 60) -> str:
@@ -300,7 +302,7 @@ def check_max_rows(value: int) -> int:
 
 def check_method_name(value: str) -> str:
     """``methodName``: 1..100 characters, no whitespace, ``$``, ``/``, ``?`` or ``#``."""
-    if not _METHOD_NAME.match(value):
+    if not METHOD_NAME.match(value):
         raise ServiceError(
             f"input methodName {_show(value)} must be 1..100 characters without spaces, "
             "'$', '/', '?' or '#'"

@@ -22,7 +22,6 @@ the entry and the problem.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.alwayson import AlwaysOnError, BaseType, coerce_value
+from agent.registry import GET_METADATA, NOTIFY_PROPERTY_UPDATE
+from services.rules import METHOD_NAME
 
 __all__ = [
     "INPUT_TYPES",
@@ -58,7 +59,6 @@ RESERVED_INPUTS = frozenset(
 """Inputs the wrapper services declare themselves."""
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
-_METHOD = re.compile(r"^[^\s$/?#]{1,100}$")
 
 
 class WrapperConfigError(Exception):
@@ -117,14 +117,14 @@ class WrapperDeclaration(BaseModel):
     def _not_a_job_service(cls, value: str) -> str:
         if value.startswith("AzureIotDeviceJob"):
             raise ValueError("names starting with AzureIotDeviceJob belong to the job services")
-        if value in ("GetMetadata", "NotifyPropertyUpdate"):
+        if value in (GET_METADATA, NOTIFY_PROPERTY_UPDATE):
             raise ValueError(f"{value} is a built-in service of every Thing")
         return value
 
     @field_validator("method")
     @classmethod
     def _method_name(cls, value: str) -> str:
-        if not _METHOD.match(value):
+        if not METHOD_NAME.match(value):
             raise ValueError("must be 1..100 characters without spaces, '$', '/', '?' or '#'")
         return value
 
