@@ -36,10 +36,13 @@ class Condition:
 
     __slots__ = ()
 
+    # Every node declares this field and sets it once, in ``__post_init__``.
+    _evaluator: Evaluator
+
     @property
     def evaluator(self) -> Evaluator:
         """The compiled closure: document → True, False or None (undefined)."""
-        raise NotImplementedError
+        return self._evaluator
 
     def evaluate(self, document: Mapping[str, Any]) -> bool | None:
         """Evaluate in three-valued logic: True, False, or None when undefined."""
@@ -76,11 +79,6 @@ class Comparison(Condition):
             raise ValueError(f"unknown comparison operator {self.op!r}")
         object.__setattr__(self, "_evaluator", build_comparison(self.left, self.op, self.right))
 
-    @property
-    def evaluator(self) -> Evaluator:
-        """The compiled closure."""
-        return self._evaluator
-
     def to_text(self) -> str:
         """Canonical text."""
         return f"{self.left.to_text()} {self.op} {self.right.to_text()}"
@@ -100,11 +98,6 @@ class Membership(Condition):
             self, "_evaluator", build_membership(self.operand, self.values, self.negated)
         )
 
-    @property
-    def evaluator(self) -> Evaluator:
-        """The compiled closure."""
-        return self._evaluator
-
     def to_text(self) -> str:
         """Canonical text."""
         keyword = "NIN" if self.negated else "IN"
@@ -122,11 +115,6 @@ class IsDefined(Condition):
     def __post_init__(self) -> None:
         object.__setattr__(self, "_evaluator", build_is_defined(self.path))
 
-    @property
-    def evaluator(self) -> Evaluator:
-        """The compiled closure."""
-        return self._evaluator
-
     def to_text(self) -> str:
         """Canonical text."""
         return f"IS_DEFINED({self.path.to_text()})"
@@ -141,11 +129,6 @@ class Not(Condition):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_evaluator", build_not(self.operand.evaluator))
-
-    @property
-    def evaluator(self) -> Evaluator:
-        """The compiled closure."""
-        return self._evaluator
 
     def to_text(self) -> str:
         """Canonical text."""
@@ -166,11 +149,6 @@ class And(Condition):
             self, "_evaluator", build_and(operand.evaluator for operand in self.operands)
         )
 
-    @property
-    def evaluator(self) -> Evaluator:
-        """The compiled closure."""
-        return self._evaluator
-
     def to_text(self) -> str:
         """Canonical text."""
         return " AND ".join(_grouped(operand) for operand in self.operands)
@@ -189,11 +167,6 @@ class Or(Condition):
         object.__setattr__(
             self, "_evaluator", build_or(operand.evaluator for operand in self.operands)
         )
-
-    @property
-    def evaluator(self) -> Evaluator:
-        """The compiled closure."""
-        return self._evaluator
 
     def to_text(self) -> str:
         """Canonical text."""
