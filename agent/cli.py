@@ -510,12 +510,10 @@ async def _serve(
         finally:
             for waiter in (stopper, ready):
                 waiter.cancel()
-        if task.done():
-            failure = task.exception()
-            if failure is not None:
-                err.print(f"jobs-agent: the agent stopped: {failure}", markup=False)
-                return 2 if isinstance(failure, ChannelError) else 1
-            return 0
+        failure = task.exception() if task.done() else None
+        if failure is not None:
+            err.print(f"jobs-agent: the agent stopped: {failure}", markup=False)
+            return 2 if isinstance(failure, ChannelError) else 1
         return 0
     finally:
         await app.stop()
@@ -728,7 +726,7 @@ async def check(settings: Settings, console: Console, *, force_bind: bool = Fals
     Returns:
         The exit status: 0 all good, 1 an end failed, 2 the configuration is wrong.
     """
-    from agent.channel import AlwaysOnClient, ChannelNotReady
+    from agent.channel import AlwaysOnClient
     from agent.iothub import IotHubClient, IotHubError
     from agent.registry import ThingRegistry
     from wrappers import WrapperConfigError, load_wrappers
@@ -820,11 +818,7 @@ async def check(settings: Settings, console: Console, *, force_bind: bool = Fals
         finally:
             ready_ok = ready.done() and not ready.cancelled() and ready.exception() is None
             failed.cancel()
-            if not ready.done():
-                ready.cancel()
-            elif not ready.cancelled():
-                with contextlib.suppress(ChannelNotReady):
-                    ready.result()
+            ready.cancel()
             await channel.stop()
             await asyncio.gather(task, failed, ready, return_exceptions=True)
         if not ready_ok:
