@@ -37,7 +37,7 @@ from emulator.iothub.query import QueryError, parse_query, run_query
 from emulator.iothub.registry import OWNER_POLICY, Registry
 from emulator.iothub.rest import QueryLanguage, RestApi
 
-__all__ = ["IoTHubEmulator", "device_id_for"]
+__all__ = ["IoTHubEmulator", "device_id_for", "query_language"]
 
 _log = structlog.get_logger("emulator.iothub")
 
@@ -113,7 +113,7 @@ class IoTHubEmulator:
                 self._registry,
                 self._endpoint,
                 self._jobs,
-                _query_language(),
+                query_language(),
                 self.clock,
                 self.host,
             )
@@ -261,5 +261,7 @@ def _load_tier(name: str | None) -> Tier | None:
     return TIERS[name]
 
 
-def _query_language() -> QueryLanguage:
+def query_language() -> QueryLanguage:
+    """The ``query`` package's functions as the REST layer takes them (the REST test harness
+    wires its API with this too)."""
     return QueryLanguage(parse=parse_query, run=run_query, errors=(QueryError,))

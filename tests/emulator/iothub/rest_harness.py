@@ -19,10 +19,10 @@ from emulator.iothub.certs import ensure_certificates, server_ssl_context
 from emulator.iothub.clock import SystemClock
 from emulator.iothub.database import Database
 from emulator.iothub.errors import HubError
+from emulator.iothub.hub import query_language
 from emulator.iothub.ports import MethodReply
-from emulator.iothub.query import QueryError, parse_query, run_query
 from emulator.iothub.registry import OWNER_POLICY, Registry
-from emulator.iothub.rest import QueryLanguage, RestApi
+from emulator.iothub.rest import RestApi
 
 
 class FakeLink:
@@ -110,11 +110,6 @@ class FakeJobs:
 
     def device_job_rows(self) -> Iterable[dict[str, Any]]:
         return list(self.rows)
-
-
-def query_language() -> QueryLanguage:
-    """The emulator's query language, as the assembly wires it."""
-    return QueryLanguage(parse=parse_query, run=run_query, errors=(QueryError,))
 
 
 # --- the harness --------------------------------------------------------------------------
