@@ -197,8 +197,10 @@ class DeviceJobResult:
         """Read a ``devices.jobs`` row (``deviceId``, ``jobId``, ``outcome``, ``error``...)."""
         outcome = doc.get("outcome")
         response = outcome.get("deviceMethodResponse") if isinstance(outcome, Mapping) else None
+        response = response if isinstance(response, Mapping) else {}
         error = doc.get("error")
         error = error if isinstance(error, Mapping) else {}
+        code = error.get("code")
         return cls(
             device_id=_str(doc.get("deviceId")) or "",
             job_id=_str(doc.get("jobId")) or "",
@@ -210,9 +212,9 @@ class DeviceJobResult:
             start_time=parse_hub_time(_pick(doc, "startTimeUtc", "startTime")),
             end_time=parse_hub_time(_pick(doc, "endTimeUtc", "endTime")),
             last_updated_time=parse_hub_time(doc.get("lastUpdatedDateTimeUtc")),
-            method_status=_int(response.get("status")) if isinstance(response, Mapping) else None,
-            method_payload=response.get("payload") if isinstance(response, Mapping) else None,
-            error_code=_str(error.get("code")) if error.get("code") is None else str(error["code"]),
+            method_status=_int(response.get("status")),
+            method_payload=response.get("payload"),
+            error_code=None if code is None else str(code),
             error_description=_str(error.get("description")),
         )
 
