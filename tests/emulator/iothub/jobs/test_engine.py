@@ -56,10 +56,21 @@ class Hub:
             **options,
         )
 
-    async def restart(self, **options: Any) -> None:
-        """A new engine on the same database file (as after a process restart)."""
+    async def __aenter__(self) -> Hub:
+        await self.engine.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the engine and close the database."""
         await self.engine.stop()
         self.db.close()
+
+    async def restart(self, **options: Any) -> None:
+        """A new engine on the same database file (as after a process restart)."""
+        await self.close()
         self.db = Database(self.path)
         self.engine = self._engine(**options)
         await self.engine.start()
@@ -91,11 +102,8 @@ class Hub:
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    hub = Hub(tmp_path / "hub.db", [f"d{i}" for i in range(1, 7)])
-    await hub.engine.start()
-    yield hub
-    await hub.engine.stop()
-    hub.db.close()
+    async with Hub(tmp_path / "hub.db", [f"d{i}" for i in range(1, 7)]) as hub:
+        yield hub
 
 
 def twin_job(start: float = 0, query: str = "tags.site = 'a'", **extra: Any) -> dict[str, Any]:
@@ -187,9 +195,7 @@ async def test_scheduled_job_waits_for_its_start_time(hub: Hub) -> None:
 
 
 async def test_queued_job_waits_for_the_tier_slot_then_runs(tmp_path: Path) -> None:
-    hub = Hub(tmp_path / "hub.db", ["d1", "d2"], TIERS["S1"])
-    await hub.engine.start()
-    try:
+    async with Hub(tmp_path / "hub.db", ["d1", "d2"], TIERS["S1"]) as hub:
         hub.link.set_ready("d1")
         hub.link.gates["d1"] = asyncio.Event()
         # Both scheduled in the future: neither counts against S1's single slot yet.
@@ -203,9 +209,6 @@ async def test_queued_job_waits_for_the_tier_slot_then_runs(tmp_path: Path) -> N
         await hub.engine.wait_for_status("a", "completed")
         hub.clock.advance(1)  # the pacer's next slot
         assert (await hub.engine.wait_for_status("b", "completed"))["status"] == "completed"
-    finally:
-        await hub.engine.stop()
-        hub.db.close()
 
 
 async def test_cancel_scheduled_job(hub: Hub) -> None:
@@ -222,9 +225,7 @@ async def test_cancel_scheduled_job(hub: Hub) -> None:
 
 
 async def test_cancel_queued_job(tmp_path: Path) -> None:
-    hub = Hub(tmp_path / "hub.db", ["d1", "d2"], TIERS["S1"])
-    await hub.engine.start()
-    try:
+    async with Hub(tmp_path / "hub.db", ["d1", "d2"], TIERS["S1"]) as hub:
         hub.link.set_ready("d1")
         hub.link.gates["d1"] = asyncio.Event()
         await hub.engine.create_job("a", method_job(start=10))
@@ -241,9 +242,6 @@ async def test_cancel_queued_job(tmp_path: Path) -> None:
         await hub.engine.wait_until_idle()
         assert hub.engine.get_job("b")["status"] == "cancelled"
         assert hub.twins.patch_calls == []
-    finally:
-        await hub.engine.stop()
-        hub.db.close()
 
 
 async def test_cancel_running_terminal_and_unknown_jobs_are_refused(hub: Hub) -> None:
@@ -280,9 +278,7 @@ async def test_invalid_request_is_refused_and_not_stored(hub: Hub) -> None:
 
 
 async def test_s1_allows_one_active_job(tmp_path: Path) -> None:
-    hub = Hub(tmp_path / "hub.db", ["d1"], TIERS["S1"])
-    await hub.engine.start()
-    try:
+    async with Hub(tmp_path / "hub.db", ["d1"], TIERS["S1"]) as hub:
         hub.link.set_ready("d1")
         hub.link.gates["d1"] = asyncio.Event()
         await hub.engine.create_job("a", method_job())
@@ -303,22 +299,14 @@ async def test_s1_allows_one_active_job(tmp_path: Path) -> None:
         hub.clock.advance(600)
         err = await hub_error(hub.engine.create_job("d", method_job(start=600)))
         assert err.code == 429004
-    finally:
-        await hub.engine.stop()
-        hub.db.close()
 
 
 async def test_s2_allows_five_active_jobs(tmp_path: Path) -> None:
-    hub = Hub(tmp_path / "hub.db", ["d1"], TIERS["S2"])
-    await hub.engine.start()
-    try:
+    async with Hub(tmp_path / "hub.db", ["d1"], TIERS["S2"]) as hub:
         for i in range(5):
             await hub.engine.create_job(f"j{i}", method_job(start=0 if i % 2 else -5))
         err = await hub_error(hub.engine.create_job("j5", method_job()))
         assert err.code == 429004
-    finally:
-        await hub.engine.stop()
-        hub.db.close()
 
 
 async def test_bad_query_condition_fails_the_job_when_it_starts(hub: Hub) -> None:
@@ -382,8 +370,7 @@ async def test_twin_job_runs_in_batches_and_fails_vanished_devices(tmp_path: Pat
     hub = Hub(tmp_path / "hub.db", [f"d{i}" for i in range(1, 6)])
     hub.engine = hub._engine(twin_batch_size=2)
     hub.twins.ghosts.add("d9")
-    await hub.engine.start()
-    try:
+    async with hub:
         await hub.engine.create_job("j1", twin_job(query="IS_DEFINED(deviceId)"))
         await hub.engine.wait_for_status("j1", "completed")
         assert hub.twins.patch_calls == [["d1", "d2"], ["d3", "d4"], ["d5", "d9"]]
@@ -392,9 +379,6 @@ async def test_twin_job_runs_in_batches_and_fails_vanished_devices(tmp_path: Pat
         assert row["error"]["code"] == "DeviceNotFound"
         assert hub.stats("j1")["failedCount"] == 1
         hub.assert_consistent("j1")
-    finally:
-        await hub.engine.stop()
-        hub.db.close()
 
 
 # --- method jobs ----------------------------------------------------------------------------
@@ -496,9 +480,7 @@ async def test_job_started_after_its_window_fails_every_device(hub: Hub) -> None
 
 
 async def test_method_calls_are_paced_at_the_tier_rate(tmp_path: Path) -> None:
-    hub = Hub(tmp_path / "hub.db", ["d1", "d2", "d3"], TIERS["S1"])
-    await hub.engine.start()
-    try:
+    async with Hub(tmp_path / "hub.db", ["d1", "d2", "d3"], TIERS["S1"]) as hub:
         for device_id in ("d1", "d2", "d3"):
             hub.link.set_ready(device_id)
         await hub.engine.create_job("j1", method_job(query="deviceId IN ['d1','d2','d3']"))
@@ -511,9 +493,6 @@ async def test_method_calls_are_paced_at_the_tier_rate(tmp_path: Path) -> None:
         hub.clock.advance(0.1)
         await hub.engine.wait_for_status("j1", "completed")
         assert len(hub.link.invocations) == 3
-    finally:
-        await hub.engine.stop()
-        hub.db.close()
 
 
 # --- queries --------------------------------------------------------------------------------
@@ -543,9 +522,7 @@ async def test_list_jobs_filters_by_type_and_status(hub: Hub) -> None:
 
 
 async def test_queued_and_enqueued_are_synonyms(tmp_path: Path) -> None:
-    hub = Hub(tmp_path / "hub.db", ["d1"], TIERS["S2"])
-    await hub.engine.start()
-    try:
+    async with Hub(tmp_path / "hub.db", ["d1"], TIERS["S2"]) as hub:
         hub.link.set_ready("d1")
         hub.link.gates["d1"] = asyncio.Event()
         await hub.engine.create_job("a", method_job())
@@ -555,9 +532,6 @@ async def test_queued_and_enqueued_are_synonyms(tmp_path: Path) -> None:
         hub.clock.advance(60)
         await hub.engine.wait_for_status("b", "running")
         assert [j["jobId"] for j in hub.engine.list_jobs(None, "Running")] == ["a", "b"]
-    finally:
-        await hub.engine.stop()
-        hub.db.close()
 
 
 # --- persistence and recovery ---------------------------------------------------------------
@@ -574,9 +548,7 @@ async def test_scheduled_job_survives_a_restart(hub: Hub) -> None:
 
 async def test_running_twin_job_resumes_where_it_stopped(tmp_path: Path) -> None:
     devices = [f"d{i:02d}" for i in range(25)]
-    hub = Hub(tmp_path / "hub.db", devices, TIERS["S1"])  # S1: 10 devices per second
-    await hub.engine.start()
-    try:
+    async with Hub(tmp_path / "hub.db", devices, TIERS["S1"]) as hub:  # S1: 10 devices per second
         await hub.engine.create_job("j1", twin_job(query="IS_DEFINED(deviceId)"))
         await hub.engine.wait_for(lambda: hub.stats("j1")["succeededCount"] == 10)
         await asyncio.sleep(0.01)
@@ -591,9 +563,6 @@ async def test_running_twin_job_resumes_where_it_stopped(tmp_path: Path) -> None
         await hub.engine.wait_for_status("j1", "completed")
         assert hub.twins.patch_calls == [devices[10:20], devices[20:]]
         hub.assert_consistent("j1")
-    finally:
-        await hub.engine.stop()
-        hub.db.close()
 
 
 async def test_running_method_job_reinvokes_unfinished_devices_after_restart(hub: Hub) -> None:
