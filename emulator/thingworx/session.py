@@ -241,20 +241,39 @@ class EdgeSession:
         content: InfoTable | None = None,
         session_id: int | None = None,
     ) -> None:
+        self._respond(
+            to.request_id,
+            to.endpoint_id,
+            status,
+            reason=reason,
+            content=content,
+            session_id=session_id,
+        )
+
+    def _respond(
+        self,
+        request_id: int,
+        endpoint_id: int,
+        status: Status | int,
+        *,
+        reason: str | None = None,
+        content: InfoTable | None = None,
+        session_id: int | None = None,
+    ) -> None:
         sid = session_id if session_id is not None else (self.session_id or 0)
         try:
             self._send(
                 Response(
                     Status(status),
-                    request_id=to.request_id,
-                    endpoint_id=to.endpoint_id,
+                    request_id=request_id,
+                    endpoint_id=endpoint_id,
                     session_id=sid,
                     reason=reason,
                     content=content,
                 )
             )
         except (ConnectionError, AlwaysOnError) as exc:
-            self._log.warning("answer not sent", request_id=to.request_id, error=str(exc))
+            self._log.warning("answer not sent", request_id=request_id, error=str(exc))
 
     # calls to the edge -------------------------------------------------------------------
 
@@ -472,50 +491,45 @@ class EdgeSession:
     def _on_malformed(self, exc: ProtocolError) -> None:
         rid = exc.request_id
         code = exc.code
-        if rid is not None and rid in self._pending and (code is None or code >= 0x40):
-            future = self._pending[rid]
-            if not future.done():
-                future.set_exception(
-                    EdgeFailed(
-                        f"the edge's answer does not parse: {exc}",
-                        status=Status.BAD_GATEWAY,
-                        http_status=502,
-                    )
-                )
-            return
+        if code is None or code >= 0x40:
+            failure = EdgeFailed(
+                f"the edge's answer does not parse: {exc}",
+                status=Status.BAD_GATEWAY,
+                http_status=502,
+            )
+            if self._fail_call(rid, failure):
+                return
         if rid is not None and code is not None and code in _ANSWERABLE:
             self._log.warning("malformed request", request_id=rid, error=str(exc))
-            self._send_bad_request(rid, str(exc))
+            # A ProtocolError carries no endpoint id: the answer's is 0.
+            self._respond(rid, 0, Status.BAD_REQUEST, reason=str(exc)[:200])
             return
         self._log.info("message dropped", code=code, request_id=rid, error=str(exc))
-
-    def _send_bad_request(self, request_id: int, text: str) -> None:
-        try:
-            self._send(
-                Response(
-                    Status.BAD_REQUEST,
-                    request_id=request_id,
-                    endpoint_id=0,
-                    session_id=self.session_id or 0,
-                    reason=text[:200],
-                )
-            )
-        except (ConnectionError, AlwaysOnError) as err:
-            self._log.warning("answer not sent", request_id=request_id, error=str(err))
 
     def _on_too_large(self, exc: MessageTooLarge) -> None:
         rid = exc.request_id
         self._log.warning("message too large", request_id=rid, size=exc.size, limit=exc.limit)
-        if rid is not None and rid in self._pending:
-            future = self._pending[rid]
-            if not future.done():
-                future.set_exception(
-                    EdgeFailed(
-                        f"the edge's answer exceeds {exc.limit} bytes",
-                        status=Status.ENTITY_TOO_LARGE,
-                        http_status=502,
-                    )
-                )
+        self._fail_call(
+            rid,
+            EdgeFailed(
+                f"the edge's answer exceeds {exc.limit} bytes",
+                status=Status.ENTITY_TOO_LARGE,
+                http_status=502,
+            ),
+        )
+
+    def _fail_call(self, request_id: int | None, error: Exception) -> bool:
+        """Fail the call waiting for ``request_id`` (if not already answered) with ``error``.
+
+        Returns:
+            Whether a call was waiting for that request id.
+        """
+        future = self._pending.get(request_id) if request_id is not None else None
+        if future is None:
+            return False
+        if not future.done():
+            future.set_exception(error)
+        return True
 
 
 _ANSWERABLE = frozenset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from agent.alwayson import (
     ServiceMetadata,
     Status,
 )
+from agent.alwayson.messagecodec import HEADER, MULTIPART_HEADER
 from emulator.thingworx.server import ThingWorxStandIn
 from tests.emulator.thingworx.conftest import APP_KEY, EdgeFactory
 from tests.emulator.thingworx.csdk_edge import CsdkEdge
@@ -234,6 +236,44 @@ async def test_edge_errors_map_to_http(
     assert await _post(http, standin, "FailHeader", {}) == (500, "disk full")
     assert await _post(http, standin, "FailColumn", {}) == (400, "device offline")
     assert await _post(http, standin, "Gone", {}) == (404, "NOT_FOUND")
+
+
+async def test_unreadable_answers_fail_the_call_with_502(
+    standin: ThingWorxStandIn, connect_edge: EdgeFactory, http: aiohttp.ClientSession
+) -> None:
+    edge = await connect_edge()
+
+    def header(request: Request, multipart: int) -> bytes:
+        return HEADER.pack(
+            1, Status.SUCCESS, request.request_id, request.endpoint_id, edge.session_id, multipart
+        )
+
+    def answers_raw(payload: Callable[[Request], bytes]) -> Any:
+        async def handler(request: Request) -> Response:
+            await edge.sock.send_message(payload(request))
+            await asyncio.sleep(3600)
+            raise AssertionError
+
+        return handler
+
+    none = DataShape(())
+    # Content InfoTable with field definition marker 0x07: does not parse.
+    garbled = answers_raw(lambda r: header(r, 0) + b"\x00\x05\x07")
+    # A multipart set of 65535 chunks of 65535 bytes: over the 1 MiB max message size.
+    huge = answers_raw(lambda r: header(r, 1) + MULTIPART_HEADER.pack(1, 0xFFFF, 0xFFFF) + b"\0")
+    edge.add_service(ServiceMetadata("Garbled", "", none, BaseType.NOTHING), garbled)
+    edge.add_service(ServiceMetadata("Huge", "", none, BaseType.NOTHING), huge)
+    edge.serve()
+    assert (await edge.bind("Gw2")).ok
+    await standin.wait_metadata("Gw2", 3)
+    for service, expected in (
+        ("Garbled", "the edge's answer does not parse: bad field definition marker 0x07"),
+        ("Huge", "the edge's answer exceeds 1048576 bytes"),
+    ):
+        started = asyncio.get_running_loop().time()
+        async with http.post(f"{standin.rest_url}/Things/Gw2/Services/{service}", json={}) as r:
+            assert (r.status, (await r.text()).strip()) == (502, expected)
+        assert asyncio.get_running_loop().time() - started < 1.5  # failed at once, no timeout
 
 
 async def test_edge_timeout_is_504(
