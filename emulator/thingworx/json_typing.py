@@ -237,30 +237,6 @@ def infotable_from_json(obj: Any, *, where: str = "infotable") -> InfoTable:
     return InfoTable(shape, out)
 
 
-def _aspect_to_json(value: Any) -> Any:
-    if isinstance(value, Variant):
-        return value_to_json(value.base_type, value.value)
-    if isinstance(value, datetime):
-        return millis_from_datetime(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, Location):
-        return _location_json(value)
-    if isinstance(value, InfoTable):
-        return infotable_to_json(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _location_json(value: Location) -> dict[str, float]:
-    return {
-        "longitude": value.longitude,
-        "latitude": value.latitude,
-        "elevation": value.elevation,
-    }
-
-
 def shape_to_json(shape: DataShape) -> dict[str, Any]:
     """ThingWorx's ``fieldDefinitions`` object of a DataShape (0-based ``ordinal``)."""
     return {
@@ -268,7 +244,7 @@ def shape_to_json(shape: DataShape) -> dict[str, Any]:
             "name": f.name,
             "baseType": f.base_type.type_name,
             "description": f.description,
-            "aspects": {k: _aspect_to_json(v) for k, v in f.aspects.items()},
+            "aspects": {k: _json_of(v) for k, v in f.aspects.items()},
             "ordinal": i,
         }
         for i, f in enumerate(shape.fields)
@@ -277,16 +253,25 @@ def shape_to_json(shape: DataShape) -> dict[str, Any]:
 
 def value_to_json(base_type: BaseType, value: Any) -> Any:
     """One cell as ThingWorx JSON (table in the module doc)."""
+    return _json_of(value)
+
+
+def _json_of(value: Any) -> Any:
+    # A cell's or an aspect's JSON form: its Python type decides (a Variant by its value).
     if value is None:
         return None
     if isinstance(value, Variant):
-        return value_to_json(value.base_type, value.value)
+        return _json_of(value.value)
     if isinstance(value, datetime):
         return millis_from_datetime(value)
     if isinstance(value, InfoTable):
         return infotable_to_json(value)
     if isinstance(value, Location):
-        return _location_json(value)
+        return {
+            "longitude": value.longitude,
+            "latitude": value.latitude,
+            "elevation": value.elevation,
+        }
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode()
     if isinstance(value, float) and not math.isfinite(value):
@@ -294,15 +279,16 @@ def value_to_json(base_type: BaseType, value: Any) -> Any:
     return value
 
 
+def _rows_json(table: InfoTable) -> list[dict[str, Any]]:
+    fields = table.shape.fields
+    return [{f.name: _json_of(row.get(f.name)) for f in fields} for row in table.rows]
+
+
 def infotable_to_json(table: InfoTable) -> dict[str, Any]:
     """A decoded InfoTable as ThingWorx InfoTable JSON."""
-    fields = table.shape.fields
     return {
         "dataShape": {"fieldDefinitions": shape_to_json(table.shape)},
-        "rows": [
-            {f.name: value_to_json(f.base_type, row.get(f.name)) for f in fields}
-            for row in table.rows
-        ],
+        "rows": _rows_json(table),
     }
 
 
@@ -324,8 +310,5 @@ def infotable_json_text(table: InfoTable) -> str:
     definitions = _FIELD_DEFINITIONS_TEXT.get(shape, _field_definitions_text)
     if definitions is None:
         definitions = _COMPACT(shape_to_json(shape))
-    fields = shape.fields
-    rows = [
-        {f.name: value_to_json(f.base_type, row.get(f.name)) for f in fields} for row in table.rows
-    ]
-    return '{"dataShape":{"fieldDefinitions":' + definitions + '},"rows":' + _COMPACT(rows) + "}"
+    rows = _COMPACT(_rows_json(table))
+    return '{"dataShape":{"fieldDefinitions":' + definitions + '},"rows":' + rows + "}"
