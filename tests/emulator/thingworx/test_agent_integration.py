@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +15,7 @@ from agent.channel import AlwaysOnClient, ChannelNotReady, ChannelState
 from agent.registry import RemoteService, ServiceCall, ThingRegistry
 from agent.settings import JobSettings, ThingWorxSettings
 from emulator.thingworx.server import ThingWorxStandIn
+from tests.agent.channel.test_client import running
 from tests.emulator.thingworx.conftest import APP_KEY
 
 F = FieldDefinition
@@ -72,19 +72,6 @@ def make_registry() -> ThingRegistry:
     seconds = DataShape.of(F("seconds", BaseType.NUMBER))
     add("Dev1", RemoteService("Sleep", "", seconds, BaseType.STRING, None, sleep))
     return registry
-
-
-@contextlib.asynccontextmanager
-async def running(client: AlwaysOnClient, *, ready: bool = True) -> AsyncIterator[None]:
-    task = asyncio.create_task(client.run())
-    try:
-        if ready:
-            await client.wait_ready(5)
-        yield
-    finally:
-        await client.stop()
-        async with asyncio.timeout(5):
-            await task
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from emulator.thingworx.console import (
 )
 from emulator.thingworx.server import ThingWorxStandIn
 from services import JOB_RESULT_SHAPE, JOB_SHAPE
+from tests.agent.channel.test_client import running
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -289,18 +290,6 @@ class Console:
         return f"http://127.0.0.1:{self.standin.port}/Thingworx/Console"
 
 
-@contextlib.asynccontextmanager
-async def running_client(client: AlwaysOnClient) -> AsyncIterator[None]:
-    task = asyncio.create_task(client.run())
-    try:
-        await client.wait_ready(5)
-        yield
-    finally:
-        await client.stop()
-        async with asyncio.timeout(5):
-            await task
-
-
 @pytest.fixture
 async def console() -> AsyncIterator[Console]:
     standin = ThingWorxStandIn(APP_KEY, port=0, call_timeout=5.0)
@@ -317,7 +306,7 @@ async def console() -> AsyncIterator[Console]:
     )
     client = AlwaysOnClient(settings, thing.registry())
     try:
-        async with running_client(client):
+        async with running(client):
             await standin.wait_metadata(THING, 5)
             yield Console(standin, thing, client)
     finally:
