@@ -212,6 +212,18 @@ def encode_message(
 # ------------------------------------------------------------------------------------- decoding
 
 
+def _read_pairs(buf: bytes, pos: int) -> tuple[tuple[tuple[str, str], ...], int]:
+    """A count byte, then that many (name, value) strings: request headers, AUTH claims."""
+    count = buf[pos]
+    pos += 1
+    pairs = []
+    for _ in range(count):
+        name, pos = read_string(buf, pos)
+        value, pos = read_string(buf, pos)
+        pairs.append((name, value))
+    return tuple(pairs), pos
+
+
 def _decode_request(code: int, rid: int, eid: int, sid: int, buf: bytes, pos: int) -> Request:
     entity_byte = buf[pos]
     entity_type = _ENTITY_TYPES.get(entity_byte)
@@ -223,19 +235,13 @@ def _decode_request(code: int, rid: int, eid: int, sid: int, buf: bytes, pos: in
     if characteristic is None:
         raise ProtocolError(f"unknown characteristic 0x{char_byte:02X}")
     target, pos = read_string(buf, pos + 1)
-    header_count = buf[pos]
-    pos += 1
-    headers = []
-    for _ in range(header_count):
-        name, pos = read_string(buf, pos)
-        value, pos = read_string(buf, pos)
-        headers.append((name, value))
+    headers, pos = _read_pairs(buf, pos)
     params = None
     if buf[pos] == _INFOTABLE_BYTE:  # the C SDK ends the body at any other byte (§5.1)
         params, pos = read_infotable(buf, pos + 1)
     return Request(
         _METHODS[code], rid, eid, sid, entity_type, entity_name, characteristic, target,
-        tuple(headers), params,
+        headers, params,
     )  # fmt: skip
 
 
@@ -255,14 +261,8 @@ def _decode_response(code: int, rid: int, eid: int, sid: int, buf: bytes, pos: i
 
 
 def _decode_auth(code: int, rid: int, eid: int, sid: int, buf: bytes, pos: int) -> Auth:
-    count = buf[pos]
-    pos += 1
-    claims = []
-    for _ in range(count):
-        name, pos = read_string(buf, pos)
-        value, pos = read_string(buf, pos)
-        claims.append((name, value))
-    return Auth(rid, tuple(claims), sid, eid)
+    claims, _ = _read_pairs(buf, pos)
+    return Auth(rid, claims, sid, eid)
 
 
 def _decode_bind(code: int, rid: int, eid: int, sid: int, buf: bytes, pos: int) -> Bind:
