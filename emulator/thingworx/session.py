@@ -217,10 +217,11 @@ class EdgeSession:
         names = self._registry.drop(self)
         self._log.info("edge disconnected", unbound=names, close_code=self.link.close_code)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # sending -----------------------------------------------------------------------------
 
@@ -367,10 +368,7 @@ class EdgeSession:
         """
         running = self._metadata_fetches.get(thing)
         if running is None or running.done():
-            running = asyncio.get_running_loop().create_task(self._fetch_metadata(thing))
-            self._metadata_fetches[thing] = running
-            self._tasks.add(running)
-            running.add_done_callback(self._tasks.discard)
+            running = self._metadata_fetches[thing] = self._spawn(self._fetch_metadata(thing))
         await asyncio.shield(running)
 
     async def _fetch_metadata(self, thing: str) -> None:
