@@ -315,7 +315,9 @@ async def test_environment_proxy_and_ca_bundle_are_honoured(
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{connect_proxy.port}")
-    proxied = scripted.client()
+    # One worker: each worker thread keeps its own session, so a second thread (the pool may
+    # start one while the first is still marking itself idle) would open a second tunnel.
+    proxied = scripted.client(workers=1)
     assert (await proxied.get_job("j1")).job_id == "j1"
     assert connect_proxy.tunnels == [f"127.0.0.1:{scripted.port}"]
     monkeypatch.delenv("HTTPS_PROXY")  # read once, when the client was made
