@@ -396,3 +396,20 @@ async def test_job_results_query_error_is_the_hubs(scripted: Scripted) -> None:
     finally:
         await client.close()
     assert (refused.value.http_status, refused.value.name) == (400, "BadRequest")
+
+
+async def test_get_twin_reads_the_hubs_json_and_its_errors(scripted: Scripted) -> None:
+    twin = {"deviceId": "d 1", "tags": {"site": "a"}, "properties": {"desired": {"x": 1}}}
+    scripted.answers["GET /twins/d 1"] = [web.json_response(twin)]
+    scripted.answers["GET /twins/gone"] = [_error(404, "DeviceNotFound", "no such device")]
+    client = scripted.client()
+    try:
+        assert await client.get_twin("d 1") == twin
+        with pytest.raises(HubRequestError) as missing:
+            await client.get_twin("gone")
+    finally:
+        await client.close()
+    assert (missing.value.code, missing.value.name) == (404001, "DeviceNotFound")
+    # the id travels quoted in the path (the server reads it back decoded)
+    assert [key for key, _, _ in scripted.seen] == ["GET /twins/d 1", "GET /twins/gone"]
+    assert all(h["Authorization"].startswith("SharedAccessSignature ") for _, h, _ in scripted.seen)
