@@ -28,6 +28,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.agent.test_cli_embedded import fresh_loopback
+
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv"
 GATEWAY = "AzureIotHub"
@@ -36,20 +38,6 @@ pytestmark = pytest.mark.skipif(
     shutil.which("make") is None or shutil.which("git") is None or not (VENV / "bin").is_dir(),
     reason="needs make, git and the project's virtualenv",
 )
-
-
-def fresh_loopback() -> str:
-    """A 127.x.y.z address where nothing listens on 8883."""
-    rng = random.Random()
-    for _ in range(100):
-        host = f"127.{rng.randint(100, 250)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
-        with socket.socket() as probe:
-            try:
-                probe.bind((host, 8883))
-            except OSError:
-                continue
-        return host
-    raise RuntimeError("no free loopback address")
 
 
 def free_port(host: str, below: int = 65536) -> int:
