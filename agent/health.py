@@ -196,7 +196,7 @@ class HubProbe:
         try:
             await self._read()
         except IotHubError as exc:
-            error = " ".join(str(exc).split()) or type(exc).__name__
+            error = exc.one_line()
             if h.reachable is not False:
                 _log.warning("iot hub probe failed", hub=h.host, error=error)
             self._health = HubHealth(

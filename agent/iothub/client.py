@@ -205,7 +205,7 @@ class IotHubClient:
         if error is None or not _hub_failure(error):
             self._last_success = self._clock()
         else:
-            self._last_error = " ".join(str(error).split()) or type(error).__name__
+            self._last_error = error.one_line()
             self._last_error_time = self._clock()
 
     async def close(self) -> None:

@@ -68,6 +68,11 @@ _TRACKING_ID = re.compile(r"Tracking\s*ID\s*:\s*([^\s,;]+?)(?:-TimeStamp:.*)?$",
 class IotHubError(Exception):
     """Base class of every exception the IoT Hub client raises."""
 
+    def one_line(self) -> str:
+        """The message on one line (whitespace runs folded), or the class name when empty: the
+        form kept as the client's last error and logged by the health probe."""
+        return " ".join(str(self).split()) or type(self).__name__
+
 
 class HubRequestError(IotHubError):
     """IoT Hub answered a request with an error status.
