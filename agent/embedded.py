@@ -129,14 +129,8 @@ class EmbeddedEnds:
             ids = hub.ensure_devices(s.devices)
             offline: list[str] = []
             if ids:
-                self.fleet = Fleet(
-                    hub.host,
-                    hub.mqtt_port,
-                    hub.ca_pem_path.read_text(),
-                    hub.host,
-                    hub.device_primary_keys(ids),
-                    offline_share=s.offline_share,
-                    answer_delay=s.answer_delay,
+                self.fleet = hub.fleet(
+                    ids, offline_share=s.offline_share, answer_delay=s.answer_delay
                 )
                 offline = self.fleet.offline_at_start()
                 try:

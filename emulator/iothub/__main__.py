@@ -74,15 +74,7 @@ async def run(args: argparse.Namespace) -> None:
     async with hub:
         ids = hub.ensure_devices(args.devices)
         if args.fleet and ids:
-            fleet = Fleet(
-                hub.host,
-                hub.mqtt_port,
-                hub.ca_pem_path.read_text(),
-                hub.host,
-                hub.device_primary_keys(ids),
-                offline_share=args.offline_share,
-                answer_delay=args.answer_delay,
-            )
+            fleet = hub.fleet(ids, offline_share=args.offline_share, answer_delay=args.answer_delay)
             await fleet.start()
         try:
             print(f"IoT Hub emulator, data in {hub.data_dir}")

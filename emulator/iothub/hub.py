@@ -30,6 +30,7 @@ from emulator.iothub.certs import CertificatePaths, ensure_certificates, server_
 from emulator.iothub.clock import Clock, SystemClock
 from emulator.iothub.database import Database
 from emulator.iothub.errors import HubError
+from emulator.iothub.fleet import Fleet
 from emulator.iothub.jobs import TIERS, JobEngine, Tier
 from emulator.iothub.mqtt import DeviceEndpoint
 from emulator.iothub.ports import DeviceLink, JobService
@@ -184,6 +185,21 @@ class IoTHubEmulator:
             if keys is not None:
                 pairs.append((device_id, keys[0]))
         return pairs
+
+    def fleet(
+        self, device_ids: Iterable[str], *, offline_share: float = 0.0, answer_delay: float = 0.0
+    ) -> Fleet:
+        """A simulated fleet of the enabled devices among ``device_ids``, connecting to this hub's
+        MQTT endpoint and trusting its CA (not started; see :class:`Fleet`)."""
+        return Fleet(
+            self.host,
+            self.mqtt_port,
+            self.ca_pem_path.read_text(),
+            self.host,
+            self.device_primary_keys(device_ids),
+            offline_share=offline_share,
+            answer_delay=answer_delay,
+        )
 
     # --- where things are ------------------------------------------------------------------------
 

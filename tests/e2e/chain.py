@@ -103,28 +103,9 @@ async def running_chain(
     stack.push_async_callback(hub.stop)
     async with stack:
         ids = hub.ensure_devices(devices + slow_devices)
-        ca_pem = hub.ca_pem_path.read_text()
-        fleets = [
-            Fleet(
-                hub.host,
-                hub.mqtt_port,
-                ca_pem,
-                hub.host,
-                hub.device_primary_keys(ids[:devices]),
-                offline_share=offline_share,
-            )
-        ]
+        fleets = [hub.fleet(ids[:devices], offline_share=offline_share)]
         if slow_devices:
-            fleets.append(
-                Fleet(
-                    hub.host,
-                    hub.mqtt_port,
-                    ca_pem,
-                    hub.host,
-                    hub.device_primary_keys(ids[devices:]),
-                    answer_delay=slow_delay,
-                )
-            )
+            fleets.append(hub.fleet(ids[devices:], answer_delay=slow_delay))
         for fleet in fleets:
             await fleet.start()
             stack.push_async_callback(fleet.stop)

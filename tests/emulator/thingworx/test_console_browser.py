@@ -546,7 +546,6 @@ async def test_full_stack_twin_job_watched_to_completion(tab: Tab, tmp_path: Pat
     from agent.app import AgentApp
     from agent.settings import IotHubSettings, Settings
     from emulator.iothub import IoTHubEmulator
-    from emulator.iothub.fleet import Fleet
 
     wrappers = WRAPPERS
     devices = 12
@@ -556,13 +555,7 @@ async def test_full_stack_twin_job_watched_to_completion(tab: Tab, tmp_path: Pat
         await hub.start()
         stack.push_async_callback(hub.stop)
         ids = hub.ensure_devices(devices)
-        fleet = Fleet(
-            hub.host,
-            hub.mqtt_port,
-            hub.ca_pem_path.read_text(),
-            hub.host,
-            hub.device_primary_keys(ids),
-        )
+        fleet = hub.fleet(ids)
         await fleet.start()
         stack.push_async_callback(fleet.stop)
         standin = ThingWorxStandIn(APP_KEY, port=0, call_timeout=30.0)
