@@ -1,4 +1,4 @@
-"""The whole chain on loopback, for the end-to-end tests and the GetJob benchmark.
+"""The whole chain on loopback, for the end-to-end tests.
 
 REST call → ThingWorx stand-in → AlwaysOn → agent (registry, services, wrappers) → IotHubClient →
 azure-iot-hub SDK → IoT Hub emulator (HTTPS) → simulated fleet (MQTT/TLS on 8883 of its own
