@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from agent.alwayson import unconfirmed
 from agent.alwayson.errors import IncompleteMessage, MessageTooLarge, ProtocolError
 from agent.alwayson.messagecodec import (
+    _BIND_CODES,
+    _REQUEST_CODES,
+    _RESPONSE_MIN,
     DEFAULT_MAX_MESSAGE_SIZE,
     HEADER,
     HEADER_SIZE,
@@ -33,7 +36,7 @@ from agent.alwayson.messagecodec import (
     MULTIPART_OVERHEAD,
     decode_body,
 )
-from agent.alwayson.messages import REQUEST_METHODS, Message, Method
+from agent.alwayson.messages import Message, Method
 from agent.alwayson.valuecodec import read_string
 
 __all__ = ["DEFAULT_STALE_AFTER", "MAX_PENDING", "MessageAssembler"]
@@ -43,9 +46,6 @@ DEFAULT_STALE_AFTER = 50.0
 
 MAX_PENDING = 512
 """Most incomplete sets and held bodies kept at once; the oldest is dropped beyond it."""
-
-_REQUEST_CODES = frozenset(int(m) for m in REQUEST_METHODS)
-_BIND_CODES = frozenset({int(Method.BIND), int(Method.UNBIND)})
 
 
 @dataclass
@@ -131,7 +131,7 @@ class MessageAssembler:
 
     def _plain(self, header: tuple[int, int, int, int], data: bytes, now: float) -> Message | None:
         code, rid, eid, sid = header
-        key = (rid, code >= 0x40)
+        key = (rid, code >= _RESPONSE_MIN)
         held = self._held.pop(key, None)
         if held is not None and held.header[0] == code:
             body = held.body + data[HEADER_SIZE:]
@@ -166,7 +166,7 @@ class MessageAssembler:
                 f"chunk id {chunk_id} outside 1..{count}", code=code, request_id=rid
             )
         if count * chunk_size > self.max_message_size:
-            self._sets.pop((rid, code >= 0x40), None)
+            self._sets.pop((rid, code >= _RESPONSE_MIN), None)
             raise MessageTooLarge(count * chunk_size, self.max_message_size, request_id=rid)
         prefix = None
         pos = MULTIPART_OVERHEAD
@@ -181,12 +181,12 @@ class MessageAssembler:
                 exc.code, exc.request_id = code, rid
                 raise
             prefix = data[MULTIPART_OVERHEAD:pos]
-        elif code >= 0x40 or (code in _BIND_CODES or code == Method.AUTH):
-            if code < 0x40 and not unconfirmed.BIND_MULTIPART_ACCEPTED:
+        elif code >= _RESPONSE_MIN or (code in _BIND_CODES or code == Method.AUTH):
+            if code < _RESPONSE_MIN and not unconfirmed.BIND_MULTIPART_ACCEPTED:
                 raise ProtocolError("multipart AUTH/BIND refused", code=code, request_id=rid)
         else:
             raise ProtocolError(f"unhandled message code 0x{code:02X}", code=code, request_id=rid)
-        key = (rid, code >= 0x40)
+        key = (rid, code >= _RESPONSE_MIN)
         entry = self._sets.get(key)
         if entry is None or entry.count != count:
             self._make_room()
