@@ -8,6 +8,20 @@ always raised from here, with a precise message.
 
 Decoding reads by structure only (§5.2, §12.1): every function takes ``(buf, pos)`` and returns
 ``(value, new_pos)``; running off the end raises :class:`IncompleteMessage`.
+
+Rules for decoding untrusted bytes (docs/alwayson.md, "Decoding cost"):
+
+- Decoding is linear in the length of the data, whatever the error and wherever it sits. The
+  fast row readers hand a row they cannot read to the checked reader, which reads it again; a
+  nested InfoTable cell inside such a row is therefore asked for twice (and its table's rows may
+  be asked for a third time when the table's end is bad). So the outcome of every nested
+  InfoTable read (the table, or the exception) is kept for the duration of the outermost table
+  read of the same buffer (:func:`read_infotable`, keyed by position and depth): asked again, it
+  answers at once, with the same value or the same exception. Without this, each level above a
+  bad cell doubled the work (depth 20: 19 s), and a valid table one level past the nesting limit
+  never finished. Encoding has the same pattern (the checked row writer after the fast one) and
+  the same remedy: :func:`write_infotable` keeps the bytes of every nested table it wrote.
+- The nesting limit is checked before anything of a deeper level is read.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from agent.alwayson import unconfirmed
@@ -176,8 +191,34 @@ def _w_bytes(out: bytearray, bt: BaseType, value: Any) -> None:
     out += data
 
 
+# The nested tables written so far by the outermost write_infotable in this thread (or task):
+# id(table) -> (table, its bytes or the exception writing it raised). The fast row writer gives up
+# on a row it cannot write and the checked writer writes the row again, nested tables included;
+# answering a nested table from here keeps encoding linear (see the module's rules).
+_NESTED_WRITES: ContextVar[dict[int, tuple[InfoTable, Any]] | None] = ContextVar(
+    "alwayson_nested_writes", default=None
+)
+
+
 def _w_infotable(out: bytearray, bt: BaseType, value: Any) -> None:
-    write_infotable(out, coerce_value(bt, value))
+    table = coerce_value(bt, value)
+    writes = _NESTED_WRITES.get()
+    if writes is None:
+        write_infotable(out, table)
+        return
+    done = writes.get(id(table))
+    if done is None or done[0] is not table:
+        mark = len(out)
+        try:
+            write_infotable(out, table)
+        except Exception as exc:
+            writes[id(table)] = (table, exc)
+            raise
+        writes[id(table)] = (table, bytes(out[mark:]))
+        return
+    if isinstance(done[1], BaseException):
+        raise done[1].with_traceback(None)
+    out += done[1]
 
 
 def _w_variant(out: bytearray, bt: BaseType, value: Any) -> None:
@@ -309,8 +350,32 @@ def _r_bytes(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     return buf[start:end], end
 
 
+# The nested reads of the outermost InfoTable being read in this thread (or task): the buffer,
+# and (position, depth) -> (table, end) or the exception its read raised. Set and cleared by
+# read_infotable; see the module's rules.
+_NESTED_READS: ContextVar[tuple[bytes, dict[tuple[int, int], Any]] | None] = ContextVar(
+    "alwayson_nested_reads", default=None
+)
+
+
 def _r_infotable(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
-    return read_infotable(buf, pos, depth + 1)
+    scope = _NESTED_READS.get()
+    if scope is None or scope[0] is not buf:
+        return read_infotable(buf, pos, depth + 1)
+    reads = scope[1]
+    key = (pos, depth)
+    done = reads.get(key)
+    if done is not None:
+        if isinstance(done, BaseException):
+            raise done.with_traceback(None)
+        return done  # type: ignore[no-any-return]
+    try:
+        result = read_infotable(buf, pos, depth + 1)
+    except Exception as exc:
+        reads[key] = exc
+        raise
+    reads[key] = result
+    return result
 
 
 def _r_variant(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
@@ -463,12 +528,24 @@ def write_infotable(out: bytearray, table: InfoTable) -> None:
         UsageError: a row has a key not in the shape, or more than 65535 columns.
         ValueTypeError: a cell does not fit its column's base type.
     """
-    from agent.alwayson.rowcodec import row_codec  # rowcodec imports this module
-
     if not isinstance(table, InfoTable):
         raise ValueTypeError("INFOTABLE", table, "expected an InfoTable")
     if len(table.shape.fields) > 0xFFFF:
         raise UsageError("an InfoTable has at most 65535 columns")
+    if _NESTED_WRITES.get() is None:
+        # The outermost table: its nested tables are remembered until it is written.
+        token = _NESTED_WRITES.set({})
+        try:
+            _write_table(out, table)
+        finally:
+            _NESTED_WRITES.reset(token)
+    else:
+        _write_table(out, table)
+
+
+def _write_table(out: bytearray, table: InfoTable) -> None:
+    from agent.alwayson.rowcodec import row_codec  # rowcodec imports this module
+
     write_shape(out, table.shape)
     mark = len(out)
     try:
@@ -612,10 +689,22 @@ def read_infotable(buf: bytes, pos: int, depth: int = 0) -> tuple[InfoTable, int
         ProtocolError: a bad marker, a row of the wrong width, an unknown type byte, bad text.
         IncompleteMessage: the data ends inside the table.
     """
-    from agent.alwayson.rowcodec import row_codec  # rowcodec imports this module
-
     if depth > MAX_NESTING:
         raise ProtocolError(f"InfoTables nested deeper than {MAX_NESTING}")
+    scope = _NESTED_READS.get()
+    if scope is not None and scope[0] is buf:
+        return _read_table(buf, pos, depth)
+    # The outermost table read of this buffer: its nested reads are remembered until it ends.
+    token = _NESTED_READS.set((buf, {}))
+    try:
+        return _read_table(buf, pos, depth)
+    finally:
+        _NESTED_READS.reset(token)
+
+
+def _read_table(buf: bytes, pos: int, depth: int) -> tuple[InfoTable, int]:
+    from agent.alwayson.rowcodec import row_codec  # rowcodec imports this module
+
     shape, pos = read_shape(buf, pos, depth)
     try:
         rows, end = row_codec(shape).read_rows(buf, pos, depth)
