@@ -14,6 +14,7 @@ import time
 
 BENCHMARKS = [
     "bench_alwayson_codec",
+    "bench_decode_hostile",
     "bench_rest_roundtrip",
     "bench_query",
     "bench_twin_job",
