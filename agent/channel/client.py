@@ -699,25 +699,19 @@ class AlwaysOnClient:
                 Response(Status.SUCCESS, request.request_id, request.endpoint_id, link.session_id),
             )
             return
+        refusal: str | None = None
         if self._stop_requested.is_set():
             link.log.info("call refused: agent stopping", service=target)
-            self.stats.record_call(target, 0.0, ok=False)
-            await self._reply(
-                link,
-                Response(
-                    Status.SERVICE_UNAVAILABLE,
-                    request.request_id,
-                    request.endpoint_id,
-                    link.session_id,
-                    f"the agent of Thing {thing} is stopping and takes no new calls; nothing "
-                    "was done, retry once it (or another agent) is back",
-                ),
+            refusal = (
+                f"the agent of Thing {thing} is stopping and takes no new calls; nothing was "
+                "done, retry once it (or another agent) is back"
             )
-            return
-        if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
+        elif len(self._calls) >= MAX_CALLS_IN_FLIGHT:
             link.log.warning("call refused: too many in flight", service=target)
-            self.stats.record_call(target, 0.0, ok=False)
             self.stats.refused_busy += 1
+            refusal = f"the agent is serving {MAX_CALLS_IN_FLIGHT} calls already; retry shortly"
+        if refusal is not None:  # refused at once: nothing was done
+            self.stats.record_call(target, 0.0, ok=False)
             await self._reply(
                 link,
                 Response(
@@ -725,7 +719,7 @@ class AlwaysOnClient:
                     request.request_id,
                     request.endpoint_id,
                     link.session_id,
-                    f"the agent is serving {MAX_CALLS_IN_FLIGHT} calls already; retry shortly",
+                    refusal,
                 ),
             )
             return
