@@ -11,7 +11,7 @@ import time
 import pytest
 from aiohttp import web
 
-from agent.iothub import CallTooLarge, HubResponseError, IotHubClient, LaneFull
+from agent.iothub import CallTooLarge, IotHubClient, IotHubError, LaneFull
 from agent.iothub.lanes import CallBudget, Lane
 from tests.agent.iothub.test_client import JOB, Scripted
 
@@ -57,7 +57,9 @@ async def test_direct_calls_do_not_hold_the_quick_calls_and_a_full_device_lane_r
     load = client.load
     assert (load.device_busy, load.refused_device, load.refused_hub) == (2, 1, 0)
     for outcome in await asyncio.gather(*held, return_exceptions=True):
-        assert isinstance(outcome, HubResponseError)  # the script answers {} (no status)
+        # The script answers {} (no status): a HubResponseError; what matters here is that
+        # each ended with the client's own error and gave its slot back.
+        assert isinstance(outcome, IotHubError), outcome
     assert client.load.device_busy == 0
     await client.close()
 
