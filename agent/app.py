@@ -5,7 +5,8 @@
 Thing and the ``thingworx.auto_bind`` device Things, each with the six job services and the
 wrapper services of ``jobs.wrappers_dir``, and the :class:`~agent.channel.AlwaysOnClient` that
 serves them. :meth:`AgentApp.run` runs until :meth:`AgentApp.stop`; the entry point handles SIGTERM
-by calling :meth:`AgentApp.stop`.
+by calling :meth:`AgentApp.stop`, which drains: no new calls are taken, the calls in flight finish
+and are answered (up to ``thingworx.drain_timeout``), then the Things are unbound.
 
 Rules: everything that can be wrong in the configuration (the IoT Hub connection string, a wrapper
 declaration, a Thing name) fails in the constructor, before any connection is opened. The agent
@@ -91,5 +92,7 @@ class AgentApp:
         await self.channel.wait_ready(timeout)
 
     async def stop(self) -> None:
-        """Unbind, close the channel, and let :meth:`run` return."""
+        """Refuse new calls, let those in flight finish and answer (up to
+        ``thingworx.drain_timeout``), unbind, close the channel, and let :meth:`run` return; the
+        IoT Hub client stays open until then, so the drained calls can finish."""
         await self.channel.stop()

@@ -10,8 +10,10 @@ Rules:
   refused or unreachable, a call answered with an error), 2 a configuration or usage error.
 - Human output (the embedded banner, check's steps, call's tables) goes to stdout through rich;
   logs go to stderr through structlog; errors are one line saying what to fix.
-- ``run`` stops cleanly on SIGINT and SIGTERM: the agent UNBINDs and closes, then the health
-  server, then (embedded) the stand-in, the fleet and the emulator; nothing is left running.
+- ``run`` stops cleanly on SIGINT and SIGTERM: the agent takes no new calls, lets those in flight
+  finish and answers them (up to ``thingworx.drain_timeout``), UNBINDs and closes, then the
+  health server stops, then (embedded) the stand-in, the fleet and the emulator; nothing is left
+  running.
 - The embedded run's settings are passed as objects; the process environment is never written.
 """
 
@@ -488,6 +490,7 @@ async def _serve(
                 app.channel,
                 settings.thingworx.url,
                 HubProbe.for_client(app.client, interval=settings.health.probe_interval),
+                load=lambda: app.client.load,
             )
             try:
                 await health.start()

@@ -21,6 +21,11 @@ Rules:
   last :data:`~agent.channel.stats.LATENCY_SAMPLES` latencies, so when more calls than that
   end between two looks, the excess is counted in ``jobs_agent_call_latency_unsampled_total``
   instead of the histogram.
+- Load shedding is counted in ``/metrics``: calls refused at once for capacity
+  (``jobs_agent_calls_refused_total``, by reason: the IoT Hub client's hub or device lane full,
+  or the channel's cap on calls in flight), calls stopped by the per-call bound on what one call
+  may read (``jobs_agent_calls_too_large_total``), and each lane's load now
+  (``jobs_agent_lane_busy``).
 - The rendering functions (:func:`render_metrics`, :func:`health_report`) are pure, so tests
   check them without a server.
 """
@@ -41,7 +46,7 @@ import structlog
 from aiohttp import web
 
 from agent.channel import ChannelState, ChannelStats, StatsSnapshot
-from agent.iothub import IotHubClient, IotHubError
+from agent.iothub import IotHubClient, IotHubError, LoadCounters
 from agent.settings import HealthSettings
 
 __all__ = [
@@ -375,6 +380,7 @@ def render_metrics(
     histogram: LatencyHistogram,
     state: ChannelState,
     hub: HubHealth,
+    load: LoadCounters | None = None,
 ) -> str:
     """The Prometheus text exposition (format 0.0.4) of the agent's figures.
 
@@ -383,6 +389,7 @@ def render_metrics(
         histogram: the call-latency histogram (already folded with ``stats``).
         state: the channel's state now.
         hub: the IoT Hub's health as last probed or called.
+        load: the IoT Hub client's lanes and refusals; None when there is no client (zeros).
 
     Returns:
         The text, ending with a newline.
@@ -426,6 +433,29 @@ def render_metrics(
         ("abandoned_calls", "Calls whose answer could not be delivered.", stats.abandoned_calls),
     ):
         out.family(f"jobs_agent_{name}_total", "counter", help_text, [("", {}, value)])
+    lanes = load or LoadCounters()
+    out.family(
+        "jobs_agent_calls_refused_total",
+        "counter",
+        "Calls refused at once for capacity (nothing was done), by reason.",
+        [
+            ("", {"reason": "hub_lane_full"}, lanes.refused_hub),
+            ("", {"reason": "device_lane_full"}, lanes.refused_device),
+            ("", {"reason": "channel_full"}, stats.refused_busy),
+        ],
+    )
+    out.family(
+        "jobs_agent_calls_too_large_total",
+        "counter",
+        "Calls stopped because they read more than one call may (iothub.max_*_per_call).",
+        [("", {}, lanes.too_large)],
+    )
+    out.family(
+        "jobs_agent_lane_busy",
+        "gauge",
+        "IoT Hub calls each lane holds now (running or waiting for a thread).",
+        [("", {"lane": "hub"}, lanes.hub_busy), ("", {"lane": "device"}, lanes.device_busy)],
+    )
     out.family(
         "jobs_agent_channel_state",
         "gauge",
@@ -541,6 +571,7 @@ class HealthServer:
         channel: the AlwaysOn channel (state, bound Things, stats).
         thingworx_url: the URL the channel connects to (shown in ``/healthz``).
         probe: the IoT Hub probe; :meth:`start` runs it in the background.
+        load: reads the IoT Hub client's lanes and refusals (``lambda: client.load``), or None.
     """
 
     def __init__(
@@ -549,8 +580,11 @@ class HealthServer:
         channel: ChannelView,
         thingworx_url: str,
         probe: HubProbe,
+        *,
+        load: Callable[[], LoadCounters] | None = None,
     ) -> None:
         self._settings = settings
+        self._load = load
         self._channel = channel
         self._url = thingworx_url
         self.probe = probe
@@ -630,7 +664,10 @@ class HealthServer:
         """What ``/metrics`` answers now."""
         snapshot = self._channel.stats.snapshot()
         self.histogram.fold(snapshot)
-        return render_metrics(snapshot, self.histogram, self._channel.state, self.probe.health)
+        load = self._load() if self._load is not None else None
+        return render_metrics(
+            snapshot, self.histogram, self._channel.state, self.probe.health, load
+        )
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         status, doc = self.report()

@@ -76,6 +76,9 @@ class ThingWorxSettings(_Section):
     reconnect_initial_delay: float = Field(1.0, gt=0, description="first backoff delay, s")
     reconnect_max_delay: float = Field(60.0, gt=0, description="backoff ceiling, s")
     stale_multipart_after: float = Field(50.0, gt=0, description="drop incomplete sets, s")
+    drain_timeout: float = Field(
+        10.0, ge=0, description="on stop, time the calls in flight get to finish and answer, s"
+    )
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> ThingWorxSettings:
@@ -85,14 +88,35 @@ class ThingWorxSettings(_Section):
 
 
 class IotHubSettings(_Section):
-    """The IoT Hub service connection (through the azure-iot-hub SDK)."""
+    """The IoT Hub service connection (through the azure-iot-hub SDK).
+
+    Calls run in two lanes that never share a queue (:mod:`agent.iothub.lanes`): the hub lane
+    (``workers`` threads, ``hub_queue`` more calls may wait) for the quick calls, and the device
+    lane (``device_calls`` threads, no queue) for direct methods, which wait on devices. A call
+    that finds its lane full is refused at once. ``max_rows_per_call`` and ``max_bytes_per_call``
+    bound what one call may read from the hub, checked page by page.
+    """
 
     connection_string: SecretStr = Field(
         SecretStr(""), description="service connection string; empty = the embedded emulator"
     )
     connection_string_file: str = Field("", description="file holding the connection string")
     ca_file: str = Field("", description="CA to trust for the hub's HTTPS (per client)")
-    workers: int = Field(8, ge=1, le=64, description="worker threads running the sync SDK")
+    workers: int = Field(
+        8, ge=1, le=64, description="hub lane: threads for quick hub calls (jobs, twins, queries)"
+    )
+    hub_queue: int = Field(
+        256, ge=0, le=10_000, description="hub lane: calls that may wait for a thread; more: 503"
+    )
+    device_calls: int = Field(
+        32, ge=1, le=1024, description="device lane: direct-method calls at once; more: 503"
+    )
+    max_rows_per_call: int = Field(
+        5000, ge=1, description="rows (jobs, job results) one call may read from the hub"
+    )
+    max_bytes_per_call: int = Field(
+        8_388_608, ge=65_536, description="bytes of hub answers one call may read"
+    )
     request_timeout: float = Field(30.0, gt=0, description="deadline of one hub call, s")
     read_retries: int = Field(3, ge=0, le=10, description="retries of reads and throttling")
     retry_initial_delay: float = Field(0.5, gt=0, description="first retry delay, s")

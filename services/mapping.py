@@ -7,9 +7,11 @@
 - IoT Hub errors → an AlwaysOn status and a one-line message naming the code, what happened and
   what to do (:func:`hub_failure`).
 
-Rules: client mistakes (4xx) → BAD_REQUEST or NOT_FOUND; throttling (429) and an unreachable hub →
-SERVICE_UNAVAILABLE; timeouts (504101, no answer in time) → GATEWAY_TIMEOUT; anything else the hub
-does wrong → BAD_GATEWAY. Messages never carry a stack trace or a secret.
+Rules: client mistakes (4xx) → BAD_REQUEST or NOT_FOUND; throttling (429), an unreachable hub and
+a full lane of the agent's own (nothing was sent) → SERVICE_UNAVAILABLE; a call that would read
+more than one call may → ENTITY_TOO_LARGE; timeouts (504101, no answer in time) →
+GATEWAY_TIMEOUT; anything else the hub does wrong → BAD_GATEWAY. Messages never carry a stack
+trace or a secret.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from agent.alwayson import Status
 from agent.iothub import (
     METHOD_JOB,
     TWIN_JOB,
+    CallTooLarge,
     HubRequestError,
     HubTimeout,
     HubUnreachable,
     IotHubError,
+    LaneFull,
 )
 from agent.registry import ServiceError
 
@@ -271,6 +275,14 @@ def hub_failure(exc: IotHubError, ctx: ErrorContext | None = None) -> ServiceErr
         A ServiceError with the mapped AlwaysOn status and a one-line message.
     """
     context = ctx or ErrorContext()
+    if isinstance(exc, LaneFull):
+        return ServiceError(str(exc), Status.SERVICE_UNAVAILABLE)
+    if isinstance(exc, CallTooLarge):
+        return ServiceError(
+            f"{exc}; ask for less: FindJobs with type or status, QueryJobResults with a "
+            "narrower query or a smaller maxRows",
+            Status.ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, HubRequestError):
         return ServiceError(_request_message(exc, context), _status_for(exc))
     if isinstance(exc, HubTimeout):

@@ -17,7 +17,11 @@ Rules (reference sections in brackets):
   "Message Type not supported" [§7.5]. A message that does not parse: BAD_REQUEST when its
   request id could be read, else it is dropped and logged; the link stays up [§10].
 - Keep-alive is the websocket ping of the ``websockets`` library every ``ping_interval``; the
-  link is dropped when a pong does not come within ``pong_timeout`` [§8].
+  link is dropped when a pong does not come within ``pong_timeout`` [§8], at once: a link that
+  failed (pong timeout, a close by the server, a reader error) is closed without waiting for the
+  close handshake (``close_timeout`` 0), so a dead link is detected within ``ping_interval +
+  pong_timeout`` of its last pong. Only :meth:`AlwaysOnClient.stop` waits for the server's
+  close (up to ``connect_timeout``).
 - A lost or failed link is retried with exponential backoff and full jitter; each new link
   authenticates again and re-binds every Thing [§9]. Every failure (refused key, TLS, refused
   connection, pong timeout, close by the server...) goes through one method, which logs it and
@@ -25,7 +29,11 @@ Rules (reference sections in brackets):
   the reason of the last reconnect stays visible). Calls in flight on a lost link finish
   (their own deadline bounds them) but their answers cannot be delivered: they are logged and
   counted as abandoned.
-- ``stop()`` sends one UNBIND of every bound Thing, then closes with 1000 [§9].
+- ``stop()`` drains, then sends one UNBIND of every bound Thing, then closes with 1000 [§9].
+  Draining: new requests are refused at once (SERVICE_UNAVAILABLE, nothing done), the calls in
+  flight get up to ``drain_timeout`` to finish and are answered with their real result; a call
+  still running then is cancelled and answered GATEWAY_TIMEOUT saying it may have taken effect
+  (never a plain "retry": a Schedule call's job may exist).
 - Every wait has a deadline from :class:`~agent.settings.ThingWorxSettings`.
 """
 
@@ -232,6 +240,7 @@ class AlwaysOnClient:
         self._bound: list[str] = []
         self._bind = bind
         self._calls: set[asyncio.Task[None]] = set()
+        self._drain_expired = False
         self._task_group: asyncio.TaskGroup | None = None
         self._running = False
         self._last_error: str | None = None
@@ -327,10 +336,13 @@ class AlwaysOnClient:
             self._stopped.set()
 
     async def stop(self) -> None:
-        """UNBIND every bound Thing, close the websocket with 1000, and end :meth:`run`.
+        """Drain the calls in flight, UNBIND every bound Thing, close the websocket with 1000,
+        and end :meth:`run`.
 
-        Waits at most ``auth_timeout`` for the UNBIND answer and ``connect_timeout`` for the
-        close handshake.
+        From the moment it is called, new requests are refused (SERVICE_UNAVAILABLE). The calls
+        in flight get up to ``drain_timeout`` to finish and are answered; those still running
+        are then answered GATEWAY_TIMEOUT (their effect is unknown). Then it waits at most
+        ``auth_timeout`` for the UNBIND answer and ``connect_timeout`` for the close handshake.
         """
         if self._stop_requested.is_set():
             await self._wait_stopped()
@@ -340,6 +352,7 @@ class AlwaysOnClient:
         if self._machine.can(ChannelState.CLOSING):
             self._machine.transition(ChannelState.CLOSING)
         if link is not None:
+            await self._drain(link)
             if self._bound:
                 names = tuple(self._bound)
                 try:
@@ -378,6 +391,29 @@ class AlwaysOnClient:
         if new:
             link.log.info("bound new things", things=len(new))
         return list(new)
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Service calls being served now."""
+        return sum(1 for task in self._calls if not task.done())
+
+    async def _drain(self, link: _Link) -> None:
+        """Let the calls in flight finish and answer, up to ``drain_timeout``; cancel those
+        still running then, which answers them as unfinished (see :meth:`_serve_call`)."""
+        running = {task for task in self._calls if not task.done()}
+        if not running:
+            return
+        timeout = self._settings.drain_timeout
+        link.log.info("draining calls", count=len(running), timeout=timeout)
+        _, pending = await asyncio.wait(running, timeout=timeout)
+        if not pending:
+            link.log.info("calls drained", count=len(running))
+            return
+        self._drain_expired = True
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=self._settings.auth_timeout)
+        link.log.warning("calls unfinished at the drain deadline", count=len(pending))
 
     # -- connection lifecycle -----------------------------------------------------------------
 
@@ -483,7 +519,8 @@ class AlwaysOnClient:
                 open_timeout=settings.connect_timeout,
                 ping_interval=settings.ping_interval,
                 ping_timeout=settings.pong_timeout,
-                close_timeout=settings.connect_timeout,
+                # A failed link closes at once; stop() alone waits for the server's close.
+                close_timeout=0,
                 max_size=settings.max_message_size,
             )
         except InvalidStatus as exc:
@@ -555,6 +592,8 @@ class AlwaysOnClient:
         self._bound.extend(batch)
 
     async def _close(self, link: _Link, reason: str) -> None:
+        if self._stop_requested.is_set():  # a clean stop: wait for the server's close frame
+            link.ws.close_timeout = self._settings.connect_timeout
         with contextlib.suppress(Exception):
             await link.ws.close(code=1000, reason=reason)
         link.lost(reason)
@@ -660,8 +699,18 @@ class AlwaysOnClient:
                 Response(Status.SUCCESS, request.request_id, request.endpoint_id, link.session_id),
             )
             return
-        if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
+        refusal: str | None = None
+        if self._stop_requested.is_set():
+            link.log.info("call refused: agent stopping", service=target)
+            refusal = (
+                f"the agent of Thing {thing} is stopping and takes no new calls; nothing was "
+                "done, retry once it (or another agent) is back"
+            )
+        elif len(self._calls) >= MAX_CALLS_IN_FLIGHT:
             link.log.warning("call refused: too many in flight", service=target)
+            self.stats.refused_busy += 1
+            refusal = f"the agent is serving {MAX_CALLS_IN_FLIGHT} calls already; retry shortly"
+        if refusal is not None:  # refused at once: nothing was done
             self.stats.record_call(target, 0.0, ok=False)
             await self._reply(
                 link,
@@ -670,7 +719,7 @@ class AlwaysOnClient:
                     request.request_id,
                     request.endpoint_id,
                     link.session_id,
-                    f"the agent is serving {MAX_CALLS_IN_FLIGHT} calls already; retry shortly",
+                    refusal,
                 ),
             )
             return
@@ -710,6 +759,23 @@ class AlwaysOnClient:
             )
             response = Response(
                 err.status, request.request_id, request.endpoint_id, link.session_id, err.message
+            )
+        except asyncio.CancelledError:
+            if not self._drain_expired:
+                raise
+            # Cancelled by stop() at the drain deadline: answer, and say the effect is unknown.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.warning("call unfinished at the drain deadline", service=service)
+            response = Response(
+                Status.GATEWAY_TIMEOUT,
+                request.request_id,
+                request.endpoint_id,
+                link.session_id,
+                f"the agent stopped before service {service} finished (thingworx.drain_timeout "
+                f"= {self._settings.drain_timeout:g} s); it may have taken effect: check "
+                "(GetJob, FindJobs) before calling it again",
             )
         except Exception:  # the registry never raises anything else; belt and braces
             log.exception("call crashed", thing=request.entity_name, service=service)

@@ -26,6 +26,7 @@ class StatsSnapshot:
         reconnects: times it reached READY again after a lost or failed link.
         links_lost: established links that ended without stop().
         abandoned_calls: calls whose answer could not be delivered (link gone).
+        refused_busy: calls refused at once because ``MAX_CALLS_IN_FLIGHT`` were being served.
         latencies: recent call latencies in seconds, oldest first.
     """
 
@@ -37,6 +38,7 @@ class StatsSnapshot:
     links_lost: int
     abandoned_calls: int
     latencies: tuple[float, ...]
+    refused_busy: int = 0
 
 
 @dataclass
@@ -49,6 +51,7 @@ class ChannelStats:
     connects: int = 0
     links_lost: int = 0
     abandoned_calls: int = 0
+    refused_busy: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
     @property
@@ -74,4 +77,5 @@ class ChannelStats:
             links_lost=self.links_lost,
             abandoned_calls=self.abandoned_calls,
             latencies=tuple(self.latencies),
+            refused_busy=self.refused_busy,
         )

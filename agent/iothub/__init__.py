@@ -1,8 +1,9 @@
 """The agent's asynchronous IoT Hub client (over the synchronous azure-iot-hub SDK).
 
 Public names: :class:`IotHubClient`, the models it returns (:class:`Job`,
-:class:`DeviceJobResult`, :class:`MethodResult`) and the exception tree rooted at
-:class:`IotHubError`.
+:class:`DeviceJobResult`, :class:`MethodResult`), its lanes' counters (:class:`LoadCounters`)
+and the exception tree rooted at :class:`IotHubError` (with :class:`LaneFull` and
+:class:`CallTooLarge` from :mod:`agent.iothub.lanes`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from agent.iothub.errors import (
     IotHubError,
     parse_error_response,
 )
+from agent.iothub.lanes import CallTooLarge, LaneFull, LoadCounters
 from agent.iothub.models import DeviceJobResult, Job, JobStatistics, MethodResult, parse_hub_time
 
 __all__ = [
     "HUB_ERROR_CODES",
     "METHOD_JOB",
     "TWIN_JOB",
+    "CallTooLarge",
     "DeviceJobResult",
     "HubRequestError",
     "HubResponseError",
@@ -32,6 +35,8 @@ __all__ = [
     "IotHubError",
     "Job",
     "JobStatistics",
+    "LaneFull",
+    "LoadCounters",
     "MethodResult",
     "parse_error_response",
     "parse_hub_time",

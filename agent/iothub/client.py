@@ -1,8 +1,13 @@
 """The agent's one asynchronous IoT Hub client, over the synchronous azure-iot-hub SDK.
 
 Rules:
-- The SDK (``IoTHubJobManager``, ``IoTHubRegistryManager``) runs in a bounded thread pool
-  (``iothub.workers``), never on the event loop. msrest keeps one requests session per thread,
+- The SDK (``IoTHubJobManager``, ``IoTHubRegistryManager``) runs in worker threads, never on the
+  event loop, in two lanes that never share a queue (:mod:`agent.iothub.lanes`): direct methods,
+  which hold their thread while the hub waits on the device (up to connect + response timeout),
+  in the device lane (``iothub.device_calls`` threads, no queue); everything else in the hub
+  lane (``iothub.workers`` threads, ``iothub.hub_queue`` may wait). A call that finds its lane
+  full is refused at once with :class:`~agent.iothub.lanes.LaneFull`, before anything is sent.
+  So offline devices cannot stall GetJob or FindJobs. msrest keeps one requests session per thread,
   and with ``config.keep_alive`` set keeps its connection open between calls: msrest's default
   closes the session after every call, so each call would open a new TCP+TLS connection (on the
   emulator: 4.2 ms instead of 1.5 ms per get_job; more over a real network).
@@ -17,6 +22,10 @@ Rules:
   write that timed out is never retried blindly (it may have been applied), and a 429004
   (too many active jobs) is never retried: the job was not created, and only the end of the
   other job helps.
+- What one call reads is bounded while it reads: listing jobs and querying job results stop
+  with :class:`~agent.iothub.lanes.CallTooLarge` as soon as the pages read hold more than
+  ``iothub.max_rows_per_call`` rows or ``iothub.max_bytes_per_call`` bytes; pages are parsed in
+  the worker, not on the event loop.
 - Jobs are listed through the SDK's own authenticated msrest client on ``GET /jobs/v2/query``,
   following ``x-ms-continuation``: the SDK's ``query_scheduled_jobs`` cannot read the service's
   answer, a JSON array (reference §0.2).
@@ -35,7 +44,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -61,6 +69,7 @@ from agent.iothub.errors import (
     parse_error_response,
     translate,
 )
+from agent.iothub.lanes import CallBudget, CallTooLarge, Lane, LaneFull, LoadCounters
 from agent.iothub.models import DeviceJobResult, Job, MethodResult
 from agent.settings import IotHubSettings, JobSettings
 
@@ -176,9 +185,27 @@ class IotHubClient:
                 config.connection.verify = settings.ca_file
             _no_retries(config.retry_policy.policy)
             _environment_once(config, self.host)
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.workers, thread_name_prefix="iothub"
+        self._hub_lane = Lane(
+            "hub",
+            settings.workers,
+            settings.hub_queue,
+            lambda busy: (
+                f"the agent's IoT Hub lane is full: {busy} calls are running or waiting "
+                f"(iothub.workers = {settings.workers}, iothub.hub_queue = {settings.hub_queue}); "
+                "nothing was sent, retry shortly"
+            ),
         )
+        self._device_lane = Lane(
+            "device",
+            settings.device_calls,
+            0,
+            lambda busy: (
+                f"{busy} direct-method calls are already waiting on devices "
+                f"(iothub.device_calls = {settings.device_calls}); nothing was sent, retry "
+                "when one has ended"
+            ),
+        )
+        self._too_large = 0
         self._closed = False
         self._clock = clock
         self._last_success: float | None = None
@@ -201,6 +228,17 @@ class IotHubClient:
         """Unix time of :attr:`last_error`, or None."""
         return self._last_error_time
 
+    @property
+    def load(self) -> LoadCounters:
+        """The lanes' load now and the calls refused to protect the others (for /metrics)."""
+        return LoadCounters(
+            hub_busy=self._hub_lane.busy,
+            device_busy=self._device_lane.busy,
+            refused_hub=self._hub_lane.refused,
+            refused_device=self._device_lane.refused,
+            too_large=self._too_large,
+        )
+
     def _record(self, error: IotHubError | None) -> None:
         if error is None or not _hub_failure(error):
             self._last_success = self._clock()
@@ -209,10 +247,11 @@ class IotHubClient:
             self._last_error_time = self._clock()
 
     async def close(self) -> None:
-        """Stop the worker pool (calls in flight finish in their threads)."""
+        """Stop both lanes (calls in flight finish in their threads)."""
         if not self._closed:
             self._closed = True
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._hub_lane.shutdown()
+            self._device_lane.shutdown()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -224,10 +263,9 @@ class IotHubClient:
             raise HubTimeout(f"no time left for {what}", timeout)
         return min(timeout, left)
 
-    async def _once(self, what: str, call: Callable[[float], _T], timeout: float) -> _T:
+    async def _once(self, what: str, call: Callable[[float], _T], timeout: float, lane: Lane) -> _T:
         if self._closed:
             raise IotHubError("the IoT Hub client is closed")
-        loop = asyncio.get_running_loop()
 
         def work() -> _T:
             try:
@@ -235,7 +273,11 @@ class IotHubClient:
             except Exception as exc:
                 raise translate(exc, timeout=timeout, what=what) from exc
 
-        future = loop.run_in_executor(self._executor, work)
+        try:
+            future = asyncio.wrap_future(lane.submit(work))
+        except LaneFull as exc:
+            _log.warning("iothub call refused: lane full", lane=exc.lane, busy=exc.busy, what=what)
+            raise
         try:
             async with asyncio.timeout(timeout + _GUARD_SLACK):
                 result = await future
@@ -257,15 +299,17 @@ class IotHubClient:
         kind: _Kind,
         deadline: float | None,
         timeout: float | None = None,
+        lane: Lane | None = None,
     ) -> _T:
-        """Run ``call(timeout)`` in a worker, with the retry policy of ``kind``."""
+        """Run ``call(timeout)`` in a worker of ``lane`` (default: the hub lane), with the retry
+        policy of ``kind``."""
         base = self._settings.request_timeout if timeout is None else timeout
         delay = self._settings.retry_initial_delay
         attempt = 0
         while True:
             budget = self._budget(base, deadline, what)
             try:
-                return await self._once(what, call, budget)
+                return await self._once(what, call, budget, lane or self._hub_lane)
             except IotHubError as exc:
                 if attempt >= self._settings.read_retries or not _retryable(exc, kind):
                     raise
@@ -276,6 +320,18 @@ class IotHubClient:
                 await asyncio.sleep(pause)
                 attempt += 1
                 delay *= 2
+
+    def _budget_for(self, what: str) -> CallBudget:
+        return CallBudget(what, self._settings.max_rows_per_call, self._settings.max_bytes_per_call)
+
+    def _spend(self, budget: CallBudget, rows: int, size: int) -> None:
+        """Count one page against the call's budget (on the event loop, before keeping it)."""
+        try:
+            budget.add(rows, size)
+        except CallTooLarge as exc:
+            self._too_large += 1
+            _log.warning("iothub call stopped: too large", error=str(exc))
+            raise
 
     @staticmethod
     def _job_from(text: str, what: str) -> Job:
@@ -480,6 +536,8 @@ class IotHubClient:
             The jobs, in the hub's order.
 
         Raises:
+            CallTooLarge: the pages read hold more than ``iothub.max_rows_per_call`` jobs (when
+                ``max_jobs`` does not stop earlier) or ``iothub.max_bytes_per_call`` bytes.
             IotHubError: the hub refused, was unreachable, timed out or sent an unreadable page.
         """
         page_size = self._jobs.query_page_size
@@ -489,9 +547,10 @@ class IotHubClient:
         if job_status:
             params["jobStatus"] = job_status
         what = "list jobs"
+        budget = self._budget_for(what)
 
-        def page(token: str | None) -> Callable[[float], tuple[list[Any], str | None]]:
-            def call(timeout: float) -> tuple[list[Any], str | None]:
+        def page(token: str | None) -> Callable[[float], tuple[list[Job], int, int, str | None]]:
+            def call(timeout: float) -> tuple[list[Job], int, int, str | None]:
                 headers = {"x-ms-max-item-count": str(page_size)}
                 if token:
                     headers["x-ms-continuation"] = token
@@ -501,21 +560,28 @@ class IotHubClient:
                     body = body.get("items") or []
                 if not isinstance(body, list):
                     raise HubResponseError("IoT Hub answered a job query with a non-list body")
-                return body, reply.headers.get("x-ms-continuation") or None
+                # Parsed here, in the worker, not on the event loop.
+                page: list[Job] = []
+                for item in body:
+                    try:
+                        page.append(Job.from_json(item))
+                    except ValueError:
+                        _log.warning("job query item skipped", item=str(item)[:200])
+                continuation = reply.headers.get("x-ms-continuation") or None
+                return page, len(body), len(reply.text), continuation
 
             return call
 
         jobs: list[Job] = []
         token: str | None = None
         while True:
-            items, token = await self._call(what, page(token), kind=_Kind.READ, deadline=deadline)
-            for item in items:
-                try:
-                    jobs.append(Job.from_json(item))
-                except ValueError:
-                    _log.warning("job query item skipped", item=str(item)[:200])
-                if max_jobs is not None and len(jobs) >= max_jobs:
-                    return jobs
+            items, count, size, token = await self._call(
+                what, page(token), kind=_Kind.READ, deadline=deadline
+            )
+            if max_jobs is not None and len(jobs) + len(items) >= max_jobs:
+                return jobs + items[: max_jobs - len(jobs)]
+            self._spend(budget, count, size)
+            jobs.extend(items)
             if not token:
                 return jobs
 
@@ -533,17 +599,20 @@ class IotHubClient:
             One result per row, in the hub's order.
 
         Raises:
+            CallTooLarge: the pages read hold more than ``iothub.max_rows_per_call`` rows or
+                ``iothub.max_bytes_per_call`` bytes.
             IotHubError: the hub refused the query (e.g. a syntax error), was unreachable...
         """
         rows: list[DeviceJobResult] = []
         token: str | None = None
         what = "query job results"
+        budget = self._budget_for(what)
         while len(rows) < max_rows:
             size = min(self._jobs.query_page_size, max_rows - len(rows))
 
             def call(
                 timeout: float, token: str | None = token, size: int = size
-            ) -> tuple[list[DeviceJobResult], int, str | None]:
+            ) -> tuple[list[DeviceJobResult], int, int, str | None]:
                 headers = {"x-ms-max-item-count": str(size)}
                 if token:
                     headers["x-ms-continuation"] = token
@@ -560,9 +629,13 @@ class IotHubClient:
                         page.append(DeviceJobResult.from_json(item))
                     except (ValueError, TypeError, AttributeError):
                         _log.warning("job result row skipped", item=str(item)[:200])
-                return page, len(items), reply.headers.get("x-ms-continuation") or None
+                continuation = reply.headers.get("x-ms-continuation") or None
+                return page, len(items), len(reply.text), continuation
 
-            page, count, token = await self._call(what, call, kind=_Kind.READ, deadline=deadline)
+            page, count, size, token = await self._call(
+                what, call, kind=_Kind.READ, deadline=deadline
+            )
+            self._spend(budget, count, size)
             rows.extend(page[: max_rows - len(rows)])
             if not token or not count:
                 break
@@ -582,12 +655,14 @@ class IotHubClient:
     ) -> MethodResult:
         """Call a direct method on one device now (never retried but for 429 throttling).
 
-        Holds its own deadline: ``connect_timeout + response_timeout + jobs.direct_call_margin``.
+        Holds its own deadline: ``connect_timeout + response_timeout + jobs.direct_call_margin``,
+        and a thread of the device lane meanwhile.
 
         Returns:
             The device's status code and payload.
 
         Raises:
+            LaneFull: ``iothub.device_calls`` direct calls are in flight already; nothing sent.
             IotHubError: e.g. 404103 DeviceNotOnline, 504101 GatewayTimeout, or a
                 :class:`HubTimeout` when the hub does not answer within the deadline.
         """
@@ -610,7 +685,9 @@ class IotHubClient:
                 raise HubResponseError(f"IoT Hub answered {what} without a status")
             return MethodResult(status=status, payload=doc.get("payload"))
 
-        return await self._call(what, call, kind=_Kind.WRITE, deadline=deadline, timeout=own)
+        return await self._call(
+            what, call, kind=_Kind.WRITE, deadline=deadline, timeout=own, lane=self._device_lane
+        )
 
     async def get_twin(self, device_id: str, *, deadline: float | None = None) -> dict[str, Any]:
         """Get a device twin as IoT Hub's JSON (``deviceId``, ``tags``, ``properties``...).

@@ -4,6 +4,7 @@ probe, and the aiohttp server on a real socket."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import re
 
@@ -21,7 +22,7 @@ from agent.health import (
     health_report,
     render_metrics,
 )
-from agent.iothub import HubUnreachable, IotHubClient
+from agent.iothub import HubUnreachable, IotHubClient, LoadCounters
 from agent.registry import ThingRegistry
 from agent.settings import HealthSettings, IotHubSettings, JobSettings, ThingWorxSettings
 
@@ -250,3 +251,21 @@ async def test_server_answers_503_for_a_disconnected_channel_and_an_unreachable_
     finally:
         await server.stop()
         await hub.close()
+
+
+def test_metrics_count_calls_refused_for_capacity_and_over_the_per_call_bound() -> None:
+    snap = dataclasses.replace(_snapshot(), refused_busy=4)
+    load = LoadCounters(hub_busy=3, device_busy=32, refused_hub=2, refused_device=7, too_large=5)
+    text = render_metrics(snap, LatencyHistogram(), ChannelState.READY, HubHealth("h"), load)
+    samples = _samples(text)
+    assert samples['jobs_agent_calls_refused_total{reason="device_lane_full"}'] == 7
+    assert samples['jobs_agent_calls_refused_total{reason="hub_lane_full"}'] == 2
+    assert samples['jobs_agent_calls_refused_total{reason="channel_full"}'] == 4
+    assert samples["jobs_agent_calls_too_large_total"] == 5
+    assert samples['jobs_agent_lane_busy{lane="device"}'] == 32
+    assert samples['jobs_agent_lane_busy{lane="hub"}'] == 3
+    # Without a client (no load given) the series are there, at zero.
+    bare = _samples(
+        render_metrics(_snapshot(), LatencyHistogram(), ChannelState.READY, HubHealth("h"))
+    )
+    assert bare["jobs_agent_calls_too_large_total"] == 0

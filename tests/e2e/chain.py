@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,12 +90,14 @@ async def running_chain(
     tier: str | None = "S1",
     bind: Sequence[str] = (),
     page_size: int = 100,
+    iothub: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Chain]:
     """Start the emulator (REST port 0, MQTT 8883 on ``mqtt_host``), the fleet(s), the stand-in
     (port 0) and the agent; stop them all on exit.
 
     The first ``devices`` devices form the main fleet (``offline_share`` of them offline); the
-    next ``slow_devices`` answer methods after ``slow_delay`` seconds.
+    next ``slow_devices`` answer methods after ``slow_delay`` seconds. ``iothub`` overrides the
+    agent's ``[iothub]`` settings (lanes, bounds).
     """
     hub = IoTHubEmulator(data_dir / "hub", host=mqtt_host, rest_port=0, tier=tier)
     await hub.start()
@@ -124,10 +126,13 @@ async def running_chain(
                 reconnect_max_delay=0.5,
             ),
             iothub=IotHubSettings(
-                connection_string=SecretStr(hub.owner_connection_string),
-                ca_file=str(hub.ca_pem_path),
-                request_timeout=15.0,
-                workers=16,
+                **{
+                    "connection_string": SecretStr(hub.owner_connection_string),
+                    "ca_file": str(hub.ca_pem_path),
+                    "request_timeout": 15.0,
+                    "workers": 16,
+                    **(iothub or {}),
+                }
             ),
             jobs=JobSettings(query_page_size=page_size, wrappers_dir=str(CATALOGUE)),
         )
