@@ -76,11 +76,25 @@ class ThingWorxSettings(_Section):
     reconnect_initial_delay: float = Field(1.0, gt=0, description="first backoff delay, s")
     reconnect_max_delay: float = Field(60.0, gt=0, description="backoff ceiling, s")
     stale_multipart_after: float = Field(50.0, gt=0, description="drop incomplete sets, s")
+    multipart_pending_bytes: int = Field(
+        4 * 1_048_576,
+        ge=8192,
+        description="bytes of incomplete multipart sets the server may make the agent hold",
+    )
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> ThingWorxSettings:
         if self.app_key_file:
             self.app_key = _read_secret_file(self.app_key_file)
+        return self
+
+    @model_validator(mode="after")
+    def _pending_fits_a_message(self) -> ThingWorxSettings:
+        if self.multipart_pending_bytes < self.max_message_size:
+            raise ValueError(
+                f"multipart_pending_bytes ({self.multipart_pending_bytes}) must be at least "
+                f"max_message_size ({self.max_message_size}), or a big answer could never complete"
+            )
         return self
 
 
