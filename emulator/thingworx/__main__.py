@@ -18,6 +18,7 @@ import signal
 from collections.abc import Sequence
 
 from agent.logsetup import configure_logging
+from emulator.thingworx.limits import StandInLimits
 from emulator.thingworx.server import ThingWorxStandIn
 
 __all__ = ["main", "parse_args", "run"]
@@ -44,6 +45,50 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=False,
         help="deflate the stand-in's own frames when the client negotiates permessage-deflate",
     )
+    defaults = StandInLimits()
+    limits = parser.add_argument_group("limits per connection (docs/thingworx-standin.md)")
+    limits.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=defaults.auth_timeout,
+        help="seconds a connection has to authenticate (default %(default)s, as ThingWorx)",
+    )
+    limits.add_argument(
+        "--stale-multipart-after",
+        type=float,
+        default=defaults.stale_multipart_after,
+        help="seconds before an incomplete multipart set is dropped (default %(default)s)",
+    )
+    limits.add_argument(
+        "--multipart-pending-bytes",
+        type=int,
+        default=defaults.multipart_pending_bytes,
+        help="bytes of incomplete multipart sets one connection may hold (default %(default)s)",
+    )
+    limits.add_argument(
+        "--multipart-pending-bytes-total",
+        type=int,
+        default=defaults.multipart_pending_bytes_total,
+        help="the same for every connection together (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-things-per-connection",
+        type=int,
+        default=defaults.max_things_per_connection,
+        help="Things one connection may hold bound (default %(default)s)",
+    )
+    limits.add_argument(
+        "--frame-rate",
+        type=float,
+        default=defaults.frame_rate,
+        help="frames/s a connection may send on average; 0 = no limit (default %(default)s)",
+    )
+    limits.add_argument(
+        "--frame-burst",
+        type=int,
+        default=defaults.frame_burst,
+        help="frames a connection may send at once over the rate (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
     args = parser.parse_args(argv)
@@ -56,6 +101,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--chunk-size must be within 64..65535")
     if args.call_timeout <= 0:
         parser.error("--call-timeout must be positive")
+    try:
+        args.limits = StandInLimits(
+            auth_timeout=args.auth_timeout,
+            stale_multipart_after=args.stale_multipart_after,
+            multipart_pending_bytes=args.multipart_pending_bytes,
+            multipart_pending_bytes_total=args.multipart_pending_bytes_total,
+            max_things_per_connection=args.max_things_per_connection,
+            frame_rate=args.frame_rate,
+            frame_burst=args.frame_burst,
+        )
+    except ValueError as exc:
+        parser.error(str(exc).replace("_", "-"))
     return args
 
 
@@ -72,6 +129,7 @@ async def run(args: argparse.Namespace) -> None:
         chunk_size=args.chunk_size,
         call_timeout=args.call_timeout,
         compress=args.compress,
+        limits=args.limits,
     )
     await standin.start()
     try:

@@ -17,7 +17,11 @@ Rules (reference §1.2 to §1.4, §8, §12):
   ``Max-Frame-Size`` (the caller splits bigger messages into multipart; a frame whose compressed
   form would be larger is sent uncompressed);
 - the client's pings are answered with pongs (websockets' protocol does it); the stand-in never
-  pings and never requires a pong; unsolicited pongs are ignored.
+  pings and never requires a pong; unsolicited pongs are ignored;
+- every frame the client sends (control frames included) counts against the connection's
+  :class:`~emulator.thingworx.limits.FrameRate`; the first frame over it closes the link (1008
+  ``rate limit exceeded``), the frames read with it are discarded, and the TCP connection is
+  aborted if the client does not close within 2 s (see ``limits`` for why close, not drop).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from websockets.protocol import CLOSED, OPEN, Protocol, Side
 from websockets.typing import ExtensionName
 
 from emulator.thingworx.errors import HandshakeRefused
+from emulator.thingworx.limits import FrameRate
 
 __all__ = [
     "WS_GUID",
@@ -258,6 +263,8 @@ class EdgeLink:
         handshake: what was agreed in the upgrade.
         max_message_size: the largest websocket message accepted from the client.
         compress_outgoing: deflate our frames when permessage-deflate was negotiated.
+        frame_rate: frames per second the client may send on average (0: no limit).
+        frame_burst: frames it may send at once above that rate.
     """
 
     def __init__(
@@ -267,6 +274,8 @@ class EdgeLink:
         *,
         max_message_size: int,
         compress_outgoing: bool,
+        frame_rate: float = 0.0,
+        frame_burst: int = 1,
     ) -> None:
         self._transport = transport
         self.handshake = handshake
@@ -285,6 +294,12 @@ class EdgeLink:
         self._closed = asyncio.Event()
         self.pings_answered = 0
         self.close_code: int | None = None
+        self.close_reason = ""
+        self._loop = asyncio.get_running_loop()
+        self._rate = (
+            FrameRate(frame_rate, frame_burst, self._loop.time()) if frame_rate > 0 else None
+        )
+        self.rate_limited = False
 
     # aiohttp parser interface -------------------------------------------------------------
 
@@ -293,11 +308,27 @@ class EdgeLink:
         if self._closed.is_set():
             return True, b""
         self._protocol.receive_data(data)
+        now = self._loop.time()
         for event in self._protocol.events_received():
-            if isinstance(event, Frame):
-                self._on_frame(event)
+            if not isinstance(event, Frame):
+                continue
+            if self._rate is not None and not self._rate.allow(now):
+                self._over_rate()
+                break
+            self._on_frame(event)
         self._flush()
         return self._closed.is_set(), b""
+
+    def _over_rate(self) -> None:
+        """Close (1008) a client past its frame rate; abort it if it does not close in time."""
+        assert self._rate is not None
+        self.rate_limited = True
+        self.close_reason = f"rate limit exceeded ({self._rate.rate:g} frames/s)"
+        if self._protocol.state is OPEN:
+            self._protocol.send_close(1008, self.close_reason)
+        self._flush()
+        self._loop.call_later(_CLOSE_TIMEOUT, self._transport.abort)
+        self._finish()
 
     def feed_eof(self) -> None:
         """The socket closed (called by aiohttp)."""
@@ -380,6 +411,7 @@ class EdgeLink:
         if self._protocol.state is CLOSED or self._protocol.close_expected():
             if self._protocol.close_rcvd is not None:
                 self.close_code = self._protocol.close_rcvd.code
+                self.close_reason = self.close_reason or self._protocol.close_rcvd.reason
             if self._protocol.state is CLOSED:
                 self._transport.close()
                 self._finish()
@@ -396,6 +428,8 @@ async def upgrade(
     *,
     max_message_size: int,
     compress_outgoing: bool,
+    frame_rate: float = 0.0,
+    frame_burst: int = 1,
 ) -> tuple[web.StreamResponse, EdgeLink]:
     """Answer 101 and take the connection over from aiohttp's HTTP parser.
 
@@ -404,6 +438,8 @@ async def upgrade(
         handshake: the result of :func:`negotiate`.
         max_message_size: the largest websocket message accepted.
         compress_outgoing: deflate our frames when permessage-deflate was negotiated.
+        frame_rate: frames per second the client may send on average (0: no limit).
+        frame_burst: frames it may send at once above that rate.
 
     Returns:
         The prepared response (return it from the handler once the session ends) and the link.
@@ -427,6 +463,8 @@ async def upgrade(
         handshake,
         max_message_size=max_message_size,
         compress_outgoing=compress_outgoing,
+        frame_rate=frame_rate,
+        frame_burst=frame_burst,
     )
     request.protocol.set_parser(link)  # type: ignore[arg-type]
     request.protocol.keep_alive(False)
