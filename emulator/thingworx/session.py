@@ -12,6 +12,8 @@ Rules (reference §2.3, §5 to §9, §12):
   it is answered ENTITY_TOO_LARGE, an answer over it fails its call), expired on a timer and
   freed when the connection closes; Things bound per connection (a BIND past it is refused
   BAD_REQUEST, whole); its Things are unbound when it closes;
+- each connection yields to the event loop after every message, so a flood on one delays the
+  others by at most one message's handling;
 - refused and dropped frames are logged as counts every ``refusal_log_interval`` (the first of
   each kind in full), not one line per frame;
 - AUTH success carries a fresh session id in the header and the body ``00 FF``; BIND/UNBIND
@@ -219,6 +221,9 @@ class EdgeSession:
         self._spawn(self._housekeeping())
         try:
             while True:
+                # recv() does not suspend while messages are queued: yield, so that one busy
+                # connection cannot starve the others, the REST calls and the signal handlers.
+                await asyncio.sleep(0)
                 data = await self.link.recv()
                 if data is None:
                     break

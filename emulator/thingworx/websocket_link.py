@@ -21,7 +21,12 @@ Rules (reference §1.2 to §1.4, §8, §12):
 - every frame the client sends (control frames included) counts against the connection's
   :class:`~emulator.thingworx.limits.FrameRate`; the first frame over it closes the link (1008
   ``rate limit exceeded``), the frames read with it are discarded, and the TCP connection is
-  aborted if the client does not close within 2 s (see ``limits`` for why close, not drop).
+  aborted if the client does not close within 2 s (see ``limits`` for why close, not drop);
+- at most ``MAX_QUEUED_MESSAGES`` received messages wait for the session: past that the socket is
+  no longer read (TCP pushes back on the client) until the session catches up, so a client that
+  sends faster than its messages are handled costs no memory and no more than its share of time;
+- once the stand-in closes a link (``close``, ``abort``, the rate limit), the messages still
+  queued are dropped: the session ends at once instead of handling a backlog.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _EMPTY_BLOCK = b"\x00\x00\xff\xff"
 _DEFLATE = "permessage-deflate"
 _CLOSE_TIMEOUT = 2.0
+MAX_QUEUED_MESSAGES = 64
+"""Received messages waiting for the session before the socket is paused."""
 
 
 def accept_key(key: str) -> str:
@@ -290,6 +297,8 @@ class EdgeLink:
                 )
             ]
         self._messages: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._paused = False
+        self._discard = False  # we closed the link: queued messages are not handed out
         self._fragments: list[bytes] = []
         self._closed = asyncio.Event()
         self.pings_answered = 0
@@ -323,6 +332,7 @@ class EdgeLink:
         """Close (1008) a client past its frame rate; abort it if it does not close in time."""
         assert self._rate is not None
         self.rate_limited = True
+        self._discard = True
         self.close_reason = f"rate limit exceeded ({self._rate.rate:g} frames/s)"
         if self._protocol.state is OPEN:
             self._protocol.send_close(1008, self.close_reason)
@@ -350,7 +360,14 @@ class EdgeLink:
 
     async def recv(self) -> bytes | None:
         """The next complete binary message, or None once the link is closed."""
-        return await self._messages.get()
+        message = await self._messages.get()
+        if self._discard:
+            return None
+        if self._paused and self._messages.qsize() <= MAX_QUEUED_MESSAGES // 2:
+            self._paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+        return message
 
     def send(self, payload: bytes) -> None:
         """Send one AlwaysOn message (or chunk) as one binary websocket frame.
@@ -370,6 +387,7 @@ class EdgeLink:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame and wait (bounded) for the client to close the TCP link."""
+        self._discard = True
         if self._protocol.state is OPEN:
             self._protocol.send_close(code, reason)
             self._flush()
@@ -380,6 +398,7 @@ class EdgeLink:
 
     def abort(self) -> None:
         """Drop the TCP connection at once."""
+        self._discard = True
         self._transport.abort()
         self._finish()
 
@@ -396,6 +415,9 @@ class EdgeLink:
                 message = b"".join(self._fragments)
                 self._fragments = []
                 self._messages.put_nowait(message)
+                if self._messages.qsize() >= MAX_QUEUED_MESSAGES and not self._paused:
+                    self._paused = True
+                    self._transport.pause_reading()
         elif frame.opcode is Opcode.PING:
             self.pings_answered += 1  # websockets' protocol queued the pong already
         # pongs (solicited or not) and close frames need nothing more here
