@@ -25,6 +25,17 @@ __all__ = ["main", "parse_args", "run"]
 
 APP_KEY_ENV = "THINGWORX_APP_KEY"
 
+_LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("auth_timeout", float, "seconds a connection has to authenticate (ThingWorx: 15)"),
+    ("stale_multipart_after", float, "seconds before an incomplete multipart set is dropped"),
+    ("multipart_pending_bytes", int, "bytes of incomplete multipart sets one connection holds"),
+    ("multipart_pending_bytes_total", int, "the same for every connection together"),
+    ("max_things_per_connection", int, "Things one connection may hold bound"),
+    ("frame_rate", float, "frames/s a connection may send on average; 0 = no limit"),
+    ("frame_burst", int, "frames a connection may send at once over the rate"),
+)
+"""The :class:`StandInLimits` fields offered as ``--field-name`` options."""
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
@@ -47,48 +58,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     defaults = StandInLimits()
     limits = parser.add_argument_group("limits per connection (docs/thingworx-standin.md)")
-    limits.add_argument(
-        "--auth-timeout",
-        type=float,
-        default=defaults.auth_timeout,
-        help="seconds a connection has to authenticate (default %(default)s, as ThingWorx)",
-    )
-    limits.add_argument(
-        "--stale-multipart-after",
-        type=float,
-        default=defaults.stale_multipart_after,
-        help="seconds before an incomplete multipart set is dropped (default %(default)s)",
-    )
-    limits.add_argument(
-        "--multipart-pending-bytes",
-        type=int,
-        default=defaults.multipart_pending_bytes,
-        help="bytes of incomplete multipart sets one connection may hold (default %(default)s)",
-    )
-    limits.add_argument(
-        "--multipart-pending-bytes-total",
-        type=int,
-        default=defaults.multipart_pending_bytes_total,
-        help="the same for every connection together (default %(default)s)",
-    )
-    limits.add_argument(
-        "--max-things-per-connection",
-        type=int,
-        default=defaults.max_things_per_connection,
-        help="Things one connection may hold bound (default %(default)s)",
-    )
-    limits.add_argument(
-        "--frame-rate",
-        type=float,
-        default=defaults.frame_rate,
-        help="frames/s a connection may send on average; 0 = no limit (default %(default)s)",
-    )
-    limits.add_argument(
-        "--frame-burst",
-        type=int,
-        default=defaults.frame_burst,
-        help="frames a connection may send at once over the rate (default %(default)s)",
-    )
+    for field, kind, text in _LIMIT_OPTIONS:
+        limits.add_argument(
+            "--" + field.replace("_", "-"),
+            type=kind,
+            default=getattr(defaults, field),
+            help=f"{text} (default %(default)s)",
+        )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
     args = parser.parse_args(argv)
@@ -102,15 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.call_timeout <= 0:
         parser.error("--call-timeout must be positive")
     try:
-        args.limits = StandInLimits(
-            auth_timeout=args.auth_timeout,
-            stale_multipart_after=args.stale_multipart_after,
-            multipart_pending_bytes=args.multipart_pending_bytes,
-            multipart_pending_bytes_total=args.multipart_pending_bytes_total,
-            max_things_per_connection=args.max_things_per_connection,
-            frame_rate=args.frame_rate,
-            frame_burst=args.frame_burst,
-        )
+        args.limits = StandInLimits(**{f: getattr(args, f) for f, _, _ in _LIMIT_OPTIONS})
     except ValueError as exc:
         parser.error(str(exc).replace("_", "-"))
     return args
