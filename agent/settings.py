@@ -79,11 +79,25 @@ class ThingWorxSettings(_Section):
     drain_timeout: float = Field(
         10.0, ge=0, description="on stop, time the calls in flight get to finish and answer, s"
     )
+    multipart_pending_bytes: int = Field(
+        4 * 1_048_576,
+        ge=8192,
+        description="bytes of incomplete multipart sets the server may make the agent hold",
+    )
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> ThingWorxSettings:
         if self.app_key_file:
             self.app_key = _read_secret_file(self.app_key_file)
+        return self
+
+    @model_validator(mode="after")
+    def _pending_fits_a_message(self) -> ThingWorxSettings:
+        if self.multipart_pending_bytes < self.max_message_size:
+            raise ValueError(
+                f"multipart_pending_bytes ({self.multipart_pending_bytes}) must be at least "
+                f"max_message_size ({self.max_message_size}), or a big answer could never complete"
+            )
         return self
 
 

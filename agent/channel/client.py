@@ -16,6 +16,10 @@ Rules (reference sections in brackets):
 - Unknown Thing, service, property or event: NOT_FOUND. AUTH/BIND sent to us: BAD_REQUEST
   "Message Type not supported" [§7.5]. A message that does not parse: BAD_REQUEST when its
   request id could be read, else it is dropped and logged; the link stays up [§10].
+- Incomplete multipart sets hold at most ``multipart_pending_bytes`` (the agent has one link at
+  a time, so that is the process's bound too); a chunk over it drops its set and is answered
+  ENTITY_TOO_LARGE when it belongs to a request. A timer expires sets older than
+  ``stale_multipart_after``; the sets are freed when the link ends [§6.5].
 - Keep-alive is the websocket ping of the ``websockets`` library every ``ping_interval``; the
   link is dropped when a pong does not come within ``pong_timeout`` [§8], at once: a link that
   failed (pong timeout, a close by the server, a reader error) is closed without waiting for the
@@ -69,6 +73,7 @@ from agent.alwayson import (
     Status,
     encode_message,
 )
+from agent.alwayson.assembler import PendingLimitExceeded
 from agent.channel.backoff import Backoff
 from agent.channel.errors import (
     AuthRefused,
@@ -119,8 +124,11 @@ class _Link:
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._send_lock = asyncio.Lock()
         self._assembler = MessageAssembler(
-            settings.max_message_size, settings.stale_multipart_after
+            settings.max_message_size,
+            settings.stale_multipart_after,
+            max_pending_bytes=settings.multipart_pending_bytes,
         )
+        self.refused = 0  # incoming messages refused for the pending limit, not yet logged
 
     def encode(self, message: Message) -> list[bytes]:
         return encode_message(
@@ -165,9 +173,17 @@ class _Link:
             self._pending.pop(request_id, None)
 
     def feed(self, data: bytes, now: float) -> Message | None:
-        """Reassemble one websocket message (may raise the codec's errors); the assembler
-        expires stale multipart sets as it goes (``stale_multipart_after``)."""
+        """Reassemble one websocket message (may raise the codec's errors)."""
         return self._assembler.feed(data, now)
+
+    def expire(self, now: float) -> int:
+        """Drop incomplete multipart sets older than ``stale_multipart_after``; return how many."""
+        return self._assembler.expire(now)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for incomplete multipart sets and split bodies."""
+        return self._assembler.pending_bytes
 
     def answer_pending(self, response: Response) -> bool:
         """Complete the pending request ``response`` answers; False when none waits for it."""
@@ -185,10 +201,11 @@ class _Link:
         return True
 
     def lost(self, reason: str) -> None:
-        """Fail every pending request: the link is gone."""
+        """Fail every pending request and free the incomplete multipart sets: the link is gone."""
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(LinkLost(reason))
+        self._assembler.clear()
         self.closed.set()
 
 
@@ -443,6 +460,7 @@ class AlwaysOnClient:
                 return
             assert self._task_group is not None
             reader = self._task_group.create_task(self._read_loop(link))
+            self._task_group.create_task(self._sweep(link))
             self._machine.transition(ChannelState.AUTHENTICATING)
             await self._authenticate(link)
             if self._stop_requested.is_set():
@@ -617,9 +635,43 @@ class AlwaysOnClient:
         finally:
             link.lost("websocket closed")
 
+    async def _sweep(self, link: _Link) -> None:
+        """Expire stale multipart sets on a timer (not only when the next message comes) and
+        log how many messages were refused for the pending limit since the last sweep."""
+        loop = asyncio.get_running_loop()
+        period = self._settings.stale_multipart_after / _SWEEPS_PER_STALE_PERIOD
+        while not link.closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period):
+                    await link.closed.wait()
+            dropped = link.expire(loop.time())
+            if dropped:
+                link.log.info("stale multipart sets dropped", count=dropped)
+            if link.refused:
+                link.log.warning("incoming multipart messages refused", count=link.refused)
+                link.refused = 0
+
+    async def _on_pending_limit(self, link: _Link, exc: PendingLimitExceeded) -> None:
+        """A chunk over the pending limit: its set is dropped; a request is answered
+        ENTITY_TOO_LARGE, the AUTH/BIND it answers fails; one log line per sweep, not per frame."""
+        if link.refused == 0:
+            link.log.warning("incoming multipart message refused", error=str(exc))
+        link.refused += 1
+        request_id = exc.request_id if exc.request_id is not None else 0
+        if exc.code in _REQUEST_CODES:
+            await self._reply(
+                link,
+                Response(Status.ENTITY_TOO_LARGE, request_id, 0, link.session_id, str(exc)),
+            )
+        else:
+            link.fail_pending(request_id, LinkLost(f"answer refused: {exc}"))
+
     async def _on_frame(self, link: _Link, data: bytes, now: float) -> None:
         try:
             message = link.feed(data, now)
+        except PendingLimitExceeded as exc:
+            await self._on_pending_limit(link, exc)
+            return
         except MessageTooLarge as exc:
             link.log.warning("oversized message dropped", error=str(exc))
             return
@@ -869,5 +921,6 @@ class AlwaysOnClient:
         self._log.debug("state", old=old.value, new=new.value)
 
 
+_SWEEPS_PER_STALE_PERIOD = 10  # a stale set is gone at most 10% after stale_multipart_after
 _KEEPALIVE_TIMEOUT = "keepalive ping timeout"  # the close reason websockets sends on pong timeout
 _AUTHENTICATED = frozenset({ChannelState.BINDING, ChannelState.READY, ChannelState.CLOSING})

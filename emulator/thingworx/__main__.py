@@ -18,11 +18,23 @@ import signal
 from collections.abc import Sequence
 
 from agent.logsetup import configure_logging
+from emulator.thingworx.limits import StandInLimits
 from emulator.thingworx.server import ThingWorxStandIn
 
 __all__ = ["main", "parse_args", "run"]
 
 APP_KEY_ENV = "THINGWORX_APP_KEY"
+
+_LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("auth_timeout", float, "seconds a connection has to authenticate (ThingWorx: 15)"),
+    ("stale_multipart_after", float, "seconds before an incomplete multipart set is dropped"),
+    ("multipart_pending_bytes", int, "bytes of incomplete multipart sets one connection holds"),
+    ("multipart_pending_bytes_total", int, "the same for every connection together"),
+    ("max_things_per_connection", int, "Things one connection may hold bound"),
+    ("frame_rate", float, "frames/s a connection may send on average; 0 = no limit"),
+    ("frame_burst", int, "frames a connection may send at once over the rate"),
+)
+"""The :class:`StandInLimits` fields offered as ``--field-name`` options."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -44,6 +56,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=False,
         help="deflate the stand-in's own frames when the client negotiates permessage-deflate",
     )
+    defaults = StandInLimits()
+    limits = parser.add_argument_group("limits per connection (docs/thingworx-standin.md)")
+    for field, kind, text in _LIMIT_OPTIONS:
+        limits.add_argument(
+            "--" + field.replace("_", "-"),
+            type=kind,
+            default=getattr(defaults, field),
+            help=f"{text} (default %(default)s)",
+        )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
     args = parser.parse_args(argv)
@@ -56,6 +77,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--chunk-size must be within 64..65535")
     if args.call_timeout <= 0:
         parser.error("--call-timeout must be positive")
+    try:
+        args.limits = StandInLimits(**{f: getattr(args, f) for f, _, _ in _LIMIT_OPTIONS})
+    except ValueError as exc:
+        parser.error(str(exc).replace("_", "-"))
     return args
 
 
@@ -72,6 +97,7 @@ async def run(args: argparse.Namespace) -> None:
         chunk_size=args.chunk_size,
         call_timeout=args.call_timeout,
         compress=args.compress,
+        limits=args.limits,
     )
     await standin.start()
     try:

@@ -3,7 +3,10 @@
 :class:`ThingWorxStandIn` owns the aiohttp application, the registry of Things and one
 :class:`~emulator.thingworx.session.EdgeSession` per websocket. The upgrade is answered here:
 a wrong ``appKey`` upgrade header is refused early with 401 (a missing one is accepted: the AUTH
-message decides), a missing ``Max-Frame-Size`` defaults to 8192 (reference §1.1).
+message decides), a missing ``Max-Frame-Size`` defaults to 8192 (reference §1.1). What one
+connection may cost is bounded by :class:`~emulator.thingworx.limits.StandInLimits`; the bytes
+of incomplete multipart sets are also bounded for every connection together (one
+:class:`~agent.alwayson.assembler.PendingBudget` per stand-in).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import itertools
 import structlog
 from aiohttp import web
 
+from agent.alwayson.assembler import PendingBudget
 from emulator.thingworx.console import add_console_routes
 from emulator.thingworx.errors import HandshakeRefused
+from emulator.thingworx.limits import StandInLimits
 from emulator.thingworx.rest import RestApi
 from emulator.thingworx.session import EdgeSession, SessionSettings, check_app_key
 from emulator.thingworx.things import ThingEntry, ThingRegistry
@@ -42,6 +47,8 @@ class ThingWorxStandIn:
         compress: deflate the stand-in's own frames when permessage-deflate is negotiated.
         bind_host: listen on this address instead of ``host`` (e.g. ``0.0.0.0`` in a
             container), while the URLs still name ``host``; None listens on ``host``.
+        limits: what one connection may cost (AUTH deadline, multipart bytes, Things bound,
+            frame rate...); default :class:`StandInLimits`' defaults.
     """
 
     def __init__(
@@ -55,6 +62,7 @@ class ThingWorxStandIn:
         call_timeout: float = 30.0,
         compress: bool = COMPRESS_SERVER_FRAMES,
         bind_host: str | None = None,
+        limits: StandInLimits | None = None,
     ) -> None:
         if not app_key:
             raise ValueError("an application key is required")
@@ -64,7 +72,9 @@ class ThingWorxStandIn:
         self._port = port
         self._compress = compress
         self._max_message_size = max_message_size
-        self.registry = ThingRegistry()
+        self.limits = limits or StandInLimits()
+        self.registry = ThingRegistry(keep_unbound=self.limits.unbound_things_kept)
+        self._budget = PendingBudget(self.limits.multipart_pending_bytes_total)
         self._request_ids = itertools.count(1)
         self._conn_ids = itertools.count(1)
         self._settings = SessionSettings(
@@ -73,6 +83,8 @@ class ThingWorxStandIn:
             max_message_size=max_message_size,
             call_timeout=call_timeout,
             next_request_id=self._next_request_id,
+            limits=self.limits,
+            budget=self._budget,
         )
         self._sessions: set[EdgeSession] = set()
         self._runner: web.AppRunner | None = None
@@ -140,6 +152,11 @@ class ThingWorxStandIn:
         """``ws://host:port/Thingworx/WS``: where edge clients connect."""
         return f"ws://{self._host}:{self.port}{WS_PATH}"
 
+    @property
+    def pending_multipart_bytes(self) -> int:
+        """Bytes every connection together holds now for incomplete multipart sets."""
+        return self._budget.used
+
     def bound_things(self) -> list[str]:
         """Names of the Things bound now, sorted."""
         return self.registry.bound_names()
@@ -185,6 +202,8 @@ class ThingWorxStandIn:
                 handshake,
                 max_message_size=self._max_message_size + 64,
                 compress_outgoing=self._compress,
+                frame_rate=self.limits.frame_rate,
+                frame_burst=self.limits.frame_burst,
             )
         except ConnectionError:
             return web.Response(status=400)

@@ -2,9 +2,20 @@
 
 Rules (reference §2.3, §5 to §9, §12):
 
-- nothing but AUTH is served before a successful AUTH: a BIND or request gets UNAUTHORIZED
-  (``REQUEST_BEFORE_AUTH_CLOSES`` says whether the link is then closed); a bad key gets
-  UNAUTHORIZED ``0x81`` and the link is closed (``AUTH_FAILURE_CLOSES``);
+- nothing but AUTH is read before a successful AUTH: the body of anything else is never decoded
+  (the assembler refuses it on its header), a BIND or request gets UNAUTHORIZED
+  (``REQUEST_BEFORE_AUTH_CLOSES`` says whether the link is then closed), a multipart chunk or a
+  split body is refused the same way; no AUTH within ``auth_timeout`` closes the link (1008); a
+  bad key gets UNAUTHORIZED ``0x81`` and the link is closed (``AUTH_FAILURE_CLOSES``);
+- what a connection holds is bounded (:class:`~emulator.thingworx.limits.StandInLimits`):
+  incomplete multipart sets in bytes per connection and for the whole stand-in (a request over
+  it is answered ENTITY_TOO_LARGE, an answer over it fails its call), expired on a timer and
+  freed when the connection closes; Things bound per connection (a BIND past it is refused
+  BAD_REQUEST, whole); its Things are unbound when it closes;
+- each connection yields to the event loop after every message, so a flood on one delays the
+  others by at most one message's handling;
+- refused and dropped frames are logged as counts every ``refusal_log_interval`` (the first of
+  each kind in full), not one line per frame;
 - AUTH success carries a fresh session id in the header and the body ``00 FF``; BIND/UNBIND
   success is ``00 FF`` too; after a BIND the stand-in calls ``NotifyPropertyUpdate`` on each
   bound Thing, then learns its services through ``GetMetadata`` (``GET_METADATA_AFTER_BIND``);
@@ -51,7 +62,9 @@ from agent.alwayson import (
     encode_message,
     parse_metadata_json,
 )
+from agent.alwayson.assembler import MessageRefused, PendingBudget, PendingLimitExceeded
 from emulator.thingworx.errors import CallError, EdgeFailed, EdgeTimeout, LinkClosed
+from emulator.thingworx.limits import RefusalCounter, StandInLimits
 from emulator.thingworx.things import ThingRegistry
 from emulator.thingworx.unconfirmed import (
     APP_KEY_CLAIM,
@@ -66,7 +79,6 @@ from emulator.thingworx.unconfirmed import (
     REASON_COLUMN,
     REQUEST_BEFORE_AUTH_CLOSES,
     SERVICE_CALL_METHOD,
-    STALE_MULTIPART_SECONDS,
     UPDATE_SUBSCRIBED_PROPERTY_VALUES_SERVICE,
 )
 from emulator.thingworx.websocket_link import EdgeLink
@@ -91,6 +103,9 @@ class SessionSettings:
         max_message_size: the largest (reassembled) message accepted or sent.
         call_timeout: seconds to wait for the edge's answer to a call.
         next_request_id: the stand-in's request id counter.
+        limits: what one connection may cost (default: :class:`StandInLimits`' defaults).
+        budget: the bytes of incomplete multipart sets every connection together may hold
+            (default: a budget of ``limits.multipart_pending_bytes_total``).
     """
 
     def __init__(
@@ -101,12 +116,16 @@ class SessionSettings:
         max_message_size: int,
         call_timeout: float,
         next_request_id: Callable[[], int],
+        limits: StandInLimits | None = None,
+        budget: PendingBudget | None = None,
     ) -> None:
         self.app_key = app_key
         self.chunk_size = chunk_size
         self.max_message_size = max_message_size
         self.call_timeout = call_timeout
         self.next_request_id = next_request_id
+        self.limits = limits or StandInLimits()
+        self.budget = budget or PendingBudget(self.limits.multipart_pending_bytes_total)
 
 
 def check_app_key(presented: str | None, expected: str) -> bool:
@@ -159,9 +178,15 @@ class EdgeSession:
         self._conn_id = conn_id
         self.endpoint_id = endpoint_id
         self.session_id: int | None = None
+        limits = settings.limits
         self._assembler = MessageAssembler(
-            settings.max_message_size, stale_after=STALE_MULTIPART_SECONDS
+            settings.max_message_size,
+            limits.stale_multipart_after,
+            max_pending_bytes=limits.multipart_pending_bytes,
+            budget=settings.budget,
         )
+        self._assembler.restrict(_AUTH_ONLY, "authenticate first")
+        self.refusals = RefusalCounter()
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._metadata_fetches: dict[str, asyncio.Task[None]] = {}
@@ -177,6 +202,11 @@ class EdgeSession:
         """True after a successful AUTH."""
         return self.session_id is not None
 
+    @property
+    def pending_multipart_bytes(self) -> int:
+        """Bytes held for this connection's incomplete multipart sets and split bodies."""
+        return self._assembler.pending_bytes
+
     # lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -187,13 +217,21 @@ class EdgeSession:
             max_frame_size=self.link.max_frame_size,
             deflate=self.link.handshake.deflate,
         )
+        self._spawn(self._auth_deadline())
+        self._spawn(self._housekeeping())
         try:
             while True:
+                # recv() does not suspend while messages are queued: yield, so that one busy
+                # connection cannot starve the others, the REST calls and the signal handlers.
+                await asyncio.sleep(0)
                 data = await self.link.recv()
                 if data is None:
                     break
                 try:
-                    message = self._assembler.feed(data, loop.time())  # feed expires stale sets
+                    message = self._assembler.feed(data, loop.time())
+                except MessageRefused as exc:
+                    await self._refuse_before_auth(exc.code, exc.request_id, exc.endpoint_id)
+                    continue
                 except MessageTooLarge as exc:
                     self._on_too_large(exc)
                     continue
@@ -214,8 +252,51 @@ class EdgeSession:
             if not future.done():
                 future.set_exception(LinkClosed("the edge's connection closed"))
         self._pending.clear()
+        freed = self._assembler.clear()
         names = self._registry.drop(self)
-        self._log.info("edge disconnected", unbound=names, close_code=self.link.close_code)
+        self._log_refusals()
+        self._log.info(
+            "edge disconnected",
+            unbound=len(names),
+            things=names[:20],
+            multipart_bytes_freed=freed,
+            close_code=self.link.close_code,
+            close_reason=self.link.close_reason,
+        )
+
+    async def _auth_deadline(self) -> None:
+        """Close the link when no AUTH succeeded within ``auth_timeout`` (ThingWorx: 15 s)."""
+        timeout = self._settings.limits.auth_timeout
+        await asyncio.sleep(timeout)
+        if not self.authenticated and not self.link.closed:
+            self._log.warning("no auth in time; closing", timeout=timeout)
+            await self.link.close(1008, f"no AUTH within {timeout:g} s")
+
+    async def _housekeeping(self) -> None:
+        """Expire stale multipart sets on a timer; log refused frames as counts."""
+        limits = self._settings.limits
+        loop = asyncio.get_running_loop()
+        period = min(limits.stale_multipart_after / 10, limits.refusal_log_interval)
+        next_log = loop.time() + limits.refusal_log_interval
+        while not self.link.closed:
+            await asyncio.sleep(period)
+            now = loop.time()
+            dropped = self._assembler.expire(now)
+            if dropped:
+                self._log.info("stale multipart sets dropped", count=dropped)
+            if now >= next_log:
+                self._log_refusals()
+                next_log = now + limits.refusal_log_interval
+
+    def _log_refusals(self) -> None:
+        counts = self.refusals.take()
+        if counts:
+            self._log.warning("frames refused", counts=counts, total=sum(counts.values()))
+
+    def _refused(self, reason: str, **details: Any) -> None:
+        """Count one refused frame; the first of each reason is logged in full."""
+        if self.refusals.add(reason):
+            self._log.warning(reason, **details, note="later ones are logged as counts")
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -411,14 +492,7 @@ class EdgeSession:
         if isinstance(message, Auth):
             await self._on_auth(message)
             return
-        if not self.authenticated:
-            self._log.warning(
-                "refused before auth", request_id=message.request_id, kind=type(message).__name__
-            )
-            self._answer(message, Status.UNAUTHORIZED, reason="authenticate first")
-            if REQUEST_BEFORE_AUTH_CLOSES:
-                await self.link.close(1008, "not authenticated")
-            return
+        # Before AUTH the assembler refuses everything else unread (_refuse_before_auth).
         if isinstance(message, Bind):
             self._on_bind(message)
         else:
@@ -438,14 +512,37 @@ class EdgeSession:
                 await self.link.close(1008, "invalid application key")
             return
         self.session_id = _new_session_id()
+        self._assembler.restrict(None)
         self._log.info("edge authenticated", session_id=self.session_id)
         self._answer(auth, Status.SUCCESS)
+
+    async def _refuse_before_auth(self, code: int | None, request_id: int | None, eid: int) -> None:
+        """A message other than AUTH before AUTH: UNAUTHORIZED for a request or BIND, else
+        dropped; its body was not read."""
+        self._refused("refused before auth", code=code, request_id=request_id)
+        if code is None or request_id is None or code not in _ANSWERABLE:
+            return
+        self._respond(request_id, eid, Status.UNAUTHORIZED, reason="authenticate first")
+        if REQUEST_BEFORE_AUTH_CLOSES:
+            await self.link.close(1008, "not authenticated")
 
     def _on_bind(self, bind: Bind) -> None:
         if bind.unbind:
             for name in bind.names:
                 self._registry.unbind(name, self)
             self._answer(bind, Status.SUCCESS)
+            return
+        limit = self._settings.limits.max_things_per_connection
+        held = self._registry.count_owned(self)
+        new = {name for name in bind.names if not self._registry.owns(name, self)}
+        if held + len(new) > limit:
+            self._refused("bind over the things limit", request_id=bind.request_id)
+            self._answer(
+                bind,
+                Status.BAD_REQUEST,
+                reason=f"BIND of {len(new)} Things refused: this connection would hold "
+                f"{held + len(new)}, over the limit of {limit}; bind them over more connections",
+            )
             return
         bound = [name for name in bind.names if self._registry.bind(name, self)]
         self._answer(bind, Status.SUCCESS)
@@ -498,15 +595,21 @@ class EdgeSession:
             if self._fail_call(rid, failure):
                 return
         if rid is not None and code is not None and code in _ANSWERABLE:
-            self._log.warning("malformed request", request_id=rid, error=str(exc))
+            self._refused("malformed request", request_id=rid, error=str(exc))
             # A ProtocolError carries no endpoint id: the answer's is 0.
             self._respond(rid, 0, Status.BAD_REQUEST, reason=str(exc)[:200])
             return
-        self._log.info("message dropped", code=code, request_id=rid, error=str(exc))
+        self._refused("message dropped", code=code, request_id=rid, error=str(exc))
 
     def _on_too_large(self, exc: MessageTooLarge) -> None:
         rid = exc.request_id
-        self._log.warning("message too large", request_id=rid, size=exc.size, limit=exc.limit)
+        if isinstance(exc, PendingLimitExceeded):
+            self._refused("multipart over the pending limit", request_id=rid, error=str(exc))
+            if exc.code in _ANSWERABLE and rid is not None:
+                self._respond(rid, 0, Status.ENTITY_TOO_LARGE, reason=str(exc))
+                return
+        else:
+            self._refused("message too large", request_id=rid, size=exc.size, limit=exc.limit)
         self._fail_call(
             rid,
             EdgeFailed(
@@ -533,3 +636,4 @@ class EdgeSession:
 _ANSWERABLE = frozenset(
     {Method.GET, Method.PUT, Method.POST, Method.DELETE, Method.BIND, Method.UNBIND, Method.AUTH}
 )
+_AUTH_ONLY = frozenset({int(Method.AUTH)})

@@ -4,7 +4,10 @@ Rules (reference §5.4, §9):
 
 - a Thing is known from its first BIND on; it stays known (and answers 503 to REST calls) after
   its connection drops or it is unbound, so that a disconnected agent is told apart from a name
-  nobody ever bound (404);
+  nobody ever bound (404), but only the last ``keep_unbound`` names unbound are remembered:
+  older ones are forgotten (404 again), so names a peer binds and drops cannot pile up;
+- a connection's names are held in a set per connection: counting them (for the per-connection
+  cap) and dropping them when the connection closes cost what that connection holds;
 - the last BIND of a name wins across connections (``LAST_BIND_WINS``); the older connection is
   not told, and an UNBIND or a disconnect of the older connection no longer affects the Thing;
 - the metadata learned through GetMetadata belongs to one binding: a new bind forgets it.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,10 +67,17 @@ class ThingEntry:
 
 
 class ThingRegistry:
-    """Bound Things by name; the single place where binds, unbinds and drops take effect."""
+    """Bound Things by name; the single place where binds, unbinds and drops take effect.
 
-    def __init__(self) -> None:
+    Args:
+        keep_unbound: how many unbound names are remembered (503 rather than 404 for them).
+    """
+
+    def __init__(self, keep_unbound: int = 1_000) -> None:
         self._things: dict[str, ThingEntry] = {}
+        self._owned: dict[BindingOwner, set[str]] = {}
+        self._unbound: OrderedDict[str, None] = OrderedDict()
+        self._keep_unbound = keep_unbound
         self._changed = asyncio.Event()
 
     def get(self, name: str) -> ThingEntry | None:
@@ -100,6 +111,9 @@ class ThingRegistry:
                 conn_id=owner.conn_id,
                 previous_conn_id=previous.conn_id,
             )
+            self._disown(name, previous)
+        self._unbound.pop(name, None)
+        self._owned.setdefault(owner, set()).add(name)
         entry.owner = owner
         entry.bound_at = time.time()
         entry.metadata = None
@@ -113,8 +127,7 @@ class ThingRegistry:
         entry = self._things.get(name)
         if entry is None or entry.owner is not owner:
             return
-        entry.owner = None
-        entry.metadata = None
+        self._release(entry, owner)
         _log.info("thing unbound", thing=name, conn_id=owner.conn_id)
         self._notify()
 
@@ -122,16 +135,47 @@ class ThingRegistry:
         """Unbind every Thing ``owner`` holds (its connection closed).
 
         Returns:
-            The names that were unbound.
+            The names that were unbound, sorted.
         """
-        names = [n for n, e in self._things.items() if e.owner is owner]
+        names = sorted(self._owned.get(owner, ()))
         for name in names:
-            self.unbind(name, owner)
+            self._release(self._things[name], owner)
+        self._owned.pop(owner, None)
+        if names:
+            _log.info("things unbound", count=len(names), conn_id=owner.conn_id)
+            self._notify()
         return names
 
     def owned_by(self, owner: BindingOwner) -> list[str]:
         """Names ``owner`` holds now."""
-        return sorted(n for n, e in self._things.items() if e.owner is owner)
+        return sorted(self._owned.get(owner, ()))
+
+    def owns(self, name: str, owner: BindingOwner) -> bool:
+        """Whether ``owner`` holds ``name`` now."""
+        return name in self._owned.get(owner, ())
+
+    def count_owned(self, owner: BindingOwner) -> int:
+        """How many Things ``owner`` holds now."""
+        return len(self._owned.get(owner, ()))
+
+    def _disown(self, name: str, owner: BindingOwner) -> None:
+        names = self._owned.get(owner)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._owned[owner]
+
+    def _release(self, entry: ThingEntry, owner: BindingOwner) -> None:
+        """Unbind ``entry`` from ``owner``; remember its name among the last unbound ones."""
+        self._disown(entry.name, owner)
+        entry.owner = None
+        entry.metadata = None
+        self._unbound[entry.name] = None
+        while len(self._unbound) > self._keep_unbound:
+            forgotten, _ = self._unbound.popitem(last=False)
+            old = self._things.get(forgotten)
+            if old is not None and old.owner is None:
+                del self._things[forgotten]
 
     async def wait_bound(self, name: str, timeout: float) -> ThingEntry:
         """Wait until ``name`` is bound.

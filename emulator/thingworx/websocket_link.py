@@ -17,7 +17,16 @@ Rules (reference §1.2 to §1.4, §8, §12):
   ``Max-Frame-Size`` (the caller splits bigger messages into multipart; a frame whose compressed
   form would be larger is sent uncompressed);
 - the client's pings are answered with pongs (websockets' protocol does it); the stand-in never
-  pings and never requires a pong; unsolicited pongs are ignored.
+  pings and never requires a pong; unsolicited pongs are ignored;
+- every frame the client sends (control frames included) counts against the connection's
+  :class:`~emulator.thingworx.limits.FrameRate`; the first frame over it closes the link (1008
+  ``rate limit exceeded``), the frames read with it are discarded, and the TCP connection is
+  aborted if the client does not close within 2 s (see ``limits`` for why close, not drop);
+- at most ``MAX_QUEUED_MESSAGES`` received messages wait for the session: past that the socket is
+  no longer read (TCP pushes back on the client) until the session catches up, so a client that
+  sends faster than its messages are handled costs no memory and no more than its share of time;
+- once the stand-in closes a link (``close``, ``abort``, the rate limit), the messages still
+  queued are dropped: the session ends at once instead of handling a backlog.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from websockets.protocol import CLOSED, OPEN, Protocol, Side
 from websockets.typing import ExtensionName
 
 from emulator.thingworx.errors import HandshakeRefused
+from emulator.thingworx.limits import FrameRate
 
 __all__ = [
     "WS_GUID",
@@ -54,6 +64,8 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _EMPTY_BLOCK = b"\x00\x00\xff\xff"
 _DEFLATE = "permessage-deflate"
 _CLOSE_TIMEOUT = 2.0
+MAX_QUEUED_MESSAGES = 64
+"""Received messages waiting for the session before the socket is paused."""
 
 
 def accept_key(key: str) -> str:
@@ -258,6 +270,8 @@ class EdgeLink:
         handshake: what was agreed in the upgrade.
         max_message_size: the largest websocket message accepted from the client.
         compress_outgoing: deflate our frames when permessage-deflate was negotiated.
+        frame_rate: frames per second the client may send on average (0: no limit).
+        frame_burst: frames it may send at once above that rate.
     """
 
     def __init__(
@@ -267,6 +281,8 @@ class EdgeLink:
         *,
         max_message_size: int,
         compress_outgoing: bool,
+        frame_rate: float = 0.0,
+        frame_burst: int = 1,
     ) -> None:
         self._transport = transport
         self.handshake = handshake
@@ -281,10 +297,18 @@ class EdgeLink:
                 )
             ]
         self._messages: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._paused = False
+        self._discard = False  # we closed the link: queued messages are not handed out
         self._fragments: list[bytes] = []
         self._closed = asyncio.Event()
         self.pings_answered = 0
         self.close_code: int | None = None
+        self.close_reason = ""
+        self._loop = asyncio.get_running_loop()
+        self._rate = (
+            FrameRate(frame_rate, frame_burst, self._loop.time()) if frame_rate > 0 else None
+        )
+        self.rate_limited = False
 
     # aiohttp parser interface -------------------------------------------------------------
 
@@ -293,11 +317,28 @@ class EdgeLink:
         if self._closed.is_set():
             return True, b""
         self._protocol.receive_data(data)
+        now = self._loop.time()
         for event in self._protocol.events_received():
-            if isinstance(event, Frame):
-                self._on_frame(event)
+            if not isinstance(event, Frame):
+                continue
+            if self._rate is not None and not self._rate.allow(now):
+                self._over_rate()
+                break
+            self._on_frame(event)
         self._flush()
         return self._closed.is_set(), b""
+
+    def _over_rate(self) -> None:
+        """Close (1008) a client past its frame rate; abort it if it does not close in time."""
+        assert self._rate is not None
+        self.rate_limited = True
+        self._discard = True
+        self.close_reason = f"rate limit exceeded ({self._rate.rate:g} frames/s)"
+        if self._protocol.state is OPEN:
+            self._protocol.send_close(1008, self.close_reason)
+        self._flush()
+        self._loop.call_later(_CLOSE_TIMEOUT, self._transport.abort)
+        self._finish()
 
     def feed_eof(self) -> None:
         """The socket closed (called by aiohttp)."""
@@ -319,7 +360,14 @@ class EdgeLink:
 
     async def recv(self) -> bytes | None:
         """The next complete binary message, or None once the link is closed."""
-        return await self._messages.get()
+        message = await self._messages.get()
+        if self._discard:
+            return None
+        if self._paused and self._messages.qsize() <= MAX_QUEUED_MESSAGES // 2:
+            self._paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+        return message
 
     def send(self, payload: bytes) -> None:
         """Send one AlwaysOn message (or chunk) as one binary websocket frame.
@@ -339,6 +387,7 @@ class EdgeLink:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame and wait (bounded) for the client to close the TCP link."""
+        self._discard = True
         if self._protocol.state is OPEN:
             self._protocol.send_close(code, reason)
             self._flush()
@@ -349,6 +398,7 @@ class EdgeLink:
 
     def abort(self) -> None:
         """Drop the TCP connection at once."""
+        self._discard = True
         self._transport.abort()
         self._finish()
 
@@ -365,6 +415,9 @@ class EdgeLink:
                 message = b"".join(self._fragments)
                 self._fragments = []
                 self._messages.put_nowait(message)
+                if self._messages.qsize() >= MAX_QUEUED_MESSAGES and not self._paused:
+                    self._paused = True
+                    self._transport.pause_reading()
         elif frame.opcode is Opcode.PING:
             self.pings_answered += 1  # websockets' protocol queued the pong already
         # pongs (solicited or not) and close frames need nothing more here
@@ -380,6 +433,7 @@ class EdgeLink:
         if self._protocol.state is CLOSED or self._protocol.close_expected():
             if self._protocol.close_rcvd is not None:
                 self.close_code = self._protocol.close_rcvd.code
+                self.close_reason = self.close_reason or self._protocol.close_rcvd.reason
             if self._protocol.state is CLOSED:
                 self._transport.close()
                 self._finish()
@@ -396,6 +450,8 @@ async def upgrade(
     *,
     max_message_size: int,
     compress_outgoing: bool,
+    frame_rate: float = 0.0,
+    frame_burst: int = 1,
 ) -> tuple[web.StreamResponse, EdgeLink]:
     """Answer 101 and take the connection over from aiohttp's HTTP parser.
 
@@ -404,6 +460,8 @@ async def upgrade(
         handshake: the result of :func:`negotiate`.
         max_message_size: the largest websocket message accepted.
         compress_outgoing: deflate our frames when permessage-deflate was negotiated.
+        frame_rate: frames per second the client may send on average (0: no limit).
+        frame_burst: frames it may send at once above that rate.
 
     Returns:
         The prepared response (return it from the handler once the session ends) and the link.
@@ -427,6 +485,8 @@ async def upgrade(
         handshake,
         max_message_size=max_message_size,
         compress_outgoing=compress_outgoing,
+        frame_rate=frame_rate,
+        frame_burst=frame_burst,
     )
     request.protocol.set_parser(link)  # type: ignore[arg-type]
     request.protocol.keep_alive(False)
