@@ -220,9 +220,7 @@ def value_depth(value: Any) -> int:
     return deepest
 
 
-def check_section(
-    section: Mapping[str, Any], where: str, *, system_members: bool = True
-) -> None:
+def check_section(section: Mapping[str, Any], where: str, *, system_members: bool = True) -> None:
     """Check a twin section (or a patch of one) against IoT Hub's key, value and depth rules.
 
     Sizes are checked separately (:func:`check_growth`), on the result of the operation.
