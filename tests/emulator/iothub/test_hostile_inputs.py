@@ -26,8 +26,8 @@ from msrest.exceptions import HttpOperationError
 
 from emulator.iothub import IoTHubEmulator
 from emulator.iothub.mqtt import topics
-from emulator.iothub.mqtt.packets import ConnAck, Packet, PacketReader, PubAck, Publish, Subscribe
-from tests.emulator.iothub.mqtt.support import device_connect
+from emulator.iothub.mqtt.packets import ConnAck, PubAck, Publish, Subscribe
+from tests.emulator.iothub.mqtt.support import RawClient, device_connect
 
 # The device SDK only connects to port 8883: own loopback addresses per test process.
 _NET = f"127.{os.getpid() % 200 + 20}.{(os.getpid() // 200) % 250 + 1}"
@@ -44,55 +44,25 @@ def nested(depth: int, leaf: Any = 1) -> dict[str, Any]:
     return {"k": value}
 
 
-class RawDevice:
-    """One device over MQTT/TLS, driven packet by packet."""
+async def connect_device(hub: IoTHubEmulator, device_id: str) -> RawClient:
+    """A raw MQTT/TLS device of ``hub``, connected and subscribed to twin responses."""
+    ctx = ssl.create_default_context(cafile=str(hub.ca_pem_path))
+    device = await RawClient.open(hub.host, hub.mqtt_port, ctx)
+    key = hub.device_connection_string(device_id).split("SharedAccessKey=")[1]
+    device.send(device_connect(device_id, host=hub.host, key=key))
+    assert await device.receive(ANSWER_BUDGET) == ConnAck(0)
+    device.send(Subscribe(1, ((topics.TWIN_RESPONSE_FILTER, 1),)))
+    await device.receive(ANSWER_BUDGET)  # SUBACK
+    return device
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.packets = PacketReader()
-        self.queue: list[Packet] = []
 
-    @classmethod
-    async def connect(cls, hub: IoTHubEmulator, device_id: str) -> RawDevice:
-        ctx = ssl.create_default_context(cafile=str(hub.ca_pem_path))
-        reader, writer = await asyncio.open_connection(
-            hub.host, hub.mqtt_port, ssl=ctx, server_hostname=hub.host
-        )
-        device = cls(reader, writer)
-        key = hub.device_connection_string(device_id).split("SharedAccessKey=")[1]
-        device.send(device_connect(device_id, host=hub.host, key=key))
-        assert await device.receive() == ConnAck(0)
-        device.send(Subscribe(1, ((topics.TWIN_RESPONSE_FILTER, 1),)))
-        await device.receive()  # SUBACK
-        return device
-
-    def send(self, packet: Packet) -> None:
-        self.writer.write(packet.encode())
-
-    async def receive(self, timeout: float = ANSWER_BUDGET) -> Packet:
-        async with asyncio.timeout(timeout):
-            while not self.queue:
-                data = await self.reader.read(65536)
-                if not data:
-                    raise EOFError("closed by the hub")
-                self.queue.extend(self.packets.feed(data))
-        return self.queue.pop(0)
-
-    async def request(self, topic: str, payload: bytes, packet_id: int) -> str:
-        """PUBLISH at QoS 1; return the topic of the twin response (the PUBACK is checked)."""
-        self.send(Publish(topic, payload, 1, packet_id))
-        answers = [await self.receive(), await self.receive()]
-        assert PubAck(packet_id) in answers
-        (response,) = [p for p in answers if isinstance(p, Publish)]
-        return response.topic
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            async with asyncio.timeout(2):
-                await self.writer.wait_closed()
-        except (TimeoutError, ConnectionError, ssl.SSLError):
-            pass
+async def request(device: RawClient, topic: str, payload: bytes, packet_id: int) -> str:
+    """PUBLISH at QoS 1; return the topic of the twin response (the PUBACK is checked)."""
+    device.send(Publish(topic, payload, 1, packet_id))
+    answers = [await device.receive(ANSWER_BUDGET), await device.receive(ANSWER_BUDGET)]
+    assert PubAck(packet_id) in answers
+    (response,) = [p for p in answers if isinstance(p, Publish)]
+    return response.topic
 
 
 def registry_manager(hub: IoTHubEmulator) -> IoTHubRegistryManager:
@@ -124,22 +94,22 @@ async def test_deep_report_is_refused_with_400_and_the_hub_keeps_answering(
 ) -> None:
     async with IoTHubEmulator(tmp_path, rest_port=0, mqtt_port=0) as hub:
         (device_id,) = hub.ensure_devices(1)
-        device = await RawDevice.connect(hub, device_id)
+        device = await connect_device(hub, device_id)
         try:
             deep = json.dumps(nested(600)).encode()
-            topic = await device.request(topics.reported_patch_topic("deep"), deep, 2)
+            topic = await request(device, topics.reported_patch_topic("deep"), deep, 2)
             assert topic == topics.twin_response_topic(400, "deep")
             # Past the limit by one level, and a list nested deep, are refused the same way.
             for n, bad in enumerate((nested(11), {"a": [[[[[[[[[[[1]]]]]]]]]]]}), 3):
-                topic = await device.request(
-                    topics.reported_patch_topic(f"bad{n}"), json.dumps(bad).encode(), n
+                topic = await request(
+                    device, topics.reported_patch_topic(f"bad{n}"), json.dumps(bad).encode(), n
                 )
                 assert topic == topics.twin_response_topic(400, f"bad{n}")
             # The connection is still up: IoT Hub's deepest valid shape is stored, GET answers.
             ok = json.dumps(nested(10, "leaf")).encode()
-            topic = await device.request(topics.reported_patch_topic("ok"), ok, 9)
+            topic = await request(device, topics.reported_patch_topic("ok"), ok, 9)
             assert topic == topics.twin_response_topic(204, "ok", 2)
-            topic = await device.request(topics.twin_get_topic("get"), b" ", 10)
+            topic = await request(device, topics.twin_get_topic("get"), b" ", 10)
             assert topic == topics.twin_response_topic(200, "get")
         finally:
             await device.close()
