@@ -1,6 +1,8 @@
 """structlog configuration, done once by the entry point.
 
-Rules: console rendering in a terminal, JSON lines otherwise; event names are short lowercase
+Rules: console rendering in a terminal, JSON lines otherwise; tracebacks are rendered as plain
+text without locals (never rich tracebacks with ``show_locals``, which print untrusted data and
+can take minutes on a deep value); event names are short lowercase
 phrases with bound context (``conn_id``, ``thing``, ``service``, ``job_id``); a processor redacts
 secrets — any key that names one (app keys, connection strings, SAS tokens, passwords) and any
 value that looks like a SAS token or an IoT Hub connection string — before anything is rendered.
@@ -79,8 +81,14 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
     """
     out: Any = stream or _StderrProxy()
     console = fmt == "console" or (fmt == "auto" and out.isatty())
+    # Tracebacks are plain text, never with their frames' locals: locals hold untrusted data (a
+    # device's report, a request body) that a locals-printing renderer (structlog's default rich
+    # tracebacks) spends minutes and hundreds of MB rendering. format_exc_info below turns
+    # exc_info into that plain text before any renderer sees it.
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         if console
         else structlog.processors.JSONRenderer()
     )

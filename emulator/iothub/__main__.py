@@ -4,8 +4,9 @@ Example::
 
     python -m emulator.iothub --data-dir ./hub --devices 100 --offline-share 0.1
 
-It prints where things are, writes DIR/hub.json, and stops cleanly on SIGINT or SIGTERM. The last
-line it prints at start-up begins with ``ready``, for scripts that wait for it.
+It prints where things are, writes DIR/hub.json, logs with structlog to stderr (tracebacks as
+plain text, never with locals), and stops cleanly on SIGINT or SIGTERM. The last line it prints
+at start-up begins with ``ready``, for scripts that wait for it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.logsetup import configure_logging
 from emulator.iothub.fleet import Fleet
 from emulator.iothub.hub import IoTHubEmulator
 
@@ -47,6 +49,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--answer-delay", type=float, default=0.0, help="seconds a simulated device takes to answer"
     )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
     args = parser.parse_args(argv)
     if args.devices < 0:
         parser.error("--devices must be 0 or more")
@@ -96,6 +100,8 @@ async def run(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = parse_args(argv)
+    # structlog's unconfigured default renders tracebacks with every frame's locals: never that.
+    configure_logging(args.log_level, args.log_format)
     try:
         asyncio.run(run(args))
     except OSError as exc:

@@ -15,6 +15,13 @@ Rules:
   (with its ``$version``) and the caller hands it to the :class:`~emulator.iothub.ports.DeviceLink`.
 - Merge patches follow IoT Hub's twin rules: ``null`` deletes a member, nested objects merge,
   members whose name starts with ``$`` are ignored in patches.
+- Every write of tags, desired or reported properties (REST, jobs' patches are checked by the
+  job spec, devices over MQTT) passes IoT Hub's twin limits (:mod:`emulator.iothub.twin_limits`:
+  keys, values, 10 levels of depth, 8/32 KB sizes) or is refused with 400004 and changes nothing.
+- Stored rows are decoded without recursion past the depth limit: a row from an older emulator
+  whose tags, desired or reported section nests deeper than IoT Hub allows has that section
+  emptied at load (its version bumped, the row rewritten, one warning logged); the device, its
+  keys and its other sections are kept. No read can meet a document deeper than the limit.
 - Service policies (``iothubowner``) and their keys live in table ``iothub_policies``, generated
   on first start and reused afterwards.
 """
@@ -29,6 +36,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
+
+from emulator.iothub import twin_limits
 from emulator.iothub.clock import Clock
 from emulator.iothub.database import Database
 from emulator.iothub.errors import HubError
@@ -51,6 +61,17 @@ _DEVICE_ID_CHARS = frozenset(
 )
 _STATUSES = ("enabled", "disabled")
 _COMPACT = (",", ":")
+# A stored row is a JSON array whose tags/desired/reported members are sections: two levels
+# above the section's own limit.
+_ROW_DEPTH = twin_limits.MAX_DEPTH + 2
+# Positions of the sections in a stored row (see _Device.dump), with their names and versions.
+_ROW_SECTIONS = (
+    (11, "tags", None),
+    (12, "properties.desired", 13),
+    (14, "properties.reported", 15),
+)
+
+_log = structlog.get_logger("emulator.iothub.registry")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS iothub_devices (id TEXT PRIMARY KEY, data TEXT NOT NULL);
@@ -149,8 +170,10 @@ class _Device:
         )
 
     @classmethod
-    def load(cls, device_id: str, data: str) -> _Device:
+    def load(cls, device_id: str, data: str) -> tuple[_Device, list[str]]:
+        """Decode a stored row; also return the names of sections dropped as too deep."""
         dev = cls(device_id)
+        fields, dropped = _decode_row(data)
         (
             dev.generation,
             dev.etag_n,
@@ -169,9 +192,11 @@ class _Device:
             dev.reported,
             dev.reported_version,
             dev.version,
-        ) = json.loads(data)
+        ) = fields
         dev.status = "enabled" if dev.status == "enabled" else "disabled"  # share the strings
-        return dev
+        if dropped:
+            dev.version += 1
+        return dev, dropped
 
     @property
     def etag(self) -> str:
@@ -199,8 +224,24 @@ class Registry:
         self._devices: dict[str, _Device] = {}
         self._policies: dict[str, tuple[str, str]] = {}
         db.connection.executescript(_SCHEMA)
+        repaired: list[_Device] = []
         for device_id, data in db.connection.execute("SELECT id, data FROM iothub_devices"):
-            self._devices[device_id] = _Device.load(device_id, data)
+            dev, dropped = _Device.load(device_id, data)
+            self._devices[device_id] = dev
+            if dropped:
+                repaired.append(dev)
+                _log.warning(
+                    "twin sections over the depth limit dropped at load",
+                    device_id=device_id,
+                    sections=dropped,
+                    limit=twin_limits.MAX_DEPTH,
+                )
+        if repaired:
+            with db.transaction() as conn:
+                conn.executemany(
+                    "UPDATE iothub_devices SET data = ? WHERE id = ?",
+                    [(dev.dump(), dev.device_id) for dev in repaired],
+                )
         for name, primary, secondary in db.connection.execute(
             "SELECT name, primary_key, secondary_key FROM iothub_policies"
         ):
@@ -245,7 +286,11 @@ class Registry:
         dev = self._require(device_id)
         if not isinstance(patch, Mapping):
             raise HubError.argument_invalid("A reported-properties patch must be a JSON object")
-        merged = _merge(dev.reported or {}, patch)
+        twin_limits.check_section(patch, "properties.reported")
+        merged = _merge(dev.reported or {}, _strip_system(patch))
+        twin_limits.check_growth(
+            dev.reported, merged, "properties.reported", twin_limits.MAX_PROPERTIES_BYTES
+        )
         dev.reported = merged or None
         dev.reported_version += 1
         dev.version += 1
@@ -457,11 +502,16 @@ class Registry:
             raise HubError.argument_invalid("tags must be an object")
         if desired is not None and not isinstance(desired, Mapping):
             raise HubError.argument_invalid("properties.desired must be an object")
+        if tags is not None:
+            twin_limits.check_section(tags, "tags")
+        if desired is not None:
+            twin_limits.check_section(desired, "properties.desired")
         push: dict[str, Any] | None = None
         changed = False
         if replace:
             new_tags = _strip_nulls(_strip_system(tags or {}))
             new_desired = _strip_nulls(_strip_system(desired or {}))
+            _check_sizes(dev, new_tags, new_desired)
             changed = new_tags != (dev.tags or {}) or new_desired != (dev.desired or {})
             if new_desired != (dev.desired or {}):
                 patch = {k: None for k in dev.desired or {} if k not in new_desired}
@@ -471,12 +521,15 @@ class Registry:
                 push = {**patch, "$version": dev.desired_version}
             dev.tags = new_tags or None
         else:
-            if tags:
-                dev.tags = _merge(dev.tags or {}, _strip_system(tags)) or None
-                changed = True
             patch = _strip_system(desired) if desired else {}
+            merged_tags = _merge(dev.tags or {}, _strip_system(tags)) if tags else dev.tags
+            merged_desired = _merge(dev.desired or {}, patch) if patch else dev.desired
+            _check_sizes(dev, merged_tags, merged_desired)
+            if tags:
+                dev.tags = merged_tags or None
+                changed = True
             if patch:
-                dev.desired = _merge(dev.desired or {}, patch) or None
+                dev.desired = merged_desired or None
                 dev.desired_version += 1
                 push = {**patch, "$version": dev.desired_version}
                 changed = True
@@ -546,9 +599,67 @@ class Registry:
 
 
 def _deep_copy(value: dict[str, Any]) -> dict[str, Any]:
-    # Twin sections are small JSON trees; copying only nested dicts is enough because lists and
-    # scalars are never mutated in place by the registry.
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in value.items()}
+    """Copy the nested dicts of a section (lists and scalars are never mutated in place by the
+    registry), with an explicit stack: no document depth can exhaust the interpreter's."""
+    top = dict(value)
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        for key, child in current.items():
+            if isinstance(child, dict):
+                copied = dict(child)
+                current[key] = copied
+                stack.append(copied)
+    return top
+
+
+def _check_sizes(
+    dev: _Device, tags: Mapping[str, Any] | None, desired: Mapping[str, Any] | None
+) -> None:
+    twin_limits.check_growth(dev.tags, tags, "tags", twin_limits.MAX_TAGS_BYTES)
+    twin_limits.check_growth(
+        dev.desired, desired, "properties.desired", twin_limits.MAX_PROPERTIES_BYTES
+    )
+
+
+def _decode_row(data: str) -> tuple[list[Any], list[str]]:
+    """A stored row's fields, and the names of the sections emptied because they nest deeper
+    than IoT Hub allows (rows an older emulator wrote before it enforced the limit)."""
+    try:
+        return list(twin_limits.decode_json(data, _ROW_DEPTH)), []
+    except twin_limits.JsonTooDeep:
+        pass
+    decoder = json.JSONDecoder()
+    sections = {index: name for index, name, _ in _ROW_SECTIONS}
+    fields: list[Any] = []
+    dropped: list[str] = []
+    pos = _skip_space(data, data.index("[") + 1)
+    while data[pos] != "]":
+        index = len(fields)
+        if data[pos] in "[{":
+            end, depth = twin_limits.container_extent(data, pos)
+        else:
+            end, depth = decoder.raw_decode(data, pos)[1], 0
+        if depth > twin_limits.MAX_DEPTH + 1 and index in sections:
+            fields.append(None)
+            dropped.append(sections[index])
+        elif depth > twin_limits.MAX_DEPTH + 1:
+            raise ValueError(f"stored row member {index} nests {depth} levels deep")
+        else:
+            fields.append(decoder.raw_decode(data, pos)[0])
+        pos = _skip_space(data, end)
+        if data[pos] == ",":
+            pos = _skip_space(data, pos + 1)
+    for _, name, version in _ROW_SECTIONS:
+        if name in dropped and version is not None:
+            fields[version] += 1
+    return fields, dropped
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 def _merge(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from emulator.iothub import twin_limits
 from emulator.iothub.clock import Clock
 from emulator.iothub.errors import HubError
 from emulator.iothub.ports import DeviceLink, JobService, Predicate
@@ -429,8 +430,12 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = twin_limits.decode_json(raw)
+    except twin_limits.JsonTooDeep as exc:
+        raise HubError.argument_invalid(
+            f"The request body nests {exc.depth} levels deep; the limit is {exc.limit}"
+        ) from None
+    except ValueError:
         raise HubError.argument_invalid("The request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise HubError.argument_invalid("The request body must be a JSON object")

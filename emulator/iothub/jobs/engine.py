@@ -18,7 +18,9 @@ Rules:
 - Tasks: one owner :class:`asyncio.TaskGroup` holds one task per live job; :meth:`JobEngine.stop`
   cancels them all and leaves the database as it was (a later start resumes).
 - Device jobs that fail (device offline, timeout, window over) never fail the job; only a
-  job-level error (a bad queryCondition) does.
+  job-level error (a bad queryCondition) does, or a crash of the engine's own step (a bug):
+  whatever its status, the job then becomes ``failed`` with ``Internal error: ...`` and frees
+  its tier slot, so one broken job can never block the hub's later jobs (429004).
 - Device-row errors: ``{"code": <IoT Hub error name>, "description": "<code> <name>: <text>"}``,
   e.g. ``{"code": "DeviceNotOnline", "description": "404103 DeviceNotOnline: Timed out ..."}``;
   the window end gives ``JobRunPreconditionFailed`` with IoT Hub's own text.
@@ -349,10 +351,7 @@ class JobEngine:
             raise
         except Exception as exc:  # a bug in one job must not stop the engine or other jobs
             log.exception("job crashed")
-            if self._jobs[job_id].status is JobStatus.RUNNING:
-                reason = f"Internal error: {exc}"
-                self._fail_unfinished(job_id, {"code": "InternalError", "description": reason})
-                self._set_job(job_id, JobStatus.FAILED, end=True, reason=reason)
+            self._fail_crashed(job_id, f"Internal error: {str(exc)[:200] or type(exc).__name__}")
         finally:
             if self._tasks.get(job_id) is asyncio.current_task():
                 del self._tasks[job_id]
@@ -563,6 +562,23 @@ class JobEngine:
         self._store.set_rows_status(job_id, (device_id,), new, self._clock.now())
         self._counts[job_id].move(old, new)
         self._notify()
+
+    def _fail_crashed(self, job_id: str, reason: str) -> None:
+        """Whatever status a crashed job was in, make it ``failed`` (through the legal
+        transitions: scheduled → queued → running → failed) so it never holds a tier slot."""
+        try:
+            job = self._jobs[job_id]
+            if job.status.is_terminal:
+                return
+            if job.status is JobStatus.SCHEDULED:
+                job = self._set_job(job_id, JobStatus.QUEUED)
+            if job.status is JobStatus.QUEUED:
+                self._set_job(job_id, JobStatus.RUNNING)
+            self._fail_unfinished(job_id, {"code": "InternalError", "description": reason})
+            self._set_job(job_id, JobStatus.FAILED, end=True, reason=reason)
+            _log.info("job failed", job_id=job_id, reason=reason)
+        except Exception:  # the store itself failed: nothing more can be recorded
+            _log.exception("crashed job could not be marked failed", job_id=job_id)
 
     def _fail_unfinished(self, job_id: str, error: dict[str, str]) -> int:
         """pending | running → failed for every unfinished row of a job; return how many."""

@@ -8,12 +8,15 @@ docs/job-engine.md):
 - ``type``: ``scheduleDeviceMethod`` or ``scheduleUpdateTwin``, exactly → else 400000.
 - ``queryCondition``: a non-empty string of at most 8192 characters → else 400004. It is NOT
   parsed here: the service parses it when the job starts and a bad one fails the job.
-- ``startTime`` (ISO-8601) and ``maxExecutionTimeInSeconds`` (integer > 0) are required → 400004.
+- ``startTime`` (ISO-8601) and ``maxExecutionTimeInSeconds`` (integer > 0) are required → 400004;
+  the window ``startTime + maxExecutionTimeInSeconds`` must end by 9999-12-31T23:59:59Z
+  (:data:`LATEST_WINDOW_END`) → else 400004, so no job time can overflow.
 - method jobs: ``cloudToDeviceMethod.methodName`` required; ``responseTimeoutInSeconds`` 5..300
   (default 30); ``connectTimeoutInSeconds`` 0..300 (default 0); ``payload`` ≤ 128 KB of JSON.
 - twin jobs: ``updateTwin.etag`` must be ``"*"`` → else 412001; ``tags`` and/or
-  ``properties.desired`` (objects, at least one); ``properties.reported`` is refused; keys may not
-  contain ``.``, ``$``, spaces or control characters; tags ≤ 8 KB, desired ≤ 32 KB → 400004.
+  ``properties.desired`` (objects, at least one); ``properties.reported`` is refused; both pass
+  IoT Hub's twin limits (:mod:`emulator.iothub.twin_limits`: key rules, 10 levels deep, 4 KB
+  strings, tags ≤ 8 KB, desired ≤ 32 KB) → 400004.
 - the other type's section, when present and not null, is refused → 400004.
 """
 
@@ -23,14 +26,16 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from emulator.iothub import twin_limits
 from emulator.iothub.errors import HubError
 from emulator.iothub.jobs.states import JobType
 from emulator.iothub.jobs.timestamps import parse_utc
 
 __all__ = [
+    "LATEST_WINDOW_END",
     "MAX_QUERY_CHARS",
     "JobSpec",
     "MethodCall",
@@ -41,15 +46,18 @@ __all__ = [
 
 MAX_QUERY_CHARS = 8192
 MAX_METHOD_PAYLOAD_BYTES = 128 * 1024
-MAX_TAGS_BYTES = 8 * 1024
-MAX_DESIRED_BYTES = 32 * 1024
+MAX_TAGS_BYTES = twin_limits.MAX_TAGS_BYTES
+MAX_DESIRED_BYTES = twin_limits.MAX_PROPERTIES_BYTES
+LATEST_WINDOW_END = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+"""The last moment a job window may end: .NET's ``DateTime.MaxValue`` (to the second), the
+service's own time type. IoT Hub documents no maximum for ``maxExecutionTimeInSeconds``; this
+bound is the emulator's (unconfirmed point U-JOB-WINDOW in docs/iothub-emulator.md)."""
 RESPONSE_TIMEOUT_RANGE = (5, 300)
 CONNECT_TIMEOUT_RANGE = (0, 300)
 DEFAULT_RESPONSE_TIMEOUT = 30
 DEFAULT_CONNECT_TIMEOUT = 0
 
 _JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
-_BAD_KEY_CHARS = re.compile(r"[.$ \x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,13 @@ def parse_job_request(job_id: str, body: Mapping[str, Any]) -> JobSpec:
     max_seconds = _integer(body.get("maxExecutionTimeInSeconds"), "maxExecutionTimeInSeconds")
     if max_seconds is None or max_seconds <= 0:
         raise HubError.argument_invalid("maxExecutionTimeInSeconds is required and must be > 0.")
+    longest = int((LATEST_WINDOW_END - start_time).total_seconds())
+    if max_seconds > longest:
+        raise HubError.argument_invalid(
+            f"maxExecutionTimeInSeconds must be between 1 and {longest} for this startTime "
+            f"(the job window must end by {LATEST_WINDOW_END:%Y-%m-%dT%H:%M:%SZ}); "
+            f"got {max_seconds}."
+        )
     if job_type is JobType.DEVICE_METHOD:
         if body.get("updateTwin") is not None:
             raise HubError.argument_invalid(
@@ -198,7 +213,7 @@ def _start_time(value: Any) -> datetime:
         raise HubError.argument_invalid("startTime is required (ISO-8601, UTC).")
     try:
         return parse_utc(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a zone shift past year 1 or 9999
         raise HubError.argument_invalid(f"startTime '{value}' is not an ISO-8601 time.") from None
 
 
@@ -275,12 +290,8 @@ def _twin_patch(value: Any) -> TwinPatch:
             continue
         if not isinstance(section, Mapping):
             raise HubError.argument_invalid(f"updateTwin.{label} must be an object.")
-        _check_keys(section, label)
-        size = len(json.dumps(section, separators=(",", ":")).encode())
-        if size > limit:
-            raise HubError.argument_invalid(
-                f"updateTwin.{label} is {size} bytes; the limit is {limit}."
-            )
+        twin_limits.check_section(section, f"updateTwin.{label}", system_members=False)
+        twin_limits.check_growth(None, section, f"updateTwin.{label}", limit)
     if not tags and not desired:
         raise HubError.argument_invalid(
             "updateTwin needs tags and/or properties.desired with at least one member."
@@ -290,14 +301,3 @@ def _twin_patch(value: Any) -> TwinPatch:
         dict(desired) if desired else None,
         json.loads(json.dumps(dict(value))),
     )
-
-
-def _check_keys(section: Mapping[str, Any], where: str) -> None:
-    for key, child in section.items():
-        if not key or _BAD_KEY_CHARS.search(key):
-            raise HubError.argument_invalid(
-                f"Invalid property name '{key}' in updateTwin.{where}: "
-                "names may not contain '.', '$', spaces or control characters."
-            )
-        if isinstance(child, Mapping):
-            _check_keys(child, f"{where}.{key}")

@@ -3,7 +3,9 @@
 Rules: this module owns these two tables and nothing reads them but the engine (through this
 class). Every method that changes state commits before it returns, so whatever the engine reports
 afterwards survives a SIGKILL. Bulk changes go through one ``executemany`` in one transaction.
-A job row keeps its validated request as JSON (re-validated on load, so there is one parser);
+A job row keeps its validated request as JSON (re-validated on load, so there is one parser; a
+stored request that no longer validates, written by an older emulator under looser rules, loads
+as a ``failed`` job whose reason says why);
 a device-job row keeps only what varies per device (status, times, outcome, error): the job type
 and the job's times are joined in by the engine when it builds ``devices.jobs`` rows.
 """
@@ -12,14 +14,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from emulator.iothub.database import Database
+from emulator.iothub.errors import HubError
 from emulator.iothub.jobs.spec import JobSpec, parse_job_request
-from emulator.iothub.jobs.states import DeviceJobStatus, JobStatus
+from emulator.iothub.jobs.states import DeviceJobStatus, JobStatus, JobType
 from emulator.iothub.jobs.timestamps import format_utc, parse_utc
+from emulator.iothub.twin_limits import decode_json
 
 __all__ = ["DeviceRowRecord", "JobRecord", "JobStore", "RowChange"]
 
@@ -212,9 +216,10 @@ class JobStore:
             "SELECT job_id, seq, status, request, created_time, end_time, failure_reason,"
             " status_message FROM jobs ORDER BY seq"
         ).fetchall()
-        return [
-            JobRecord(
-                spec=parse_job_request(job_id, json.loads(request)),
+        jobs: list[JobRecord] = []
+        for job_id, seq, status, request, created, end, reason, message in rows:
+            job = JobRecord(
+                spec=_stored_spec(job_id, request, parse_utc(created)),
                 seq=seq,
                 status=JobStatus(status),
                 created_time=parse_utc(created),
@@ -222,8 +227,20 @@ class JobStore:
                 failure_reason=reason,
                 status_message=message,
             )
-            for job_id, seq, status, request, created, end, reason, message in rows
-        ]
+            if isinstance(job.spec, _UnloadableSpec) and not job.status.is_terminal:
+                # Written by an older emulator under looser rules (e.g. an unbounded window):
+                # the job fails for good instead of blocking a tier slot forever.
+                text = f"Internal error: the stored job request is invalid: {job.spec.error}"
+                job = replace(
+                    job,
+                    status=JobStatus.FAILED,
+                    end_time=job.created_time,
+                    failure_reason=text,
+                    status_message=text,
+                )
+                self.update_job(job)
+            jobs.append(job)
+        return jobs
 
     def count_rows(self) -> dict[str, dict[DeviceJobStatus, int]]:
         """Per job, how many device rows are in each status."""
@@ -288,3 +305,25 @@ def _request_json(spec: JobSpec) -> dict[str, Any]:
 
 def _iso_or_none(when: datetime | None) -> str | None:
     return None if when is None else when.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class _UnloadableSpec(JobSpec):
+    """The stand-in spec of a stored job whose request no longer validates (``error`` says
+    why): enough to show and list the job, never run."""
+
+    error: str = ""
+
+
+def _stored_spec(job_id: str, request: str, created: datetime) -> JobSpec:
+    body: Any = None
+    try:
+        body = decode_json(request)
+        return parse_job_request(job_id, body)
+    except HubError as exc:
+        error = exc.message
+    except ValueError as exc:
+        error = str(exc)
+    kind = body.get("type") if isinstance(body, dict) else None
+    job_type = JobType.UPDATE_TWIN if kind == JobType.UPDATE_TWIN else JobType.DEVICE_METHOD
+    return _UnloadableSpec(job_id, job_type, "", created, 1, error=error[:200])

@@ -20,6 +20,11 @@ reference/iothub.md §2.1-2.3 and §6:
   failure code 0x80. A requested QoS 2 is granted as 1.
 - A QoS 2 PUBLISH, a PUBLISH to a topic IoT Hub does not know, and any malformed packet close
   that connection only. Device QoS 1 PUBLISHes are acknowledged with PUBACK.
+- A reported-properties patch that is not a JSON object or breaks IoT Hub's twin limits
+  (:mod:`emulator.iothub.twin_limits`: 10 levels deep, key rules, 4 KB strings, 32 KB section)
+  is answered ``$iothub/twin/res/400/?$rid=...``, changes nothing and leaves the connection up.
+  Device JSON is decoded by :func:`~emulator.iothub.twin_limits.decode_json`: nesting is
+  measured before decoding, so no payload can recurse the decoder.
 - Hub-to-device messages are sent at QoS 0 (the documented QoS for method requests; the
   emulator keeps no in-flight state for twin responses and desired patches either), and only
   when they match one of the connection's subscriptions.
@@ -41,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from emulator.iothub import twin_limits
 from emulator.iothub.clock import Clock
 from emulator.iothub.errors import HubError
 from emulator.iothub.mqtt import topics
@@ -373,17 +379,12 @@ class DeviceEndpoint:
         if rid is None:
             return False
         try:
-            patch = json.loads(payload)
-        except ValueError:
-            patch = None
-        if not isinstance(patch, dict):
-            conn.deliver(topics.twin_response_topic(400, rid), b"")
-            return True
-        try:
+            patch = twin_limits.decode_section(payload, "properties.reported")
             version: int | None = self._twins.patch_reported(conn.device_id, patch)
             status = 204
         except HubError as exc:
             version, status = None, exc.status
+            conn.log.info("reported patch refused", status=status, reason=exc.message)
         conn.deliver(topics.twin_response_topic(status, rid, version), b"")
         return True
 
@@ -403,7 +404,7 @@ class DeviceEndpoint:
         value: Any
         text = payload.decode("utf-8", "replace")
         try:
-            value = json.loads(text) if text.strip() else None
+            value = twin_limits.decode_json(text) if text.strip() else None
         except ValueError:
             value = text  # IoT Hub wants JSON; keep what the device said rather than lose it
         pending[1].set_result(MethodReply(status, value))

@@ -1,4 +1,4 @@
-"""The command line (argument checks, clean stop on SIGTERM) and the package's public names."""
+"""The command line (argument checks, logging, clean stop on SIGTERM) and the public names."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
             "--devices",
             "3",
             "--no-fleet",
+            "--log-format",
+            "json",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -74,6 +76,9 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0
         assert "stopped" in out
+        # Logs go through agent.logsetup (tracebacks without locals), not structlog's default
+        # rich tracebacks that print every frame's locals (tests/agent/test_logsetup_untrusted).
+        assert '"event": "mqtt endpoint listening"' in "".join(lines) + out
     finally:
         if proc.poll() is None:
             proc.kill()

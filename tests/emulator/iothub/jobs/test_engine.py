@@ -609,3 +609,24 @@ async def test_internal_error_fails_the_job_and_its_unfinished_rows(hub: Hub) ->
     hub.assert_consistent("j1")
     await hub.engine.create_job("j2", twin_job(start=60))  # the engine itself goes on
     assert hub.engine.get_job("j2")["status"] == "scheduled"
+
+
+async def test_a_crash_of_a_queued_jobs_engine_step_fails_it_and_frees_the_s1_slot(
+    tmp_path: Path,
+) -> None:
+    def crashing_parser(text: str) -> Any:
+        if "crash" in text:
+            raise RuntimeError("engine bug")  # not a ValueError: not a bad query, a crash
+        from emulator.iothub.query import parse_condition
+
+        return parse_condition(text)
+
+    async with Hub(tmp_path / "hub.db", ["d1"], TIERS["S1"]) as hub:
+        await hub.restart(parse_condition=crashing_parser)
+        await hub.engine.create_job("broken", twin_job(query="deviceId = 'crash'"))
+        failed = await hub.engine.wait_for_status("broken", "failed")
+        assert failed["failureReason"] == "Internal error: engine bug"
+        assert failed["endTime"] is not None
+        # The S1 slot is free again: the next job is accepted (not 429004) and runs.
+        await hub.engine.create_job("next", twin_job(query="deviceId = 'd1'"))
+        assert (await hub.engine.wait_for_status("next", "completed"))["status"] == "completed"

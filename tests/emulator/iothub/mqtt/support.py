@@ -154,9 +154,12 @@ class RawClient:
         self.queue: list[Packet] = []
 
     @classmethod
-    async def open(cls, address: str, port: int) -> RawClient:
+    async def open(
+        cls, address: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> RawClient:
+        """Connect over TLS, trusting :data:`CA` unless another context is given."""
         reader, writer = await asyncio.open_connection(
-            address, port, ssl=client_context(), server_hostname=address
+            address, port, ssl=ssl_context or client_context(), server_hostname=address
         )
         return cls(reader, writer)
 

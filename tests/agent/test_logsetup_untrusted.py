@@ -1,0 +1,54 @@
+"""Issue 15: no log renderer prints the locals of untrusted data; an exception whose frame holds a
+huge or deeply nested value is logged in bounded size and time, in both formats. (The IoT Hub
+emulator's command line logs through this configuration: tests/emulator/iothub/
+test_cli_public.py.)"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import pytest
+import structlog
+
+from agent.logsetup import configure_logging
+
+HUGE_MARK = "untrusted-value-"
+
+
+def deep_list(depth: int) -> list[Any]:
+    top: list[Any] = []
+    current = top
+    for _ in range(depth):
+        child: list[Any] = []
+        current.append(child)
+        current = child
+    return top
+
+
+def fail_with_hostile_locals() -> None:
+    deep_report = {"k": deep_list(600)}  # noqa: F841 - the locals are the point
+    deeper = deep_list(100_000)  # noqa: F841 - repr() of this raises RecursionError
+    huge = HUGE_MARK * 200_000  # noqa: F841 - 3 MB
+    raise ValueError("device report refused")
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_exception_with_hostile_locals_is_logged_small_and_fast(fmt: str) -> None:
+    out = io.StringIO()
+    configure_logging("INFO", fmt, stream=out)
+    try:
+        started = time.monotonic()
+        try:
+            fail_with_hostile_locals()
+        except ValueError:
+            structlog.get_logger("t").exception("handler failed")
+        elapsed = time.monotonic() - started
+    finally:
+        structlog.reset_defaults()
+    text = out.getvalue()
+    assert "device report refused" in text
+    assert HUGE_MARK not in text  # no local printed
+    assert len(text) < 5_000
+    assert elapsed < 2.0  # rich tracebacks with locals took ~28 s on the 600-deep value alone
