@@ -40,6 +40,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ErrorContext",
     "device_job_status",
+    "failure_kind",
     "hub_failure",
     "job_status",
     "job_type",
@@ -127,6 +128,23 @@ def status_input(value: str) -> str | None:
 def device_job_status(hub_status: str) -> str:
     """The product's word for a ``devices.jobs`` row status."""
     return DEVICE_JOB_STATUSES.get(hub_status.lower(), hub_status.lower() or "unknown")
+
+
+_FAILURE_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "devicenotonline": "offline",
+        "jobrunpreconditionfailed": "offline",
+        "gatewaytimeout": "no response",
+        "devicenotfound": "not registered",
+    }
+)
+
+
+def failure_kind(error_code: str | None) -> str:
+    """A failed device's kind in a job's summary, from its ``devices.jobs`` error code."""
+    if not error_code:
+        return "unknown error"
+    return _FAILURE_KINDS.get(error_code.lower(), error_code)
 
 
 # --- errors ---------------------------------------------------------------------------------
