@@ -7,8 +7,8 @@ condition or by a ``devices.jobs`` row of the device); its GetJob and CancelJob 
 job exactly as a job that does not exist (404002, NOT_FOUND); its QueryJobResults gets the device
 ANDed into the query and keeps only the device's rows. Defaults (job window, response and
 connect timeouts, maxRows) come from ``[jobs]`` settings and are declared as ``defaultValue``
-aspects, so Composer shows them and the connect timeout is never sent unset. Inputs are checked by :mod:`services.rules` before anything
-is sent; hub failures become one-line errors through :func:`services.mapping.hub_failure`.
+aspects, so Composer shows them and the connect timeout is never sent unset. Inputs are checked
+by :mod:`services.rules` before anything is sent; hub failures become one-line errors through :func:`services.mapping.hub_failure`.
 
 :class:`JobServices` also offers the two operations the wrapper services reuse:
 :meth:`JobServices.schedule_method_job` and :meth:`JobServices.call_method`.
