@@ -494,16 +494,21 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
                 )
             )
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGINT, following.cancel)
+            on_sigint = False
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                # Only the main thread's loop can own SIGINT (not e.g. a test's worker thread).
+                loop.add_signal_handler(signal.SIGINT, following.cancel)
+                on_sigint = True
             try:
                 final_doc = await following
             except asyncio.CancelledError:
                 if following.cancelled() and not _current_task_cancelling():
-                    err.print(_stopped_watching(job_id, thing), markup=False)
+                    err.print(_stopped_watching(job_id, thing), markup=False, soft_wrap=True)
                     return EXIT_INTERRUPTED
                 raise
             finally:
-                loop.remove_signal_handler(signal.SIGINT)
+                if on_sigint:
+                    loop.remove_signal_handler(signal.SIGINT)
             final = _job_row(final_doc) or job
             literal = job_id.replace("\\", "\\\\").replace("'", "\\'")
             results = await call_service(
