@@ -1,4 +1,4 @@
-"""The six ``AzureIotDeviceJob*`` remote services (SERVICES.md), on every bound Thing.
+"""The six ``AzureIotDeviceJob*`` remote services (docs/services.md), on every bound Thing.
 
 On the gateway Thing ``queryCondition`` is required. A device Thing is scoped to its own device
 (ThingWorx grants permissions per Thing): its Schedule services have no ``queryCondition`` and

@@ -1,7 +1,7 @@
 """Every translation table between IoT Hub's words and the product's, in one place.
 
 - job types: ``twinUpdate`` ↔ ``scheduleUpdateTwin``, ``deviceMethod`` ↔ ``scheduleDeviceMethod``;
-- job statuses (SERVICES.md): ``queued``/``enqueued`` → ``pending`` (``scheduled`` while the start
+- job statuses (docs/services.md): ``queued``/``enqueued`` → ``pending`` (``scheduled`` while the start
   time is still ahead), ``canceled`` → ``cancelled``; the hub's word stays in ``hubStatus``;
 - device-job statuses (``devices.jobs`` rows);
 - IoT Hub errors → an AlwaysOn status and a one-line message naming the code, what happened and
@@ -62,7 +62,7 @@ JOB_TYPE_FROM_HUB: Mapping[str, str] = MappingProxyType(
 )
 
 JOB_STATUSES = ("scheduled", "pending", "running", "completed", "failed", "cancelled")
-"""The product's job statuses (SERVICES.md)."""
+"""The product's job statuses (docs/services.md)."""
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 

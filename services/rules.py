@@ -1,4 +1,4 @@
-"""The rules the job services enforce before anything is sent to IoT Hub (SERVICES.md).
+"""The rules the job services enforce before anything is sent to IoT Hub (docs/services.md).
 
 Each check takes an input's value, returns it in the form to send, and raises
 :class:`~agent.registry.ServiceError` (BAD_REQUEST) with one line naming the input and the rule.

@@ -1,7 +1,7 @@
 """The DataShapes of the job services' results, and the rows built from the IoT Hub client's models.
 
 ``AzureIotDeviceJob``, ``AzureIotDeviceJobResult`` and ``AzureIotDeviceMethodResult`` exactly as
-SERVICES.md lists them (``jobId``/``deviceId`` are primary keys through the ``isPrimaryKey``
+docs/services.md lists them (``jobId``/``deviceId`` are primary keys through the ``isPrimaryKey``
 aspect). Composer grids and mashups bind to these names: change them only on purpose.
 """
 
