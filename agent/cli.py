@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -700,12 +701,33 @@ def _banner(
             soft_wrap=True,
         )
     out(
-        f"  {APP_KEY_ENV}={shlex.quote(app_key)} jobs-agent call "
+        f"  {APP_KEY_ENV}={shlex.quote(app_key)} {_jobs_agent_command()} call "
         "AzureIotDeviceJobScheduleDeviceMethodJob methodName=reboot "
         "\"queryCondition=deviceId IN ['device-0001','device-0002']\" --wait",
         markup=False,
         soft_wrap=True,
     )
+    if _jobs_agent_command() != "jobs-agent":
+        out(
+            f"  (jobs-agent is in {Path(sys.prefix) / 'bin'}: run it by that path, or "
+            f"`source {Path(sys.prefix) / 'bin' / 'activate'}` first)",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _jobs_agent_command() -> str:
+    """How this shell reaches ``jobs-agent``: the bare name when it is on PATH (an activated
+    virtualenv, a pip install), else its path in the virtualenv (``make run``)."""
+    here = Path(sys.prefix) / "bin" / "jobs-agent"
+    found = shutil.which("jobs-agent")
+    if found is not None and Path(found).resolve() == here.resolve():
+        return "jobs-agent"
+    if here.exists():
+        with contextlib.suppress(ValueError):
+            return str(here.relative_to(Path.cwd()))
+        return str(here)
+    return "jobs-agent"
 
 
 async def _run_embedded(settings: Settings, console: Console, err: Console) -> int:

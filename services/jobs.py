@@ -8,7 +8,8 @@ job exactly as a job that does not exist (404002, NOT_FOUND); its QueryJobResult
 ANDed into the query and keeps only the device's rows. Defaults (job window, response and
 connect timeouts, maxRows) come from ``[jobs]`` settings and are declared as ``defaultValue``
 aspects, so Composer shows them and the connect timeout is never sent unset. Inputs are checked
-by :mod:`services.rules` before anything is sent; hub failures become one-line errors through :func:`services.mapping.hub_failure`.
+by :mod:`services.rules` before anything is sent; hub failures become one-line errors through
+:func:`services.mapping.hub_failure`.
 
 :class:`JobServices` also offers the two operations the wrapper services reuse:
 :meth:`JobServices.schedule_method_job` and :meth:`JobServices.call_method`.

@@ -1,8 +1,8 @@
 """Every translation table between IoT Hub's words and the product's, in one place.
 
 - job types: ``twinUpdate`` ↔ ``scheduleUpdateTwin``, ``deviceMethod`` ↔ ``scheduleDeviceMethod``;
-- job statuses (docs/services.md): ``queued``/``enqueued`` → ``pending`` (``scheduled`` while the start
-  time is still ahead), ``canceled`` → ``cancelled``; the hub's word stays in ``hubStatus``;
+- job statuses (docs/services.md): ``queued``/``enqueued`` → ``pending`` (``scheduled`` while the
+  start time is still ahead), ``canceled`` → ``cancelled``; the hub's word stays in ``hubStatus``;
 - device-job statuses (``devices.jobs`` rows);
 - IoT Hub errors → an AlwaysOn status and a one-line message naming the code, what happened and
   what to do (:func:`hub_failure`).

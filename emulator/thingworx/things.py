@@ -104,7 +104,7 @@ class ThingRegistry:
         entry.bound_at = time.time()
         entry.metadata = None
         entry.metadata_error = None
-        _log.info("thing bound", thing=name, conn_id=owner.conn_id)
+        _log.debug("thing bound", thing=name, conn_id=owner.conn_id)
         self._notify()
         return True
 
@@ -115,7 +115,7 @@ class ThingRegistry:
             return
         entry.owner = None
         entry.metadata = None
-        _log.info("thing unbound", thing=name, conn_id=owner.conn_id)
+        _log.debug("thing unbound", thing=name, conn_id=owner.conn_id)
         self._notify()
 
     def drop(self, owner: BindingOwner) -> list[str]:

@@ -26,6 +26,7 @@ from agent import cli
 from agent.app import AgentApp
 from agent.embedded import EmbeddedEnds, EmbeddedError, EmbeddedInfo
 from agent.health import HealthServer, HubProbe
+from agent.logsetup import configure_logging
 from agent.settings import (
     EmbeddedSettings,
     HealthSettings,
@@ -426,3 +427,16 @@ async def test_run_with_real_ends_configured_runs_the_agent_alone(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+async def test_start_up_logs_are_one_line_per_part_at_info(tmp_path: Path) -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", out)
+    async with running(tmp_path, devices=8):
+        await asyncio.sleep(0.5)  # the stand-in learns every Thing's metadata meanwhile
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    per_thing = [x for x in lines if str(x.get("thing", "")).startswith("device-")]
+    per_device = [x for x in lines if str(x.get("device_id", "")).startswith("device-")]
+    assert per_thing == [] and per_device == [], (per_thing + per_device)[:3]
+    assert len(lines) < 40, [x["event"] for x in lines]
+    assert all(x.get("logger") for x in lines)  # the agent's lines told from the emulators'
