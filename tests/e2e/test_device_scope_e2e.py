@@ -14,7 +14,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytest_asyncio
 
-from tests.e2e.chain import GATEWAY, Chain, running_chain
+from tests.e2e.chain import (
+    CANCEL,
+    ENDED,
+    FIND,
+    GATEWAY,
+    GET,
+    METHOD,
+    RESULTS,
+    TWIN,
+    Chain,
+    running_chain,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -22,13 +33,6 @@ MINE = "device-0001"
 OTHER = "device-0002"
 THIRD = "device-0003"
 OFFLINE = "device-0004"
-TWIN = "AzureIotDeviceJobScheduleTwinUpdateJob"
-METHOD = "AzureIotDeviceJobScheduleDeviceMethodJob"
-GET = "AzureIotDeviceJobGetJob"
-FIND = "AzureIotDeviceJobFindJobs"
-CANCEL = "AzureIotDeviceJobCancelJob"
-RESULTS = "AzureIotDeviceJobQueryJobResults"
-ENDED = ("completed", "failed", "cancelled")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
