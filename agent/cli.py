@@ -7,7 +7,11 @@ once.
 
 Rules:
 - Exit status: 0 success (and a run stopped by SIGINT/SIGTERM), 1 a failure at run time (an end
-  refused or unreachable, a call answered with an error), 2 a configuration or usage error.
+  refused or unreachable, a call answered with an error; with ``--wait``, a job that failed or
+  was cancelled), 2 a configuration or usage error; ``call --wait`` only: 3 the job completed but
+  some devices failed, 4 the wait ended before the job did, 130 Ctrl-C stopped the watching (the
+  job goes on on the hub).
+- Tables never cut an id (``jobId``, ``deviceId``): other columns fold first.
 - Human output (the embedded banner, check's steps, call's tables) goes to stdout through rich;
   logs go to stderr through structlog; errors are one line saying what to fix.
 - ``run`` stops cleanly on SIGINT and SIGTERM: the agent takes no new calls, lets those in flight
@@ -26,6 +30,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -43,10 +48,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.logsetup import configure_logging
-from agent.settings import Settings, load_settings
+from agent.settings import Settings, load_settings, settings_errors
 
 __all__ = [
     "CallError",
+    "WaitTimeout",
     "call",
     "call_service",
     "check",
@@ -61,17 +67,55 @@ APP_KEY_ENV = "THINGWORX_APP_KEY"
 _TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 _PIPED_WIDTH = 160
 _WAIT_SLACK = 120.0  # seconds --wait allows beyond the job's own window by default
+_ID_COLUMNS = frozenset({"jobId", "deviceId", "name", "field"})
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_DEVICES_FAILED = 3
+EXIT_WAIT_TIMEOUT = 4
+EXIT_INTERRUPTED = 130
+
+_DESCRIPTION = """\
+The edge agent that runs Azure IoT Hub device jobs as ThingWorx remote services.
+
+With nothing configured, `jobs-agent run` starts the embedded run: a bundled IoT Hub emulator
+with a simulated fleet, a ThingWorx stand-in with a web console, and the agent between them.
+`jobs-agent call` calls a service through ThingWorx's REST convention (the embedded stand-in
+by default); `jobs-agent check` validates a configuration and reaches both ends."""
+
+_EXAMPLES = """\
+examples:
+  jobs-agent run
+  jobs-agent check --config config/agent.toml
+  jobs-agent call AzureIotDeviceJobFindJobs status=completed
+  jobs-agent call AzureIotDeviceJobScheduleDeviceMethodJob methodName=reboot \\
+      "queryCondition=deviceId IN ['device-0001','device-0002']" --wait
+  jobs-agent call AzureIotDeviceJobGetJob jobId=j1 --output json | jq '.rows[0].summary'
+
+exit status of call --wait: 0 every device succeeded, 1 the call or the job failed,
+  2 usage or configuration error, 3 completed but some devices failed,
+  4 gave up waiting (the job goes on), 130 stopped by Ctrl-C (the job goes on)"""
 
 
 class CallError(Exception):
     """A ``call`` that failed: the stand-in's (or ThingWorx's) one-line message."""
 
 
+class WaitTimeout(CallError):
+    """``call --wait`` gave up before the job ended (the job goes on on the hub)."""
+
+
 # --- argument parsing --------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jobs-agent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="jobs-agent",
+        description=_DESCRIPTION,
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the agent (embedded emulators when nothing is configured)")
@@ -87,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
         help="call a service through ThingWorx's REST convention",
         description="Call SERVICE on a Thing: POST {url}/Thingworx/Things/{thing}/Services/"
         "{service} with the inputs as JSON (values parsed as JSON when they parse, else strings).",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     call.add_argument("service", help="service name, e.g. AzureIotDeviceJobFindJobs")
     call.add_argument("inputs", nargs="*", metavar="name=value", help="service inputs")
@@ -102,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, help="--wait deadline, s (default: job window+120)"
     )
     call.add_argument("--poll-interval", type=float, default=1.0, help="--wait GetJob period, s")
+    call.add_argument(
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table (default) or json: the InfoTable JSON for scripts (with --wait, one object "
+        '{"job": ..., "results": ...} and no progress bar)',
+    )
     return parser
 
 
@@ -202,6 +255,7 @@ _MULTI_ROW_COLUMNS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
                 "deviceCount",
                 "succeededCount",
                 "failedCount",
+                "summary",
             }
         ),
     ),
@@ -218,7 +272,9 @@ def infotable_table(doc: Mapping[str, Any], title: str | None = None) -> Table:
     fields = _fields(doc)
     rows: list[Mapping[str, Any]] = list(doc.get("rows") or [])
     if len(rows) == 1:
-        table = Table("field", "value", title=title, show_lines=False)
+        table = Table(title=title, show_lines=False)
+        table.add_column("field", no_wrap=True)
+        table.add_column("value", overflow="fold")
         for name, base_type in fields:
             text = _cell(rows[0].get(name), base_type)
             if text:
@@ -228,7 +284,14 @@ def infotable_table(doc: Mapping[str, Any], title: str | None = None) -> Table:
     preset = next((cols for marker, cols in _MULTI_ROW_COLUMNS if marker <= names), None)
     candidates = [(n, t) for n, t in fields if preset is None or n in preset]
     shown = [(n, t) for n, t in candidates if any(_cell(r.get(n), t) for r in rows)] or fields
-    table = Table(*(n for n, _ in shown), title=title)
+    table = Table(title=title)
+    for n, t in shown:
+        if n in _ID_COLUMNS:
+            # An id is never cut: the column is as wide as its longest id, others fold first.
+            longest = max([len(n), *(len(_cell(r.get(n), t)) for r in rows)])
+            table.add_column(n, no_wrap=True, min_width=longest)
+        else:
+            table.add_column(n, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(n), t) for n, t in shown))
     if not rows:
@@ -315,8 +378,15 @@ async def _follow_job(
     timeout: float | None,
     interval: float,
     console: Console,
+    show: bool = True,
 ) -> dict[str, Any]:
-    """Poll GetJob with a progress bar until the job ends; return its last row."""
+    """Poll GetJob (with a progress bar when ``show``) until the job ends; return its last
+    GetJob answer (the first answer when the job had ended already).
+
+    Raises:
+        WaitTimeout: the deadline passed first.
+    """
+    last: dict[str, Any] = {"rows": [job]}
     job_id = str(job["jobId"])
     if timeout is None:
         window = float(job.get("maxExecutionTimeInSeconds") or 3600)
@@ -334,7 +404,7 @@ async def _follow_job(
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False, disable=not show) as progress:
         task = progress.add_task(f"job {job_id}", total=None, detail=job.get("status", ""))
         while True:
             total = _count(job, "deviceCount")
@@ -345,9 +415,9 @@ async def _follow_job(
             )
             progress.update(task, total=total or None, completed=done, detail=detail)
             if job.get("status") in _TERMINAL_STATUSES:
-                return job
+                return last
             if loop.time() >= deadline:
-                raise CallError(
+                raise WaitTimeout(
                     f"job {job_id} still {job.get('status')} after {timeout:g} s "
                     "(raise --timeout, or follow it with AzureIotDeviceJobGetJob)"
                 )
@@ -358,7 +428,15 @@ async def _follow_job(
             row = _job_row(doc)
             if row is None:
                 raise CallError(f"GetJob of {job_id} did not answer one job row")
-            job = row
+            job, last = row, doc
+
+
+def _wait_status(job: Mapping[str, Any]) -> int:
+    """The exit status of ``call --wait`` for the job's last row."""
+    status = job.get("status")
+    if status != "completed":
+        return EXIT_FAILED
+    return EXIT_DEVICES_FAILED if _count(job, "failedCount") else EXIT_OK
 
 
 async def call(settings: Settings, args: argparse.Namespace, console: Console) -> int:
@@ -383,44 +461,100 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
         return 2
     thing = args.thing or settings.thingworx.gateway_thing
     timeout = aiohttp.ClientTimeout(total=_http_deadline(settings, inputs))
+    as_json = getattr(args, "output", "table") == "json"
+
+    def emit(doc: Mapping[str, Any], title: str) -> None:
+        if as_json:
+            console.file.write(json.dumps(doc, separators=(",", ":")) + "\n")
+            console.file.flush()
+        else:
+            console.print(infotable_table(doc, title=title))
+
+    job_id = ""
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             doc = await call_service(http, root, app_key, thing, args.service, inputs)
-            console.print(infotable_table(doc, title=f"{thing}.{args.service}"))
-            if not args.wait:
-                return 0
-            job = _job_row(doc)
+            job = _job_row(doc) if args.wait else None
             if job is None:
-                err.print("jobs-agent call: --wait: the result is not a job; nothing to follow")
-                return 0
-            final = await _follow_job(
-                http,
-                root,
-                app_key,
-                thing,
-                job,
-                timeout=args.timeout,
-                interval=args.poll_interval,
-                console=console,
+                emit(doc, f"{thing}.{args.service}")
+                if args.wait:
+                    err.print("jobs-agent call: --wait: the result is not a job; nothing to follow")
+                return EXIT_OK
+            job_id = str(job["jobId"])
+            if not as_json:
+                emit(doc, f"{thing}.{args.service}")
+            following = asyncio.ensure_future(
+                _follow_job(
+                    http,
+                    root,
+                    app_key,
+                    thing,
+                    job,
+                    timeout=args.timeout,
+                    interval=args.poll_interval,
+                    console=console,
+                    show=not as_json,
+                )
             )
-            job_id = str(final["jobId"]).replace("'", "")
+            loop = asyncio.get_running_loop()
+            on_sigint = False
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                # Only the main thread's loop can own SIGINT (not e.g. a test's worker thread).
+                loop.add_signal_handler(signal.SIGINT, following.cancel)
+                on_sigint = True
+            try:
+                final_doc = await following
+            except asyncio.CancelledError:
+                if following.cancelled() and not _current_task_cancelling():
+                    err.print(_stopped_watching(job_id, thing), markup=False, soft_wrap=True)
+                    return EXIT_INTERRUPTED
+                raise
+            finally:
+                if on_sigint:
+                    loop.remove_signal_handler(signal.SIGINT)
+            final = _job_row(final_doc) or job
+            literal = job_id.replace("\\", "\\\\").replace("'", "\\'")
             results = await call_service(
                 http,
                 root,
                 app_key,
                 thing,
                 "AzureIotDeviceJobQueryJobResults",
-                {"query": f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'"},
+                {"query": f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{literal}'"},
             )
-            console.print(infotable_table(final, title=f"job {job_id}"))
-            console.print(infotable_table(results, title=f"job {job_id}: per-device results"))
-            return 0 if final.get("status") == "completed" else 1
+            if as_json:
+                emit({"job": final_doc, "results": results}, "")
+            else:
+                emit(final_doc, f"job {job_id}")
+                emit(results, f"job {job_id}: per-device results")
+                if final.get("summary"):
+                    console.print(str(final["summary"]), markup=False)
+            return _wait_status(final)
+    except WaitTimeout as exc:
+        err.print(f"jobs-agent call: {args.service}: {exc}", markup=False)
+        return EXIT_WAIT_TIMEOUT
     except CallError as exc:
         err.print(f"jobs-agent call: {args.service}: {exc}", markup=False)
-        return 1
+        return EXIT_FAILED
     except TimeoutError:
         err.print(f"jobs-agent call: {args.service}: no answer within {timeout.total:g} s")
-        return 1
+        return EXIT_FAILED
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _stopped_watching(job_id: str, thing: str) -> str:
+    """The one line Ctrl-C during ``--wait`` prints."""
+    again = f"jobs-agent call AzureIotDeviceJobGetJob jobId={shlex.quote(job_id)}"
+    if thing:
+        again += f" --thing {shlex.quote(thing)}"
+    return (
+        f"stopped watching job {job_id}; it keeps running on the hub. Follow it again with: "
+        f"{again} --wait"
+    )
 
 
 # --- run ----------------------------------------------------------------------------------------
@@ -570,12 +704,33 @@ def _banner(
             soft_wrap=True,
         )
     out(
-        f"  {APP_KEY_ENV}={shlex.quote(app_key)} jobs-agent call "
+        f"  {APP_KEY_ENV}={shlex.quote(app_key)} {_jobs_agent_command()} call "
         "AzureIotDeviceJobScheduleDeviceMethodJob methodName=reboot "
         "\"queryCondition=deviceId IN ['device-0001','device-0002']\" --wait",
         markup=False,
         soft_wrap=True,
     )
+    if _jobs_agent_command() != "jobs-agent":
+        out(
+            f"  (jobs-agent is in {Path(sys.prefix) / 'bin'}: run it by that path, or "
+            f"`source {Path(sys.prefix) / 'bin' / 'activate'}` first)",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _jobs_agent_command() -> str:
+    """How this shell reaches ``jobs-agent``: the bare name when it is on PATH (an activated
+    virtualenv, a pip install), else its path in the virtualenv (``make run``)."""
+    here = Path(sys.prefix) / "bin" / "jobs-agent"
+    found = shutil.which("jobs-agent")
+    if found is not None and Path(found).resolve() == here.resolve():
+        return "jobs-agent"
+    if here.exists():
+        with contextlib.suppress(ValueError):
+            return str(here.relative_to(Path.cwd()))
+        return str(here)
+    return "jobs-agent"
 
 
 async def _run_embedded(settings: Settings, console: Console, err: Console) -> int:
@@ -881,8 +1036,12 @@ async def check(settings: Settings, console: Console, *, force_bind: bool = Fals
 def _load(config: Path | None) -> Settings:
     try:
         return load_settings(config)
-    except (ValidationError, FileNotFoundError) as exc:
+    except FileNotFoundError as exc:
         print(f"jobs-agent: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValidationError as exc:
+        for line in settings_errors(exc, config):
+            print(f"jobs-agent: configuration error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

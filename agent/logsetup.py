@@ -6,6 +6,8 @@ can take minutes on a deep value); event names are short lowercase
 phrases with bound context (``conn_id``, ``thing``, ``service``, ``job_id``); a processor redacts
 secrets — any key that names one (app keys, connection strings, SAS tokens, passwords) and any
 value that looks like a SAS token or an IoT Hub connection string — before anything is rendered.
+Every line carries its logger's name (``logger``: ``agent.channel``, ``emulator.iothub``...), so
+the agent's lines can be told from the bundled emulators' in one stream.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["REDACTED", "configure_logging", "redact_secrets"]
+__all__ = ["REDACTED", "add_logger_name", "configure_logging", "redact_secrets"]
 
 REDACTED = "***"
 _SECRET_KEYS = re.compile(
@@ -54,6 +56,32 @@ def redact_secrets(
             event_dict[key] = REDACTED
         else:
             event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that knows the name it was asked for (``structlog.get_logger(name)``)."""
+
+    def __init__(self, file: Any, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedPrintLogger:
+        return _NamedPrintLogger(self._file, str(args[0]) if args else "jobs-agent")
+
+
+def add_logger_name(
+    logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: ``logger``, the name the logger was created with."""
+    name = getattr(logger, "name", None)
+    if name:
+        event_dict.setdefault("logger", name)
     return event_dict
 
 
@@ -97,13 +125,14 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=_NamedPrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     # Libraries (azure SDKs, websockets, aiohttp) log through the stdlib: keep them quieter.

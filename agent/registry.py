@@ -27,9 +27,10 @@ NUMBER and LONG → NUMBER (exact values only).
 from __future__ import annotations
 
 import asyncio
+import difflib
 import itertools
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -401,7 +402,8 @@ class ThingRegistry:
             raise ServiceError(f"Thing {thing} is not bound to this agent", Status.NOT_FOUND)
         declared = self._things[thing].get(service)
         if declared is None:
-            raise ServiceError(f"Thing {thing} has no service {service}", Status.NOT_FOUND)
+            hint = _did_you_mean(service, self._things[thing])
+            raise ServiceError(f"Thing {thing} has no service {service}{hint}", Status.NOT_FOUND)
         call_id = next(self._call_ids)
         base = log if log is not None else self._log
         call_log: FilteringBoundLogger = base.bind(thing=thing, service=service, call_id=call_id)
@@ -435,6 +437,17 @@ class ThingRegistry:
         )
 
 
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean X?"`` naming the closest of ``known``, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 async def _notify_property_update(call: ServiceCall) -> None:
     # The agent's Things have no remote properties: nothing to re-synchronise (reference §7.2).
     return None
@@ -449,8 +462,10 @@ def _validate_inputs(declared: RemoteService, params: InfoTable | None) -> dict[
         for column in params.shape:
             if column.name not in declared.inputs:
                 expected = ", ".join(declared.inputs.names) or "none"
+                hint = _did_you_mean(column.name, declared.inputs.names)
                 raise ServiceError(
-                    f"unknown input {column.name} for service {name}; its inputs are: {expected}"
+                    f"unknown input {column.name} for service {name}{hint}; its inputs are: "
+                    f"{expected}"
                 )
             value = _typed_cell(declared, declared.inputs.field(column.name), column, row)
             if value is not None:
@@ -482,9 +497,10 @@ def _typed_cell(
     if cell_type is not expected and cell_type not in ACCEPTED_INPUT_TYPES.get(
         expected, frozenset()
     ):
+        article = "an" if expected.type_name[0] in "AEIOU" else "a"
         raise ServiceError(
-            f"input {want.name} of service {declared.name} must be {expected.type_name}, "
-            f"not {cell_type.type_name}"
+            f"input {want.name} of service {declared.name} must be {article} "
+            f"{expected.type_name}; got {cell_type.type_name} {_shown(value)}"
         )
     if (
         expected is BaseType.NUMBER

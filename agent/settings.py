@@ -12,11 +12,20 @@ Rules:
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,6 +43,7 @@ __all__ = [
     "ThingWorxSettings",
     "default_config_path",
     "load_settings",
+    "settings_errors",
 ]
 
 CONFIG_ENV = "JOBS_AGENT_CONFIG"
@@ -264,3 +274,54 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**overrides)
     finally:
         _toml_override.pop()
+
+
+def _env_name(loc: tuple[str, ...]) -> str:
+    return ENV_PREFIX + "__".join(part.upper() for part in loc)
+
+
+def _known_keys(loc: tuple[str, ...]) -> list[str]:
+    """The keys the settings know at the level of ``loc`` (its last part excluded)."""
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def settings_errors(exc: ValidationError, config_file: Path | None = None) -> list[str]:
+    """One line per wrong setting: the file key and its environment variable, what is wrong,
+    and for an unknown key the closest right one (pydantic's text and URL left out).
+
+    Args:
+        exc: what loading the settings raised.
+        config_file: the TOML file the settings were read from, to name it.
+    """
+    where_file = str(config_file or default_config_path())
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(str(part) for part in error["loc"])
+        key = ".".join(loc)
+        env = _env_name(loc)
+        source = f"environment variable {env}" if env in os.environ else f"{key} in {where_file}"
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(loc[-1], _known_keys(loc), n=1)
+            right = ".".join((*loc[:-1], close[0])) if close else ""
+            hint = f"; did you mean {right} ({_env_name((*loc[:-1], close[0]))})?" if close else ""
+            lines.append(f"unknown setting {key} ({source}){hint}")
+            continue
+        message = str(error["msg"])
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        got = error.get("input")
+        shown = (
+            ""
+            if isinstance(got, dict)
+            or got is None
+            or any(w in key for w in ("key", "secret", "connection", "password"))
+            else f"; got {got!r}"
+        )
+        lines.append(f"setting {key} ({source}): {message[:1].lower()}{message[1:]}{shown}")
+    return lines

@@ -1,4 +1,4 @@
-"""The six ``AzureIotDeviceJob*`` remote services and their DataShapes (SERVICES.md).
+"""The six ``AzureIotDeviceJob*`` remote services and their DataShapes (docs/services.md).
 
 :class:`JobServices` declares the services of one Thing (:meth:`JobServices.declare`) over the
 agent's :class:`~agent.iothub.IotHubClient`; :mod:`services.rules` holds the input rules,

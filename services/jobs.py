@@ -1,10 +1,15 @@
-"""The six ``AzureIotDeviceJob*`` remote services (SERVICES.md), on every bound Thing.
+"""The six ``AzureIotDeviceJob*`` remote services (docs/services.md), on every bound Thing.
 
-On the gateway Thing ``queryCondition`` is required; on a device Thing it defaults to
-``deviceId = '<thing>'``. Defaults (job window, response and connect timeouts, maxRows) come from
-``[jobs]`` settings and are declared as ``defaultValue`` aspects, so Composer shows them and the
-connect timeout is never sent unset. Inputs are checked by :mod:`services.rules` before anything
-is sent; hub failures become one-line errors through :func:`services.mapping.hub_failure`.
+On the gateway Thing ``queryCondition`` is required. A device Thing is scoped to its own device
+(ThingWorx grants permissions per Thing): its Schedule services have no ``queryCondition`` and
+target ``deviceId = '<thing>'``; its FindJobs lists only the jobs that target the device (by that
+condition or by a ``devices.jobs`` row of the device); its GetJob and CancelJob answer any other
+job exactly as a job that does not exist (404002, NOT_FOUND); its QueryJobResults gets the device
+ANDed into the query and keeps only the device's rows. Defaults (job window, response and
+connect timeouts, maxRows) come from ``[jobs]`` settings and are declared as ``defaultValue``
+aspects, so Composer shows them and the connect timeout is never sent unset. Inputs are checked
+by :mod:`services.rules` before anything is sent; hub failures become one-line errors through
+:func:`services.mapping.hub_failure`.
 
 :class:`JobServices` also offers the two operations the wrapper services reuse:
 :meth:`JobServices.schedule_method_job` and :meth:`JobServices.call_method`.
@@ -20,7 +25,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable
-from agent.iothub import METHOD_JOB, TWIN_JOB, HubRequestError, IotHubClient, IotHubError, Job
+from agent.iothub import (
+    METHOD_JOB,
+    TWIN_JOB,
+    DeviceJobResult,
+    HubRequestError,
+    IotHubClient,
+    IotHubError,
+    Job,
+)
 from agent.registry import (
     DEFAULT_VALUE_ASPECT,
     IS_REQUIRED_ASPECT,
@@ -36,6 +49,7 @@ from services.mapping import (
     JOB_TYPE_TO_HUB,
     TERMINAL_STATUSES,
     ErrorContext,
+    failure_kind,
     hub_failure,
     job_status,
     status_input,
@@ -75,8 +89,11 @@ JOB_SERVICE_NAMES = (
     QUERY_JOB_RESULTS,
 )
 
-# How long a 429004 answer may spend finding the active job to name it.
+# How long a 429004 answer may spend finding the active job to name it (and GetJob the kinds of
+# an ended job's failures).
 _ACTIVE_LOOKUP_SECONDS = 5.0
+# The most failed devices GetJob reads to tell their kinds in the summary.
+_FAILURE_ROWS = 1000
 
 
 def _utcnow() -> datetime:
@@ -112,6 +129,7 @@ class MethodJobRequest:
     connect_timeout: int
     start_time: datetime
     max_execution_time: int
+    warnings: tuple[str, ...] = ()
 
 
 def _merge(answer: Job, requested: Job) -> Job:
@@ -150,24 +168,19 @@ class JobServices:
     # -- declarations ----------------------------------------------------------------------
 
     def common_inputs(self, thing: str, *, gateway: bool) -> list[FieldDefinition]:
-        """``queryCondition``, ``startTime``, ``maxExecutionTimeInSeconds`` and ``jobId``."""
-        if gateway:
-            condition = field(
+        """``queryCondition`` (gateway Thing only), ``startTime``, ``maxExecutionTimeInSeconds``
+        and ``jobId``."""
+        condition = [
+            field(
                 "queryCondition",
                 BaseType.STRING,
-                "WHERE part of a twin query selecting the devices, e.g. deviceId IN ['d1','d2'] "
-                "(required here; at most 8192 characters)",
+                "WHERE part of a twin query selecting the devices, e.g. deviceId IN ['d1','d2'], "
+                "IS_DEFINED(deviceId) for all (required here; at most 8192 characters)",
                 required=True,
             )
-        else:
-            condition = field(
-                "queryCondition",
-                BaseType.STRING,
-                "WHERE part of a twin query selecting the devices (default: this device)",
-                default=rules.device_condition(thing),
-            )
+        ]
         return [
-            condition,
+            *(condition if gateway else []),
             field("startTime", BaseType.DATETIME, "when the job starts (default: now)"),
             field(
                 "maxExecutionTimeInSeconds",
@@ -207,9 +220,22 @@ class JobServices:
             gateway: True for the gateway Thing (``queryCondition`` required).
         """
         common = self.common_inputs(thing, gateway=gateway)
+        device = None if gateway else thing
 
         async def schedule_twin(call: ServiceCall) -> InfoTable:
             return await self.schedule_twin_job(call, gateway=gateway)
+
+        async def get_job(call: ServiceCall) -> InfoTable:
+            return await self.get_job(call, device=device)
+
+        async def find_jobs(call: ServiceCall) -> InfoTable:
+            return await self.find_jobs(call, device=device)
+
+        async def cancel_job(call: ServiceCall) -> InfoTable:
+            return await self.cancel_job(call, device=device)
+
+        async def query_job_results(call: ServiceCall) -> InfoTable:
+            return await self.query_job_results(call, device=device)
 
         async def schedule_method(call: ServiceCall) -> InfoTable:
             request = self.method_job_request(
@@ -257,7 +283,7 @@ class JobServices:
                 DataShape.of(field("jobId", BaseType.STRING, "the job's id", required=True)),
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
-                self.get_job,
+                get_job,
             ),
             RemoteService(
                 FIND_JOBS,
@@ -265,10 +291,16 @@ class JobServices:
                 DataShape.of(
                     field("type", BaseType.STRING, "twinUpdate or deviceMethod (default: any)"),
                     field("status", BaseType.STRING, f"one of {', '.join(JOB_STATUSES)}"),
+                    field(
+                        "maxRows",
+                        BaseType.INTEGER,
+                        "the most jobs to return, newest first",
+                        default=self._settings.default_max_rows,
+                    ),
                 ),
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
-                self.find_jobs,
+                find_jobs,
             ),
             RemoteService(
                 CANCEL_JOB,
@@ -276,7 +308,7 @@ class JobServices:
                 DataShape.of(field("jobId", BaseType.STRING, "the job's id", required=True)),
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
-                self.cancel_job,
+                cancel_job,
             ),
             RemoteService(
                 QUERY_JOB_RESULTS,
@@ -297,11 +329,43 @@ class JobServices:
                 ),
                 BaseType.INFOTABLE,
                 JOB_RESULT_SHAPE,
-                self.query_job_results,
+                query_job_results,
             ),
         ]
 
     # -- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _condition(call: ServiceCall, *, gateway: bool) -> str:
+        """The job's target: the caller's condition on the gateway, the device on a device."""
+        if gateway:
+            return rules.check_query_condition(call.inputs.get("queryCondition"), required=True)
+        return rules.device_condition(call.thing)
+
+    async def _out_of_scope(self, call: ServiceCall, job: Job, device: str) -> bool:
+        """True when ``job`` targets neither ``device`` alone nor has a row of it."""
+        if job.query_condition == rules.device_condition(device):
+            return False
+        rows = await self._device_rows(call, device, job.job_id, 1)
+        return not rows
+
+    async def _device_rows(
+        self, call: ServiceCall, device: str, job_id: str | None, max_rows: int
+    ) -> list[DeviceJobResult]:
+        where = f"devices.jobs.deviceId = {rules.query_literal(device)}"
+        if job_id is not None:
+            where += f" AND devices.jobs.jobId = {rules.query_literal(job_id)}"
+        rows = await self._client.query_job_results(
+            f"SELECT * FROM devices.jobs WHERE {where}", max_rows, deadline=call.deadline
+        )
+        return [r for r in rows if r.device_id == device]
+
+    @staticmethod
+    def _not_found(call: ServiceCall, job_id: str) -> ServiceError:
+        """Exactly what the hub's 404002 gives: a device Thing never learns other jobs exist."""
+        call.log.info("job outside the device thing's scope", job_id=job_id)
+        exc = HubRequestError(404, code=404002, name="JobNotFound")
+        return hub_failure(exc, ErrorContext(job_id=job_id))
 
     def _job_id(self, call: ServiceCall) -> str:
         given = call.inputs.get("jobId")
@@ -340,10 +404,11 @@ class JobServices:
         """AzureIotDeviceJobScheduleTwinUpdateJob."""
         inputs = call.inputs
         patch, warnings = rules.check_patch(inputs["patch"])
-        condition = rules.check_query_condition(inputs.get("queryCondition"), required=gateway)
+        condition = self._condition(call, gateway=gateway)
         max_time = rules.check_max_execution_time(inputs["maxExecutionTimeInSeconds"])
         job_id = self._job_id(call)
-        start = inputs.get("startTime") or self._clock()
+        start, late = rules.check_start_time(inputs.get("startTime"), self._clock())
+        warnings += late
         for warning in warnings:
             call.log.warning("request changed", job_id=job_id, warning=warning)
         try:
@@ -367,17 +432,17 @@ class JobServices:
     ) -> MethodJobRequest:
         """Check the common and timeout inputs of a method job (also used by the wrappers)."""
         inputs = call.inputs
+        start, warnings = rules.check_start_time(inputs.get("startTime"), self._clock())
         return MethodJobRequest(
             job_id=self._job_id(call),
-            query_condition=rules.check_query_condition(
-                inputs.get("queryCondition"), required=gateway
-            ),
+            query_condition=self._condition(call, gateway=gateway),
             method_name=method_name,
             payload=payload,
             response_timeout=rules.check_response_timeout(inputs["responseTimeoutInSeconds"]),
             connect_timeout=rules.check_connect_timeout(inputs["connectTimeoutInSeconds"]),
-            start_time=inputs.get("startTime") or self._clock(),
+            start_time=start,
             max_execution_time=rules.check_max_execution_time(inputs["maxExecutionTimeInSeconds"]),
+            warnings=tuple(warnings),
         )
 
     async def schedule_method_job(self, call: ServiceCall, request: MethodJobRequest) -> InfoTable:
@@ -408,7 +473,7 @@ class JobServices:
             response_timeout=request.response_timeout,
             connect_timeout=request.connect_timeout,
         )
-        return job_table([_merge(answer, requested)], self._clock())
+        return job_table([_merge(answer, requested)], self._clock(), request.warnings)
 
     async def call_method(
         self,
@@ -438,19 +503,57 @@ class JobServices:
             raise await self._failure(call, exc, ctx) from None
         return method_result_table(device_id, result)
 
-    async def get_job(self, call: ServiceCall) -> InfoTable:
-        """AzureIotDeviceJobGetJob."""
+    async def get_job(self, call: ServiceCall, *, device: str | None = None) -> InfoTable:
+        """AzureIotDeviceJobGetJob; on a device Thing (``device``), only a job targeting it."""
         job_id = rules.check_job_id(call.inputs["jobId"])
+        ctx = ErrorContext(job_id=job_id)
         try:
             job = await self._client.get_job(job_id, deadline=call.deadline)
+            if device is not None and await self._out_of_scope(call, job, device):
+                raise self._not_found(call, job_id)
         except IotHubError as exc:
-            raise await self._failure(call, exc, ErrorContext(job_id=job_id)) from None
-        return job_table([job], self._clock())
+            raise await self._failure(call, exc, ctx) from None
+        now = self._clock()
+        return job_table([job], now, failures=await self._failures(call, job, now, device))
 
-    async def find_jobs(self, call: ServiceCall) -> InfoTable:
-        """AzureIotDeviceJobFindJobs."""
+    async def _failures(
+        self, call: ServiceCall, job: Job, now: datetime, device: str | None
+    ) -> dict[str, int] | None:
+        """An ended job's failed devices by kind (offline, no response, ...), for its summary.
+
+        None when the job has none or the rows cannot be read (the summary then gives counts).
+        """
+        stats = job.statistics
+        if not stats or not stats.failed_count:
+            return None
+        if job_status(job.status, job.start_time, now) not in TERMINAL_STATUSES:
+            return None
+        where = (
+            f"devices.jobs.jobId = {rules.query_literal(job.job_id)} "
+            "AND devices.jobs.status = 'failed'"
+        )
+        if device is not None:
+            where = f"devices.jobs.deviceId = {rules.query_literal(device)} AND {where}"
+        try:
+            rows = await self._client.query_job_results(
+                f"SELECT * FROM devices.jobs WHERE {where}",
+                _FAILURE_ROWS,
+                deadline=min(call.deadline, _loop_time() + _ACTIVE_LOOKUP_SECONDS),
+            )
+        except IotHubError:
+            return None
+        kinds: dict[str, int] = {}
+        for row in rows:
+            kind = failure_kind(row.error_code)
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return kinds or None
+
+    async def find_jobs(self, call: ServiceCall, *, device: str | None = None) -> InfoTable:
+        """AzureIotDeviceJobFindJobs, newest first, at most ``maxRows``; on a device Thing
+        (``device``) only the jobs targeting it."""
         type_input = (call.inputs.get("type") or "").strip()
         status_text = (call.inputs.get("status") or "").strip()
+        max_rows = rules.check_max_rows(call.inputs.get("maxRows", self._settings.default_max_rows))
         hub_type: str | None = None
         if type_input:
             hub_type = JOB_TYPE_TO_HUB.get(type_input)
@@ -470,6 +573,11 @@ class JobServices:
         hub_status = HUB_STATUS_FILTER[wanted] if wanted else None
         try:
             jobs = await self._client.list_jobs(hub_type, hub_status, deadline=call.deadline)
+            if device is not None:
+                own = rules.device_condition(device)
+                rows = await self._device_rows(call, device, None, rules.MAX_ROWS_LIMIT)
+                touched = {r.job_id for r in rows}
+                jobs = [j for j in jobs if j.query_condition == own or j.job_id in touched]
         except IotHubError as exc:
             raise await self._failure(call, exc, ErrorContext()) from None
         now = self._clock()
@@ -477,14 +585,21 @@ class JobServices:
             jobs = [j for j in jobs if job_status(j.status, j.start_time, now) == wanted]
         if hub_type:
             jobs = [j for j in jobs if not j.type or j.type == hub_type]
-        return job_table(jobs, now)
+        jobs.sort(key=_created, reverse=True)
+        return job_table(jobs[:max_rows], now)
 
-    async def cancel_job(self, call: ServiceCall) -> InfoTable:
-        """AzureIotDeviceJobCancelJob: refused, naming the status, once a job runs or ended."""
+    async def cancel_job(self, call: ServiceCall, *, device: str | None = None) -> InfoTable:
+        """AzureIotDeviceJobCancelJob: refused, naming the status, once a job runs or ended.
+
+        On a device Thing (``device``) only a job targeting that device alone can be cancelled;
+        any other is answered as a job that does not exist.
+        """
         job_id = rules.check_job_id(call.inputs["jobId"])
         ctx = ErrorContext(job_id=job_id)
         try:
             job = await self._client.get_job(job_id, deadline=call.deadline)
+            if device is not None and job.query_condition != rules.device_condition(device):
+                raise self._not_found(call, job_id)
         except IotHubError as exc:
             raise await self._failure(call, exc, ctx) from None
         status = job_status(job.status, job.start_time, self._clock())
@@ -504,15 +619,26 @@ class JobServices:
             raise await self._failure(call, exc, ctx) from None
         return job_table([_merge(answer, job)], self._clock())
 
-    async def query_job_results(self, call: ServiceCall) -> InfoTable:
-        """AzureIotDeviceJobQueryJobResults."""
+    async def query_job_results(self, call: ServiceCall, *, device: str | None = None) -> InfoTable:
+        """AzureIotDeviceJobQueryJobResults; on a device Thing (``device``) its rows only."""
         query = rules.check_results_query(call.inputs["query"])
         max_rows = rules.check_max_rows(call.inputs["maxRows"])
+        if device is not None:
+            query = rules.device_results_query(query, device)
         try:
             rows = await self._client.query_job_results(query, max_rows, deadline=call.deadline)
         except IotHubError as exc:
             raise await self._failure(call, exc, ErrorContext()) from None
+        if device is not None:
+            rows = [r for r in rows if r.device_id == device]  # whatever the hub matched
         return result_table(rows)
+
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _created(job: Job) -> tuple[datetime, str]:
+    return (job.created_time or job.start_time or _OLDEST, job.job_id)
 
 
 def _loop_time() -> float:

@@ -1,8 +1,8 @@
 """Every translation table between IoT Hub's words and the product's, in one place.
 
 - job types: ``twinUpdate`` ↔ ``scheduleUpdateTwin``, ``deviceMethod`` ↔ ``scheduleDeviceMethod``;
-- job statuses (SERVICES.md): ``queued``/``enqueued`` → ``pending`` (``scheduled`` while the start
-  time is still ahead), ``canceled`` → ``cancelled``; the hub's word stays in ``hubStatus``;
+- job statuses (docs/services.md): ``queued``/``enqueued`` → ``pending`` (``scheduled`` while the
+  start time is still ahead), ``canceled`` → ``cancelled``; the hub's word stays in ``hubStatus``;
 - device-job statuses (``devices.jobs`` rows);
 - IoT Hub errors → an AlwaysOn status and a one-line message naming the code, what happened and
   what to do (:func:`hub_failure`).
@@ -44,6 +44,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ErrorContext",
     "device_job_status",
+    "failure_kind",
     "hub_failure",
     "job_status",
     "job_type",
@@ -65,7 +66,7 @@ JOB_TYPE_FROM_HUB: Mapping[str, str] = MappingProxyType(
 )
 
 JOB_STATUSES = ("scheduled", "pending", "running", "completed", "failed", "cancelled")
-"""The product's job statuses (SERVICES.md)."""
+"""The product's job statuses (docs/services.md)."""
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
@@ -131,6 +132,23 @@ def status_input(value: str) -> str | None:
 def device_job_status(hub_status: str) -> str:
     """The product's word for a ``devices.jobs`` row status."""
     return DEVICE_JOB_STATUSES.get(hub_status.lower(), hub_status.lower() or "unknown")
+
+
+_FAILURE_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "devicenotonline": "offline",
+        "jobrunpreconditionfailed": "offline",
+        "gatewaytimeout": "no response",
+        "devicenotfound": "not registered",
+    }
+)
+
+
+def failure_kind(error_code: str | None) -> str:
+    """A failed device's kind in a job's summary, from its ``devices.jobs`` error code."""
+    if not error_code:
+        return "unknown error"
+    return _FAILURE_KINDS.get(error_code.lower(), error_code)
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The rules the job services enforce before anything is sent to IoT Hub (SERVICES.md).
+"""The rules the job services enforce before anything is sent to IoT Hub (docs/services.md).
 
 Each check takes an input's value, returns it in the form to send, and raises
 :class:`~agent.registry.ServiceError` (BAD_REQUEST) with one line naming the input and the rule.
@@ -7,7 +7,14 @@ Pure functions: no I/O, no clock except where a ``now`` is passed in.
 Rules:
 - ``jobId``: 1..64 characters of ASCII letters, digits and ``-``.
 - ``queryCondition``: the WHERE part of a twin query, 1..8192 characters, not a whole
-  ``SELECT``; required on the gateway Thing (a job must never silently hit every device).
+  ``SELECT``, not ``*``; required on the gateway Thing (a job must never silently hit every
+  device; ``IS_DEFINED(deviceId)`` says "all devices" on purpose). A device Thing has no
+  ``queryCondition``: its jobs target ``deviceId = '<thing>'`` only.
+- ``startTime``: one in the past is sent as now, with a warning.
+- Device scope: a device Thing's QueryJobResults query gets ``devices.jobs.deviceId = '<thing>'``
+  ANDed in front of the caller's WHERE part, which must be one balanced expression (strings
+  closed, parentheses and brackets balanced, no comment, no ``;``, nothing but ASCII outside
+  quoted strings), so nothing the caller writes can widen it.
 - ``patch``: an object with ``properties.desired`` and/or ``tags`` and nothing else at the top
   level but ``properties``; a ``properties.reported`` section is dropped with a warning;
   ``properties`` holds nothing else but ``desired`` and ``reported``. In ``tags`` and
@@ -25,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from agent.registry import ServiceError
@@ -46,7 +54,10 @@ __all__ = [
     "check_query_condition",
     "check_response_timeout",
     "check_results_query",
+    "check_start_time",
     "device_condition",
+    "device_results_query",
+    "query_literal",
 ]
 
 MAX_QUERY_LENGTH = 8192
@@ -104,9 +115,14 @@ def check_query_condition(value: str | None, *, required: bool) -> str:
             raise ServiceError(
                 "input queryCondition is required on the gateway Thing: give the WHERE part of "
                 "a twin query selecting the devices, e.g. deviceId IN ['d1','d2'] or "
-                "tags.site = 'a' (a job never targets every device by default)"
+                "tags.site = 'a'; for all devices write IS_DEFINED(deviceId)"
             )
         raise ServiceError("input queryCondition is empty: leave it out to target this device")
+    if value.strip() == "*":
+        raise ServiceError(
+            "input queryCondition '*' is not a twin query condition: for all devices write "
+            "IS_DEFINED(deviceId), or select them, e.g. tags.site = 'a'"
+        )
     if len(value) > MAX_QUERY_LENGTH:
         raise ServiceError(
             f"input queryCondition has {len(value)} characters; IoT Hub accepts at most "
@@ -120,10 +136,38 @@ def check_query_condition(value: str | None, *, required: bool) -> str:
     return value.strip()
 
 
+def query_literal(value: str) -> str:
+    """``value`` as a single-quoted string of IoT Hub's query language (``\\``, ``'`` escaped)."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
 def device_condition(device_id: str) -> str:
-    """The default ``queryCondition`` of a device Thing: ``deviceId = '<id>'`` (quotes escaped)."""
-    escaped = device_id.replace("\\", "\\\\").replace("'", "\\'")
-    return f"deviceId = '{escaped}'"
+    """The ``queryCondition`` of a device Thing's jobs: ``deviceId = '<id>'`` (quotes escaped)."""
+    return f"deviceId = {query_literal(device_id)}"
+
+
+# A start time this far in the past still counts as "now" without a warning (clock skew, transit).
+START_TIME_SLACK = timedelta(seconds=2)
+
+
+def check_start_time(value: datetime | None, now: datetime) -> tuple[datetime, list[str]]:
+    """``startTime``: returns the start to send (never in the past) and the warnings.
+
+    A start in the past is sent as ``now``: IoT Hub would run the job at once anyway, and the row
+    should show when it really starts.
+    """
+    if value is None:
+        return now, []
+    if value >= now:
+        return value, []
+    warnings = []
+    if now - value > START_TIME_SLACK:
+        warnings.append(
+            f"startTime {value.isoformat().replace('+00:00', 'Z')} was in the past; the job was "
+            "scheduled to start now"
+        )
+    return now, warnings
 
 
 def check_json(name: str, value: Any) -> Any:
@@ -320,3 +364,77 @@ def check_payload(name: str, value: Any) -> Any:
             f"{MAX_PAYLOAD_BYTES} bytes"
         )
     return payload
+
+
+_FORBIDDEN_OUTSIDE_STRINGS = ("--", "/*", "*/", "//", ";")
+
+
+def _check_one_expression(name: str, condition: str) -> None:
+    """Refuse a WHERE part that is not one balanced expression (see the module's rules).
+
+    Linear in the length: one pass over the characters.
+    """
+    closing = {"(": ")", "[": "]"}
+    stack: list[str] = []
+    quote: str | None = None
+    escaped = False
+    for i, char in enumerate(condition):
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+            continue
+        if char in ("'", '"'):
+            quote = char
+        elif char in closing:
+            stack.append(closing[char])
+        elif char in (")", "]"):
+            if not stack or stack.pop() != char:
+                raise ServiceError(
+                    f"input {name}: unbalanced {char!r} at character {i + 1}; the WHERE part "
+                    "must be one expression"
+                )
+        elif not char.isascii() or (not char.isprintable() and not char.isspace()):
+            raise ServiceError(
+                f"input {name}: character {char!r} (U+{ord(char):04X}) at {i + 1} is only "
+                "allowed inside a quoted string"
+            )
+        elif condition.startswith(_FORBIDDEN_OUTSIDE_STRINGS, i):
+            raise ServiceError(
+                f"input {name}: {condition[i : i + 2].strip()!r} at character {i + 1} is not "
+                "part of IoT Hub's query language (no comments, one statement)"
+            )
+    if quote is not None:
+        raise ServiceError(f"input {name}: a string opened with {quote} is never closed")
+    if stack:
+        raise ServiceError(f"input {name}: {len(stack)} bracket(s) opened and never closed")
+
+
+def device_results_query(query: str, device_id: str) -> str:
+    """QueryJobResults ``query`` on a device Thing: only that device's rows can match.
+
+    Args:
+        query: the caller's query, already checked by :func:`check_results_query`.
+        device_id: the device Thing's name.
+
+    Returns:
+        ``SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = '<id>' [AND (<where>)]``.
+
+    Raises:
+        ServiceError: the WHERE part is not one balanced expression.
+    """
+    match = _RESULTS_QUERY.match(query)
+    if not match:  # pragma: no cover - check_results_query ran first
+        raise ServiceError(f"input query {_show(query)} is not SELECT * FROM devices.jobs")
+    scope = f"devices.jobs.deviceId = {query_literal(device_id)}"
+    rest = match.group("rest").strip()
+    if not rest:
+        return f"SELECT * FROM devices.jobs WHERE {scope}"
+    condition = rest[len("where") :].strip()
+    if not condition:
+        raise ServiceError("input query has an empty WHERE part")
+    _check_one_expression("query", condition)
+    return f"SELECT * FROM devices.jobs WHERE {scope} AND ({condition})"

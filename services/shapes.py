@@ -1,7 +1,7 @@
 """The DataShapes of the job services' results, and the rows built from the IoT Hub client's models.
 
 ``AzureIotDeviceJob``, ``AzureIotDeviceJobResult`` and ``AzureIotDeviceMethodResult`` exactly as
-SERVICES.md lists them (``jobId``/``deviceId`` are primary keys through the ``isPrimaryKey``
+docs/services.md lists them (``jobId``/``deviceId`` are primary keys through the ``isPrimaryKey``
 aspect). Composer grids and mashups bind to these names: change them only on purpose.
 """
 
@@ -13,13 +13,14 @@ from typing import Any
 
 from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable
 from agent.iothub import DeviceJobResult, Job, MethodResult
-from services.mapping import device_job_status, job_status, job_type
+from services.mapping import TERMINAL_STATUSES, device_job_status, job_status, job_type
 
 __all__ = [
     "JOB_RESULT_SHAPE",
     "JOB_SHAPE",
     "METHOD_RESULT_SHAPE",
     "job_row",
+    "job_summary",
     "job_table",
     "method_result_table",
     "result_row",
@@ -56,6 +57,11 @@ JOB_SHAPE = DataShape.of(
     _f("failureReason", BaseType.STRING, "why the job failed, if it did"),
     _f("statusMessage", BaseType.STRING, "IoT Hub's status message"),
     _f("warnings", BaseType.STRING, "what the agent changed in the request, and why"),
+    _f(
+        "summary",
+        BaseType.STRING,
+        "the outcome in words, e.g. completed: 8 succeeded, 2 failed (2 offline)",
+    ),
     name="AzureIotDeviceJob",
 )
 
@@ -89,19 +95,64 @@ def _patch_of(update_twin: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in update_twin.items() if k in ("tags", "properties")} or None
 
 
-def job_row(job: Job, now: datetime, warnings: Sequence[str] = ()) -> dict[str, Any]:
+def job_summary(
+    status: str, job: Job, failures: Mapping[str, int] | None = None
+) -> tuple[str, list[str]]:
+    """The ``summary`` of a job row and the warnings its outcome calls for.
+
+    Args:
+        status: the product's status word.
+        job: the job (its statistics give the counts).
+        failures: failed devices by kind (``offline``, ``no response``, an IoT Hub error name),
+            when they were read; shown in brackets after the failed count.
+
+    Returns:
+        e.g. ``("completed: 8 succeeded, 2 failed (2 offline)", [])``; a job that ended with no
+        device gets the warning that its condition matched none.
+    """
+    stats = job.statistics
+    if stats is None or stats.device_count is None:
+        return status, []
+    counts = [f"{stats.succeeded_count or 0} succeeded", f"{stats.failed_count or 0} failed"]
+    if failures:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(failures.items()))
+        counts[1] += f" ({kinds})"
+    if stats.running_count:
+        counts.append(f"{stats.running_count} running")
+    if stats.pending_count:
+        counts.append(f"{stats.pending_count} pending")
+    if status in TERMINAL_STATUSES and stats.device_count == 0:
+        warning = (
+            f"queryCondition {job.query_condition!r} matched no device"
+            if job.query_condition
+            else "the job's condition matched no device"
+        )
+        return f"{status}: no device", [f"{warning}: check the condition with a twin query"]
+    return f"{status}: {', '.join(counts)}", []
+
+
+def job_row(
+    job: Job,
+    now: datetime,
+    warnings: Sequence[str] = (),
+    failures: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """One ``AzureIotDeviceJob`` row from a job.
 
     Args:
         job: the job as the client returned it.
         now: the current time (UTC), to tell a queued job whose start is ahead (``scheduled``).
         warnings: what the agent changed in the request, joined with ``"; "``.
+        failures: failed devices by kind, for the summary (see :func:`job_summary`).
     """
     stats = job.statistics
+    status = job_status(job.status, job.start_time, now)
+    summary, outcome_warnings = job_summary(status, job, failures)
+    warnings = [*warnings, *outcome_warnings]
     return {
         "jobId": job.job_id,
         "type": job_type(job.type),
-        "status": job_status(job.status, job.start_time, now),
+        "status": status,
         "hubStatus": job.status,
         "queryCondition": job.query_condition,
         "createdTime": job.created_time,
@@ -121,12 +172,18 @@ def job_row(job: Job, now: datetime, warnings: Sequence[str] = ()) -> dict[str, 
         "failureReason": job.failure_reason,
         "statusMessage": job.status_message,
         "warnings": "; ".join(warnings) if warnings else None,
+        "summary": summary,
     }
 
 
-def job_table(jobs: Sequence[Job], now: datetime, warnings: Sequence[str] = ()) -> InfoTable:
-    """An ``AzureIotDeviceJob`` table, a row per job."""
-    return InfoTable(JOB_SHAPE, [job_row(job, now, warnings) for job in jobs])
+def job_table(
+    jobs: Sequence[Job],
+    now: datetime,
+    warnings: Sequence[str] = (),
+    failures: Mapping[str, int] | None = None,
+) -> InfoTable:
+    """An ``AzureIotDeviceJob`` table, a row per job (``failures``: of a one-job table)."""
+    return InfoTable(JOB_SHAPE, [job_row(job, now, warnings, failures) for job in jobs])
 
 
 def result_row(row: DeviceJobResult) -> dict[str, Any]:

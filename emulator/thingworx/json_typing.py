@@ -32,6 +32,7 @@ form, and a NUMBER that is not finite as ``null``.
 from __future__ import annotations
 
 import base64
+import difflib
 import json
 import math
 from collections.abc import Mapping
@@ -82,14 +83,16 @@ def type_inputs(service: ServiceMetadata, body: Mapping[str, Any]) -> InfoTable 
     shape = service.inputs
     unknown = [name for name in body if name not in shape]
     if unknown and UNKNOWN_INPUTS_REFUSED:
+        close = difflib.get_close_matches(unknown[0], shape.names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InputError(
-            f"service {service.name!r} has no input {unknown[0]!r}"
+            f"service {service.name!r} has no input {unknown[0]!r}{hint}"
             f" (inputs: {', '.join(shape.names) or 'none'})"
         )
     if not shape.fields:
         return None if NO_INPUTS_AS_NOTHING else InfoTable(shape, [{}])
     row = {
-        f.name: value_from_json(f, body[f.name], where=f"input {f.name!r}")
+        f.name: value_from_json(f, body[f.name], where=f"input {f.name}")
         for f in shape.fields
         if f.name in body
     }
@@ -111,7 +114,24 @@ def value_from_json(field: FieldDefinition, value: Any, *, where: str) -> Any:
     except InputError:
         raise
     except (AlwaysOnError, ValueError, TypeError, OverflowError) as exc:
-        raise InputError(f"{where}: {exc} (expected {bt.type_name})") from None
+        # Text that is no value of the type needs no more words; a value of the wrong kind or
+        # out of range keeps the codec's reason.
+        detail = "" if isinstance(value, str) else f" ({exc})"
+        raise InputError(f"{where} must be {_a_type(bt)}; got {_shown(value)}{detail}") from None
+
+
+def _a_type(bt: BaseType) -> str:
+    """A base type's name with its article, as ThingWorx speaks: ``an INTEGER``, ``a NUMBER``."""
+    name = bt.type_name
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _from_json(bt: BaseType, value: Any, where: str) -> Any:

@@ -19,6 +19,7 @@ answer in time.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -181,7 +182,9 @@ class RestApi:
         metadata = await self._metadata(entry)
         svc = metadata.services.get(service)
         if svc is None:
-            raise ThingNotFound(f"Thing {thing!r} has no service {service!r}")
+            close = difflib.get_close_matches(service, metadata.services, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ThingNotFound(f"Thing {thing!r} has no service {service!r}{hint}")
         params = type_inputs(svc, body)
         session = self._session(entry)
         started = time.perf_counter()

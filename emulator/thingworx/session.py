@@ -436,7 +436,7 @@ class EdgeSession:
             answer = await self.call(
                 thing, NOTIFY_PROPERTY_UPDATE_SERVICE, None, method=NOTIFY_PROPERTY_UPDATE_METHOD
             )
-            self._log.info("property update notified", thing=thing, status=answer.status.name)
+            self._log.debug("property update notified", thing=thing, status=answer.status.name)
         except (CallError, LinkClosed) as exc:
             self._log.warning("notify property update failed", thing=thing, error=str(exc))
         if GET_METADATA_AFTER_BIND:
@@ -476,7 +476,7 @@ class EdgeSession:
             self._log.warning("metadata unavailable", thing=thing, error=error)
         else:
             assert metadata is not None
-            self._log.info("metadata learned", thing=thing, services=sorted(metadata.services))
+            self._log.debug("metadata learned", thing=thing, services=sorted(metadata.services))
         self._registry.set_metadata(thing, self, metadata, error)
 
     # incoming ----------------------------------------------------------------------------

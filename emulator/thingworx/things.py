@@ -118,7 +118,7 @@ class ThingRegistry:
         entry.bound_at = time.time()
         entry.metadata = None
         entry.metadata_error = None
-        _log.info("thing bound", thing=name, conn_id=owner.conn_id)
+        _log.debug("thing bound", thing=name, conn_id=owner.conn_id)
         self._notify()
         return True
 
@@ -128,7 +128,7 @@ class ThingRegistry:
         if entry is None or entry.owner is not owner:
             return
         self._release(entry, owner)
-        _log.info("thing unbound", thing=name, conn_id=owner.conn_id)
+        _log.debug("thing unbound", thing=name, conn_id=owner.conn_id)
         self._notify()
 
     def drop(self, owner: BindingOwner) -> list[str]:

@@ -257,3 +257,44 @@ def test_check_takes_bind_to_force_the_bind_test() -> None:
 
     assert _parser().parse_args(["check"]).bind is False
     assert _parser().parse_args(["check", "--bind"]).bind is True
+
+
+def test_tables_never_cut_ids_at_80_columns() -> None:
+    long_id = "rollout-2024-11-plant-north-wave-3-device-reboot-ab12cd34"
+    doc = {
+        "dataShape": _shape(
+            ("jobId", "STRING"), ("type", "STRING"), ("status", "STRING"),
+            ("createdTime", "DATETIME"), ("methodName", "STRING"), ("deviceCount", "INTEGER"),
+            ("succeededCount", "INTEGER"), ("failedCount", "INTEGER"), ("summary", "STRING"),
+        ),
+        "rows": [
+            {"jobId": long_id, "type": "deviceMethod", "status": "completed",
+             "createdTime": 1700000000000, "methodName": "setTelemetryInterval",
+             "deviceCount": 10, "succeededCount": 8, "failedCount": 2,
+             "summary": "completed: 8 succeeded, 2 failed (2 offline)"},
+            {"jobId": "j2", "type": "twinUpdate", "status": "running", "deviceCount": 1},
+        ],
+    }  # fmt: skip
+    console = Console(file=io.StringIO(), width=80)
+    console.print(infotable_table(doc))
+    out = console.file
+    assert isinstance(out, io.StringIO)
+    text = out.getvalue()
+    assert long_id in text, text  # whole, on one line
+    assert max(len(line) for line in text.splitlines()) <= 80
+    one = {"dataShape": doc["dataShape"], "rows": doc["rows"][:1]}
+    console = Console(file=io.StringIO(), width=80)
+    console.print(infotable_table(one))
+    assert isinstance(console.file, io.StringIO)
+    assert long_id in console.file.getvalue()
+
+
+def test_help_has_a_description_examples_and_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    assert "Azure IoT Hub device jobs as ThingWorx remote services" in text
+    assert "examples:" in text and "jobs-agent call AzureIotDeviceJobFindJobs" in text
+    assert "3 completed but some devices failed" in text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import random
 import signal
@@ -25,6 +26,7 @@ from agent import cli
 from agent.app import AgentApp
 from agent.embedded import EmbeddedEnds, EmbeddedError, EmbeddedInfo
 from agent.health import HealthServer, HubProbe
+from agent.logsetup import configure_logging
 from agent.settings import (
     EmbeddedSettings,
     HealthSettings,
@@ -282,10 +284,70 @@ async def test_call_wait_follows_a_method_job_to_its_per_device_results(
         capsys.readouterr()
         status = await asyncio.to_thread(cli.main, argv)
         out = capsys.readouterr().out
-        assert status == 0, out
+        # Completed, but the offline device failed: not a success (exit 3, documented).
+        assert status == cli.EXIT_DEVICES_FAILED == 3, out
         assert "per-device results" in out
         assert "device-0001" in out and "200" in out and '"rebooting":true' in out
         assert "device-0005" in out and "DeviceNotOnline" in out  # the offline device
+        # The job table is the refreshed one, after the end, with its summary.
+        assert "│ summary " in out and "│ hubStatus                 │ completed" in out, out
+        assert "completed: 1 succeeded, 1 failed (1 offline)" in out.splitlines(), out
+
+        capsys.readouterr()
+        status = await asyncio.to_thread(
+            cli.main, [*argv[:2], "methodName=reboot", "queryCondition=deviceId = 'device-0001'",
+                       *argv[6:], "--output", "json"]
+        )  # fmt: skip
+        out = capsys.readouterr().out
+        assert status == cli.EXIT_OK, out
+        (line,) = [x for x in out.splitlines() if x.startswith("{")]
+        doc = json.loads(line)  # one JSON document, no progress bar, for jq
+        (job,) = doc["job"]["rows"]
+        assert job["status"] == "completed" and job["summary"] == "completed: 1 succeeded, 0 failed"
+        assert [r["deviceId"] for r in doc["results"]["rows"]] == ["device-0001"]
+
+
+async def test_ctrl_c_during_wait_stops_watching_in_one_line(tmp_path: Path) -> None:
+    async with running(tmp_path) as run:
+        argv = [
+            sys.executable, "-m", "agent.cli", "call",
+            "AzureIotDeviceJobScheduleDeviceMethodJob", "methodName=reboot",
+            "queryCondition=deviceId = 'device-0005'", "jobId=watched",
+            "maxExecutionTimeInSeconds=60", "connectTimeoutInSeconds=60",
+            "--url", run.info.thingworx_url, "--app-key", APP_KEY, "--wait",
+            "--poll-interval", "0.2",
+        ]  # fmt: skip
+        env = {**os.environ, "COLUMNS": "100"}
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+        )
+        assert proc.stdout is not None
+        seen = b""
+        async with asyncio.timeout(30):
+            while b"watched" not in seen:  # the job's first table: it watches from now on
+                seen += await proc.stdout.read(64)
+        await asyncio.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(15):
+            out, err = await proc.communicate()
+        text = err.decode()
+        assert proc.returncode == cli.EXIT_INTERRUPTED == 130, (seen + out, text)
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert lines == [
+            "stopped watching job watched; it keeps running on the hub. Follow it again with: "
+            "jobs-agent call AzureIotDeviceJobGetJob jobId=watched --thing AzureIotHub --wait"
+        ], text
+        async with aiohttp.ClientSession() as http:
+            doc = await cli.call_service(
+                http,
+                cli.rest_root(run.info.thingworx_url),
+                APP_KEY,
+                "AzureIotHub",
+                "AzureIotDeviceJobGetJob",
+                {"jobId": "watched"},
+            )
+        assert doc["rows"][0]["status"] == "running"  # the job itself goes on
 
 
 async def test_a_taken_port_is_a_clear_error_and_nothing_is_left(tmp_path: Path) -> None:
@@ -365,3 +427,16 @@ async def test_run_with_real_ends_configured_runs_the_agent_alone(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+async def test_start_up_logs_are_one_line_per_part_at_info(tmp_path: Path) -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", out)
+    async with running(tmp_path, devices=8):
+        await asyncio.sleep(0.5)  # the stand-in learns every Thing's metadata meanwhile
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    per_thing = [x for x in lines if str(x.get("thing", "")).startswith("device-")]
+    per_device = [x for x in lines if str(x.get("device_id", "")).startswith("device-")]
+    assert per_thing == [] and per_device == [], (per_thing + per_device)[:3]
+    assert len(lines) < 40, [x["event"] for x in lines]
+    assert all(x.get("logger") for x in lines)  # the agent's lines told from the emulators'

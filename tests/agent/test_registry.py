@@ -116,9 +116,9 @@ async def test_wrong_base_type_is_refused_naming_both_types() -> None:
             "Gw", "Echo", params(("name", BaseType.STRING, "x"), ("count", BaseType.STRING, "4"))
         )
     assert info.value.status is Status.BAD_REQUEST
-    assert info.value.message == "input count of service Echo must be INTEGER, not STRING"
+    assert info.value.message == 'input count of service Echo must be an INTEGER; got STRING "4"'
     # A cell whose type byte differs from its column comes back as a Variant: checked the same.
-    with pytest.raises(ServiceError, match="must be INTEGER, not BOOLEAN"):
+    with pytest.raises(ServiceError, match="must be an INTEGER; got BOOLEAN True"):
         await registry.dispatch(
             "Gw",
             "Echo",

@@ -10,6 +10,7 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
+from agent import cli
 from agent.logsetup import configure_logging
 from agent.settings import load_settings
 
@@ -77,3 +78,52 @@ def test_logging_redacts_secret_keys_and_values() -> None:
         assert secret not in text
     assert line["nested"]["ok"] == "visible"
     assert line["event"] == "connecting"
+
+
+def test_json_logs_carry_the_logger_name() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", out)
+    structlog.get_logger("agent.channel").info("bound")
+    structlog.get_logger("emulator.iothub").info("job completed")
+    agent, emulator = (json.loads(x) for x in out.getvalue().splitlines()[-2:])
+    assert (agent["logger"], agent["event"]) == ("agent.channel", "bound")
+    assert emulator["logger"] == "emulator.iothub"
+
+
+@pytest.mark.parametrize(
+    ("body", "env", "line"),
+    [
+        (
+            "[jobs]\ndefault_conect_timeout = 5\n",
+            {},
+            "unknown setting jobs.default_conect_timeout (jobs.default_conect_timeout in {cfg}); "
+            "did you mean jobs.default_connect_timeout "
+            "(JOBS_AGENT_JOBS__DEFAULT_CONNECT_TIMEOUT)?",
+        ),
+        (
+            "",
+            {"JOBS_AGENT_JOBS__DEFAULT_CONNECT_TIMEOUT": "500"},
+            "setting jobs.default_connect_timeout (environment variable "
+            "JOBS_AGENT_JOBS__DEFAULT_CONNECT_TIMEOUT): input should be less than or equal to "
+            "300; got '500'",
+        ),
+    ],
+)
+def test_a_wrong_setting_is_one_line_naming_key_variable_and_closest(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    body: str,
+    env: dict[str, str],
+    line: str,
+) -> None:
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(body)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--config", str(cfg), "check"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"jobs-agent: configuration error: {line.format(cfg=cfg)}"]
+    assert "pydantic" not in err and "http" not in err

@@ -27,6 +27,14 @@ from emulator.thingworx.server import ThingWorxStandIn
 
 APP_KEY = "e2e-app-key"
 GATEWAY = "AzureIotHub"
+# The job services' names and the ended statuses, as the end-to-end tests call and wait for them.
+TWIN = "AzureIotDeviceJobScheduleTwinUpdateJob"
+METHOD = "AzureIotDeviceJobScheduleDeviceMethodJob"
+GET = "AzureIotDeviceJobGetJob"
+FIND = "AzureIotDeviceJobFindJobs"
+CANCEL = "AzureIotDeviceJobCancelJob"
+RESULTS = "AzureIotDeviceJobQueryJobResults"
+ENDED = ("completed", "failed", "cancelled")
 CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
 
 

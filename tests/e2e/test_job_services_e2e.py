@@ -19,7 +19,18 @@ import pytest_asyncio
 from azure.iot.hub import IoTHubRegistryManager
 
 from agent.channel import ChannelState
-from tests.e2e.chain import GATEWAY, Chain, running_chain
+from tests.e2e.chain import (
+    CANCEL,
+    ENDED,
+    FIND,
+    GATEWAY,
+    GET,
+    METHOD,
+    RESULTS,
+    TWIN,
+    Chain,
+    running_chain,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -27,14 +38,6 @@ ONLINE = "device-0001"
 ONLINE2 = "device-0002"
 OFFLINE = "device-0010"
 SLOW = "device-0011"
-
-TWIN = "AzureIotDeviceJobScheduleTwinUpdateJob"
-METHOD = "AzureIotDeviceJobScheduleDeviceMethodJob"
-GET = "AzureIotDeviceJobGetJob"
-FIND = "AzureIotDeviceJobFindJobs"
-CANCEL = "AzureIotDeviceJobCancelJob"
-RESULTS = "AzureIotDeviceJobQueryJobResults"
-ENDED = ("completed", "failed", "cancelled")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -281,9 +284,11 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
      "key 'fw.version' in properties.desired is not allowed"),
     (ONLINE, TWIN, {"patch": {"tags": {f"k{i}": "x" * 4000 for i in range(3)}}}, 400,
      "at most 8 KB"),
-    (ONLINE, TWIN, {"patch": {"tags": {"a": 1}}, "queryCondition": "SELECT * FROM devices"},
+    (GATEWAY, TWIN, {"patch": {"tags": {"a": 1}}, "queryCondition": "SELECT * FROM devices"},
      400, "only the WHERE part"),
-    (ONLINE, TWIN, {"patch": {"tags": {"a": 1}}, "queryCondition": "x" * 8193}, 400, "8192"),
+    (GATEWAY, TWIN, {"patch": {"tags": {"a": 1}}, "queryCondition": "x" * 8193}, 400, "8192"),
+    (ONLINE, TWIN, {"patch": {"tags": {"a": 1}}, "queryCondition": "deviceId = 'x'"}, 400,
+     "no input 'queryCondition'"),
     (ONLINE, TWIN, {"patch": {"tags": {"a": 1}}, "jobId": "bad id"}, 400, "input jobId"),
     (ONLINE, TWIN, {"patch": {"tags": {"a": 1}}, "jobId": "a" * 65}, 400, "at most 64"),
     (ONLINE, TWIN, {"patch": {"tags": {"a": 1}}, "maxExecutionTimeInSeconds": 0}, 400,

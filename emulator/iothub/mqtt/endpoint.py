@@ -313,7 +313,7 @@ class DeviceEndpoint:
         keepalive = float(packet.keepalive) or _DEFAULT_KEEPALIVE
         conn.accept(device_id, session, keepalive * self._grace, float(token.se), present)
         self._twins.set_connection_state(device_id, True, self._clock.now())
-        conn.log.info(
+        conn.log.debug(
             "device connected", clean_session=packet.clean_session, session_present=present
         )
         if topics.METHODS_FILTER in session.subscriptions:
@@ -419,7 +419,7 @@ class DeviceEndpoint:
         if not conn.session.persistent and self._sessions.get(device_id) is conn.session:
             del self._sessions[device_id]
         self._twins.set_connection_state(device_id, False, self._clock.now())
-        conn.log.info("device disconnected", reason=conn.close_reason)
+        conn.log.debug("device disconnected", reason=conn.close_reason)
 
     def _wake_ready(self, device_id: str) -> None:
         for waiter in self._ready_waiters.get(device_id, ()):
