@@ -62,7 +62,7 @@ AGENT_UID = 10001
 
 def _skip_reason() -> str | None:
     if PODMAN is None:
-        return "podman is not installed (apt-get install podman slirp4netns debootstrap; .ci/run does)"
+        return "podman is not installed (apt-get install podman slirp4netns; .ci/run does)"
     if os.geteuid() != 0:
         return "podman must run as root here (rootless podman is not covered by this test)"
     if shutil.which("slirp4netns") is None:
@@ -410,14 +410,12 @@ def test_sigterm_stops_it_cleanly_within_10_s(running: Running) -> None:
     assert "Traceback" not in logs(running)
 
 
-def test_build_without_python_headers_names_the_package(
-    base_image: str, tmp_path: Path
-) -> None:
+def test_build_without_python_headers_names_the_package(base_image: str, tmp_path: Path) -> None:
     """The build stage refuses a base without ``Python.h`` with the package that provides it."""
     headless = "localhost/jobs-agent-test-base:no-python-headers"
     (tmp_path / "Containerfile").write_text(
         f"FROM {base_image}\n"
-        "RUN rm \"$(python3 -c 'import sysconfig; print(sysconfig.get_paths()[\"include\"])')"
+        'RUN rm "$(python3 -c \'import sysconfig; print(sysconfig.get_paths()["include"])\')'
         '/Python.h"\n'
     )
     podman("build", "--network", "none", "--tag", headless, str(tmp_path), timeout=300)
