@@ -1,7 +1,7 @@
 # The agent as a container. Build with Docker (23+, BuildKit) or podman:
 #   docker build -t jobs-agent .
 #   podman build --format docker -t jobs-agent .     (podman's default OCI format drops HEALTHCHECK)
-# Build arguments and secrets (docs/operations.md, "The container image"):
+# Build arguments and secrets (docs/operations.md, "The container image (Docker or podman)"):
 #   --build-arg PYTHON_IMAGE=registry.example.com/python:3.11-slim   another base: any image with
 #       Python >= 3.11, its venv module and headers, and apt-get (Debian/Ubuntu) for the C compiler;
 #   --secret id=pip-cert,src=/etc/ssl/certs/ca-certificates.crt      a CA bundle for pip behind a
