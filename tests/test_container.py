@@ -46,7 +46,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.test_readme_run import Rest, free_port
+from tests.test_readme_run import SET_INTERVAL_JOB, Rest, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PODMAN = shutil.which("podman")
@@ -367,13 +367,7 @@ async def test_jobs_through_the_rest_convention(running: Running) -> None:
         )
         (method,) = await rest.rows(
             "AzureIotDeviceJobScheduleDeviceMethodJob",
-            {
-                "methodName": "setTelemetryInterval",
-                "payload": {"intervalSeconds": 5},
-                "queryCondition": "deviceId IN ['device-0001', 'device-0010']",
-                "connectTimeoutInSeconds": 1,
-                "responseTimeoutInSeconds": 5,
-            },
+            {**SET_INTERVAL_JOB, "queryCondition": "deviceId IN ['device-0001', 'device-0010']"},
         )
         done = await rest.finished(method["jobId"])
         assert (done["status"], done["succeededCount"], done["failedCount"]) == ("completed", 1, 1)
