@@ -102,6 +102,7 @@ def say(config: pytest.Config, line: str) -> None:
     if reporter is None:
         return
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.ensure_newline()
         reporter.write_line(line)
 
 
