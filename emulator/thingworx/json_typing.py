@@ -384,15 +384,21 @@ def _json_of(value: Any) -> Any:
         return infotable_to_json(value)
     if isinstance(value, Location):
         return {
-            "longitude": value.longitude,
-            "latitude": value.latitude,
-            "elevation": value.elevation,
+            "longitude": _finite(value.longitude),
+            "latitude": _finite(value.latitude),
+            "elevation": _finite(value.elevation),
         }
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        return _finite(value)
     return value
+
+
+def _finite(value: float) -> float | None:
+    # JSON has no infinities or NaN: a NUMBER or a LOCATION part holding one is null, as ThingWorx
+    # has no JSON for it either (a Location's part used to go out as the invalid token Infinity).
+    return value if math.isfinite(value) else None
 
 
 def _rows_json(table: InfoTable) -> list[dict[str, Any]]:

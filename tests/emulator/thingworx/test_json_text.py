@@ -6,7 +6,7 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 
-from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Variant
+from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Location, Variant
 from emulator.thingworx.json_typing import infotable_json_text, infotable_to_json
 from tests.agent.alwayson.strategies import infotables
 
@@ -21,6 +21,18 @@ def test_text_equals_dumps_of_the_dict_form(table: InfoTable) -> None:
     expected = _reference(table)
     assert infotable_json_text(table) == expected  # cold (or warm from an earlier example)
     assert infotable_json_text(table) == expected  # warm
+
+
+def test_non_finite_numbers_and_location_parts_are_null() -> None:
+    # Hypothesis found a Location with an infinite elevation: its JSON text held `Infinity`.
+    shape = DataShape(
+        (FieldDefinition("n", BaseType.NUMBER), FieldDefinition("l", BaseType.LOCATION))
+    )
+    table = InfoTable(shape, [{"n": float("-inf"), "l": Location(1.0, float("nan"), float("inf"))}])
+    assert json.loads(infotable_json_text(table))["rows"] == [
+        {"n": None, "l": {"longitude": 1.0, "latitude": None, "elevation": None}}
+    ]
+    assert infotable_json_text(table) == _reference(table)
 
 
 def test_a_shape_with_a_mutable_aspect_is_converted_every_time() -> None:

@@ -214,17 +214,17 @@ def _nested_tables(levels: int) -> dict[str, Any]:
         ),
         (
             json.dumps({"j": "[" * 100_000 + "]" * 100_000}).encode(),
-            "input 'j' nests arrays and objects more than 256 deep; the stand-in reads at most "
+            "input j nests arrays and objects more than 256 deep; the stand-in reads at most "
             "256 levels",
         ),
         (
             json.dumps({"t": "[" * 100_000}).encode(),
-            "input 't' nests arrays and objects more than 256 deep; the stand-in reads at most "
+            "input t nests arrays and objects more than 256 deep; the stand-in reads at most "
             "256 levels",
         ),
         (
             json.dumps({"t": _nested_tables(33)}).encode(),
-            "input 't'" + " row 0 't'" * 32 + ": InfoTables nested more than 32 deep",
+            "input t" + " row 0 't'" * 32 + ": InfoTables nested more than 32 deep",
         ),
         (
             b"{nope",
