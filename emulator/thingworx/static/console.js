@@ -39,7 +39,7 @@
   // Columns shown first, in this order, when a DataShape has them; a shape with more than
   // MAX_PLAIN_COLUMNS columns shows only these until "More columns" is pressed.
   const PRIMARY_COLUMNS = [
-    "deviceId", "status", "errorCode", "errorDescription", "jobId", "summary", "type", "payload",
+    "deviceId", "status", "errorCode", "errorDescription", "jobId", "summary", "type",
   ];
   const MAX_PLAIN_COLUMNS = 8;
   const TERMINAL_STATUSES = new Set(["completed", "failed", "cancelled"]);
