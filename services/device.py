@@ -1,4 +1,4 @@
-"""``AzureIotDeviceGetConnectionState``: whether a device Thing's device is online (docs/services.md).
+"""``AzureIotDeviceGetConnectionState``: is a device Thing's device online (docs/services.md).
 
 A Thing being *bound* says the agent serves it; it says nothing of the device itself. This
 service reads the device's twin and answers its ``connectionState`` (``Connected`` or

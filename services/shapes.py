@@ -2,7 +2,8 @@
 
 ``AzureIotDeviceJob``, ``AzureIotDeviceJobResult``, ``AzureIotDeviceMethodResult`` and
 ``AzureIotDeviceConnection`` exactly as docs/services.md lists them (``jobId``/``deviceId`` are
-primary keys through the ``isPrimaryKey`` aspect). Composer grids and mashups bind to these names: change them only on purpose.
+primary keys through the ``isPrimaryKey`` aspect). Composer grids and mashups bind to these
+names: change them only on purpose.
 """
 
 from __future__ import annotations

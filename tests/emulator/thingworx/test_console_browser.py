@@ -379,7 +379,7 @@ class FakeThing:
                     "status": "failed" if device == "dev-c" else "completed",
                     "lastUpdatedTime": at,
                     "errorCode": "DeviceNotFound" if device == "dev-c" else None,
-                    "errorDescription": "the device is not registered" if device == "dev-c" else None,
+                    "errorDescription": "not registered" if device == "dev-c" else None,
                 }
                 for device in FAKE_DEVICES
             ],
@@ -728,9 +728,7 @@ async def test_result_grids_keep_what_matters_in_view(
     ]
     inside(await box(results), await box(job), "the per-device grid")
     inside(await box(job), panel, "the job panel")
-    await page.screenshot(
-        path=str(shot_path(tmp_path, "console-grid-results.png")), full_page=True
-    )
+    await page.screenshot(path=str(shot_path(tmp_path, "console-grid-results.png")), full_page=True)
     tab.assert_no_script_errors()
 
 
@@ -789,9 +787,7 @@ async def test_badges_tell_bound_from_device_online(
     tab.assert_no_script_errors()
 
 
-async def test_find_jobs_filters_as_inputs_newest_first_limited(
-    console: Console, tab: Tab
-) -> None:
+async def test_find_jobs_filters_as_inputs_newest_first_limited(console: Console, tab: Tab) -> None:
     page = tab.page
     await page.goto(f"{console.url}#appKey={APP_KEY}")
     form = await open_service(page, THING, "AzureIotDeviceJobFindJobs")
@@ -799,8 +795,10 @@ async def test_find_jobs_filters_as_inputs_newest_first_limited(
     assert await status.evaluate("e => e.tagName.toLowerCase()") == "select"
     options = await status.locator("option").evaluate_all("os => os.map(o => o.value)")
     assert options == ["", "scheduled", "pending", "running", "completed", "failed", "cancelled"]
-    kinds = await form.get_by_test_id("input-type").locator("option").evaluate_all(
-        "os => os.map(o => o.value)"
+    kinds = (
+        await form.get_by_test_id("input-type")
+        .locator("option")
+        .evaluate_all("os => os.map(o => o.value)")
     )
     assert kinds == ["", "twinUpdate", "deviceMethod"]
     await expect(form.get_by_test_id("input-maxRows")).to_have_value("50")
