@@ -990,6 +990,12 @@ async def test_full_stack_twin_job_watched_to_completion(tab: Tab, tmp_path: Pat
         desired = hub.registry.get_twin("device-0005")["properties"]["desired"]
         assert desired["telemetryInterval"] == 30
         assert hub.registry.get_twin("device-0004").get("tags", {}) == {}
+        # The real AzureIotDeviceGetConnectionState: device-0001 is bound and online. Another
+        # Thing closes the job panel.
+        await page.get_by_test_id("thing-device-0001").click()
+        await expect(page.get_by_test_id("bound-state")).to_have_text("bound")
+        await expect(page.get_by_test_id("device-state")).to_have_text("device online")
+        await expect(panel).to_be_hidden()
         await page.screenshot(path=str(tmp_path / "console-full-stack.png"), full_page=True)
         tab.assert_no_script_errors()
 
