@@ -380,6 +380,20 @@ async def _read_line(stream: asyncio.StreamReader, prefix: str, timeout: float) 
                 return line
 
 
+async def start_run(cwd: Path, env: dict[str, str], stderr: int) -> asyncio.subprocess.Process:
+    """``jobs-agent run`` (as ``python -m agent.cli run``) with stdout piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "run",
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 async def test_run_with_real_ends_configured_runs_the_agent_alone(
     tmp_path: Path, sig: signal.Signals
@@ -402,16 +416,7 @@ async def test_run_with_real_ends_configured_runs_the_agent_alone(
             JOBS_AGENT_HEALTH__HOST=base.embedded.host,
             JOBS_AGENT_HEALTH__PORT="0",
         )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "run",
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        process = await start_run(tmp_path, env, asyncio.subprocess.DEVNULL)
         try:
             assert process.stdout is not None
             line = await _read_line(process.stdout, "ready", 30)
@@ -461,16 +466,7 @@ async def test_banner_comes_after_the_start_up_logging(tmp_path: Path) -> None:
         JOBS_AGENT_LOG__LEVEL="DEBUG",
         JOBS_AGENT_LOG__FORMAT="json",
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent.cli",
-        "run",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    process = await start_run(tmp_path, env, asyncio.subprocess.STDOUT)
     lines: list[str] = []
     try:
         assert process.stdout is not None

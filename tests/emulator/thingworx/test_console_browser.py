@@ -437,6 +437,22 @@ async def open_service(page: Any, thing: str, service: str) -> Any:
     return form
 
 
+async def open_console(console: Console, tab: Tab, *, layout: bool = False) -> Any:
+    """The console opened with the key in the URL (at the layout viewport if ``layout``)."""
+    page = tab.page
+    if layout:
+        await page.set_viewport_size(LAYOUT_VIEWPORT)
+    await page.goto(f"{console.url}#appKey={APP_KEY}")
+    return page
+
+
+async def run_service(page: Any, thing: str, service: str) -> Any:
+    """Open a service's form and run it with its defaults; the form."""
+    form = await open_service(page, thing, service)
+    await form.get_by_test_id("run").click()
+    return form
+
+
 def cell(page: Any, grid: str, column: str, row: int = 0) -> Any:
     return page.get_by_test_id(f"{grid}-row").nth(row).locator(f'td[data-col="{column}"]')
 
@@ -597,10 +613,8 @@ async def test_app_key_in_url_fragment_and_offline_thing(console: Console, tab: 
 async def test_job_watch_polls_until_done_then_loads_device_results(
     console: Console, tab: Tab, tmp_path: Path
 ) -> None:
-    page = tab.page
-    await page.goto(f"{console.url}#appKey={APP_KEY}")
-    form = await open_service(page, THING, "StartFakeJob")
-    await form.get_by_test_id("run").click()
+    page = await open_console(console, tab)
+    await run_service(page, THING, "StartFakeJob")
     await expect(cell(page, "result-grid", "status")).to_have_text("pending")
     await page.get_by_test_id("watch-job").click()
 
@@ -678,11 +692,8 @@ async def visible_headers(grid: Any) -> list[str]:
 async def test_result_grids_keep_what_matters_in_view(
     console: Console, tab: Tab, tmp_path: Path
 ) -> None:
-    page = tab.page
-    await page.set_viewport_size(LAYOUT_VIEWPORT)
-    await page.goto(f"{console.url}#appKey={APP_KEY}")
-    form = await open_service(page, THING, "AzureIotDeviceJobFindJobs")
-    await form.get_by_test_id("run").click()
+    page = await open_console(console, tab, layout=True)
+    await run_service(page, THING, "AzureIotDeviceJobFindJobs")
     grid = page.get_by_test_id("result-grid")
     await expect(grid.get_by_test_id("result-grid-row")).to_have_count(5)
 
@@ -733,10 +744,8 @@ async def test_result_grids_keep_what_matters_in_view(
 
 
 async def test_job_panel_closes_when_another_thing_is_picked(console: Console, tab: Tab) -> None:
-    page = tab.page
-    await page.goto(f"{console.url}#appKey={APP_KEY}")
-    form = await open_service(page, THING, "StartFakeJob")
-    await form.get_by_test_id("run").click()
+    page = await open_console(console, tab)
+    await run_service(page, THING, "StartFakeJob")
     await page.get_by_test_id("watch-job").click()
     panel = page.get_by_test_id("job-panel")
     await expect(panel.get_by_test_id("job-id")).to_have_text(FAKE_JOB_ID)
@@ -757,9 +766,7 @@ async def test_job_panel_closes_when_another_thing_is_picked(console: Console, t
 async def test_badges_tell_bound_from_device_online(
     console: Console, tab: Tab, tmp_path: Path
 ) -> None:
-    page = tab.page
-    await page.set_viewport_size(LAYOUT_VIEWPORT)
-    await page.goto(f"{console.url}#appKey={APP_KEY}")
+    page = await open_console(console, tab, layout=True)
     await page.get_by_test_id(f"thing-{THING}").click()
     bound = page.get_by_test_id("bound-state")
     device = page.get_by_test_id("device-state")
@@ -788,8 +795,7 @@ async def test_badges_tell_bound_from_device_online(
 
 
 async def test_find_jobs_filters_as_inputs_newest_first_limited(console: Console, tab: Tab) -> None:
-    page = tab.page
-    await page.goto(f"{console.url}#appKey={APP_KEY}")
+    page = await open_console(console, tab)
     form = await open_service(page, THING, "AzureIotDeviceJobFindJobs")
     status = form.get_by_test_id("input-status")
     assert await status.evaluate("e => e.tagName.toLowerCase()") == "select"
@@ -827,13 +833,10 @@ async def fill_colour(locator: Any) -> str:
 async def test_failed_part_of_the_progress_bar_is_red(
     console: Console, tab: Tab, tmp_path: Path
 ) -> None:
-    page = tab.page
-    await page.set_viewport_size(LAYOUT_VIEWPORT)
-    await page.goto(f"{console.url}#appKey={APP_KEY}")
+    page = await open_console(console, tab, layout=True)
 
     # A failed job with 0 devices: a red bar, never a green one.
-    form = await open_service(page, THING, "StartFailedJob")
-    await form.get_by_test_id("run").click()
+    await run_service(page, THING, "StartFailedJob")
     await page.get_by_test_id("watch-job").click()
     panel = page.get_by_test_id("job-panel")
     await expect(panel.get_by_test_id("job-status")).to_have_text("failed")
@@ -851,8 +854,7 @@ async def test_failed_part_of_the_progress_bar_is_red(
     await page.screenshot(path=str(shot_path(tmp_path, "console-job-failed.png")))
 
     # Completed with 1 of 3 devices failed: a third of the bar red, two thirds green.
-    form = await open_service(page, THING, "StartFakeJob")
-    await form.get_by_test_id("run").click()
+    await run_service(page, THING, "StartFakeJob")
     await page.get_by_test_id("watch-job").click()
     await expect(panel.get_by_test_id("job-status")).to_have_text("completed", timeout=15_000)
     await expect(bar).to_have_attribute("data-outcome", "partial")
