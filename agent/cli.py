@@ -51,11 +51,13 @@ from agent.logsetup import configure_logging
 from agent.settings import Settings, load_settings, settings_errors
 
 __all__ = [
+    "KEY_GENERATED",
     "CallError",
     "WaitTimeout",
     "call",
     "call_service",
     "check",
+    "embedded_app_key",
     "infotable_table",
     "main",
     "parse_inputs",
@@ -64,6 +66,8 @@ __all__ = [
 ]
 
 APP_KEY_ENV = "THINGWORX_APP_KEY"
+KEY_GENERATED = "generated"
+"""The source :func:`embedded_app_key` gives a key it made itself (the only one printed)."""
 _TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 _PIPED_WIDTH = 160
 _WAIT_SLACK = 120.0  # seconds --wait allows beyond the job's own window by default
@@ -669,16 +673,30 @@ def _banner(
     info: Any,
     settings: Settings,
     app_key: str,
-    generated: bool,
+    key_source: str,
     health_url: str | None,
 ) -> None:
+    """The embedded run's banner. The app key is printed only when this run generated it (there
+    is nowhere else to learn it); a key the user gave (``$THINGWORX_APP_KEY`` or
+    ``thingworx.app_key``) is named, not shown, and the examples read it from the environment.
+    """
     gateway = settings.thingworx.gateway_thing
     devices = list(info.devices)
-    key_note = f"generated; set ${APP_KEY_ENV} to choose it" if generated else f"${APP_KEY_ENV}"
     out = console.print
     out("[bold]jobs-agent: embedded run[/bold] (nothing configured: bundled ends on loopback)")
     out(f"  ThingWorx stand-in  {info.thingworx_url}  (web console; REST under /Thingworx)")
-    out(f"  app key             {app_key}  ({key_note})", markup=False)
+    if key_source == KEY_GENERATED:
+        out(
+            f"  app key             {app_key}  (generated; set ${APP_KEY_ENV} to choose it)",
+            markup=False,
+        )
+        header = f"'appKey: {app_key}'"
+        call_prefix = f"{APP_KEY_ENV}={shlex.quote(app_key)} "
+    else:
+        hint = "" if key_source == f"${APP_KEY_ENV}" else f"; export {APP_KEY_ENV} for the examples"
+        out(f"  app key             from {key_source} (not shown{hint})", markup=False)
+        header = f'"appKey: ${APP_KEY_ENV}"'
+        call_prefix = ""
     out(
         f"  IoT Hub emulator    {info.hub_rest_url}, MQTT {info.mqtt_address}; "
         f"{len(devices)} devices, {len(info.offline)} offline; data in {info.hub_file.parent}"
@@ -698,13 +716,13 @@ def _banner(
         (gateway, "AzureIotDeviceJobScheduleDeviceMethodJob", job),
     ):
         out(
-            f"  curl -s -X POST -H 'appKey: {app_key}' -H 'Content-Type: application/json' "
+            f"  curl -s -X POST -H {header} -H 'Content-Type: application/json' "
             f"-d {shlex.quote(body)} {base}/{thing}/Services/{service}",
             markup=False,
             soft_wrap=True,
         )
     out(
-        f"  {APP_KEY_ENV}={shlex.quote(app_key)} {_jobs_agent_command()} call "
+        f"  {call_prefix}{_jobs_agent_command()} call "
         "AzureIotDeviceJobScheduleDeviceMethodJob methodName=reboot "
         "\"queryCondition=deviceId IN ['device-0001','device-0002']\" --wait",
         markup=False,
@@ -733,15 +751,26 @@ def _jobs_agent_command() -> str:
     return "jobs-agent"
 
 
+def embedded_app_key(settings: Settings) -> tuple[str, str]:
+    """The stand-in's app key for an embedded run and where it came from: ``$THINGWORX_APP_KEY``,
+    else ``thingworx.app_key``, else a new one (source :data:`KEY_GENERATED`)."""
+    from agent.embedded import new_app_key
+
+    if os.environ.get(APP_KEY_ENV):
+        return os.environ[APP_KEY_ENV], f"${APP_KEY_ENV}"
+    configured = settings.thingworx.app_key.get_secret_value()
+    if configured:
+        return configured, "thingworx.app_key"
+    return new_app_key(), KEY_GENERATED
+
+
 async def _run_embedded(settings: Settings, console: Console, err: Console) -> int:
-    from agent.embedded import EmbeddedEnds, EmbeddedError, new_app_key
+    from agent.embedded import EmbeddedEnds, EmbeddedError
 
     stop = asyncio.Event()
     remove = _install_stop(stop)
     try:
-        app_key = _app_key_for(settings)
-        generated = not app_key
-        app_key = app_key or new_app_key()
+        app_key, key_source = embedded_app_key(settings)
         ends = EmbeddedEnds(settings.embedded, app_key)
         try:
             info = await ends.start()
@@ -772,7 +801,7 @@ async def _run_embedded(settings: Settings, console: Console, err: Console) -> i
                         info,
                         settings,
                         app_key,
-                        generated,
+                        key_source,
                         health.url if health is not None else None,
                     )
                     console.print(f"ready: open {info.thingworx_url} (Ctrl-C to stop)")

@@ -303,6 +303,10 @@ def hub_failure(exc: IotHubError, ctx: ErrorContext | None = None) -> ServiceErr
         )
     if isinstance(exc, HubRequestError):
         return ServiceError(_request_message(exc, context), _status_for(exc))
+    if isinstance(exc, HubTimeout) and not exc.connected:
+        return ServiceError(
+            f"{exc}; check the agent's network and iothub settings", Status.GATEWAY_TIMEOUT
+        )
     if isinstance(exc, HubTimeout):
         return ServiceError(
             f"IoT Hub did not answer in time ({exc.timeout:g} s); the agent gave up waiting. "

@@ -19,12 +19,14 @@ Rules:
   level but ``properties``; a ``properties.reported`` section is dropped with a warning;
   ``properties`` holds nothing else but ``desired`` and ``reported``. In ``tags`` and
   ``properties.desired``, IoT Hub's twin rules: keys of at most 1 KB without ``.``, ``$``,
-  spaces or control characters, objects nested at most 10 deep, strings of at most 4 KB, and
+  spaces or control characters, objects and lists nested at most 10 deep (checked before
+  descending, so any depth is refused in constant stack), strings of at most 4 KB, and
   the section within its size (tags 8 KB, desired 32 KB, counted as IoT Hub counts). IoT Hub
   refuses such a patch, at job creation or on every device (which, it does not document).
 - QueryJobResults ``query``: ``SELECT * FROM devices.jobs [WHERE ...]`` only.
-- Timeouts: response 5..300 s, connect 0..300 s, job window 1 s or more: refused outside,
+- Timeouts: response 5..300 s, connect 0..300 s, job window 1 s .. 30 days: refused outside,
   never clamped.
+- Patterns match whole strings (``fullmatch``): a trailing newline is a character like any other.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from agent.registry import ServiceError
 
 __all__ = [
     "CONNECT_TIMEOUT_RANGE",
+    "MAX_EXECUTION_TIME_RANGE",
     "MAX_QUERY_LENGTH",
     "MAX_ROWS_LIMIT",
     "METHOD_NAME",
@@ -64,6 +67,10 @@ MAX_QUERY_LENGTH = 8192
 MAX_JOB_ID_LENGTH = 64
 RESPONSE_TIMEOUT_RANGE = (5, 300)
 CONNECT_TIMEOUT_RANGE = (0, 300)
+MAX_EXECUTION_TIME_RANGE = (1, 30 * 24 * 3600)
+"""``maxExecutionTimeInSeconds``: IoT Hub documents no upper bound (an int64); 30 days is the
+time IoT Hub keeps a job's record, so a longer window could never be followed to its end
+(docs/services.md, "maxExecutionTimeInSeconds")."""
 MAX_ROWS_LIMIT = 100_000
 MAX_PAYLOAD_BYTES = 128 * 1024
 # Twin limits (IoT Hub's device twin guide, reference §3.8).
@@ -74,18 +81,27 @@ MAX_TWIN_DEPTH = 10
 _TWIN_KEY_FORBIDDEN = re.compile(r"[.$ \x00-\x1f\x7f-\x9f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9-]+$")
-_SELECT = re.compile(r"^\s*select\b", re.IGNORECASE)
+_SELECT = re.compile(r"\s*select\b", re.IGNORECASE)  # a prefix: used with match
+# Whole-string patterns: always used with fullmatch (``$`` alone would accept a trailing "\n").
+_JOB_ID = re.compile(r"[A-Za-z0-9-]+")
 _RESULTS_QUERY = re.compile(
-    r"^\s*SELECT\s+\*\s+FROM\s+devices\.jobs(?P<rest>(?:\s.*)?)$", re.IGNORECASE | re.DOTALL
+    r"\s*SELECT\s+\*\s+FROM\s+devices\.jobs(?P<rest>(?:\s.*)?)", re.IGNORECASE | re.DOTALL
 )
-METHOD_NAME = re.compile(r"^[^\s$/?#]{1,100}$")
-"""A direct method's name: 1..100 characters without whitespace, ``$``, ``/``, ``?`` or ``#``."""
+METHOD_NAME = re.compile(r"[^\s$/?#]{1,100}")
+"""A direct method's name: 1..100 characters without whitespace, ``$``, ``/``, ``?`` or ``#``
+(use with ``fullmatch``)."""
+
+
+def _clip(value: str, limit: int) -> str:
+    """``value`` on one line (whitespace runs folded), cut to ``limit`` characters."""
+    text = " ".join(value.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(value: str, limit: int = 60) -> str:
-    text = " ".join(value.split())
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+    """``value`` quoted with its escapes visible (a trailing newline shows as ``\\n``), cut to
+    ``limit`` characters."""
+    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
 
 
 def check_job_id(value: str) -> str:
@@ -96,7 +112,7 @@ def check_job_id(value: str) -> str:
         raise ServiceError(
             f"input jobId has {len(value)} characters; at most {MAX_JOB_ID_LENGTH} are allowed"
         )
-    if not _JOB_ID.match(value):
+    if not _JOB_ID.fullmatch(value):
         raise ServiceError(
             f"input jobId {_show(value)} may only hold ASCII letters, digits and '-'"
         )
@@ -254,12 +270,15 @@ def _check_twin_section(where: str, section: Mapping[str, Any]) -> None:
 
 
 def _twin_size(path: str, value: Any, depth: int) -> int:
+    """IoT Hub's size of ``value``; ``depth`` counts the objects and lists from the section
+    (depth 1) down to ``value``. A container deeper than the limit is refused before anything
+    inside it is looked at, so the recursion never goes deeper than the limit."""
+    if isinstance(value, Mapping | list) and depth > MAX_TWIN_DEPTH + 1:
+        raise ServiceError(
+            f"input patch: {_clip(path, 120)} nests objects and lists more than "
+            f"{MAX_TWIN_DEPTH} deep, which IoT Hub refuses"
+        )
     if isinstance(value, Mapping):
-        if depth > MAX_TWIN_DEPTH + 1:
-            raise ServiceError(
-                f"input patch: {path} nests objects more than {MAX_TWIN_DEPTH} deep, "
-                "which IoT Hub refuses"
-            )
         total = 0
         for key, member in value.items():
             key = str(key)
@@ -276,7 +295,7 @@ def _twin_size(path: str, value: Any, depth: int) -> int:
             total += len(_CONTROL.sub("", key)) + _twin_size(f"{path}.{key}", member, depth + 1)
         return total
     if isinstance(value, list):
-        return sum(_twin_size(f"{path}[{i}]", item, depth) for i, item in enumerate(value))
+        return sum(_twin_size(f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value))
     if isinstance(value, str):
         if len(value.encode("utf-8")) > MAX_TWIN_STRING_BYTES:
             raise ServiceError(
@@ -297,7 +316,7 @@ def check_results_query(value: str) -> str:
         raise ServiceError(
             f"input query has {len(value)} characters; IoT Hub accepts at most {MAX_QUERY_LENGTH}"
         )
-    match = _RESULTS_QUERY.match(value)
+    match = _RESULTS_QUERY.fullmatch(value)
     if not match:
         raise ServiceError(
             "input query must be SELECT * FROM devices.jobs [WHERE ...]: IoT Hub allows no "
@@ -329,10 +348,16 @@ def check_connect_timeout(value: int) -> int:
 
 
 def check_max_execution_time(value: int) -> int:
-    """``maxExecutionTimeInSeconds``: 1 s or more."""
-    if value < 1:
+    """``maxExecutionTimeInSeconds``: 1 s .. 30 days (:data:`MAX_EXECUTION_TIME_RANGE`)."""
+    low, high = MAX_EXECUTION_TIME_RANGE
+    if value < low:
         raise ServiceError(
             f"input maxExecutionTimeInSeconds is {value}; the job window must be at least 1 second"
+        )
+    if value > high:
+        raise ServiceError(
+            f"input maxExecutionTimeInSeconds is {value}; the job window may be at most {high} "
+            "seconds (30 days, as long as IoT Hub keeps a job): choose a shorter window"
         )
     return value
 
@@ -346,7 +371,7 @@ def check_max_rows(value: int) -> int:
 
 def check_method_name(value: str) -> str:
     """``methodName``: 1..100 characters, no whitespace, ``$``, ``/``, ``?`` or ``#``."""
-    if not METHOD_NAME.match(value):
+    if not METHOD_NAME.fullmatch(value):
         raise ServiceError(
             f"input methodName {_show(value)} must be 1..100 characters without spaces, "
             "'$', '/', '?' or '#'"
@@ -355,15 +380,23 @@ def check_method_name(value: str) -> str:
 
 
 def check_payload(name: str, value: Any) -> Any:
-    """A method payload: JSON of at most 128 KB (IoT Hub's limit)."""
-    payload = check_json(name, value)
-    size = len(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+    """A method payload: any JSON value (object, list, string, number, boolean or null, as IoT
+    Hub accepts) of at most 128 KB (IoT Hub's limit).
+
+    The value is the JSON input's value as decoded: a string is a JSON string (``"hello"``), not
+    JSON text to parse again.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ServiceError(f"input {name} cannot be sent as JSON: {_show(str(exc))}") from None
+    size = len(text.encode("utf-8"))
     if size > MAX_PAYLOAD_BYTES:
         raise ServiceError(
             f"input {name} is {size} bytes of JSON; IoT Hub carries at most "
             f"{MAX_PAYLOAD_BYTES} bytes"
         )
-    return payload
+    return value
 
 
 _FORBIDDEN_OUTSIDE_STRINGS = ("--", "/*", "*/", "//", ";")

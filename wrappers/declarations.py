@@ -58,6 +58,8 @@ RESERVED_INPUTS = frozenset(
 )
 """Inputs the wrapper services declare themselves."""
 
+# pydantic matches ``pattern`` with Rust's regex, where ``$`` is the end of the text (a trailing
+# newline is refused, tests/wrappers); METHOD_NAME is Python's re, used with fullmatch.
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
@@ -124,7 +126,7 @@ class WrapperDeclaration(BaseModel):
     @field_validator("method")
     @classmethod
     def _method_name(cls, value: str) -> str:
-        if not METHOD_NAME.match(value):
+        if not METHOD_NAME.fullmatch(value):
             raise ValueError("must be 1..100 characters without spaces, '$', '/', '?' or '#'")
         return value
 

@@ -9,7 +9,8 @@ message once one is complete:
   chunk 1) + the data of chunks 1..n; the message takes its header fields from the last chunk
   received (§6.5);
 - a plain message whose body ends early is held; the next plain message with the same request id
-  continues it (the C SDK's "body split without multipart", §12.1);
+  continues it (the C SDK's "body split without multipart", §12.1), up to ``MAX_SPLIT_PIECES``
+  pieces in all;
 - a set whose ``count x chunk size`` exceeds the max message size is refused (§6.5), as is any set
   or held body that grows over it;
 - incomplete sets and held bodies older than ``stale_after`` seconds are dropped (§1.5, §6.5) by
@@ -28,6 +29,10 @@ Rules (what a peer can pin):
   limit is refused with :class:`PendingLimitExceeded` and its whole set is dropped; sets already
   held are kept (an attacker cannot evict a good peer's sets by sending more);
 - at most ``max_pending_sets`` sets and held bodies are kept; the oldest is dropped beyond it;
+- a held body is decoded again from its start with each piece that continues it, so the number of
+  pieces is bounded (``MAX_SPLIT_PIECES``; the C SDK sends two, §12.1): a peer sending a body in
+  thousands of slices would otherwise cost time quadratic in its length (1 MB in 1 KB slices:
+  about a minute). Past the bound the body is dropped with a ProtocolError;
 - :meth:`MessageAssembler.restrict` makes it refuse, before reading any body, every message whose
   code is not allowed and every multipart chunk or split body (:class:`MessageRefused`): a server
   reads nothing but AUTH before AUTH;
@@ -61,6 +66,7 @@ __all__ = [
     "DEFAULT_STALE_AFTER",
     "ENTRY_OVERHEAD",
     "MAX_PENDING",
+    "MAX_SPLIT_PIECES",
     "MessageAssembler",
     "MessageRefused",
     "PendingBudget",
@@ -69,6 +75,9 @@ __all__ = [
 
 DEFAULT_STALE_AFTER = 50.0
 """Seconds after which an incomplete set is dropped: 5 x the 10 s message timeout (§1.5)."""
+
+MAX_SPLIT_PIECES = 4
+"""Most plain messages one split body may arrive in (the C SDK sends two, reference §12.1)."""
 
 MAX_PENDING = 512
 """Most incomplete sets and held bodies kept at once; the oldest is dropped beyond it."""
@@ -160,6 +169,7 @@ class _Held:
     body: bytes
     created: float
     charged: int = 0
+    pieces: int = 1
 
 
 class MessageAssembler:
@@ -283,6 +293,14 @@ class MessageAssembler:
         if held is not None:
             self._release(held.charged)
             if held.header[0] == code:
+                if held.pieces >= MAX_SPLIT_PIECES:
+                    raise ProtocolError(
+                        f"body split over more than {MAX_SPLIT_PIECES} plain messages (a sender "
+                        "splits a body in two at most; larger messages go multipart)",
+                        code=code,
+                        request_id=rid,
+                    )
+                held.pieces += 1
                 body = held.body + data[HEADER_SIZE:]
                 self._check_size(len(body) + HEADER_SIZE, rid)
                 try:

@@ -12,6 +12,9 @@
 Rules:
 - msrest and requests exceptions are translated here, at the boundary where they arise
   (:func:`translate`); nothing above this package sees a third-party exception.
+- A network failure becomes one plain line naming the cause and the address, e.g. ``IoT Hub
+  unreachable (connection refused at 127.0.0.1:8443) for get job 'x'``; requests' and urllib3's
+  own texts (``HTTPSConnectionPool(...): Max retries exceeded ...``) never reach a caller.
 - Error bodies come in the two formats of reference/iothub.md §1.8: the plain one
   (``{"Message": "ErrorCode:<Name>;<text>", "ExceptionMessage": "Tracking ID:..."}`` with an
   ``iothub-errorcode`` header) and the nested one used by direct methods (``Message`` holds a JSON
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import socket
+import ssl
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -122,11 +127,14 @@ class HubTimeout(IotHubError):
 
     Attributes:
         timeout: the deadline that passed, in seconds.
+        connected: False when not even a connection was made within it (so the request was
+            never sent); True when the request may have reached the hub.
     """
 
-    def __init__(self, message: str, timeout: float) -> None:
+    def __init__(self, message: str, timeout: float, *, connected: bool = True) -> None:
         super().__init__(message)
         self.timeout = timeout
+        self.connected = connected
 
 
 class HubResponseError(IotHubError):
@@ -265,19 +273,97 @@ def translate(exc: BaseException, *, timeout: float, what: str) -> IotHubError:
     inner: BaseException | None = exc
     if isinstance(exc, msrest_exceptions.ClientException):
         inner = exc.inner_exception or exc.__cause__ or exc
-    if isinstance(inner, requests.exceptions.Timeout):
+    if isinstance(inner, requests.exceptions.ReadTimeout):
         return HubTimeout(f"IoT Hub did not answer {what} within {timeout:g} s", timeout)
+    if isinstance(inner, requests.exceptions.Timeout):  # no connection within the timeout
+        where = _address(inner)
+        return HubTimeout(
+            f"IoT Hub unreachable (no connection to {where} within {timeout:g} s) for {what}",
+            timeout,
+            connected=False,
+        )
     if isinstance(inner, requests.exceptions.SSLError):
         return HubUnreachable(
-            f"TLS to IoT Hub failed for {what}: check iothub.ca_file ({_short(inner)})"
+            f"TLS to IoT Hub failed ({_tls_cause(inner)}) for {what}: {_TLS_HINT}"
         )
     if isinstance(inner, requests.exceptions.RequestException):
-        return HubUnreachable(f"IoT Hub unreachable for {what}: {_short(inner)}")
+        return HubUnreachable(f"IoT Hub unreachable ({_network_cause(inner)}) for {what}")
     if isinstance(exc, DeserializationError | ValueError):
         return HubResponseError(f"IoT Hub answered {what} with an unreadable body: {_short(exc)}")
     if isinstance(exc, msrest_exceptions.ClientException):
         return HubUnreachable(f"IoT Hub call failed for {what}: {_short(exc)}")
     return IotHubError(f"IoT Hub call failed for {what}: {type(exc).__name__}: {_short(exc)}")
+
+
+_TLS_HINT = "check iothub.ca_file and that the address is IoT Hub's HTTPS port"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, outermost first: requests wraps urllib3's MaxRetryError (in
+    ``args[0]``), whose ``reason`` holds urllib3's error, whose ``__cause__`` holds the OSError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 16:
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        first = current.args[0] if current.args else None
+        if isinstance(reason, BaseException):
+            current = reason
+        elif isinstance(first, BaseException):
+            current = first
+        else:
+            current = current.__cause__ or current.__context__
+
+
+def _address(exc: BaseException) -> str:
+    """``host:port`` of the failed request, from urllib3's pool or connection; else "the hub"."""
+    for link in _chain(exc):
+        for holder in (getattr(link, "pool", None), getattr(link, "conn", None)):
+            host = getattr(holder, "host", None)
+            if isinstance(host, str) and host:
+                port = getattr(holder, "port", None)
+                return f"{host}:{port}" if port else host
+    return "the hub"
+
+
+def _network_cause(exc: BaseException) -> str:
+    """What went wrong on the way to the hub, in a few plain words with the address."""
+    where = _address(exc)
+    links = list(_chain(exc))
+    for link in links:
+        if isinstance(link, socket.gaierror):
+            host = where.rsplit(":", 1)[0]
+            detail = f": {link.strerror}" if link.strerror else ""
+            return f"cannot resolve host {host!r}{detail}"
+    for link in links:
+        if isinstance(link, ConnectionRefusedError):
+            return f"connection refused at {where}"
+        if isinstance(link, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+            return f"connection closed by {where} without an answer"
+    for link in links:
+        if type(link).__name__ in ("RemoteDisconnected", "ProtocolError", "IncompleteRead"):
+            return f"connection closed by {where} without an answer"
+        if type(link).__name__ == "ProxyError":
+            return f"the proxy refused the connection to {where}"
+    for link in reversed(links):
+        if isinstance(link, OSError) and link.strerror:
+            return f"{link.strerror[:1].lower()}{link.strerror[1:]} at {where}"
+    return f"{type(links[-1]).__name__} at {where}"
+
+
+def _tls_cause(exc: BaseException) -> str:
+    """Why the TLS handshake failed: the verifier's words, or OpenSSL's reason, and where."""
+    where = _address(exc)
+    for link in _chain(exc):
+        if isinstance(link, ssl.SSLCertVerificationError):
+            why = link.verify_message or "certificate verify failed"
+            return f"certificate not trusted at {where}: {why}"
+    for link in _chain(exc):
+        if isinstance(link, ssl.SSLError):
+            reason = getattr(link, "reason", None) or link.strerror or type(link).__name__
+            return f"{str(reason).replace('_', ' ').lower()} at {where}"
+    return f"handshake failed at {where}"
 
 
 def _short(exc: BaseException) -> str:

@@ -7,12 +7,16 @@ Example::
 It prints where things are, writes DIR/hub.json, logs with structlog to stderr (tracebacks as
 plain text, never with locals), and stops cleanly on SIGINT or SIGTERM. The last line it prints
 at start-up begins with ``ready``, for scripts that wait for it.
+
+Rules: stdout is shared with the logs, so the owner connection string is printed with its key
+masked, pointing at DIR/hub.json where the whole string is; ``--show-secrets`` prints it whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,7 +26,14 @@ from agent.logsetup import configure_logging
 from emulator.iothub.fleet import Fleet
 from emulator.iothub.hub import IoTHubEmulator
 
-__all__ = ["main", "parse_args", "run"]
+__all__ = ["main", "mask_key", "parse_args", "run"]
+
+_KEY = re.compile(r"(SharedAccessKey=)[^;]*", re.IGNORECASE)
+
+
+def mask_key(connection_string: str) -> str:
+    """``connection_string`` with its ``SharedAccessKey`` value replaced by ``***``."""
+    return _KEY.sub(r"\1***", connection_string)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -51,6 +62,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
+    parser.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="print the owner connection string with its key (default: masked; it is in hub.json)",
+    )
     args = parser.parse_args(argv)
     if args.devices < 0:
         parser.error("--devices must be 0 or more")
@@ -86,7 +102,11 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  device MQTT/TLS  : {hub.host}:{hub.mqtt_port}")
             print(f"  CA to trust      : {hub.ca_pem_path}")
             print(f"  connection info  : {hub.hub_file}")
-            print(f"  owner connection : {hub.owner_connection_string}")
+            owner = hub.owner_connection_string
+            if args.show_secrets:
+                print(f"  owner connection : {owner}")
+            else:
+                print(f"  owner connection : {mask_key(owner)} (whole in {hub.hub_file.name})")
             online = len(fleet.online_ids()) if fleet is not None else 0
             print(f"  devices          : {len(hub.registry)} registered, {online} simulated online")
             print("ready (Ctrl-C to stop)", flush=True)

@@ -27,6 +27,15 @@ Results are answered as ThingWorx InfoTable JSON: ``{"dataShape": {"fieldDefinit
 the 0-based column index, with DATETIME as epoch milliseconds (ThingWorx's JSON convention),
 BLOB/IMAGE as base64, LOCATION as an object, JSON cells inline, nested InfoTables in the same
 form, and a NUMBER that is not finite as ``null``.
+
+Rules (untrusted input):
+- JSON text (a REST body, a string holding JSON text) is parsed by :func:`parse_json_text`,
+  which first measures its nesting in one linear pass and refuses more than
+  :data:`MAX_JSON_DEPTH` levels of arrays and objects with an :class:`InputError` (400), so the
+  parser and every conversion after it recurse a bounded number of times.
+- InfoTables nested in inputs (INFOTABLE and VARIANT cells, also through strings holding
+  InfoTable JSON) are refused past :data:`~agent.alwayson.valuecodec.MAX_NESTING` levels, the
+  codec's own limit, before descending.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import base64
 import difflib
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -44,14 +54,18 @@ from agent.alwayson.errors import AlwaysOnError
 from agent.alwayson.infotable import DataShape, FieldDefinition, InfoTable
 from agent.alwayson.metadata import ServiceMetadata
 from agent.alwayson.shapecache import IdentityCache, is_frozen
+from agent.alwayson.valuecodec import MAX_NESTING
 from agent.alwayson.values import coerce_value, infer_base_type, millis_from_datetime
 from emulator.thingworx.errors import InputError
 from emulator.thingworx.unconfirmed import NO_INPUTS_AS_NOTHING, UNKNOWN_INPUTS_REFUSED
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "infotable_from_json",
     "infotable_json_text",
     "infotable_to_json",
+    "json_nesting_exceeds",
+    "parse_json_text",
     "shape_to_json",
     "type_inputs",
     "value_from_json",
@@ -60,10 +74,72 @@ __all__ = [
 
 _INTEGRAL = {BaseType.INTEGER, BaseType.LONG, BaseType.TIMESPAN}
 
+MAX_JSON_DEPTH = 256
+"""Deepest nesting of arrays and objects read from JSON text (a REST body, or a string input
+holding JSON text); deeper text is refused before it is parsed."""
+
+# What changes the nesting: a string's quote, an escape pair (which may hide a quote), a bracket.
+_JSON_STRUCTURE = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
+
 # json.dumps(doc, separators=(",", ":"), allow_nan=False), without building an encoder per call.
 _COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 # DataShape object -> the compact text of its fieldDefinitions (None: a mutable aspect value).
 _FIELD_DEFINITIONS_TEXT: IdentityCache[str | None] = IdentityCache()
+
+
+def json_nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether JSON ``text`` nests arrays and objects more than ``limit`` deep.
+
+    One pass over the structural characters, stopping at the first level past ``limit``: linear
+    in the length, whatever the text (valid or not). Brackets inside strings do not count. For
+    text that is not valid JSON the count may be off after the first mistake, where the parser
+    stops anyway.
+    """
+    depth = 0
+    in_string = False
+    for found in _JSON_STRUCTURE.finditer(text):
+        char = found.group()
+        if in_string:
+            in_string = char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def parse_json_text(text: str | bytes, *, where: str) -> Any:
+    """JSON text parsed, its nesting checked first (at most :data:`MAX_JSON_DEPTH` levels).
+
+    Args:
+        text: the JSON text, or its bytes (UTF-8, -16 or -32, as :func:`json.loads` reads them).
+        where: what the text is, for messages (``"the body"``, ``"input 'patch'"``).
+
+    Raises:
+        InputError: the bytes are not text, the text nests too deeply, or it is not JSON.
+    """
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode(json.detect_encoding(text))
+        except UnicodeDecodeError:
+            raise InputError(f"{where} is not JSON text (it is not UTF-8)") from None
+    _check_nesting(text, where)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{where} is not JSON ({exc})") from None
+
+
+def _check_nesting(text: str, where: str) -> None:
+    if json_nesting_exceeds(text, MAX_JSON_DEPTH):
+        raise InputError(
+            f"{where} nests arrays and objects more than {MAX_JSON_DEPTH} deep; the stand-in "
+            f"reads at most {MAX_JSON_DEPTH} levels"
+        )
 
 
 def type_inputs(service: ServiceMetadata, body: Mapping[str, Any]) -> InfoTable | None:
@@ -99,8 +175,14 @@ def type_inputs(service: ServiceMetadata, body: Mapping[str, Any]) -> InfoTable 
     return InfoTable(shape, [row])
 
 
-def value_from_json(field: FieldDefinition, value: Any, *, where: str) -> Any:
+def value_from_json(field: FieldDefinition, value: Any, *, where: str, depth: int = 0) -> Any:
     """One JSON value as the Python value of ``field``'s base type (table in the module doc).
+
+    Args:
+        field: the field the value is for.
+        value: the JSON value.
+        where: what the value is, for messages.
+        depth: how many InfoTables the value sits in (0: a service input).
 
     Raises:
         InputError: the value does not fit; the text names ``where`` and the expected type.
@@ -109,7 +191,7 @@ def value_from_json(field: FieldDefinition, value: Any, *, where: str) -> Any:
     if value is None:
         return None
     try:
-        converted = _from_json(bt, value, where)
+        converted = _from_json(bt, value, where, depth)
         return coerce_value(bt, converted)
     except InputError:
         raise
@@ -134,7 +216,7 @@ def _shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _from_json(bt: BaseType, value: Any, where: str) -> Any:
+def _from_json(bt: BaseType, value: Any, where: str, depth: int) -> Any:
     if bt is BaseType.NUMBER:
         if isinstance(value, str):
             return float(value.strip())
@@ -157,16 +239,19 @@ def _from_json(bt: BaseType, value: Any, where: str) -> Any:
         return value
     if bt is BaseType.JSON:
         if isinstance(value, str):
+            _check_nesting(value, where)
             try:
                 return json.loads(value)
             except ValueError:
-                return value
+                return value  # not JSON text: the string itself is the JSON value
         return value
     if bt is BaseType.INFOTABLE:
-        return infotable_from_json(value, where=where)
+        return infotable_from_json(value, where=where, depth=depth + 1)
     if bt is BaseType.VARIANT:
         if isinstance(value, dict) and "rows" in value:
-            return Variant(BaseType.INFOTABLE, infotable_from_json(value, where=where))
+            return Variant(
+                BaseType.INFOTABLE, infotable_from_json(value, where=where, depth=depth + 1)
+            )
         return Variant(infer_base_type(value), value)
     if bt in STRING_LIKE_TYPES and isinstance(value, int | float) and not isinstance(value, bool):
         return json.dumps(value)
@@ -223,13 +308,22 @@ def _shape_from_json(obj: Any, rows: list[Any], where: str) -> DataShape:
     return DataShape(tuple(FieldDefinition(k, bt) for k, bt in seen.items()))
 
 
-def infotable_from_json(obj: Any, *, where: str = "infotable") -> InfoTable:
+def infotable_from_json(obj: Any, *, where: str = "infotable", depth: int = 1) -> InfoTable:
     """An InfoTable from ThingWorx InfoTable JSON (or its text).
 
+    Args:
+        obj: the InfoTable JSON, or its text.
+        where: what the table is, for messages.
+        depth: this table's nesting level (1: not inside another InfoTable).
+
     Raises:
-        InputError: not an InfoTable document, or a cell that does not fit its field.
+        InputError: not an InfoTable document, a cell that does not fit its field, or tables
+            nested more than :data:`~agent.alwayson.valuecodec.MAX_NESTING` deep.
     """
+    if depth > MAX_NESTING:
+        raise InputError(f"{where}: InfoTables nested more than {MAX_NESTING} deep")
     if isinstance(obj, str):
+        _check_nesting(obj, where)
         try:
             obj = json.loads(obj)
         except ValueError:
@@ -249,7 +343,9 @@ def infotable_from_json(obj: Any, *, where: str = "infotable") -> InfoTable:
             raise InputError(f"{where}: row {i} has a column {extra[0]!r} not in its dataShape")
         out.append(
             {
-                f.name: value_from_json(f, row[f.name], where=f"{where} row {i} {f.name!r}")
+                f.name: value_from_json(
+                    f, row[f.name], where=f"{where} row {i} {f.name!r}", depth=depth
+                )
                 for f in shape.fields
                 if f.name in row
             }

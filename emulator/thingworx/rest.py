@@ -9,7 +9,8 @@ parameter, compared in constant time):
 - ``GET /Thingworx/Things/{thing}/ServiceDefinitions``: the services learned from GetMetadata.
 
 Errors are a status and one plain-text line: 401 wrong or missing app key; 400 a body or input
-that cannot be typed; 404 unknown Thing or service (or the edge's NOT_FOUND); 503 the Thing's
+that cannot be typed (a body nested past ``json_typing.MAX_JSON_DEPTH`` is refused before it is
+parsed); 404 unknown Thing or service (or the edge's NOT_FOUND); 503 the Thing's
 agent is not connected (or dropped during the call); 502 the Thing's metadata could not be learned
 or the edge's answer does not parse; 500 any other AlwaysOn error status (400 for BAD_REQUEST),
 with the edge's reason text, from the header or the ``reason`` column (§12); 504 the edge did not
@@ -34,6 +35,7 @@ from agent.alwayson.metadata import ServiceMetadata, ThingMetadata
 from emulator.thingworx.errors import (
     CallError,
     EdgeFailed,
+    InputError,
     LinkClosed,
     ThingNotFound,
     ThingUnavailable,
@@ -41,6 +43,7 @@ from emulator.thingworx.errors import (
 from emulator.thingworx.json_typing import (
     infotable_json_text,
     infotable_to_json,
+    parse_json_text,
     shape_to_json,
     type_inputs,
 )
@@ -171,9 +174,9 @@ class RestApi:
         raw = await request.read()
         if raw.strip():
             try:
-                body = json.loads(raw)
-            except ValueError:
-                return _text(400, "the body is not JSON (send a JSON object of inputs)")
+                body = parse_json_text(raw, where="the body")
+            except InputError as exc:
+                return _text(400, f"{exc.text} (send a JSON object of inputs)")
             if not isinstance(body, dict):
                 return _text(400, "the body must be a JSON object of inputs")
         else:

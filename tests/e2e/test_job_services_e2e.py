@@ -115,6 +115,29 @@ async def test_method_job_payload_reaches_devices_exactly(chain: Chain) -> None:
     assert (result["methodStatus"], result["methodPayload"]) == (200, payload)
 
 
+async def test_a_json_string_is_a_payload_too(chain: Chain) -> None:
+    """IoT Hub takes any JSON value as a method payload: a JSON string, in the job form and in
+    the direct call form (the agent's IoT Hub client, as the wrappers' device form uses it)."""
+    for job_id, given in (("s1", '"hello"'), ("s2", "hello")):  # JSON text, or the string itself
+        (row,) = await chain.rows(
+            ONLINE2, METHOD, {"methodName": "echoTest", "payload": given, "jobId": job_id}
+        )
+        assert row["payload"] == "hello"
+        await chain.wait_status(job_id, ENDED)
+        (result,) = await chain.rows(
+            GATEWAY,
+            RESULTS,
+            {"query": f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'"},
+        )
+        assert (result["status"], result["methodStatus"], result["methodPayload"]) == (
+            "completed",
+            200,
+            "hello",
+        )
+    direct = await chain.app.client.invoke_method(ONLINE, "echoTest", "hello", 30, 0)
+    assert (direct.status, direct.payload) == (200, "hello")
+
+
 async def test_lifecycle_quota_and_running_cancel(chain: Chain) -> None:
     start = datetime.now(UTC) + timedelta(seconds=1.5)
     (later,) = await chain.rows(
@@ -272,6 +295,13 @@ async def test_wrapper_typed_inputs_become_the_payload(chain: Chain) -> None:
     assert result["methodPayload"] == {"intervalSeconds": 9}
 
 
+def _deep_list(levels: int) -> list[Any]:
+    inner: list[Any] = []
+    for _ in range(levels - 1):
+        inner = [inner]
+    return inner
+
+
 BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     (GATEWAY, TWIN, {"queryCondition": "deviceId = 'a'"}, 400, "missing required input patch"),
     (GATEWAY, TWIN, {"patch": {"tags": {"a": 1}}}, 400, "queryCondition"),
@@ -293,6 +323,21 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     (ONLINE, TWIN, {"patch": {"tags": {"a": 1}}, "jobId": "a" * 65}, 400, "at most 64"),
     (ONLINE, TWIN, {"patch": {"tags": {"a": 1}}, "maxExecutionTimeInSeconds": 0}, 400,
      "at least 1 second"),
+    # Issue 15 §5, each with its exact message.
+    (ONLINE, TWIN, {"patch": {"tags": {"a": 1}}, "maxExecutionTimeInSeconds": 2**62}, 400,
+     "input maxExecutionTimeInSeconds is 4611686018427387904; the job window may be at most "
+     "2592000 seconds (30 days, as long as IoT Hub keeps a job): choose a shorter window"),
+    (ONLINE, TWIN, {"patch": {"properties": {"desired": {"a": _deep_list(20)}}}}, 400,
+     "input patch: properties.desired.a[0][0][0][0][0][0][0][0][0][0] nests objects and lists "
+     "more than 10 deep, which IoT Hub refuses"),
+    (ONLINE, TWIN, {"patch": {"properties": {"desired": {"a": _deep_list(300)}}}}, 400,
+     "the body nests arrays and objects more than 256 deep; the stand-in reads at most 256 "
+     "levels (send a JSON object of inputs)"),
+    (ONLINE, METHOD, {"methodName": "reboot\n"}, 400,
+     "input methodName 'reboot\\n' must be 1..100 characters without spaces, '$', '/', '?' "
+     "or '#'"),
+    (GATEWAY, GET, {"jobId": "known-1\n"}, 400,
+     "input jobId 'known-1\\n' may only hold ASCII letters, digits and '-'"),
     (ONLINE, METHOD, {}, 400, "missing required input methodName"),
     (ONLINE, METHOD, {"methodName": "has space"}, 400, "input methodName"),
     (ONLINE, METHOD, {"methodName": "m", "responseTimeoutInSeconds": 4}, 400, "between 5 and 300"),
@@ -334,6 +379,8 @@ async def test_bad_inputs_each_answered_clearly_and_the_link_stays_up(chain: Cha
         status, text = await chain.call(thing, service, inputs)
         assert (status, isinstance(text, str)) == (want_status, True), (service, inputs, text)
         assert words in text, (service, inputs, text)
+        if len(words) > 80:  # the issue's cases: the whole message, exactly
+            assert text == words, (service, inputs, text)
         assert "\n" not in text and "Traceback" not in text
         seen.add(text)
     assert len(seen) >= 25  # each mistake has its own message, not one generic text

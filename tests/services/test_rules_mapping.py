@@ -99,11 +99,91 @@ def test_twin_limit_refusals(patch: Any, words: str) -> None:
     assert caught.value.status is Status.BAD_REQUEST
 
 
+def _deep_list(levels: int) -> list[Any]:
+    inner: list[Any] = []
+    for _ in range(levels - 1):
+        inner = [inner]
+    return inner
+
+
+def test_lists_count_in_the_twin_depth() -> None:
+    # Ten levels of containers under the section pass, whether objects or lists.
+    rules.check_patch({"tags": {"a": _deep_list(10)}})
+    rules.check_patch({"properties": {"desired": {"a": [{"b": _deep_list(8)}]}}})
+    for levels in (11, 950, 100_000):  # 950: the case; 100,000: far past the stack
+        with pytest.raises(ServiceError) as caught:
+            rules.check_patch({"properties": {"desired": {"a": _deep_list(levels)}}})
+        assert caught.value.status is Status.BAD_REQUEST
+        assert caught.value.message == (
+            "input patch: properties.desired.a[0][0][0][0][0][0][0][0][0][0] nests objects and "
+            "lists more than 10 deep, which IoT Hub refuses"
+        )
+
+
 def test_job_id_rules() -> None:
     assert rules.check_job_id("job-1") == "job-1"
-    for bad in ("", "a" * 65, "job_1", "jöb", "a b"):
+    for bad in ("", "a" * 65, "job_1", "jöb", "a b", "known-1\n", "\nknown-1"):
         with pytest.raises(ServiceError, match="jobId"):
             rules.check_job_id(bad)
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "message"),
+    [
+        (
+            rules.check_job_id,
+            "known-1\n",
+            "input jobId 'known-1\\n' may only hold ASCII letters, digits and '-'",
+        ),
+        (
+            rules.check_method_name,
+            "reboot\n",
+            "input methodName 'reboot\\n' must be 1..100 characters without spaces, '$', '/', "
+            "'?' or '#'",
+        ),
+        (
+            rules.check_max_execution_time,
+            2**62,
+            "input maxExecutionTimeInSeconds is 4611686018427387904; the job window may be at "
+            "most 2592000 seconds (30 days, as long as IoT Hub keeps a job): choose a shorter "
+            "window",
+        ),
+        (
+            rules.check_max_execution_time,
+            0,
+            "input maxExecutionTimeInSeconds is 0; the job window must be at least 1 second",
+        ),
+    ],
+)
+def test_whole_string_and_bounded_inputs(check: Any, value: Any, message: str) -> None:
+    with pytest.raises(ServiceError) as caught:
+        check(value)
+    assert caught.value.message == message and caught.value.status is Status.BAD_REQUEST
+
+
+def test_method_name_and_window_accepted_at_their_bounds() -> None:
+    assert rules.check_method_name("m" * 100) == "m" * 100
+    assert rules.check_max_execution_time(1) == 1
+    assert rules.check_max_execution_time(30 * 24 * 3600) == 2_592_000
+    with pytest.raises(ServiceError, match="at most 2592000 seconds"):
+        rules.check_max_execution_time(2_592_001)
+
+
+@pytest.mark.parametrize(
+    "payload", ["hello", '"hello"', "", 42, 2.5, True, None, [1, "x"], {"a": {"b": [None]}}]
+)
+def test_any_json_value_is_a_payload(payload: Any) -> None:
+    # A string is a JSON string as given, never parsed again as JSON text.
+    assert rules.check_payload("payload", payload) == payload
+
+
+def test_payload_refusals() -> None:
+    with pytest.raises(ServiceError, match="131073 bytes of JSON; IoT Hub carries at most"):
+        rules.check_payload("payload", "x" * (128 * 1024 - 1))
+    with pytest.raises(ServiceError, match="input payload cannot be sent as JSON"):
+        rules.check_payload("payload", float("nan"))
+    with pytest.raises(ServiceError, match="input payload cannot be sent as JSON"):
+        rules.check_payload("payload", _deep_list(100_000))
 
 
 def test_query_condition_rules() -> None:
@@ -219,3 +299,15 @@ def test_shapes_as_listed() -> None:
 def test_all_is_honest() -> None:
     for name in services.__all__:
         assert hasattr(services, name)
+
+
+def test_the_default_job_window_setting_is_bounded_like_the_input() -> None:
+    from pydantic import ValidationError
+
+    from agent.settings import JobSettings
+
+    low, high = rules.MAX_EXECUTION_TIME_RANGE
+    assert JobSettings(default_max_execution_time=high).default_max_execution_time == high
+    for bad in (low - 1, high + 1):
+        with pytest.raises(ValidationError):
+            JobSettings(default_max_execution_time=bad)

@@ -42,6 +42,13 @@ ENTRY = '[[service]]\nname = "Blink"\nmethod = "blink"\n'
         ('[[service]]\nname = "9lives"\nmethod = "m"\n', "name: String should match"),
         ('[[service]]\nname = "AzureIotDeviceJobX"\nmethod = "m"\n', "belong to the job"),
         ('[[service]]\nname = "B"\nmethod = "has space"\n', "method: must be"),
+        # Whole strings: a trailing newline is not accepted by any name or method pattern.
+        ('[[service]]\nname = "B"\nmethod = "reboot\\n"\n', "method: must be"),
+        ('[[service]]\nname = "Blink\\n"\nmethod = "m"\n', "name: String should match"),
+        (
+            ENTRY + '[[service.inputs]]\nname = "n\\n"\ntype = "STRING"\n',
+            "inputs.0.name: String should match",
+        ),
         (ENTRY + '[[service.inputs]]\nname = "n"\ntype = "FLOAT"\n', "inputs.0.type"),
         (
             ENTRY + '[[service.inputs]]\nname = "n"\ntype = "INTEGER"\ndefault = "x"\n',

@@ -31,8 +31,12 @@ from agent.alwayson import (
     EntityType,
     FieldDefinition,
     InfoTable,
+    MessageAssembler,
     Method,
+    ProtocolError,
     Request,
+    Response,
+    Status,
     Variant,
     decode_infotable,
     decode_message,
@@ -42,6 +46,8 @@ from agent.alwayson import (
     encode_value,
     rowcodec,
 )
+from agent.alwayson.assembler import MAX_SPLIT_PIECES
+from agent.alwayson.messagecodec import HEADER_SIZE
 from agent.alwayson.valuecodec import MAX_NESTING
 
 BASE_BUDGET = 0.050
@@ -263,3 +269,76 @@ def test_both_readers_agree_on_deep_damaged_tables() -> None:
             with reader("python"):
                 pure = outcome(lambda d=data: decode_infotable(d))  # type: ignore[misc]
             assert outcome(lambda d=data: decode_infotable(d)) == pure  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- multipart and split bodies
+
+RESPONSE_SHAPE = DataShape((FieldDefinition("s", BaseType.STRING),))
+
+
+def response_frame(rows: int, request_id: int = 5) -> bytes:
+    table = InfoTable(RESPONSE_SHAPE, [{"s": "a" * 100} for _ in range(rows)])
+    (frame,) = encode_message(
+        Response(Status.SUCCESS, request_id, 0, 1, None, table),
+        chunk_size=1 << 24,
+        max_message_size=1 << 24,
+    )
+    return frame
+
+
+def test_a_body_split_in_many_plain_messages_is_refused_not_decoded_again_and_again() -> None:
+    # Each piece continuing a split body makes the assembler decode the body from its start: a
+    # 1 MB body in 1 KB slices cost about a minute. The C SDK splits in two (§12.1); past
+    # MAX_SPLIT_PIECES the body is dropped with a ProtocolError and the assembler goes on.
+    frame = response_frame(9_000)
+    head, body = frame[:HEADER_SIZE], frame[HEADER_SIZE:]
+    assembler = MessageAssembler(max_message_size=1 << 24, max_pending_bytes=1 << 24)
+    slices = [head + body[i : i + 1024] for i in range(0, len(body), 1024)]
+    start = time.thread_time()
+    with pytest.raises(ProtocolError, match=f"more than {MAX_SPLIT_PIECES} plain messages"):
+        for piece in slices:
+            assert assembler.feed(piece, 0.0) is None
+    assert time.thread_time() - start < BASE_BUDGET + PER_BYTE_BUDGET * len(frame)
+    assert assembler.pending == 0
+    assert isinstance(assembler.feed(response_frame(3, request_id=6), 0.0), Response)
+
+
+@pytest.mark.parametrize("pieces", range(1, MAX_SPLIT_PIECES + 1))
+def test_a_body_split_in_up_to_max_pieces_is_joined(pieces: int) -> None:
+    frame = response_frame(70)
+    head, body = frame[:HEADER_SIZE], frame[HEADER_SIZE:]
+    step = -(-len(body) // pieces)
+    assembler = MessageAssembler()
+    outs = [assembler.feed(head + body[i : i + step], 0.0) for i in range(0, len(body), step)]
+    assert outs[:-1] == [None] * (len(outs) - 1)
+    assert isinstance(outs[-1], Response) and len(outs[-1].content.rows) == 70  # type: ignore[union-attr]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(1, 400),
+    st.sampled_from([64, 256, 1024, 8192]),
+    st.randoms(use_true_random=False),
+    st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=6),
+)
+def test_multipart_sets_feed_in_linear_time(
+    rows: int, chunk: int, rnd: Any, flips: list[tuple[int, int]]
+) -> None:
+    table = InfoTable(RESPONSE_SHAPE, [{"s": "b" * 100} for _ in range(rows)])
+    parts = encode_message(
+        Response(Status.SUCCESS, 9, 0, 1, None, table), chunk_size=chunk, max_message_size=1 << 24
+    )
+    damaged = [bytearray(p) for p in parts]
+    for at, byte in flips:
+        part = damaged[at % len(damaged)]
+        part[(at >> 8) % len(part)] = byte
+    rnd.shuffle(damaged)
+    size = sum(len(p) for p in damaged)
+
+    def feed_all() -> None:
+        assembler = MessageAssembler(max_message_size=1 << 24, max_pending_bytes=1 << 25)
+        for part in damaged:
+            with contextlib.suppress(AlwaysOnError):
+                assembler.feed(bytes(part), 0.0)
+
+    timed(feed_all, size)

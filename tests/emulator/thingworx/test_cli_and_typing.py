@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import signal
@@ -19,6 +20,7 @@ from emulator.thingworx.errors import InputError
 from emulator.thingworx.json_typing import (
     infotable_from_json,
     infotable_to_json,
+    json_nesting_exceeds,
     value_from_json,
 )
 
@@ -129,3 +131,31 @@ def test_infotable_json_round_trip(table: InfoTable) -> None:
                 assert math.isclose(x, y) or x == y
             else:
                 assert x == y
+
+
+def _json_depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_json_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_json_depth, value), default=0)
+    return 0
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text('[]{}"\\k'), inner),
+    max_leaves=30,
+)
+
+
+@given(_JSON_VALUES, st.integers(0, 12))
+def test_nesting_is_measured_as_the_parser_sees_it(value: Any, limit: int) -> None:
+    # Brackets, quotes and backslashes inside strings do not count.
+    text = json.dumps(value)
+    assert json_nesting_exceeds(text, limit) == (_json_depth(value) > limit)
+
+
+def test_nesting_scan_stops_at_the_limit() -> None:
+    assert json_nesting_exceeds("[" * 1_500_000, 256)
+    assert not json_nesting_exceeds('["[[[[", "\\"[[[["]', 1)
+    assert json_nesting_exceeds('[{"a": [1]}]', 2) and not json_nesting_exceeds('[{"a": 1}]', 2)

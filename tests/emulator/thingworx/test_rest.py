@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -185,6 +186,83 @@ async def test_bad_inputs_are_400_naming_the_input(
     status, text = await _post(http, standin, "AllTypes", body)
     assert status == 400 and needle in text
     assert edge.seen == []  # type: ignore[attr-defined]
+
+
+def _nested_tables(levels: int) -> dict[str, Any]:
+    """InfoTable JSON ``levels`` tables deep (3 JSON levels per table: within the JSON limit)."""
+    table: dict[str, Any] = {"rows": [{"k": "leaf"}]}
+    for _ in range(levels - 1):
+        table = {
+            "dataShape": {"fieldDefinitions": {"t": {"name": "t", "baseType": "INFOTABLE"}}},
+            "rows": [{"t": table}],
+        }
+    return table
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            b"[" * 1_500_000,
+            "the body nests arrays and objects more than 256 deep; the stand-in reads at most "
+            "256 levels (send a JSON object of inputs)",
+        ),
+        (
+            b"[" * 100_000 + b"]" * 100_000,
+            "the body nests arrays and objects more than 256 deep; the stand-in reads at most "
+            "256 levels (send a JSON object of inputs)",
+        ),
+        (
+            json.dumps({"j": "[" * 100_000 + "]" * 100_000}).encode(),
+            "input 'j' nests arrays and objects more than 256 deep; the stand-in reads at most "
+            "256 levels",
+        ),
+        (
+            json.dumps({"t": "[" * 100_000}).encode(),
+            "input 't' nests arrays and objects more than 256 deep; the stand-in reads at most "
+            "256 levels",
+        ),
+        (
+            json.dumps({"t": _nested_tables(33)}).encode(),
+            "input 't'" + " row 0 't'" * 32 + ": InfoTables nested more than 32 deep",
+        ),
+        (
+            b"{nope",
+            "the body is not JSON (Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1)) (send a JSON object of inputs)",
+        ),
+        (
+            b"\xff\xfe\xff",
+            "the body is not JSON text (it is not UTF-8) (send a JSON object of inputs)",
+        ),
+    ],
+)
+async def test_hostile_json_is_400_with_one_line(
+    standin: ThingWorxStandIn, edge: CsdkEdge, http: aiohttp.ClientSession, raw: bytes, message: str
+) -> None:
+    url = f"{standin.rest_url}/Things/Gw1/Services/AllTypes"
+    headers = {"appKey": APP_KEY, "Content-Type": "application/json"}
+    async with http.post(url, data=raw, headers=headers) as reply:
+        assert (reply.status, (await reply.text()).strip()) == (400, message)
+    assert edge.seen == []  # type: ignore[attr-defined]
+    # The stand-in still answers the next call.
+    assert (await _post(http, standin, "AllTypes", {"s": "next"}))[0] == 200
+
+
+async def test_nesting_up_to_the_limits_is_accepted(
+    standin: ThingWorxStandIn, edge: CsdkEdge, http: aiohttp.ClientSession
+) -> None:
+    deep: Any = 1
+    for _ in range(255):  # the body object + 255 lists = 256 levels
+        deep = [deep]
+    status, result = await _post(http, standin, "AllTypes", {"j": deep, "t": _nested_tables(32)})
+    assert status == 200, result
+    row = edge.seen[0].params.rows[0]  # type: ignore[attr-defined]
+    assert row["j"] == deep
+    table = row["t"]
+    for _ in range(31):
+        table = table.rows[0]["t"]
+    assert table.rows == [{"k": "leaf"}]
 
 
 async def test_app_key_is_required_on_every_route(
