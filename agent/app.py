@@ -3,7 +3,8 @@
 :class:`AgentApp` builds everything from one :class:`~agent.settings.Settings`: the
 :class:`~agent.iothub.IotHubClient`, a :class:`~agent.registry.ThingRegistry` holding the gateway
 Thing and the ``thingworx.auto_bind`` device Things, each with the six job services and the
-wrapper services of ``jobs.wrappers_dir``, and the :class:`~agent.channel.AlwaysOnClient` that
+wrapper services of ``jobs.wrappers_dir`` (device Things also with
+``AzureIotDeviceGetConnectionState``), and the :class:`~agent.channel.AlwaysOnClient` that
 serves them. :meth:`AgentApp.run` runs until :meth:`AgentApp.stop`; the entry point handles SIGTERM
 by calling :meth:`AgentApp.stop`, which drains: no new calls are taken, the calls in flight finish
 and are answered (up to ``thingworx.drain_timeout``), then the Things are unbound.
@@ -25,6 +26,7 @@ from agent.iothub import IotHubClient
 from agent.registry import ThingRegistry
 from agent.settings import Settings
 from services import JobServices
+from services.device import connection_state_service
 from wrappers import WrapperDeclaration, load_wrappers, wrapper_service
 
 __all__ = ["AgentApp"]
@@ -62,6 +64,8 @@ class AgentApp:
         self.registry.add_thing(thing)
         for service in self.jobs.declare(thing, gateway=gateway):
             self.registry.add_service(thing, service)
+        if not gateway:
+            self.registry.add_service(thing, connection_state_service(self.client, thing))
         for declaration in self.wrappers:
             self.registry.add_service(
                 thing,

@@ -781,21 +781,30 @@ async def _run_embedded(settings: Settings, console: Console, err: Console) -> i
             agent_settings = ends.agent_settings(settings)
 
             async def on_ready(app: Any, health: Any) -> None:
+                # The banner comes after the start-up logging: once the stand-in has learned
+                # the services of every bound Thing (the last start-up step that logs), with
+                # the log stream flushed, and written in one piece (nothing interleaves).
                 standin = ends.standin
                 if standin is not None:
                     with contextlib.suppress(TimeoutError):
-                        await standin.wait_metadata(
-                            settings.thingworx.gateway_thing, settings.thingworx.auth_timeout
-                        )
-                _banner(
-                    console,
-                    info,
-                    settings,
-                    app_key,
-                    key_source,
-                    health.url if health is not None else None,
-                )
-                console.print(f"ready: open {info.thingworx_url} (Ctrl-C to stop)")
+                        async with asyncio.timeout(settings.thingworx.auth_timeout):
+                            await asyncio.gather(
+                                *(
+                                    standin.wait_metadata(thing, settings.thingworx.auth_timeout)
+                                    for thing in app.registry.things()
+                                )
+                            )
+                sys.stderr.flush()
+                with console:  # rich buffers everything printed inside, then writes it once
+                    _banner(
+                        console,
+                        info,
+                        settings,
+                        app_key,
+                        key_source,
+                        health.url if health is not None else None,
+                    )
+                    console.print(f"ready: open {info.thingworx_url} (Ctrl-C to stop)")
                 console.file.flush()
 
             return await _serve(agent_settings, stop, on_ready, err)

@@ -1,8 +1,9 @@
 """The DataShapes of the job services' results, and the rows built from the IoT Hub client's models.
 
-``AzureIotDeviceJob``, ``AzureIotDeviceJobResult`` and ``AzureIotDeviceMethodResult`` exactly as
-docs/services.md lists them (``jobId``/``deviceId`` are primary keys through the ``isPrimaryKey``
-aspect). Composer grids and mashups bind to these names: change them only on purpose.
+``AzureIotDeviceJob``, ``AzureIotDeviceJobResult``, ``AzureIotDeviceMethodResult`` and
+``AzureIotDeviceConnection`` exactly as docs/services.md lists them (``jobId``/``deviceId`` are
+primary keys through the ``isPrimaryKey`` aspect). Composer grids and mashups bind to these
+names: change them only on purpose.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from agent.iothub import DeviceJobResult, Job, MethodResult
 from services.mapping import TERMINAL_STATUSES, device_job_status, job_status, job_type
 
 __all__ = [
+    "DEVICE_CONNECTION_SHAPE",
     "JOB_RESULT_SHAPE",
     "JOB_SHAPE",
     "METHOD_RESULT_SHAPE",
@@ -86,6 +88,15 @@ METHOD_RESULT_SHAPE = DataShape.of(
     _f("status", BaseType.INTEGER, "the device's status answer"),
     _f("payload", BaseType.JSON, "the device's payload answer"),
     name="AzureIotDeviceMethodResult",
+)
+
+
+DEVICE_CONNECTION_SHAPE = DataShape.of(
+    _f("deviceId", BaseType.STRING, "the device", key=True),
+    _f("connectionState", BaseType.STRING, "Connected or Disconnected, as the twin says"),
+    _f("status", BaseType.STRING, "enabled or disabled, as the twin says"),
+    _f("lastActivityTime", BaseType.DATETIME, "the device's last activity (UTC), if any"),
+    name="AzureIotDeviceConnection",
 )
 
 

@@ -6,7 +6,10 @@ the clone's packages first (checked below: the clone's code is what runs). The e
 a fresh 127.x.y.z address and free ports through JOBS_AGENT_EMBEDDED__* and JOBS_AGENT_HEALTH__*
 (the device endpoint always listens on 8883, hence the fresh address). The test waits for the
 `ready` line, drives a twin job and a method job to their end through the stand-in's REST
-convention (like curl), reads the per-device results, stops the agent with SIGTERM and checks
+convention (like curl), reads the per-device results, then runs the README's tour block for real
+(bash, curl and jq, with only the address and the key replaced; one statement at a time, waiting
+as a reader would for the jobs started so far to end before a statement that reads them) and
+checks each answer against what the README says; then it stops the agent with SIGTERM and checks
 that make exits 0 promptly, "stopped" was printed, and nothing is left running or listening.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import re
@@ -33,6 +37,10 @@ from tests.agent.test_cli_embedded import fresh_loopback
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv"
 GATEWAY = "AzureIotHub"
+# The tour's first line, whose address and key the test replaces with the run's own.
+TOUR_ADDRESS = "TWX=http://127.0.0.1:8080/Thingworx/Things; KEY=demo-key"
+# Services whose answer depends on the jobs started before: a reader waits for those to end.
+TOUR_READS = ("AzureIotDeviceJobGetJob", "AzureIotDeviceJobQueryJobResults", "FindJobs")
 
 pytestmark = pytest.mark.skipif(
     shutil.which("make") is None or shutil.which("git") is None or not (VENV / "bin").is_dir(),
@@ -146,13 +154,115 @@ class Rest:
             assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
             await asyncio.sleep(0.2)
 
+    async def settled(self, timeout: float = 30.0) -> None:
+        """Wait until no job is pending or running (scheduled-for-later ones may stay)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = await self.rows("AzureIotDeviceJobFindJobs", {"maxRows": 1000})
+            busy = [j["jobId"] for j in jobs if j["status"] in ("pending", "running")]
+            if not busy:
+                return
+            assert time.monotonic() < deadline, f"jobs still running: {busy}"
+            await asyncio.sleep(0.2)
+
     async def results(self, job_id: str) -> dict[str, dict[str, Any]]:
         query = f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'"
         rows = await self.rows("AzureIotDeviceJobQueryJobResults", {"query": query})
         return {row["deviceId"]: row for row in rows}
 
 
-@pytest.mark.timeout(180)
+def tour_block() -> str:
+    """The README's tour shell block."""
+    readme = (REPO / "README.md").read_text()
+    tour = readme.split("## A tour of the embedded run", 1)[1]
+    return tour.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def tour_statements(block: str) -> tuple[str, list[str]]:
+    """The block's prelude (address, key, the call function) and its statements: each starts
+    with ``call`` and goes on over the lines that do not start a new one."""
+    prelude, body = block.split("\n\n", 1)
+    statements: list[str] = []
+    for line in body.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("call "):
+            statements.append(line)
+        else:
+            assert statements, f"a tour line outside a statement: {line!r}"
+            statements[-1] += "\n" + line
+    return prelude, statements
+
+
+async def run_tour(rest: Rest, root: str, key: str) -> list[str]:
+    """Run the tour, a statement at a time, in bash; the answers (stdout) in order."""
+    for tool in ("bash", "curl", "jq"):
+        assert shutil.which(tool), f"the README tour needs {tool} (.ci/run installs jq)"
+    prelude, statements = tour_statements(tour_block())
+    assert TOUR_ADDRESS in prelude, "the tour's address line changed: update TOUR_ADDRESS"
+    prelude = prelude.replace(TOUR_ADDRESS, f"TWX={root}/Thingworx/Things; KEY={key}")
+    answers = []
+    for statement in statements:
+        if any(name in statement for name in TOUR_READS):
+            await rest.settled()
+        done = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            f"{prelude}\n{statement}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await done.communicate()
+        assert done.returncode == 0, f"{statement}\n{err.decode()}"
+        answers.append(out.decode().strip())
+    return answers
+
+
+def rows_of(answer: str) -> list[dict[str, Any]]:
+    doc = json.loads(answer)
+    assert "rows" in doc, answer
+    return list(doc["rows"])
+
+
+async def check_tour(rest: Rest, root: str, key: str) -> None:
+    """Each tour answer is what the README says it is."""
+    answers = await run_tour(rest, root, key)
+    assert len(answers) == 10, "the tour's statements changed: update check_tour"
+    (twin,) = rows_of(answers[0])
+    assert (twin["jobId"], twin["type"]) == ("tour-twin", "twinUpdate")
+    assert json.loads(answers[1]) == "completed: 3 succeeded, 0 failed"
+    (reboot,) = rows_of(answers[2])
+    assert (reboot["jobId"], reboot["type"]) == ("tour-reboot", "deviceMethod")
+    block = tour_block()
+    rows = [json.loads(line) for line in answers[3].splitlines()]
+    assert sorted(r["deviceId"] for r in rows) == ["device-0001", "device-0002", "device-0010"]
+    said = re.search(r"# device-0010's row: (\{.*\})", block)
+    assert said, "the tour no longer shows device-0010's row"
+    assert json.loads(said.group(1)) in rows
+    summary = re.search(r'its summary says "([^"]+)"', block)
+    assert summary, "the tour no longer quotes the method job's summary"
+    (ended,) = await rest.rows("AzureIotDeviceJobGetJob", {"jobId": "tour-reboot"})
+    assert ended["summary"] == summary.group(1)
+    found = rows_of(answers[4])
+    assert "tour-reboot" in {j["jobId"] for j in found}
+    assert {(j["type"], j["status"]) for j in found} == {("deviceMethod", "completed")}
+    (later,) = rows_of(answers[5])
+    assert (later["jobId"], later["status"]) == ("tour-later", "scheduled")
+    (cancelled,) = rows_of(answers[6])
+    assert (cancelled["jobId"], cancelled["status"]) == ("tour-later", "cancelled")
+    (own,) = rows_of(answers[7])
+    assert own["queryCondition"] == "deviceId = 'device-0005'"
+    (method,) = rows_of(answers[8])
+    assert (method["deviceId"], method["status"]) == ("device-0004", 200)
+    assert method["payload"] == {"intervalSeconds": 15}
+    (wrapper,) = rows_of(answers[9])
+    assert wrapper["type"] == "deviceMethod"
+    assert wrapper["queryCondition"] == 'deviceId IN ["device-0001"]'
+
+
+@pytest.mark.timeout(240)
 async def test_make_run_from_a_clean_checkout(tmp_path: Path) -> None:
     clone = prepare_clone(tmp_path)
     host = fresh_loopback()
@@ -255,6 +365,8 @@ async def test_make_run_from_a_clean_checkout(tmp_path: Path) -> None:
             assert results["device-0010"]["errorCode"] == "DeviceNotOnline"
             async with http.get(f"http://{host}:{ports['health']}/healthz") as reply:
                 assert reply.status == 200, await reply.text()
+            # The README's tour, for real.
+            await check_tour(rest, root, key_match.group(1))
 
         started = time.monotonic()
         os.kill(agent_pids[0], signal.SIGTERM)

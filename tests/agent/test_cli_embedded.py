@@ -380,6 +380,20 @@ async def _read_line(stream: asyncio.StreamReader, prefix: str, timeout: float) 
                 return line
 
 
+async def start_run(cwd: Path, env: dict[str, str], stderr: int) -> asyncio.subprocess.Process:
+    """``jobs-agent run`` (as ``python -m agent.cli run``) with stdout piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "run",
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 async def test_run_with_real_ends_configured_runs_the_agent_alone(
     tmp_path: Path, sig: signal.Signals
@@ -402,16 +416,7 @@ async def test_run_with_real_ends_configured_runs_the_agent_alone(
             JOBS_AGENT_HEALTH__HOST=base.embedded.host,
             JOBS_AGENT_HEALTH__PORT="0",
         )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "run",
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        process = await start_run(tmp_path, env, asyncio.subprocess.DEVNULL)
         try:
             assert process.stdout is not None
             line = await _read_line(process.stdout, "ready", 30)
@@ -440,3 +445,50 @@ async def test_start_up_logs_are_one_line_per_part_at_info(tmp_path: Path) -> No
     assert per_thing == [] and per_device == [], (per_thing + per_device)[:3]
     assert len(lines) < 40, [x["event"] for x in lines]
     assert all(x.get("logger") for x in lines)  # the agent's lines told from the emulators'
+
+
+async def test_banner_comes_after_the_start_up_logging(tmp_path: Path) -> None:
+    # As a terminal shows `make run`: stdout and stderr in one stream. At DEBUG the stand-in
+    # logs one line per Thing whose services it learned, the last start-up step; the banner
+    # (app key, URLs, curl lines) and the "ready" line follow all of them, in one piece.
+    host = fresh_loopback()
+    devices = 20
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_AGENT_", "THINGWORX_"))}
+    env.update(
+        JOBS_AGENT_EMBEDDED__HOST=host,
+        JOBS_AGENT_EMBEDDED__THINGWORX_PORT="0",
+        JOBS_AGENT_EMBEDDED__IOTHUB_REST_PORT="0",
+        JOBS_AGENT_EMBEDDED__DEVICES=str(devices),
+        JOBS_AGENT_EMBEDDED__DATA_DIR=str(tmp_path / "data"),
+        JOBS_AGENT_JOBS__WRAPPERS_DIR=str(CATALOGUE),
+        JOBS_AGENT_HEALTH__HOST=host,
+        JOBS_AGENT_HEALTH__PORT="0",
+        JOBS_AGENT_LOG__LEVEL="DEBUG",
+        JOBS_AGENT_LOG__FORMAT="json",
+    )
+    process = await start_run(tmp_path, env, asyncio.subprocess.STDOUT)
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(60):
+            while not (lines and lines[-1].startswith("ready:")):
+                raw = await process.stdout.readline()
+                assert raw, f"the run ended early: {lines[-20:]}"
+                lines.append(raw.decode().rstrip("\n"))
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    first = next(i for i, line in enumerate(lines) if line.startswith("jobs-agent: embedded run"))
+    banner = lines[first:]
+    assert not [line for line in banner if line.startswith("{")], "log lines inside the banner"
+    assert any("app key" in line for line in banner) and any("curl -s" in line for line in banner)
+    learned = {
+        doc["thing"]
+        for doc in (json.loads(line) for line in lines[:first] if line.startswith("{"))
+        if doc.get("event") == "metadata learned"
+    }
+    assert len(learned) == devices + 1, f"only {sorted(learned)} before the banner"

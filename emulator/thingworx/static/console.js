@@ -10,6 +10,11 @@
  *   one request at a time, and stops when the job ends or after repeated failures.
  * - Inputs are typed from the service's parameter definitions; a value that cannot be sent
  *   (JSON that does not parse, a missing required input...) is flagged and nothing is sent.
+ * - Result grids keep what matters in view: the row action (Watch) at the left, then the
+ *   columns of PRIMARY_COLUMNS; a wide DataShape's other columns wait behind "More columns".
+ * - The job panel belongs to one Thing: picking another Thing closes it (and stops polling).
+ * - "bound" is the stand-in's view (an agent serves the Thing); "device online" is the device
+ *   twin's connectionState, read with AzureIotDeviceGetConnectionState where the Thing has it.
  */
 "use strict";
 
@@ -22,6 +27,21 @@
   const JOB_MAX_FAILURES = 5;
   const GET_JOB = "AzureIotDeviceJobGetJob";
   const QUERY_JOB_RESULTS = "AzureIotDeviceJobQueryJobResults";
+  const FIND_JOBS = "AzureIotDeviceJobFindJobs";
+  const GET_CONNECTION_STATE = "AzureIotDeviceGetConnectionState";
+  // The choices of the FindJobs filters (docs/services.md): shown as drop-downs, "any" not sent.
+  const INPUT_CHOICES = {
+    [FIND_JOBS]: {
+      type: ["twinUpdate", "deviceMethod"],
+      status: ["scheduled", "pending", "running", "completed", "failed", "cancelled"],
+    },
+  };
+  // Columns shown first, in this order, when a DataShape has them; a shape with more than
+  // MAX_PLAIN_COLUMNS columns shows only these until "More columns" is pressed.
+  const PRIMARY_COLUMNS = [
+    "deviceId", "status", "errorCode", "errorDescription", "jobId", "summary", "type",
+  ];
+  const MAX_PLAIN_COLUMNS = 8;
   const TERMINAL_STATUSES = new Set(["completed", "failed", "cancelled"]);
   const COUNTERS = [
     ["deviceCount", "Devices"],
@@ -52,6 +72,7 @@
     callToken: 0,
     thingsTimer: null,
     job: null,
+    deviceToken: 0,
   };
 
   // -- small DOM helpers ----------------------------------------------------------------------
@@ -251,6 +272,7 @@
       const { doc } = await api("GET", "/Things");
       showText(byId("things-error"), "");
       renderThings(doc);
+      refreshDeviceState();
     } catch (error) {
       if (error.status !== 401) showText(byId("things-error"), `Cannot list the Things: ${error.describe()}`);
     } finally {
@@ -271,7 +293,7 @@
     for (const row of rows) {
       const connected = row.isConnected === true;
       const details = [
-        connected ? `connected (${row.connectionId || "?"})` : "offline",
+        connected ? `bound: an agent serves it (connection ${row.connectionId || "?"})` : "not bound: no agent serves it now",
         row.lastBind ? `last bound ${isoUtc(row.lastBind)}` : null,
         row.metadataError ? `services unknown: ${row.metadataError}` : null,
       ].filter(Boolean).join("; ");
@@ -292,13 +314,65 @@
         el("span", {
           className: "badge " + (connected ? "badge-ok" : "badge-off"),
           "data-testid": "thing-state",
-          text: connected ? "connected" : "offline",
+          text: connected ? "bound" : "offline",
         }),
       );
       list.append(el("li", {}, button));
       if (focused === row.name) button.focus();
     }
     if (state.thing === null && rows.length === 1) selectThing(rows[0].name);
+    else if (state.thing !== null) renderBound();
+  }
+
+  // -- bound and device online ------------------------------------------------------------------
+
+  /** The stand-in's view of the selected Thing: bound (an agent serves it) or not. */
+  function renderBound() {
+    const row = state.things.find((r) => r.name === state.thing);
+    const bound = Boolean(row && row.isConnected === true);
+    const badge = byId("bound-state");
+    badge.textContent = bound ? "bound" : "not bound";
+    badge.className = "badge " + (bound ? "badge-ok" : "badge-off");
+    badge.dataset.bound = bound ? "true" : "false";
+    badge.title = bound ? "An agent serves this Thing (the stand-in's view)" : "No agent serves this Thing now";
+    byId("thing-status").hidden = false;
+  }
+
+  /** The device's own state (twin connectionState), when the Thing has the service for it. */
+  async function refreshDeviceState() {
+    const badge = byId("device-state");
+    const thing = state.thing;
+    if (thing === null || !state.services.some((s) => s.name === GET_CONNECTION_STATE)) {
+      badge.hidden = true;
+      return;
+    }
+    const token = ++state.deviceToken;
+    let text;
+    let kind;
+    let title;
+    let value;
+    try {
+      const { doc } = await api("POST", servicePath(thing, GET_CONNECTION_STATE), {});
+      const row = (doc.rows || [])[0] || {};
+      value = String(row.connectionState || "unknown");
+      const online = value === "Connected";
+      text = online ? "device online" : "device offline";
+      kind = online ? "badge-ok" : "badge-off";
+      title = `IoT Hub twin: connectionState ${value}` +
+        (row.lastActivityTime ? `, last activity ${isoUtc(row.lastActivityTime)}` : "");
+    } catch (error) {
+      if (error.status === 401) return;
+      value = "unknown";
+      text = "device state unknown";
+      kind = "badge-warn";
+      title = `${GET_CONNECTION_STATE} failed: ${error.describe()}`;
+    }
+    if (token !== state.deviceToken || thing !== state.thing) return;
+    badge.textContent = text;
+    badge.className = "badge " + kind;
+    badge.title = title;
+    badge.dataset.connectionState = value;
+    badge.hidden = false;
   }
 
   async function selectThing(name) {
@@ -314,6 +388,10 @@
     byId("services").replaceChildren();
     showText(byId("services-error"), "");
     showText(byId("services-hint"), `Loading the services of ${name}…`);
+    state.deviceToken += 1;
+    byId("device-state").hidden = true;
+    renderBound();
+    if (state.job && state.job.thing !== name) closeJob();
     clearCall();
     let answer;
     try {
@@ -332,6 +410,7 @@
       resultType: row.resultType || {},
     }));
     renderServices();
+    refreshDeviceState();
   }
 
   function renderServices() {
@@ -404,7 +483,8 @@
     const fields = el("div", { className: "fields" });
     if (service.inputs.length === 0) fields.append(el("p", { className: "hint", text: "This service takes no inputs." }));
     service.inputs.forEach((def, index) => {
-      const control = buildInput(def, `input-${index}`);
+      const choices = (INPUT_CHOICES[service.name] || {})[def.name];
+      const control = buildInput(def, `input-${index}`, choices);
       controls.push(control);
       fields.append(control.wrapper);
     });
@@ -425,7 +505,7 @@
     return form;
   }
 
-  function buildInput(def, id) {
+  function buildInput(def, id, choices) {
     const baseType = String(def.baseType || "STRING").toUpperCase();
     const aspects = def.aspects || {};
     const required = aspects.isRequired === true;
@@ -444,7 +524,13 @@
     };
     let kind;
     let input;
-    if (baseType === "BOOLEAN") {
+    if (choices && baseType === "STRING") {
+      kind = "choice";
+      input = el("select", common,
+        el("option", { value: "", text: required ? "(choose)" : "(any: not sent)" }),
+        ...choices.map((choice) => el("option", { value: choice, text: choice })));
+      if (hasDefault) input.value = String(defaultValue);
+    } else if (baseType === "BOOLEAN") {
       kind = "boolean";
       input = el("input", { ...common, type: "checkbox" });
       if (hasDefault) input.checked = defaultValue === true || defaultValue === "true";
@@ -581,7 +667,7 @@
     try {
       const answer = await api("POST", servicePath(thing, service.name), inputs);
       if (token !== state.callToken) return;
-      resultBox.replaceChildren(renderResult(thing, service.name, answer));
+      resultBox.replaceChildren(renderResult(thing, service.name, answer, inputs));
     } catch (error) {
       if (token !== state.callToken) return;
       resultBox.replaceChildren(renderError(service.name, error));
@@ -601,14 +687,23 @@
     );
   }
 
-  function renderResult(thing, serviceName, answer) {
+  function renderResult(thing, serviceName, answer, inputs) {
     const doc = answer.doc || {};
     const rows = doc.rows || [];
     const box = el("div", { className: "result-ok" });
+    const order = serviceName === FIND_JOBS ? " · newest first" : "";
     box.append(el("p", { className: "result-status", "data-testid": "result-status" },
       el("span", { className: "badge badge-ok", text: `HTTP ${answer.status} ${answer.reason}` }),
-      ` ${serviceName} · ${rows.length} row${rows.length === 1 ? "" : "s"} · ${Math.round(answer.elapsed)} ms`,
+      ` ${serviceName} · ${rows.length} row${rows.length === 1 ? "" : "s"}${order} · ${Math.round(answer.elapsed)} ms`,
     ));
+    const maxRows = inputs ? Number(inputs.maxRows) : NaN;
+    if (Number.isFinite(maxRows) && maxRows > 0 && rows.length >= maxRows) {
+      box.append(el("p", {
+        className: "hint limited",
+        "data-testid": "result-limited",
+        text: `Only the first ${rows.length} rows (maxRows ${maxRows})${order ? ": the newest jobs" : ""}; raise maxRows or narrow the filters to see more.`,
+      }));
+    }
     const fields = sortedFields(doc.dataShape && doc.dataShape.fieldDefinitions);
     const watchable = fields.some((f) => f.name === "jobId") && fields.some((f) => f.name === "status");
     box.append(renderTable(doc, {
@@ -633,37 +728,64 @@
     return box;
   }
 
-  /** An InfoTable as a table: columns from dataShape.fieldDefinitions, in ordinal order. */
+  /** The columns of a grid: PRIMARY_COLUMNS first (in that order), then the rest in ordinal
+   *  order; a shape wider than MAX_PLAIN_COLUMNS marks the rest as "more" (hidden at first). */
+  function gridColumns(fields) {
+    const primary = PRIMARY_COLUMNS.map((name) => fields.find((f) => f.name === name)).filter(Boolean);
+    const rest = fields.filter((f) => !PRIMARY_COLUMNS.includes(f.name));
+    const folds = fields.length > MAX_PLAIN_COLUMNS && primary.length > 0;
+    return [...primary.map((f) => ({ field: f, more: false })), ...rest.map((f) => ({ field: f, more: folds }))];
+  }
+
+  /** An InfoTable as a table: the row action at the left, then the columns of gridColumns(). */
   function renderTable(doc, options) {
     const fields = sortedFields(doc.dataShape && doc.dataShape.fieldDefinitions);
     const rows = doc.rows || [];
     if (fields.length === 0 && rows.length === 0) {
       return el("p", { className: "hint", "data-testid": options.testid, text: "The service returned nothing." });
     }
-    const head = el("tr", {}, ...fields.map((f) =>
-      el("th", { scope: "col", "data-col": f.name },
+    const columns = gridColumns(fields);
+    const more = columns.filter((c) => c.more).length;
+    const head = el("tr", {});
+    if (options.action) head.append(el("th", { scope: "col", className: "action", text: options.action.label }));
+    for (const { field: f, more: isMore } of columns) {
+      head.append(el("th", { scope: "col", "data-col": f.name, className: isMore ? "more-col" : null, title: f.description || null },
         el("span", { className: "col-name", text: f.name }),
-        el("span", { className: "col-type", text: f.baseType || "" }))));
-    if (options.action) head.append(el("th", { scope: "col", text: options.action.label }));
+        el("span", { className: "col-type", text: f.baseType || "" })));
+    }
     const body = el("tbody");
     for (const row of rows) {
       const tr = el("tr", { "data-testid": `${options.testid}-row` });
-      for (const f of fields) {
+      if (options.action) tr.append(el("td", { className: "action" }, options.action.build(row)));
+      for (const { field: f, more: isMore } of columns) {
         const value = row[f.name];
         const long = typeof value === "string" && value.length > LONG_TEXT;
-        tr.append(el("td", { "data-col": f.name, "data-base-type": f.baseType || "", className: long ? "long" : null }, cellNode(f, value)));
+        const classes = [long ? "long" : null, isMore ? "more-col" : null].filter(Boolean).join(" ");
+        tr.append(el("td", { "data-col": f.name, "data-base-type": f.baseType || "", className: classes || null }, cellNode(f, value)));
       }
-      if (options.action) tr.append(el("td", { className: "action" }, options.action.build(row)));
       body.append(tr);
     }
     if (rows.length === 0) {
-      body.append(el("tr", {}, el("td", { colspan: String(fields.length + (options.action ? 1 : 0)), className: "hint", text: "No rows." })));
+      body.append(el("tr", {}, el("td", { colspan: String(columns.length + (options.action ? 1 : 0)), className: "hint", text: "No rows." })));
     }
-    return el("div", { className: "grid-wrap" },
-      el("table", { className: "grid", "data-testid": options.testid },
-        el("caption", { className: "visually-hidden", text: options.caption }),
-        el("thead", {}, head),
-        body));
+    const table = el("table", { className: "grid", "data-testid": options.testid },
+      el("caption", { className: "visually-hidden", text: options.caption }),
+      el("thead", {}, head),
+      body);
+    const wrap = el("div", { className: "grid-wrap" + (more ? " folded" : ""), "data-testid": `${options.testid}-wrap` }, table);
+    if (!more) return wrap;
+    const toggle = el("button", {
+      type: "button",
+      className: "secondary small",
+      "data-testid": `${options.testid}-more-columns`,
+      "aria-expanded": "false",
+      onclick: () => {
+        const folded = wrap.classList.toggle("folded");
+        toggle.setAttribute("aria-expanded", folded ? "false" : "true");
+        toggle.textContent = folded ? `More columns (${more})` : "Fewer columns";
+      },
+    }, `More columns (${more})`);
+    return el("div", { className: "grid-box" }, el("div", { className: "grid-tools" }, toggle), wrap);
   }
 
   function cellNode(field, value) {
@@ -689,6 +811,16 @@
     state.job = null;
   }
 
+  /** Stop watching and take the job panel away (another Thing was picked). */
+  function closeJob() {
+    stopJob();
+    const panel = byId("job-panel");
+    panel.replaceChildren();
+    panel.hidden = true;
+    delete panel.dataset.jobId;
+    panel.dataset.state = "closed";
+  }
+
   function watchJob(thing, jobId) {
     stopJob();
     const panel = byId("job-panel");
@@ -702,8 +834,10 @@
       "aria-label": "Devices processed",
       "aria-valuemin": "0",
       "data-testid": "job-progress",
-    }, n.ok = el("span", { className: "bar-ok" }), n.fail = el("span", { className: "bar-fail" }));
+    }, n.ok = el("span", { className: "bar-ok", "data-testid": "job-bar-ok" }),
+    n.fail = el("span", { className: "bar-fail", "data-testid": "job-bar-fail" }));
     n.progressText = el("p", { className: "progress-text", "data-testid": "job-progress-text", text: "Waiting for the first answer…" });
+    n.summary = el("p", { className: "job-summary", "data-testid": "job-summary", hidden: true });
     n.counters = {};
     const counters = el("dl", { className: "counters" });
     for (const [name, label] of COUNTERS) {
@@ -723,6 +857,7 @@
         n.status),
       n.bar,
       n.progressText,
+      n.summary,
       counters,
       n.details,
       n.updated,
@@ -797,23 +932,34 @@
     const failed = Number(row.failedCount) || 0;
     const done = succeeded + failed;
     const terminal = TERMINAL_STATUSES.has(status);
+    // A job that ended failed or cancelled: the devices it never processed count as failed.
+    const endedBadly = terminal && status !== "completed";
     if (total > 0) {
       const share = Math.min(1, done / total);
+      const okShare = Math.min(succeeded, total) / total;
+      const failShare = endedBadly ? 1 - okShare : Math.min(failed, total - Math.min(succeeded, total)) / total;
       n.bar.setAttribute("aria-valuemax", String(total));
       n.bar.setAttribute("aria-valuenow", String(done));
-      n.bar.setAttribute("aria-valuetext", `${done} of ${total} devices processed`);
+      n.bar.setAttribute("aria-valuetext", `${done} of ${total} devices processed: ${succeeded} succeeded, ${failed} failed`);
       n.bar.classList.remove("indeterminate");
-      n.ok.style.width = `${(100 * Math.min(succeeded, total)) / total}%`;
-      n.fail.style.width = `${(100 * Math.min(failed, total - Math.min(succeeded, total))) / total}%`;
+      n.ok.style.width = `${100 * okShare}%`;
+      n.fail.style.width = `${100 * failShare}%`;
+      n.bar.dataset.outcome = failShare > 0 ? (okShare > 0 ? "partial" : "failed") : (okShare > 0 ? "ok" : "none");
       n.progressText.textContent = `${done} of ${total} devices processed (${Math.round(share * 100)} %)`;
     } else {
       n.bar.removeAttribute("aria-valuenow");
       n.bar.setAttribute("aria-valuemax", "1");
+      n.bar.setAttribute("aria-valuetext", terminal ? `${status}, no device` : "not started");
       n.bar.classList.toggle("indeterminate", !terminal);
-      n.ok.style.width = terminal ? "100%" : "0%";
-      n.fail.style.width = "0%";
+      // No device: never a green bar; red when the job failed or was cancelled, grey otherwise.
+      n.ok.style.width = "0%";
+      n.fail.style.width = endedBadly ? "100%" : "0%";
+      n.bar.dataset.outcome = endedBadly ? "failed" : "none";
       n.progressText.textContent = terminal ? "No device was part of this job." : "Waiting for the job to start…";
     }
+    const summary = row.summary ? String(row.summary) : "";
+    showText(n.summary, summary);
+    n.summary.classList.toggle("bad", endedBadly || failed > 0);
     const details = [
       ["type", row.type], ["hub status", row.hubStatus], ["query", row.queryCondition],
       ["start", row.startTime ? isoUtc(row.startTime) : null], ["end", row.endTime ? isoUtc(row.endTime) : null],

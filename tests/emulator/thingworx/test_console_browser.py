@@ -40,6 +40,7 @@ from emulator.thingworx.console import (
 )
 from emulator.thingworx.server import ThingWorxStandIn
 from services import JOB_RESULT_SHAPE, JOB_SHAPE
+from services.shapes import DEVICE_CONNECTION_SHAPE
 from tests.agent.channel.test_client import running
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -153,7 +154,24 @@ EVERY_RESULT = DataShape.of(
 WRAPPERS = Path(__file__).resolve().parents[3] / "config" / "wrappers"
 START_DELAY_S = 5
 FAKE_JOB_ID = "console-job-1"
+GET_JOB_NAME = "AzureIotDeviceJobGetJob"
+FAILED_JOB_ID = "console-job-failed"
 FAKE_DEVICES = ("dev-a", "dev-b", "dev-c")
+# Screenshots: under pytest's tmp_path, or in this folder when CONSOLE_SHOTS is set (how the
+# checked-in tests/emulator/thingworx/screenshots/ were made: they show what the layout
+# assertions expect; the tests compare bounding boxes, never pixels).
+SHOTS = Path(__file__).resolve().parent / "screenshots"
+LAYOUT_VIEWPORT = {"width": 1280, "height": 900}
+RED = "rgb(179, 38, 30)"
+GREEN = "rgb(29, 122, 61)"
+
+
+def shot_path(tmp_path: Path, name: str) -> Path:
+    """Where a screenshot goes: ``screenshots/`` with CONSOLE_SHOTS=1, else ``tmp_path``."""
+    if os.environ.get("CONSOLE_SHOTS"):
+        SHOTS.mkdir(exist_ok=True)
+        return SHOTS / name
+    return tmp_path / name
 
 
 @dataclass
@@ -162,6 +180,11 @@ class FakeThing:
 
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     get_job_calls: int = 0
+    connection_state: str = "Disconnected"
+
+    def echoed(self) -> list[tuple[str, dict[str, Any]]]:
+        """The calls of EchoEveryType (the console also reads the device's state on its own)."""
+        return [c for c in self.calls if c[0] == "EchoEveryType"]
 
     def registry(self) -> ThingRegistry:
         registry = ThingRegistry(JobSettings(call_deadline=10.0))
@@ -207,6 +230,43 @@ class FakeThing:
         add(
             THING,
             RemoteService(
+                "StartFailedJob",
+                "a job that fails before any device",
+                DataShape(()),
+                BaseType.INFOTABLE,
+                JOB_SHAPE,
+                self.start_failed_job,
+            ),
+        )
+        add(
+            THING,
+            RemoteService(
+                "AzureIotDeviceJobFindJobs",
+                "jobs, newest first, at most maxRows",
+                DataShape.of(
+                    F("type", BaseType.STRING, "twinUpdate or deviceMethod (default: any)"),
+                    F("status", BaseType.STRING, "a job status"),
+                    F("maxRows", BaseType.INTEGER, "the most jobs", {"defaultValue": 50}),
+                ),
+                BaseType.INFOTABLE,
+                JOB_SHAPE,
+                self.find_jobs,
+            ),
+        )
+        add(
+            THING,
+            RemoteService(
+                "AzureIotDeviceGetConnectionState",
+                "the twin's connectionState",
+                DataShape(()),
+                BaseType.INFOTABLE,
+                DEVICE_CONNECTION_SHAPE,
+                self.connection,
+            ),
+        )
+        add(
+            THING,
+            RemoteService(
                 "AzureIotDeviceJobQueryJobResults",
                 "per-device rows of the fake job",
                 DataShape.of(F("query", BaseType.STRING, "", {"isRequired": True})),
@@ -245,7 +305,50 @@ class FakeThing:
             "failedCount": failed,
             "runningCount": 0 if done == total else 1,
             "pendingCount": total - done - (0 if done == total else 1),
+            "summary": f"{'completed' if done == total else 'running'}: "
+            f"{succeeded} succeeded, {failed} failed",
         }
+
+    def _failed_row(self) -> dict[str, Any]:
+        return {
+            "jobId": FAILED_JOB_ID,
+            "type": "deviceMethod",
+            "status": "failed",
+            "hubStatus": "failed",
+            "queryCondition": "deviceId = 'nobody'",
+            "deviceCount": 0,
+            "succeededCount": 0,
+            "failedCount": 0,
+            "runningCount": 0,
+            "pendingCount": 0,
+            "failureReason": "the hub stopped the job",
+            "summary": "failed: no device",
+        }
+
+    async def start_failed_job(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, {}))
+        return InfoTable(JOB_SHAPE, [self._failed_row()])
+
+    async def find_jobs(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, dict(call.inputs)))
+        rows = [
+            {
+                **self._job_row(3),
+                "jobId": f"job-{n:02d}-{'x' * 30}",
+                "createdTime": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC) - timedelta(minutes=n),
+                "methodName": "reboot",
+                "payload": {"delaySeconds": 5, "reason": "a long enough reason to be wide"},
+                "statusMessage": "a status message that is long enough to widen its column",
+                "warnings": "startTime was in the past and was sent as now",
+            }
+            for n in range(5)
+        ]
+        return InfoTable(JOB_SHAPE, rows[: call.inputs["maxRows"]])
+
+    async def connection(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, {}))
+        row = {"deviceId": THING, "connectionState": self.connection_state, "status": "enabled"}
+        return InfoTable(DEVICE_CONNECTION_SHAPE, [row])
 
     async def start_job(self, call: ServiceCall) -> InfoTable:
         self.calls.append((call.service, {}))
@@ -253,6 +356,11 @@ class FakeThing:
 
     async def get_job(self, call: ServiceCall) -> InfoTable:
         self.calls.append((call.service, dict(call.inputs)))
+        if call.inputs["jobId"].startswith("job-"):  # one of FindJobs' jobs: ended
+            return InfoTable(JOB_SHAPE, [{**self._job_row(3), "jobId": call.inputs["jobId"]}])
+        if call.inputs["jobId"] == FAILED_JOB_ID:
+            self.get_job_calls += 1
+            return InfoTable(JOB_SHAPE, [self._failed_row()])
         if call.inputs["jobId"] != FAKE_JOB_ID:
             raise ServiceError(f"no job {call.inputs['jobId']}", Status.NOT_FOUND)
         self.get_job_calls += 1
@@ -271,6 +379,7 @@ class FakeThing:
                     "status": "failed" if device == "dev-c" else "completed",
                     "lastUpdatedTime": at,
                     "errorCode": "DeviceNotFound" if device == "dev-c" else None,
+                    "errorDescription": "not registered" if device == "dev-c" else None,
                 }
                 for device in FAKE_DEVICES
             ],
@@ -328,6 +437,22 @@ async def open_service(page: Any, thing: str, service: str) -> Any:
     return form
 
 
+async def open_console(console: Console, tab: Tab, *, layout: bool = False) -> Any:
+    """The console opened with the key in the URL (at the layout viewport if ``layout``)."""
+    page = tab.page
+    if layout:
+        await page.set_viewport_size(LAYOUT_VIEWPORT)
+    await page.goto(f"{console.url}#appKey={APP_KEY}")
+    return page
+
+
+async def run_service(page: Any, thing: str, service: str) -> Any:
+    """Open a service's form and run it with its defaults; the form."""
+    form = await open_service(page, thing, service)
+    await form.get_by_test_id("run").click()
+    return form
+
+
 def cell(page: Any, grid: str, column: str, row: int = 0) -> Any:
     return page.get_by_test_id(f"{grid}-row").nth(row).locator(f'td[data-col="{column}"]')
 
@@ -356,7 +481,7 @@ async def test_key_things_typed_form_and_result_grid(
     # Things with their connection state.
     thing = page.get_by_test_id(f"thing-{THING}")
     await expect(thing).to_have_attribute("data-connected", "true")
-    await expect(thing.get_by_test_id("thing-state")).to_have_text("connected")
+    await expect(thing.get_by_test_id("thing-state")).to_have_text("bound")
     await expect(page.get_by_test_id(f"thing-{GATEWAY}")).to_be_visible()
 
     # Services from ServiceDefinitions, and a form typed per input.
@@ -404,7 +529,7 @@ async def test_key_things_typed_form_and_result_grid(
     await expect(form.get_by_test_id("input-error-text")).to_contain_text("required")
     await expect(form.get_by_test_id("input-doc")).to_have_attribute("aria-invalid", "true")
     await expect(form.get_by_test_id("form-error")).to_contain_text("Nothing was sent")
-    assert console.thing.calls == []
+    assert console.thing.echoed() == []
 
     # Valid inputs are sent typed and the result InfoTable shows as a grid.
     await form.get_by_test_id("input-text").fill("héllo <b>")
@@ -416,7 +541,7 @@ async def test_key_things_typed_form_and_result_grid(
     await form.get_by_test_id("run").click()
     await expect(page.get_by_test_id("result-status")).to_contain_text("HTTP 200")
     await expect(form.get_by_test_id("input-error-doc")).to_be_hidden()
-    assert console.thing.calls == [
+    assert console.thing.echoed() == [
         (
             "EchoEveryType",
             {
@@ -488,10 +613,8 @@ async def test_app_key_in_url_fragment_and_offline_thing(console: Console, tab: 
 async def test_job_watch_polls_until_done_then_loads_device_results(
     console: Console, tab: Tab, tmp_path: Path
 ) -> None:
-    page = tab.page
-    await page.goto(f"{console.url}#appKey={APP_KEY}")
-    form = await open_service(page, THING, "StartFakeJob")
-    await form.get_by_test_id("run").click()
+    page = await open_console(console, tab)
+    await run_service(page, THING, "StartFakeJob")
     await expect(cell(page, "result-grid", "status")).to_have_text("pending")
     await page.get_by_test_id("watch-job").click()
 
@@ -536,6 +659,217 @@ async def test_job_watch_polls_until_done_then_loads_device_results(
     await asyncio.sleep(1.5)
     assert console.thing.get_job_calls == polls_at_end, "polling must stop once the job ended"
     await page.screenshot(path=str(tmp_path / "console-job.png"), full_page=True)
+    tab.assert_no_script_errors()
+
+
+# -- layout and outcomes (issue 13) ------------------------------------------------------------
+
+
+async def box(locator: Any) -> dict[str, float]:
+    """The bounding box of a visible element (x, y, width, height in CSS pixels)."""
+    await expect(locator).to_be_visible()
+    found = await locator.bounding_box()
+    assert found is not None, "the element has no box"
+    return dict(found)
+
+
+def inside(inner: dict[str, float], outer: dict[str, float], what: str) -> None:
+    """``inner`` lies within ``outer`` (1 px of rounding allowed)."""
+    assert inner["x"] >= outer["x"] - 1, f"{what} starts left of its panel: {inner} {outer}"
+    assert inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1, (
+        f"{what} is wider than its panel: {inner} {outer}"
+    )
+
+
+async def visible_headers(grid: Any) -> list[str]:
+    names: list[str] = await grid.locator("thead th").evaluate_all(
+        "ths => ths.filter(th => th.offsetParent !== null).map(th => "
+        "(th.querySelector('.col-name') || th).textContent.trim())"
+    )
+    return names
+
+
+async def test_result_grids_keep_what_matters_in_view(
+    console: Console, tab: Tab, tmp_path: Path
+) -> None:
+    page = await open_console(console, tab, layout=True)
+    await run_service(page, THING, "AzureIotDeviceJobFindJobs")
+    grid = page.get_by_test_id("result-grid")
+    await expect(grid.get_by_test_id("result-grid-row")).to_have_count(5)
+
+    # The row action comes first, then the columns that matter; the other 19 wait.
+    assert await visible_headers(grid) == ["Job", "status", "jobId", "summary", "type"]
+    first_cell = page.get_by_test_id("result-grid-row").nth(0).locator("td").first
+    await expect(first_cell.get_by_test_id("watch-job")).to_be_visible()
+    panel = await box(page.locator("#call-panel"))
+    table = await box(grid)
+    inside(table, panel, "the folded job grid")
+    inside(await box(page.get_by_test_id("watch-job").first), panel, "the Watch button")
+    scroll = await page.get_by_test_id("result-grid-wrap").evaluate(
+        "w => [w.scrollWidth, w.clientWidth]"
+    )
+    assert scroll[0] <= scroll[1], f"the folded grid scrolls sideways: {scroll}"
+    await page.screenshot(path=str(shot_path(tmp_path, "console-grid-folded.png")))
+
+    # "More columns" shows every column, in the wrap, which stays inside the panel.
+    toggle = page.get_by_test_id("result-grid-more-columns")
+    await expect(toggle).to_have_attribute("aria-expanded", "false")
+    await toggle.click()
+    await expect(toggle).to_have_attribute("aria-expanded", "true")
+    shown = await visible_headers(grid)
+    assert len(shown) == 1 + len(JOB_SHAPE.fields), shown
+    assert shown[:4] == ["Job", "status", "jobId", "summary"]
+    inside(await box(page.get_by_test_id("result-grid-wrap")), panel, "the unfolded grid's frame")
+    await page.screenshot(path=str(shot_path(tmp_path, "console-grid-more.png")))
+
+    # Per-device results: deviceId, status, errorCode, errorDescription first.
+    await page.get_by_test_id("watch-job").first.click()
+    job = page.get_by_test_id("job-panel")
+    await page.get_by_test_id(f"service-{GET_JOB_NAME}").click()  # the panel stays
+    await expect(job).to_be_visible()
+    await expect(job.get_by_test_id("job-status")).to_have_text("completed", timeout=15_000)
+    await job.get_by_test_id("load-results").click()
+    results = job.get_by_test_id("job-results")
+    await expect(results.get_by_test_id("job-results-row")).to_have_count(3)
+    assert (await visible_headers(results))[:4] == [
+        "deviceId",
+        "status",
+        "errorCode",
+        "errorDescription",
+    ]
+    inside(await box(results), await box(job), "the per-device grid")
+    inside(await box(job), panel, "the job panel")
+    await page.screenshot(path=str(shot_path(tmp_path, "console-grid-results.png")), full_page=True)
+    tab.assert_no_script_errors()
+
+
+async def test_job_panel_closes_when_another_thing_is_picked(console: Console, tab: Tab) -> None:
+    page = await open_console(console, tab)
+    await run_service(page, THING, "StartFakeJob")
+    await page.get_by_test_id("watch-job").click()
+    panel = page.get_by_test_id("job-panel")
+    await expect(panel.get_by_test_id("job-id")).to_have_text(FAKE_JOB_ID)
+    await expect(panel.get_by_test_id("job-succeededCount")).to_have_text("1")
+
+    await page.get_by_test_id(f"thing-{GATEWAY}").click()
+    await expect(panel).to_be_hidden()
+    await expect(page.get_by_test_id("job-id")).to_have_count(0)
+    polls = console.thing.get_job_calls
+    await asyncio.sleep(1.5)
+    assert console.thing.get_job_calls == polls, "the closed panel must stop polling GetJob"
+    # Back on the Thing: no stale job panel.
+    await page.get_by_test_id(f"thing-{THING}").click()
+    await expect(panel).to_be_hidden()
+    tab.assert_no_script_errors()
+
+
+async def test_badges_tell_bound_from_device_online(
+    console: Console, tab: Tab, tmp_path: Path
+) -> None:
+    page = await open_console(console, tab, layout=True)
+    await page.get_by_test_id(f"thing-{THING}").click()
+    bound = page.get_by_test_id("bound-state")
+    device = page.get_by_test_id("device-state")
+    await expect(bound).to_have_text("bound")
+    await expect(device).to_have_text("device offline")
+    await expect(device).to_have_attribute("data-connection-state", "Disconnected")
+    services_panel = await box(page.locator(".services-panel"))
+    inside(await box(device), services_panel, "the device badge")
+    await page.screenshot(path=str(shot_path(tmp_path, "console-badges.png")))
+
+    console.thing.connection_state = "Connected"
+    await page.get_by_test_id("refresh-things").click()
+    await expect(device).to_have_text("device online")
+    await expect(bound).to_have_text("bound")
+
+    # A Thing without the service (the gateway) has no device badge: only "bound".
+    await page.get_by_test_id(f"thing-{GATEWAY}").click()
+    await expect(bound).to_have_text("bound")
+    await expect(device).to_be_hidden()
+
+    # The agent goes away: the Thing is no longer bound.
+    await console.client.stop()
+    await page.get_by_test_id("refresh-things").click()
+    await expect(bound).to_have_text("not bound")
+    tab.assert_no_script_errors()
+
+
+async def test_find_jobs_filters_as_inputs_newest_first_limited(console: Console, tab: Tab) -> None:
+    page = await open_console(console, tab)
+    form = await open_service(page, THING, "AzureIotDeviceJobFindJobs")
+    status = form.get_by_test_id("input-status")
+    assert await status.evaluate("e => e.tagName.toLowerCase()") == "select"
+    options = await status.locator("option").evaluate_all("os => os.map(o => o.value)")
+    assert options == ["", "scheduled", "pending", "running", "completed", "failed", "cancelled"]
+    kinds = (
+        await form.get_by_test_id("input-type")
+        .locator("option")
+        .evaluate_all("os => os.map(o => o.value)")
+    )
+    assert kinds == ["", "twinUpdate", "deviceMethod"]
+    await expect(form.get_by_test_id("input-maxRows")).to_have_value("50")
+    await status.select_option("failed")
+    await form.get_by_test_id("input-maxRows").fill("3")
+    await form.get_by_test_id("run").click()
+    await expect(page.get_by_test_id("result-status")).to_contain_text("newest first")
+    await expect(page.get_by_test_id("result-grid-row")).to_have_count(3)
+    await expect(page.get_by_test_id("result-limited")).to_contain_text("maxRows 3")
+    found = [inputs for name, inputs in console.thing.calls if name.endswith("FindJobs")]
+    assert found == [{"status": "failed", "maxRows": 3}], "'any' type must not be sent"
+
+    await status.select_option("")
+    await form.get_by_test_id("input-maxRows").fill("10")
+    await form.get_by_test_id("run").click()
+    await expect(page.get_by_test_id("result-grid-row")).to_have_count(5)
+    await expect(page.get_by_test_id("result-limited")).to_have_count(0)
+    tab.assert_no_script_errors()
+
+
+async def fill_colour(locator: Any) -> str:
+    colour: str = await locator.evaluate("e => getComputedStyle(e).backgroundColor")
+    return colour
+
+
+async def test_failed_part_of_the_progress_bar_is_red(
+    console: Console, tab: Tab, tmp_path: Path
+) -> None:
+    page = await open_console(console, tab, layout=True)
+
+    # A failed job with 0 devices: a red bar, never a green one.
+    await run_service(page, THING, "StartFailedJob")
+    await page.get_by_test_id("watch-job").click()
+    panel = page.get_by_test_id("job-panel")
+    await expect(panel.get_by_test_id("job-status")).to_have_text("failed")
+    bar = panel.get_by_test_id("job-progress")
+    await expect(bar).to_have_attribute("data-outcome", "failed")
+    whole = await box(bar)
+    assert (await panel.get_by_test_id("job-bar-ok").bounding_box() or {"width": 0})[
+        "width"
+    ] == 0, "no green part"
+    red = await box(panel.get_by_test_id("job-bar-fail"))
+    assert red["width"] >= whole["width"] - 3, (red, whole)
+    assert await fill_colour(panel.get_by_test_id("job-bar-fail")) == RED
+    await expect(panel.get_by_test_id("job-summary")).to_have_text("failed: no device")
+    await expect(panel.get_by_test_id("job-summary")).to_have_class(re.compile(r"\bbad\b"))
+    await page.screenshot(path=str(shot_path(tmp_path, "console-job-failed.png")))
+
+    # Completed with 1 of 3 devices failed: a third of the bar red, two thirds green.
+    await run_service(page, THING, "StartFakeJob")
+    await page.get_by_test_id("watch-job").click()
+    await expect(panel.get_by_test_id("job-status")).to_have_text("completed", timeout=15_000)
+    await expect(bar).to_have_attribute("data-outcome", "partial")
+    await expect(panel.get_by_test_id("job-summary")).to_have_text(
+        "completed: 2 succeeded, 1 failed"
+    )
+    whole = await box(bar)
+    green = await box(panel.get_by_test_id("job-bar-ok"))
+    red = await box(panel.get_by_test_id("job-bar-fail"))
+    assert abs(red["width"] - whole["width"] / 3) <= 3, (red, whole)
+    assert abs(green["width"] - 2 * whole["width"] / 3) <= 3, (green, whole)
+    assert red["x"] >= green["x"] + green["width"] - 1, "red follows green"
+    assert await fill_colour(panel.get_by_test_id("job-bar-fail")) == RED
+    assert await fill_colour(panel.get_by_test_id("job-bar-ok")) == GREEN
+    await page.screenshot(path=str(shot_path(tmp_path, "console-job-partial.png")))
     tab.assert_no_script_errors()
 
 
@@ -658,6 +992,12 @@ async def test_full_stack_twin_job_watched_to_completion(tab: Tab, tmp_path: Pat
         desired = hub.registry.get_twin("device-0005")["properties"]["desired"]
         assert desired["telemetryInterval"] == 30
         assert hub.registry.get_twin("device-0004").get("tags", {}) == {}
+        # The real AzureIotDeviceGetConnectionState: device-0001 is bound and online. Another
+        # Thing closes the job panel.
+        await page.get_by_test_id("thing-device-0001").click()
+        await expect(page.get_by_test_id("bound-state")).to_have_text("bound")
+        await expect(page.get_by_test_id("device-state")).to_have_text("device online")
+        await expect(panel).to_be_hidden()
         await page.screenshot(path=str(tmp_path / "console-full-stack.png"), full_page=True)
         tab.assert_no_script_errors()
 
