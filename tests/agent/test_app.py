@@ -75,10 +75,11 @@ async def test_start_log_says_which_row_reader_runs() -> None:
     compiler (pure-Python reader, about 2.4 times slower decoding) shows in the log."""
     from agent.alwayson import ACCELERATED
 
-    app = AgentApp(_settings())
+    app = AgentApp(_settings(), health=False)
     app.channel.run = _return_at_once  # type: ignore[method-assign]
     with structlog.testing.capture_logs() as logs:
-        await app.run()
+        async with app:
+            pass
     start = next(entry for entry in logs if entry["event"] == "agent starting")
     assert start["row_reader"].startswith("on" if ACCELERATED else "off")
 
