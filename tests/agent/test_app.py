@@ -13,9 +13,9 @@ from agent.iothub import IotHubError
 from agent.registry import DEFAULT_VALUE_ASPECT, IS_REQUIRED_ASPECT
 from agent.settings import IotHubSettings, JobSettings, Settings, ThingWorxSettings
 from services import JOB_SERVICE_NAMES
+from tests.support.settings import CATALOGUE
 from wrappers import WrapperConfigError
 
-CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
 HUB = "HostName=127.0.0.1:1;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5"
 
 
