@@ -6,9 +6,9 @@ package runs from a source tree that is not installed, the version in ``pyprojec
 
 from __future__ import annotations
 
+import pathlib
 import re
 from importlib import metadata
-from pathlib import Path
 
 __all__ = ["DISTRIBUTION", "__version__"]
 
@@ -20,7 +20,7 @@ def _version() -> str:
     try:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
-        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        pyproject = pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml"
         try:
             found = re.search(r'(?m)^version\s*=\s*"([^"]+)"', pyproject.read_text("utf-8"))
         except OSError:

@@ -7,7 +7,9 @@
 - :mod:`agent.cli.call`: ``call``, the REST client that follows jobs;
 - :mod:`agent.cli.tables`: InfoTables as rich tables.
 
-This module holds :func:`main` (the ``jobs-agent`` entry point) and nothing else of its own.
+- :mod:`agent.cli.entry`: :func:`main`, the ``jobs-agent`` entry point (``agent.cli:main``).
+
+This module only re-exports the public names.
 
 Sub-commands: ``run`` (the agent; with nothing configured, the embedded run against the bundled
 IoT Hub emulator and ThingWorx stand-in), ``check`` (validate the configuration and reach both
@@ -32,15 +34,6 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from collections.abc import Sequence
-from pathlib import Path
-
-from pydantic import ValidationError
-from rich.console import Console
-
 from agent.cli.args import (
     APP_KEY_ENV,
     EXIT_DEVICES_FAILED,
@@ -55,10 +48,9 @@ from agent.cli.args import (
 )
 from agent.cli.call import CallFailed, WaitTimeout, call, call_service
 from agent.cli.check import check
+from agent.cli.entry import main
 from agent.cli.run import KEY_GENERATED, embedded_app_key, run
 from agent.cli.tables import infotable_table
-from agent.logsetup import configure_logging
-from agent.settings import Settings, load_settings, settings_errors
 
 __all__ = [
     "APP_KEY_ENV",
@@ -82,41 +74,3 @@ __all__ = [
     "rest_root",
     "run",
 ]
-
-_PIPED_WIDTH = 160
-
-
-def _load(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except FileNotFoundError as exc:
-        print(f"jobs-agent: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except ValidationError as exc:
-        for line in settings_errors(exc, config):
-            print(f"jobs-agent: configuration error: {line}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``jobs-agent`` console script; returns the exit status."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command == "call" and all("=" in e and not e.startswith("-") for e in extra):
-            args.inputs = [*args.inputs, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    settings = _load(args.config)
-    # Piped output (a file, a CI log) gets wide tables instead of rich's 80 columns.
-    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    console = Console(soft_wrap=True, width=_PIPED_WIDTH if piped else None)
-    if args.command == "run":
-        configure_logging(settings.log.level, settings.log.format)
-        return asyncio.run(run(settings, console))
-    if args.command == "check":
-        level = "DEBUG" if settings.log.level == "DEBUG" else "WARNING"
-        configure_logging(level, settings.log.format)
-        return asyncio.run(check(settings, console, force_bind=args.bind))
-    configure_logging("WARNING", settings.log.format)
-    return asyncio.run(call(settings, args, console))
