@@ -54,7 +54,7 @@ STANDIN_APP_KEY = "test-app-key-0123"  # tests/emulator/thingworx/conftest.py's 
 def settings(url: str, **overrides: Any) -> ThingWorxSettings:
     """``[thingworx]`` for a test server at ``url`` (app key ``test-key``, gateway Thing
     ``AzureIotHub``)."""
-    return thingworx_settings(url, "test-key", GATEWAY, **overrides)
+    return thingworx_settings(url, **{"app_key": "test-key", "gateway_thing": GATEWAY, **overrides})
 
 
 def make_registry(*things: str) -> ThingRegistry:
@@ -142,7 +142,8 @@ EVERY_TYPE = DataShape.of(
 
 def standin_settings(url: str, **overrides: Any) -> ThingWorxSettings:
     """``[thingworx]`` for the stand-in at ``url`` (its test app key, gateway Thing ``Gw``)."""
-    return thingworx_settings(url, STANDIN_APP_KEY, STANDIN_GATEWAY, **overrides)
+    values = {"app_key": STANDIN_APP_KEY, "gateway_thing": STANDIN_GATEWAY, **overrides}
+    return thingworx_settings(url, **values)
 
 
 def standin_registry() -> ThingRegistry:

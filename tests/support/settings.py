@@ -23,12 +23,11 @@ EMBEDDED_APP_KEY = "embedded-test-key"
 """The stand-in's app key in the tests of the embedded run."""
 
 
-def thingworx_settings(url: str, app_key: str, gateway: str, **overrides: Any) -> ThingWorxSettings:
-    """``[thingworx]`` for a test server at ``url``: 2 s timeouts, quick reconnects."""
+def thingworx_settings(url: str, **overrides: Any) -> ThingWorxSettings:
+    """``[thingworx]`` for a test server at ``url``: 2 s timeouts, quick reconnects; ``overrides``
+    (``app_key``, ``gateway_thing``, ...) applied."""
     values: dict[str, Any] = {
         "url": url,
-        "app_key": app_key,
-        "gateway_thing": gateway,
         "connect_timeout": 2.0,
         "auth_timeout": 2.0,
         "reconnect_initial_delay": 0.05,
