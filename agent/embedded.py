@@ -12,9 +12,13 @@ certificate still name ``embedded.host``: the address clients use.
 and app key, the emulator's owner connection string and CA file, and a device Thing per simulated
 device.
 
+The embedded run's composition root is :class:`EmbeddedRun`: ``async with EmbeddedRun(settings,
+app_key) as app`` starts the ends, then the same :class:`~agent.app.AgentApp` as a configured run,
+on :meth:`EmbeddedEnds.agent_settings`; leaving it stops the agent, then the ends.
+
 Rules: nothing here touches the process environment (settings objects are passed); every part
 that started is stopped by :meth:`EmbeddedEnds.stop`, in reverse order, even when a later part
-failed to start; the agent itself is the caller's (it runs ``AgentApp`` on these settings).
+failed to start; the agent is assembled by :class:`~agent.app.AgentApp` alone.
 """
 
 from __future__ import annotations
@@ -27,17 +31,19 @@ from types import TracebackType
 import structlog
 from pydantic import SecretStr
 
+from agent.app import AgentApp
+from agent.errors import AgentError
 from agent.settings import EmbeddedSettings, Settings
 from emulator.iothub import IoTHubEmulator
 from emulator.iothub.fleet import Fleet, FleetError
 from emulator.thingworx.server import ThingWorxStandIn
 
-__all__ = ["EmbeddedEnds", "EmbeddedError", "EmbeddedInfo", "new_app_key"]
+__all__ = ["EmbeddedEnds", "EmbeddedError", "EmbeddedInfo", "EmbeddedRun", "new_app_key"]
 
 _log = structlog.get_logger("agent.embedded")
 
 
-class EmbeddedError(Exception):
+class EmbeddedError(AgentError):
     """An embedded end could not start (port taken, fleet refused...): the message says which."""
 
 
@@ -230,3 +236,50 @@ class EmbeddedEnds:
             }
         )
         return settings.model_copy(update={"thingworx": thingworx, "iothub": iothub})
+
+
+class EmbeddedRun:
+    """The embedded run's root: the two ends, then :class:`~agent.app.AgentApp` on settings
+    pointing at them, as one async context manager that gives the app.
+
+    Args:
+        settings: the configured settings (``[embedded]`` and everything the agent keeps).
+        app_key: the stand-in's application key.
+
+    Raises:
+        EmbeddedError: (on entering) an end could not start.
+        agent.errors.AgentError: (on entering) what :class:`~agent.app.AgentApp` raises; the ends
+            are stopped again.
+    """
+
+    def __init__(self, settings: Settings, app_key: str) -> None:
+        self._settings = settings
+        self.ends = EmbeddedEnds(settings.embedded, app_key)
+        self.app: AgentApp | None = None
+        self.started = False
+        """True once the ends have started (the run has something to stop)."""
+
+    async def __aenter__(self) -> AgentApp:
+        await self.ends.start()
+        self.started = True
+        try:
+            app = AgentApp(self.ends.agent_settings(self._settings))
+            await app.__aenter__()
+        except BaseException:
+            await self.ends.stop()
+            raise
+        self.app = app
+        return app
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        app, self.app = self.app, None
+        try:
+            if app is not None:
+                await app.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.ends.stop()

@@ -4,7 +4,8 @@
 channel's state, last error and counters (:class:`~agent.channel.ChannelStats`) and the IoT
 Hub's health as seen by a :class:`HubProbe`, which makes one cheap read on the hub (list at most
 one job) every ``health.probe_interval`` seconds and keeps the time of the last success and the
-last error.
+last error. In the agent, :class:`~agent.app.AgentApp` makes the server, calls
+:meth:`HealthServer.listen` and runs :meth:`HealthServer.run` (probe and sampler) in its TaskGroup.
 
 Rules:
 - The hub's reachability is the outcome of the newest of: the last probe, and the agent's own
@@ -46,6 +47,7 @@ import structlog
 from aiohttp import web
 
 from agent.channel import ChannelState, ChannelStats, StatsSnapshot
+from agent.errors import AgentError
 from agent.iothub import IotHubClient, IotHubError, LoadCounters
 from agent.settings import HealthSettings
 
@@ -53,6 +55,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "ChannelView",
     "HealthServer",
+    "HealthUnavailable",
     "HubActivity",
     "HubHealth",
     "HubProbe",
@@ -85,6 +88,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 _SAMPLE_INTERVAL = 1.0  # how often the histogram folds in new latencies between scrapes
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HealthUnavailable(AgentError):
+    """The health endpoint cannot listen: the message names the address and what to set."""
 
 
 class ChannelView(Protocol):
@@ -605,8 +612,8 @@ class HealthServer:
         """``http://host:port``."""
         return f"http://{self._settings.host}:{self.port}"
 
-    async def start(self) -> int:
-        """Listen, and start probing the hub and sampling latencies.
+    async def listen(self) -> int:
+        """Listen on ``health.host:health.port`` (the probe is not started: see :meth:`run`).
 
         Returns:
             The bound port.
@@ -626,15 +633,31 @@ class HealthServer:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
-        self._tasks = [
-            asyncio.create_task(self.probe.run(), name="hub-probe"),
-            asyncio.create_task(self._sample(), name="latency-sampler"),
-        ]
         _log.info("health endpoint listening", url=self.url)
         return self._port
 
+    async def run(self) -> None:
+        """Probe the hub and sample latencies until cancelled (the agent's TaskGroup owns it)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.probe.run(), name="hub-probe")
+            group.create_task(self._sample(), name="latency-sampler")
+
+    async def start(self) -> int:
+        """:meth:`listen`, and :meth:`run` in a task of its own until :meth:`stop` (for a server
+        used without :class:`~agent.app.AgentApp`).
+
+        Returns:
+            The bound port.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        port = await self.listen()
+        self._tasks = [asyncio.create_task(self.run(), name="health")]
+        return port
+
     async def stop(self) -> None:
-        """Stop the background tasks and the server."""
+        """Stop the background task :meth:`start` started, and the server."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

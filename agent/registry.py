@@ -50,6 +50,7 @@ from agent.alwayson import (
     coerce_value,
     metadata_json,
 )
+from agent.errors import AgentError
 from agent.settings import JobSettings
 
 __all__ = [
@@ -90,11 +91,11 @@ ACCEPTED_INPUT_TYPES: Mapping[BaseType, frozenset[BaseType]] = MappingProxyType(
 """Declared base type → other cell types accepted for it (besides itself, NOTHING, VARIANT)."""
 
 
-class RegistryError(Exception):
+class RegistryError(AgentError):
     """A Thing or service declaration the registry refuses (a programming mistake)."""
 
 
-class ServiceError(Exception):
+class ServiceError(AgentError):
     """A service call that failed: what handlers raise, and what :meth:`ThingRegistry.dispatch`
     raises for every failure. The channel sends ``status`` and ``message`` to the caller.
 

@@ -65,10 +65,11 @@ from benchmarks.chain_agent import (
     CONNECTION_ENV,
     ECHO_SERVICE,
     GATEWAY,
-    build_agent,
+    add_echo,
     sdk_latencies,
     time_get_job,
 )
+from tests.support.chain import AgentChain
 
 JOB_ID = "bench-job"
 APP_KEY = "bench-app-key"
@@ -107,32 +108,12 @@ def _pct(values: Latencies, q: float) -> float:
 
 @contextlib.asynccontextmanager
 async def one_process(tmp: Path) -> AsyncIterator[Ends]:
-    """Hub, stand-in and agent in this process and event loop."""
-    from emulator.iothub import IoTHubEmulator
-    from emulator.thingworx.server import ThingWorxStandIn
-
-    async with contextlib.AsyncExitStack() as stack:
-        hub = IoTHubEmulator(tmp / "hub", host="127.0.0.1", rest_port=0, mqtt_port=0, tier=None)
-        await hub.start()
-        stack.push_async_callback(hub.stop)
-        hub.ensure_devices(1)
-        standin = ThingWorxStandIn(APP_KEY, host="127.0.0.1", port=0, call_timeout=60.0)
-        await standin.start()
-        stack.push_async_callback(standin.stop)
-        app = build_agent(
-            standin.ws_url, APP_KEY, hub.owner_connection_string, str(hub.ca_pem_path)
-        )
+    """Hub, stand-in and agent in this process and event loop (tests/support's AgentChain)."""
+    async with AgentChain(
+        tmp, devices=1, fleet=False, mqtt_port=0, tier=None, prepare=add_echo, app_key=APP_KEY
+    ) as chain:
+        hub, standin, app = chain.hub, chain.standin, chain.app
         inner = time_get_job(app)
-        task = asyncio.create_task(app.run())
-
-        async def stop_app() -> None:
-            await app.stop()
-            async with asyncio.timeout(10):
-                await task
-
-        stack.push_async_callback(stop_app)
-        await app.wait_ready(_START_TIMEOUT)
-        await standin.wait_metadata(GATEWAY, _START_TIMEOUT)
 
         async def latencies(n: int) -> Latencies:
             return list(app.channel.stats.latencies)[-n:]

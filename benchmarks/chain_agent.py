@@ -33,22 +33,18 @@ import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
-
-from pydantic import SecretStr
 
 from agent.alwayson import BaseType, DataShape, FieldDefinition
 from agent.app import AgentApp
 from agent.iothub import Job
 from agent.logsetup import configure_logging
 from agent.registry import RemoteService, ServiceCall
-from agent.settings import IotHubSettings, JobSettings, Settings, ThingWorxSettings
+from tests.support.settings import CATALOGUE, chain_settings
 
-__all__ = ["ECHO_SERVICE", "GATEWAY", "build_agent", "main", "time_get_job"]
+__all__ = ["ECHO_SERVICE", "GATEWAY", "add_echo", "build_agent", "main", "time_get_job"]
 
 GATEWAY = "AzureIotHub"
 ECHO_SERVICE = "BenchEcho"
-CATALOGUE = Path(__file__).resolve().parents[1] / "config" / "wrappers"
 APP_KEY_ENV = "BENCH_APP_KEY"
 CONNECTION_ENV = "BENCH_IOTHUB_CONNECTION"
 _READY_TIMEOUT = 20.0
@@ -59,37 +55,8 @@ async def _echo(call: ServiceCall) -> str:
     return str(call.inputs.get("value", ""))
 
 
-def build_agent(
-    ws_url: str, app_key: str, connection_string: str, ca_file: str, *, workers: int = 16
-) -> AgentApp:
-    """The agent the benchmark runs: the gateway Thing with its services, plus ``BenchEcho``.
-
-    Args:
-        ws_url: the stand-in's AlwaysOn URL (``ws://host:port/Thingworx/WS``).
-        app_key: the stand-in's application key.
-        connection_string: the IoT Hub owner connection string.
-        ca_file: the hub's CA (PEM file).
-        workers: IoT Hub worker threads.
-    """
-    settings = Settings(
-        thingworx=ThingWorxSettings(
-            url=ws_url,
-            app_key=SecretStr(app_key),
-            gateway_thing=GATEWAY,
-            connect_timeout=5.0,
-            auth_timeout=5.0,
-            reconnect_initial_delay=0.1,
-            reconnect_max_delay=0.5,
-        ),
-        iothub=IotHubSettings(
-            connection_string=SecretStr(connection_string),
-            ca_file=ca_file,
-            request_timeout=15.0,
-            workers=workers,
-        ),
-        jobs=JobSettings(wrappers_dir=str(CATALOGUE)),
-    )
-    app = AgentApp(settings)
+def add_echo(app: AgentApp) -> None:
+    """Add ``BenchEcho`` (one STRING input ``value``, answered as it came) to the gateway Thing."""
     app.registry.add_service(
         GATEWAY,
         RemoteService(
@@ -101,6 +68,32 @@ def build_agent(
             _echo,
         ),
     )
+
+
+def build_agent(
+    ws_url: str, app_key: str, connection_string: str, ca_file: str, *, workers: int = 16
+) -> AgentApp:
+    """The agent the benchmark runs: the gateway Thing with its services, plus ``BenchEcho``;
+    the settings are the chain's (tests/support/settings.py), as the in-process layout has them.
+
+    Args:
+        ws_url: the stand-in's AlwaysOn URL (``ws://host:port/Thingworx/WS``).
+        app_key: the stand-in's application key.
+        connection_string: the IoT Hub owner connection string.
+        ca_file: the hub's CA (PEM file).
+        workers: IoT Hub worker threads.
+    """
+    settings = chain_settings(
+        ws_url,
+        app_key,
+        connection_string,
+        ca_file,
+        gateway=GATEWAY,
+        wrappers_dir=CATALOGUE,
+        iothub={"workers": workers},
+    )
+    app = AgentApp(settings)
+    add_echo(app)
     return app
 
 
@@ -143,12 +136,11 @@ async def _serve(args: argparse.Namespace) -> None:
         workers=args.workers,
     )
     inner = time_get_job(app)
-    task = asyncio.create_task(app.run())
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     profile = cProfile.Profile()
-    try:
+    async with app:
         await app.wait_ready(_READY_TIMEOUT)
         print("ready", flush=True)
         while line := (await reader.readline()).decode().split():
@@ -171,10 +163,6 @@ async def _serve(args: argparse.Namespace) -> None:
             else:
                 answer = {"error": f"unknown command {command!r}"}
             print(json.dumps(answer), flush=True)
-    finally:
-        await app.stop()
-        async with asyncio.timeout(_STOP_TIMEOUT):
-            await task
 
 
 def main(argv: Sequence[str] | None = None) -> None:

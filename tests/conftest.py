@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -28,3 +29,20 @@ def _fresh_structlog() -> Iterator[None]:
     capture that pytest closes after the test."""
     yield
     structlog.reset_defaults()
+
+
+_HERE = Path(__file__).resolve().parent
+_BY_PATH = {
+    _HERE / "e2e": "e2e",
+    _HERE / "emulator" / "thingworx" / "test_console_browser.py": "browser",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the end-to-end tests ``e2e`` and the console's browser tests ``browser`` by where
+    they live, so ``-m 'not e2e'`` and ``-m 'not browser'`` select without a marker per test."""
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        for where, marker in _BY_PATH.items():
+            if path == where or where in path.parents:
+                item.add_marker(marker)

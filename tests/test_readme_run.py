@@ -115,7 +115,7 @@ def check_clone_runs_its_own_code(clone: Path, env: dict[str, str]) -> None:
         text=True,
         check=True,
     )
-    assert Path(where.stdout.strip()) == clone / "agent" / "cli.py"
+    assert Path(where.stdout.strip()) == clone / "agent" / "cli" / "__init__.py"
 
 
 def cmdline(pid: int) -> list[bytes]:

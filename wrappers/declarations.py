@@ -30,6 +30,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.alwayson import AlwaysOnError, BaseType, coerce_value
+from agent.errors import ConfigError
 from agent.registry import GET_METADATA, NOTIFY_PROPERTY_UPDATE
 from services.rules import METHOD_NAME
 
@@ -63,7 +64,7 @@ RESERVED_INPUTS = frozenset(
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
-class WrapperConfigError(Exception):
+class WrapperConfigError(ConfigError):
     """A wrapper declaration file is wrong: the message names the file, entry and problem."""
 
 

@@ -7,7 +7,11 @@
     │                            message, tracking_id parsed from the body and headers)
     ├── HubUnreachable           no answer: DNS, TCP, TLS or connection failure
     ├── HubTimeout               no answer within the call's deadline
-    └── HubResponseError         the hub answered 2xx with a body the client cannot read
+    ├── HubResponseError         the hub answered 2xx with a body the client cannot read
+    ├── LaneFull                 a lane of the client was full; nothing was sent (lane, busy)
+    └── CallTooLarge             one call read more than its budget allows; stopped there
+
+``IotHubError`` is an :class:`agent.errors.AgentError`.
 
 Rules:
 - msrest and requests exceptions are translated here, at the boundary where they arise
@@ -31,13 +35,17 @@ import ssl
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from agent.errors import AgentError
+
 __all__ = [
     "HUB_ERROR_CODES",
+    "CallTooLarge",
     "HubRequestError",
     "HubResponseError",
     "HubTimeout",
     "HubUnreachable",
     "IotHubError",
+    "LaneFull",
     "parse_error_response",
     "translate",
 ]
@@ -70,13 +78,32 @@ _ERROR_CODE_PREFIX = re.compile(r"^\s*ErrorCode\s*:\s*([A-Za-z0-9_]+)\s*;?\s*(.*
 _TRACKING_ID = re.compile(r"Tracking\s*ID\s*:\s*([^\s,;]+?)(?:-TimeStamp:.*)?$", re.IGNORECASE)
 
 
-class IotHubError(Exception):
+class IotHubError(AgentError):
     """Base class of every exception the IoT Hub client raises."""
 
     def one_line(self) -> str:
         """The message on one line (whitespace runs folded), or the class name when empty: the
         form kept as the client's last error and logged by the health probe."""
         return " ".join(str(self).split()) or type(self).__name__
+
+
+class LaneFull(IotHubError):
+    """A lane was full: the call was refused before anything was sent to the hub.
+
+    Attributes:
+        lane: ``"hub"`` or ``"device"``.
+        busy: calls the lane held when this one was refused.
+    """
+
+    def __init__(self, message: str, *, lane: str, busy: int) -> None:
+        super().__init__(message)
+        self.lane = lane
+        self.busy = busy
+
+
+class CallTooLarge(IotHubError):
+    """One call read more rows or bytes than ``iothub.max_rows_per_call`` /
+    ``iothub.max_bytes_per_call`` allow; reading stopped there."""
 
 
 class HubRequestError(IotHubError):

@@ -19,12 +19,10 @@ Rules:
 - Refusals are counted per lane; the client counts the calls over their budget; both reach
   ``/metrics`` as :class:`LoadCounters`.
 
-Exceptions (both :class:`~agent.iothub.errors.IotHubError`, so every caller of the client
-already handles them)::
-
-    IotHubError
-    ├── LaneFull         a lane was full; nothing was sent
-    └── CallTooLarge     one call read more than its budget allows; it was stopped there
+Exceptions (both in the :mod:`agent.iothub.errors` tree, under
+:class:`~agent.iothub.errors.IotHubError`, so every caller of the client already handles them;
+re-exported here): :class:`LaneFull` (a lane was full; nothing was sent) and
+:class:`CallTooLarge` (one call read more than its budget allows; it was stopped there).
 """
 
 from __future__ import annotations
@@ -35,30 +33,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from agent.iothub.errors import IotHubError
+from agent.iothub.errors import CallTooLarge, LaneFull
 
 __all__ = ["CallBudget", "CallTooLarge", "Lane", "LaneFull", "LoadCounters"]
 
 _T = TypeVar("_T")
-
-
-class LaneFull(IotHubError):
-    """A lane was full: the call was refused before anything was sent to the hub.
-
-    Attributes:
-        lane: ``"hub"`` or ``"device"``.
-        busy: calls the lane held when this one was refused.
-    """
-
-    def __init__(self, message: str, *, lane: str, busy: int) -> None:
-        super().__init__(message)
-        self.lane = lane
-        self.busy = busy
-
-
-class CallTooLarge(IotHubError):
-    """One call read more rows or bytes than ``iothub.max_rows_per_call`` /
-    ``iothub.max_bytes_per_call`` allow; reading stopped there."""
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from agent.iothub import IotHubError
 from agent.registry import DEFAULT_VALUE_ASPECT, IS_REQUIRED_ASPECT
 from agent.settings import IotHubSettings, JobSettings, Settings, ThingWorxSettings
 from services import JOB_SERVICE_NAMES
+from tests.support.settings import CATALOGUE
 from wrappers import WrapperConfigError
 
-CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
 HUB = "HostName=127.0.0.1:1;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5"
 
 
@@ -75,10 +75,11 @@ async def test_start_log_says_which_row_reader_runs() -> None:
     compiler (pure-Python reader, about 2.4 times slower decoding) shows in the log."""
     from agent.alwayson import ACCELERATED
 
-    app = AgentApp(_settings())
+    app = AgentApp(_settings(), health=False)
     app.channel.run = _return_at_once  # type: ignore[method-assign]
     with structlog.testing.capture_logs() as logs:
-        await app.run()
+        async with app:
+            pass
     start = next(entry for entry in logs if entry["event"] == "agent starting")
     assert start["row_reader"].startswith("on" if ACCELERATED else "off")
 

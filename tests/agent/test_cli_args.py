@@ -253,7 +253,7 @@ def test_public_names_are_listed_and_exist(module: str) -> None:
 
 
 def test_check_takes_bind_to_force_the_bind_test() -> None:
-    from agent.cli import _parser
+    from agent.cli import build_parser as _parser
 
     assert _parser().parse_args(["check"]).bind is False
     assert _parser().parse_args(["check", "--bind"]).bind is True

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import socket
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -14,9 +13,7 @@ from rich.console import Console
 from agent import cli
 from agent.logsetup import configure_logging
 from agent.settings import IotHubSettings, JobSettings, LogSettings, Settings, ThingWorxSettings
-
-CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
-
+from tests.support.settings import CATALOGUE
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 

@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 import os
-import random
 import signal
 import socket
 import sys
@@ -24,8 +23,8 @@ from rich.console import Console
 
 from agent import cli
 from agent.app import AgentApp
-from agent.embedded import EmbeddedEnds, EmbeddedError, EmbeddedInfo
-from agent.health import HealthServer, HubProbe
+from agent.embedded import EmbeddedEnds, EmbeddedError, EmbeddedInfo, EmbeddedRun
+from agent.health import HealthServer
 from agent.logsetup import configure_logging
 from agent.settings import (
     EmbeddedSettings,
@@ -34,26 +33,13 @@ from agent.settings import (
     Settings,
     ThingWorxSettings,
 )
+from tests.support.network import fresh_loopback
+from tests.support.settings import CATALOGUE, EMBEDDED_APP_KEY
 
-CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
-APP_KEY = "embedded-test-key"
+APP_KEY = EMBEDDED_APP_KEY
 
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
-
-
-def fresh_loopback() -> str:
-    """A 127.x.y.z address where nothing listens on 8883 (the device endpoint's fixed port)."""
-    rng = random.Random()
-    for _ in range(100):
-        host = f"127.{rng.randint(100, 250)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
-        with socket.socket() as probe:
-            try:
-                probe.bind((host, 8883))
-            except OSError:
-                continue
-        return host
-    raise RuntimeError("no free loopback address for port 8883")
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -93,27 +79,16 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, devices: int = 5) -> AsyncIterator[Running]:
-    """The embedded ends and the agent (with its health server), as `jobs-agent run` has them."""
+    """The embedded run's root (the ends, then the agent with its health server), as `jobs-agent
+    run` has them."""
     base = _base_settings(tmp_path, fresh_loopback(), devices)
-    async with EmbeddedEnds(base.embedded, APP_KEY) as ends:
-        settings = ends.agent_settings(base)
-        app = AgentApp(settings)
-        health = HealthServer(
-            settings.health,
-            app.channel,
-            settings.thingworx.url,
-            HubProbe.for_client(app.client, interval=0.2),
-        )
-        task = asyncio.create_task(app.run())
-        await health.start()
-        try:
-            await app.wait_ready(10)
-            yield Running(ends, ends.info, settings, app, health)
-        finally:
-            await app.stop()
-            async with asyncio.timeout(10):
-                await task
-            await health.stop()
+    base = _with(base, "health", probe_interval=0.2)
+    embedded = EmbeddedRun(base, APP_KEY)
+    async with embedded as app:
+        await app.wait_ready(10)
+        assert app.health is not None
+        ends = embedded.ends
+        yield Running(ends, ends.info, app.settings, app, app.health)
 
 
 def _with(settings: Settings, section: str, **changes: object) -> Settings:

@@ -12,7 +12,8 @@ import pytest
 
 from agent.embedded import EmbeddedEnds
 from agent.settings import EmbeddedSettings, load_settings
-from tests.agent.test_cli_embedded import APP_KEY, fresh_loopback
+from tests.support.network import fresh_loopback
+from tests.support.settings import EMBEDDED_APP_KEY as APP_KEY
 
 
 async def _accepts(host: str, port: int) -> bool:

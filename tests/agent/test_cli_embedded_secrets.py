@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.test_cli_embedded import CATALOGUE, fresh_loopback
+from tests.support.network import fresh_loopback
+from tests.support.settings import CATALOGUE
 
 KEY = "user-chosen-key-7f3a9c"
 

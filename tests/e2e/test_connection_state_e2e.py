@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.e2e.chain import GATEWAY, Chain, running_chain
+from tests.support.chain import GATEWAY, AgentChain
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -22,8 +22,8 @@ UNKNOWN = "device-0099"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain]:
-    async with running_chain(
+async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
+    async with AgentChain(
         tmp_path_factory.mktemp("state"),
         mqtt_host="127.0.0.233",
         devices=2,
@@ -34,7 +34,7 @@ async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain
         yield running
 
 
-async def test_twin_connection_state_of_online_and_offline_devices(chain: Chain) -> None:
+async def test_twin_connection_state_of_online_and_offline_devices(chain: AgentChain) -> None:
     (offline,) = chain.fleets[0].offline_at_start()
     online = next(d for d in ("device-0001", "device-0002") if d != offline)
     for device, state in ((online, "Connected"), (offline, "Disconnected")):
@@ -46,7 +46,7 @@ async def test_twin_connection_state_of_online_and_offline_devices(chain: Chain)
     assert status == 400 and "deviceId" in body, body
 
 
-async def test_unknown_device_and_gateway(chain: Chain) -> None:
+async def test_unknown_device_and_gateway(chain: AgentChain) -> None:
     status, body = await chain.call(UNKNOWN, STATE)
     assert status == 404, body
     assert UNKNOWN in body and "\n" not in body

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytest_asyncio
 
-from tests.e2e.chain import (
+from tests.support.chain import (
     CANCEL,
     ENDED,
     FIND,
@@ -23,8 +23,7 @@ from tests.e2e.chain import (
     METHOD,
     RESULTS,
     TWIN,
-    Chain,
-    running_chain,
+    AgentChain,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -36,8 +35,8 @@ OFFLINE = "device-0004"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain]:
-    async with running_chain(
+async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
+    async with AgentChain(
         tmp_path_factory.mktemp("scope"),
         mqtt_host="127.0.0.249",
         devices=4,
@@ -70,7 +69,7 @@ async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain
         yield running
 
 
-async def test_device_schedule_has_no_query_condition(chain: Chain) -> None:
+async def test_device_schedule_has_no_query_condition(chain: AgentChain) -> None:
     status, text = await chain.call(
         MINE,
         METHOD,
@@ -90,7 +89,7 @@ async def test_device_schedule_has_no_query_condition(chain: Chain) -> None:
     assert done["summary"] == "completed: 1 succeeded, 0 failed"
 
 
-async def test_device_sees_only_its_own_jobs(chain: Chain) -> None:
+async def test_device_sees_only_its_own_jobs(chain: AgentChain) -> None:
     mine = {r["jobId"] for r in await chain.rows(MINE, FIND, {})}
     assert "mine" in mine and "others" not in mine and "others-later" not in mine
     theirs = {r["jobId"] for r in await chain.rows(OTHER, FIND, {})}
@@ -123,7 +122,7 @@ async def test_device_sees_only_its_own_jobs(chain: Chain) -> None:
         "NOT (devices.jobs.deviceId = 'nobody')",
     ],
 )
-async def test_results_query_keeps_to_the_device(chain: Chain, where: str) -> None:
+async def test_results_query_keeps_to_the_device(chain: AgentChain, where: str) -> None:
     query = "SELECT * FROM devices.jobs" + (f" WHERE {where}" if where else "")
     status, body = await chain.call(MINE, RESULTS, {"query": query})
     assert status == 200, body
@@ -141,7 +140,7 @@ async def test_results_query_keeps_to_the_device(chain: Chain, where: str) -> No
         "devices.jobs.jobId = 'mine' \uff2f\uff32 devices.jobs.jobId = 'others'",
     ],
 )
-async def test_results_query_escapes_are_refused(chain: Chain, where: str) -> None:
+async def test_results_query_escapes_are_refused(chain: AgentChain, where: str) -> None:
     status, text = await chain.call(
         MINE, RESULTS, {"query": f"SELECT * FROM devices.jobs WHERE {where}"}
     )
@@ -151,7 +150,7 @@ async def test_results_query_escapes_are_refused(chain: Chain, where: str) -> No
     assert {OTHER, THIRD} <= {r["deviceId"] for r in rows}
 
 
-async def test_outcomes_say_what_happened(chain: Chain) -> None:
+async def test_outcomes_say_what_happened(chain: AgentChain) -> None:
     # The offline device fails when the 3 s window ends: completed, but not a success.
     (row,) = await chain.rows(GATEWAY, GET, {"jobId": "others"})
     assert row["status"] == "completed" and row["failedCount"] == 1
@@ -179,7 +178,7 @@ async def test_outcomes_say_what_happened(chain: Chain) -> None:
         assert status == 400 and "IS_DEFINED(deviceId)" in text, text
 
 
-async def test_wrong_base_type_and_misspelling_speak_thingworx(chain: Chain) -> None:
+async def test_wrong_base_type_and_misspelling_speak_thingworx(chain: AgentChain) -> None:
     status, text = await chain.call(
         GATEWAY,
         METHOD,

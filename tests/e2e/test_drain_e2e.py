@@ -35,8 +35,8 @@ from agent.settings import (
 )
 from emulator.iothub import IoTHubEmulator
 from emulator.thingworx.server import ThingWorxStandIn
-from tests.e2e.chain import APP_KEY, CATALOGUE, GATEWAY
 from tests.e2e.slowlink import slow_link
+from tests.support.chain import APP_KEY, CATALOGUE, GATEWAY
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 

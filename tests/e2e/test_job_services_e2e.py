@@ -19,7 +19,7 @@ import pytest_asyncio
 from azure.iot.hub import IoTHubRegistryManager
 
 from agent.channel import ChannelState
-from tests.e2e.chain import (
+from tests.support.chain import (
     CANCEL,
     ENDED,
     FIND,
@@ -28,8 +28,7 @@ from tests.e2e.chain import (
     METHOD,
     RESULTS,
     TWIN,
-    Chain,
-    running_chain,
+    AgentChain,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -41,8 +40,8 @@ SLOW = "device-0011"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain]:
-    async with running_chain(
+async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
+    async with AgentChain(
         tmp_path_factory.mktemp("e2e"),
         mqtt_host="127.0.0.251",
         devices=10,
@@ -60,7 +59,7 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat()
 
 
-async def _twin(chain: Chain, device_id: str) -> dict[str, Any]:
+async def _twin(chain: AgentChain, device_id: str) -> dict[str, Any]:
     def read() -> dict[str, Any]:
         manager = IoTHubRegistryManager.from_connection_string(chain.hub.owner_connection_string)
         manager.protocol.config.connection.verify = str(chain.hub.ca_pem_path)
@@ -70,7 +69,7 @@ async def _twin(chain: Chain, device_id: str) -> dict[str, Any]:
     return await asyncio.to_thread(read)
 
 
-async def test_twin_job_reaches_desired_properties_and_drops_reported(chain: Chain) -> None:
+async def test_twin_job_reaches_desired_properties_and_drops_reported(chain: AgentChain) -> None:
     patch = {
         "properties": {"desired": {"interval": 42}, "reported": {"forged": True}},
         "tags": {"site": "north"},
@@ -98,7 +97,7 @@ async def test_twin_job_reaches_desired_properties_and_drops_reported(chain: Cha
         assert "forged" not in twin["reported"]
 
 
-async def test_method_job_payload_reaches_devices_exactly(chain: Chain) -> None:
+async def test_method_job_payload_reaches_devices_exactly(chain: AgentChain) -> None:
     payload = {"list": [1, 2.5, "x"], "nested": {"on": True, "none": None}, "text": "héllo"}
     # On a device Thing, queryCondition defaults to that device.
     (row,) = await chain.rows(
@@ -115,7 +114,7 @@ async def test_method_job_payload_reaches_devices_exactly(chain: Chain) -> None:
     assert (result["methodStatus"], result["methodPayload"]) == (200, payload)
 
 
-async def test_a_json_string_is_a_payload_too(chain: Chain) -> None:
+async def test_a_json_string_is_a_payload_too(chain: AgentChain) -> None:
     """IoT Hub takes any JSON value as a method payload: a JSON string, in the job form and in
     the direct call form (the agent's IoT Hub client, as the wrappers' device form uses it)."""
     for job_id, given in (("s1", '"hello"'), ("s2", "hello")):  # JSON text, or the string itself
@@ -138,7 +137,7 @@ async def test_a_json_string_is_a_payload_too(chain: Chain) -> None:
     assert (direct.status, direct.payload) == (200, "hello")
 
 
-async def test_lifecycle_quota_and_running_cancel(chain: Chain) -> None:
+async def test_lifecycle_quota_and_running_cancel(chain: AgentChain) -> None:
     start = datetime.now(UTC) + timedelta(seconds=1.5)
     (later,) = await chain.rows(
         GATEWAY,
@@ -194,7 +193,7 @@ async def test_lifecycle_quota_and_running_cancel(chain: Chain) -> None:
     assert status == 400 and "already ended (status completed)" in text, text
 
 
-async def test_failed_job_status(chain: Chain) -> None:
+async def test_failed_job_status(chain: AgentChain) -> None:
     status, body = await chain.call(
         GATEWAY, TWIN, {"patch": {"tags": {"a": 1}}, "queryCondition": "deviceId = ", "jobId": "f1"}
     )
@@ -204,7 +203,7 @@ async def test_failed_job_status(chain: Chain) -> None:
     assert failed["status"] == "failed" and failed["failureReason"], failed
 
 
-async def test_cancel_scheduled_job(chain: Chain) -> None:
+async def test_cancel_scheduled_job(chain: AgentChain) -> None:
     start = datetime.now(UTC) + timedelta(hours=1)
     await chain.rows(
         GATEWAY,
@@ -222,7 +221,7 @@ async def test_cancel_scheduled_job(chain: Chain) -> None:
     assert (await chain.job("c1"))["status"] == "cancelled"
 
 
-async def test_find_jobs_by_type_and_status(chain: Chain) -> None:
+async def test_find_jobs_by_type_and_status(chain: AgentChain) -> None:
     everything = {r["jobId"]: r for r in await chain.rows(GATEWAY, FIND, {})}
     assert {"t1", "m1", "a-running", "b-later", "c1"} <= set(everything)
     twins = await chain.rows(GATEWAY, FIND, {"type": "twinUpdate"})
@@ -237,7 +236,7 @@ async def test_find_jobs_by_type_and_status(chain: Chain) -> None:
     assert {r["status"] for r in completed} == {"completed"}
 
 
-async def test_query_job_results_pages_and_refuses_projection(chain: Chain) -> None:
+async def test_query_job_results_pages_and_refuses_projection(chain: AgentChain) -> None:
     await chain.rows(
         GATEWAY, TWIN, {"patch": {"tags": {"wave": 2}}, "queryCondition": "IS_DEFINED(deviceId)",
                         "jobId": "all"},
@@ -255,7 +254,7 @@ async def test_query_job_results_pages_and_refuses_projection(chain: Chain) -> N
     assert status == 400 and "no projection" in text, text
 
 
-async def test_offline_and_slow_devices_fail_fast_with_hub_codes(chain: Chain) -> None:
+async def test_offline_and_slow_devices_fail_fast_with_hub_codes(chain: AgentChain) -> None:
     async def timed(thing: str, inputs: dict[str, Any]) -> tuple[int, str, float]:
         started = time.monotonic()
         status, text = await chain.call(thing, "Reboot", inputs)
@@ -277,7 +276,7 @@ async def test_offline_and_slow_devices_fail_fast_with_hub_codes(chain: Chain) -
     assert 4.5 <= took <= 8, took
 
 
-async def test_wrapper_typed_inputs_become_the_payload(chain: Chain) -> None:
+async def test_wrapper_typed_inputs_become_the_payload(chain: AgentChain) -> None:
     (direct,) = await chain.rows(ONLINE, "SetTelemetryInterval", {"intervalSeconds": 15})
     assert direct == {"deviceId": ONLINE, "status": 200, "payload": {"intervalSeconds": 15}}
     (reboot,) = await chain.rows(ONLINE, "Reboot", {"delaySeconds": 7})
@@ -371,7 +370,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
 ]  # fmt: skip
 
 
-async def test_bad_inputs_each_answered_clearly_and_the_link_stays_up(chain: Chain) -> None:
+async def test_bad_inputs_each_answered_clearly_and_the_link_stays_up(chain: AgentChain) -> None:
     assert len(BAD_INPUTS) >= 30
     reconnects = chain.app.channel.stats.reconnects
     seen: set[str] = set()

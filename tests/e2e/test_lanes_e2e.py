@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Status
 from agent.registry import ServiceError
-from tests.e2e.chain import GATEWAY, Chain, running_chain
+from tests.support.chain import GATEWAY, AgentChain
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -34,8 +34,8 @@ TWIN = "AzureIotDeviceJobScheduleTwinUpdateJob"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain]:
-    async with running_chain(
+async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
+    async with AgentChain(
         tmp_path_factory.mktemp("lanes"),
         mqtt_host="127.0.0.236",
         devices=4,
@@ -64,11 +64,11 @@ def _inputs(connect_timeout: int) -> InfoTable:
     )
 
 
-def _reboot(chain: Chain, device: str) -> Awaitable[tuple[int, object]]:
+def _reboot(chain: AgentChain, device: str) -> Awaitable[tuple[int, object]]:
     return chain.call(device, "Reboot", {"connectTimeoutInSeconds": CONNECT_TIMEOUT})
 
 
-async def test_offline_direct_calls_leave_getjob_and_findjobs_alone(chain: Chain) -> None:
+async def test_offline_direct_calls_leave_getjob_and_findjobs_alone(chain: AgentChain) -> None:
     await chain.rows(GATEWAY, TWIN, {"jobId": "lanes-1", "patch": {"tags": {"a": 1}},
                                      "queryCondition": "deviceId = 'device-0001'"})  # fmt: skip
 
@@ -112,7 +112,7 @@ async def test_offline_direct_calls_leave_getjob_and_findjobs_alone(chain: Chain
     assert client.load.device_busy == 0
 
 
-async def test_findjobs_over_the_per_call_bound_is_refused_at_once(chain: Chain) -> None:
+async def test_findjobs_over_the_per_call_bound_is_refused_at_once(chain: AgentChain) -> None:
     for n in range(60):  # more jobs than iothub.max_rows_per_call (50)
         await chain.rows(GATEWAY, TWIN, {"jobId": f"bulk-{n}", "patch": {"tags": {"n": n}},
                                          "queryCondition": "deviceId = 'device-0002'"})  # fmt: skip

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 
@@ -26,97 +23,10 @@ from agent.alwayson import (
 )
 from agent.channel import AlwaysOnClient, ChannelNotReady, ChannelState
 from agent.channel.client import MAX_CALLS_IN_FLIGHT
-from agent.registry import RemoteService, ServiceCall, ServiceError, ThingRegistry
-from agent.settings import JobSettings, ThingWorxSettings
 from tests.agent.channel.miniserver import MiniServer, result_of
+from tests.support.channel import GATEWAY, make_registry, one, running, settings, text_params
 
 F = FieldDefinition
-GATEWAY = "AzureIotHub"
-
-
-def settings(url: str, **overrides: Any) -> ThingWorxSettings:
-    values: dict[str, Any] = {
-        "url": url,
-        "app_key": "test-key",
-        "gateway_thing": GATEWAY,
-        "connect_timeout": 2.0,
-        "auth_timeout": 2.0,
-        "reconnect_initial_delay": 0.05,
-        "reconnect_max_delay": 0.2,
-    }
-    values.update(overrides)
-    return ThingWorxSettings(**values)
-
-
-def make_registry(*things: str) -> ThingRegistry:
-    registry = ThingRegistry(JobSettings(call_deadline=5.0))
-
-    async def echo(call: ServiceCall) -> str:
-        return f"{call.thing}:{call.inputs['text']}"
-
-    async def sleep(call: ServiceCall) -> str:
-        await asyncio.sleep(call.inputs["seconds"])
-        return "slept"
-
-    async def big(call: ServiceCall) -> str:
-        return "x" * call.inputs["size"]
-
-    async def fail(call: ServiceCall) -> None:
-        raise ServiceError("the hub is throttling; retry in a minute", Status.SERVICE_UNAVAILABLE)
-
-    text = DataShape.of(F("text", BaseType.STRING, "", {"isRequired": True}))
-    for thing in (GATEWAY, *things):
-        registry.add_thing(thing)
-        registry.add_service(
-            thing, RemoteService("Echo", "echo", text, BaseType.STRING, None, echo)
-        )
-        registry.add_service(
-            thing,
-            RemoteService(
-                "Sleep",
-                "",
-                DataShape.of(F("seconds", BaseType.NUMBER, "", {"defaultValue": 0.0})),
-                BaseType.STRING,
-                None,
-                sleep,
-            ),
-        )
-        registry.add_service(
-            thing,
-            RemoteService(
-                "Big",
-                "",
-                DataShape.of(F("size", BaseType.INTEGER)),
-                BaseType.STRING,
-                None,
-                big,
-            ),
-        )
-        registry.add_service(
-            thing, RemoteService("Fail", "", DataShape(()), BaseType.NOTHING, None, fail)
-        )
-    return registry
-
-
-def text_params(value: str) -> InfoTable:
-    return InfoTable(DataShape.of(F("text", BaseType.STRING)), [{"text": value}])
-
-
-def one(name: str, base_type: BaseType, value: Any) -> InfoTable:
-    return InfoTable(DataShape.of(F(name, base_type)), [{name: value}])
-
-
-@asynccontextmanager
-async def running(client: AlwaysOnClient, ready: bool = True) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(client.run())
-    try:
-        if ready:
-            await client.wait_ready(5)
-        yield task
-    finally:
-        await client.stop()
-        async with asyncio.timeout(5):
-            await task
 
 
 async def test_auth_stores_session_and_binds_every_thing() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from agent.channel import AlwaysOnClient
 from tests.agent.channel.miniserver import MiniServer
-from tests.agent.channel.test_client import make_registry, running, settings
+from tests.support.channel import make_registry, running, settings
 
 
 async def test_none_while_all_is_well_and_wait_error_has_a_deadline() -> None:

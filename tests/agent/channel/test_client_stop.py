@@ -10,7 +10,7 @@ import time
 from agent.alwayson import BaseType, Status
 from agent.channel import AlwaysOnClient
 from tests.agent.channel.miniserver import MiniServer, result_of
-from tests.agent.channel.test_client import GATEWAY, make_registry, one, settings, text_params
+from tests.support.channel import GATEWAY, make_registry, one, settings, text_params
 
 
 async def _in_flight(client: AlwaysOnClient, count: int) -> None:

@@ -16,8 +16,7 @@ import tracemalloc
 from agent.alwayson import Response, Status
 from agent.channel import AlwaysOnClient, ChannelState
 from tests.agent.channel.miniserver import MiniServer, result_of
-from tests.agent.channel.test_client import make_registry, running, settings, text_params
-from tests.emulator.thingworx.test_hostile_clients import nested_broken
+from tests.support.channel import make_registry, nested_broken, running, settings, text_params
 
 CHUNK = 256 * 1024
 SETS = 400  # 100 MB offered, never completed: the old channel kept it all

@@ -11,7 +11,7 @@ import trustme
 
 from agent.channel import AlwaysOnClient, ChannelNotReady, ChannelState
 from tests.agent.channel.miniserver import MiniServer
-from tests.agent.channel.test_client import make_registry, running, settings
+from tests.support.channel import make_registry, running, settings
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,88 +25,13 @@ from agent.iothub import (
     IotHubError,
 )
 from agent.settings import IotHubSettings, JobSettings
-
-KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ=="
-
-Handler = Callable[[web.Request], web.StreamResponse]
-
-
-@dataclass
-class Scripted:
-    """An HTTPS server whose answers a test scripts per path."""
-
-    port: int
-    ca_file: str
-    hits: dict[str, int] = field(default_factory=dict)
-    seen: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-    answers: dict[str, list[web.Response | float]] = field(default_factory=dict)
-
-    def client(self, **overrides: object) -> IotHubClient:
-        values: dict[str, object] = {
-            "connection_string": SecretStr(
-                f"HostName=127.0.0.1:{self.port};SharedAccessKeyName=iothubowner;"
-                f"SharedAccessKey={KEY}"
-            ),
-            "ca_file": self.ca_file,
-            "request_timeout": 2.0,
-            "retry_initial_delay": 0.05,
-            "read_retries": 2,
-        }
-        values.update(overrides)
-        return IotHubClient(IotHubSettings(**values), JobSettings())  # type: ignore[arg-type]
-
-
-def _error(status: int, name: str, text: str) -> web.Response:
-    body = {"Message": f"ErrorCode:{name};{text}", "ExceptionMessage": "Tracking ID:t1-G:0"}
-    return web.json_response(body, status=status, headers={"iothub-errorcode": name})
-
-
-@pytest_asyncio.fixture
-async def scripted(tmp_path: Path) -> AsyncIterator[Scripted]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    state = Scripted(0, str(ca_file))
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        key = f"{request.method} {request.path}"
-        state.hits[key] = state.hits.get(key, 0) + 1
-        state.seen.append((key, dict(request.headers), await request.read()))
-        queue = state.answers.get(key, [])
-        answer = queue.pop(0) if len(queue) > 1 else (queue[0] if queue else None)
-        if answer is None:
-            return web.json_response(
-                {"Message": "ErrorCode:GenericBadRequest;no script"}, status=400
-            )
-        if isinstance(answer, float):
-            await asyncio.sleep(answer)
-            return web.json_response({})
-        return answer
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-
-    ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ssl_ctx)
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_ctx)
-    await site.start()
-    state.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield state
-    finally:
-        await runner.cleanup()
-
-
-JOB = {"jobId": "j1", "type": "scheduleUpdateTwin", "status": "queued"}
+from tests.support.scripted_hub import JOB, KEY, Scripted, error_answer
 
 
 async def test_read_retried_on_503_then_answered(scripted: Scripted) -> None:
     scripted.answers["GET /jobs/v2/j1"] = [
-        _error(503, "ServiceUnavailable", "busy"),
-        _error(503, "ServiceUnavailable", "busy"),
+        error_answer(503, "ServiceUnavailable", "busy"),
+        error_answer(503, "ServiceUnavailable", "busy"),
         web.json_response(JOB),
     ]
     client = scripted.client()
@@ -118,14 +42,16 @@ async def test_read_retried_on_503_then_answered(scripted: Scripted) -> None:
 
 async def test_create_not_retried_on_429004_or_500(scripted: Scripted) -> None:
     scripted.answers["PUT /jobs/v2/j1"] = [
-        _error(429, "ThrottlingMaxActiveJobCountExceeded", "Maximum number of active jobs (1)")
+        error_answer(
+            429, "ThrottlingMaxActiveJobCountExceeded", "Maximum number of active jobs (1)"
+        )
     ]
     client = scripted.client()
     start = datetime.now(UTC)
     with pytest.raises(HubRequestError) as caught:
         await client.create_twin_job("j1", "deviceId = 'd'", {"tags": {"a": 1}}, start, 60)
     assert caught.value.code == 429004 and scripted.hits["PUT /jobs/v2/j1"] == 1
-    scripted.answers["PUT /jobs/v2/j2"] = [_error(500, "ServerError", "boom")]
+    scripted.answers["PUT /jobs/v2/j2"] = [error_answer(500, "ServerError", "boom")]
     with pytest.raises(HubRequestError):
         await client.create_twin_job("j2", "deviceId = 'd'", {"tags": {"a": 1}}, start, 60)
     assert scripted.hits["PUT /jobs/v2/j2"] == 1
@@ -134,7 +60,7 @@ async def test_create_not_retried_on_429004_or_500(scripted: Scripted) -> None:
 
 async def test_create_retried_on_plain_throttling(scripted: Scripted) -> None:
     scripted.answers["PUT /jobs/v2/j3"] = [
-        _error(429, "ThrottlingException", "slow down"),
+        error_answer(429, "ThrottlingException", "slow down"),
         web.json_response({**JOB, "jobId": "j3"}),
     ]
     client = scripted.client()
@@ -241,9 +167,9 @@ async def test_get_and_cancel_read_the_hub_answer_and_its_errors(scripted: Scrip
     api-version are checked by the emulator tests: it refuses requests without them.)"""
     scripted.answers["GET /jobs/v2/a b"] = [web.json_response({**JOB, "jobId": "a b"})]
     scripted.answers["POST /jobs/v2/j1/cancel"] = [
-        _error(405, "OperationNotAllowedInCurrentState", "running")
+        error_answer(405, "OperationNotAllowedInCurrentState", "running")
     ]
-    scripted.answers["GET /jobs/v2/gone"] = [_error(404, "JobNotFound", "no such job")]
+    scripted.answers["GET /jobs/v2/gone"] = [error_answer(404, "JobNotFound", "no such job")]
     scripted.answers["GET /jobs/v2/junk"] = [web.Response(text="{not json", status=200)]
     client = scripted.client()
     try:
@@ -388,7 +314,7 @@ async def test_job_results_query_pages_through_the_sdk_client(scripted: Scripted
 
 
 async def test_job_results_query_error_is_the_hubs(scripted: Scripted) -> None:
-    scripted.answers["POST /devices/query"] = [_error(400, "BadRequest", "syntax error")]
+    scripted.answers["POST /devices/query"] = [error_answer(400, "BadRequest", "syntax error")]
     client = scripted.client()
     try:
         with pytest.raises(HubRequestError) as refused:
@@ -401,7 +327,7 @@ async def test_job_results_query_error_is_the_hubs(scripted: Scripted) -> None:
 async def test_get_twin_reads_the_hubs_json_and_its_errors(scripted: Scripted) -> None:
     twin = {"deviceId": "d 1", "tags": {"site": "a"}, "properties": {"desired": {"x": 1}}}
     scripted.answers["GET /twins/d 1"] = [web.json_response(twin)]
-    scripted.answers["GET /twins/gone"] = [_error(404, "DeviceNotFound", "no such device")]
+    scripted.answers["GET /twins/gone"] = [error_answer(404, "DeviceNotFound", "no such device")]
     client = scripted.client()
     try:
         assert await client.get_twin("d 1") == twin

@@ -13,9 +13,7 @@ from aiohttp import web
 
 from agent.iothub import CallTooLarge, IotHubClient, IotHubError, LaneFull
 from agent.iothub.lanes import CallBudget, Lane
-from tests.agent.iothub.test_client import JOB, Scripted
-
-pytest_plugins = ["tests.agent.iothub.test_client"]
+from tests.support.scripted_hub import JOB, Scripted
 
 METHOD = "POST /twins/dev-1/methods"
 

@@ -9,8 +9,9 @@ import pytest
 
 from emulator.thingworx.server import ThingWorxStandIn
 from tests.emulator.thingworx.csdk_edge import CsdkEdge, RawSocket
+from tests.support.channel import STANDIN_APP_KEY
 
-APP_KEY = "test-app-key-0123"
+APP_KEY = STANDIN_APP_KEY
 
 EdgeFactory = Callable[..., Awaitable[CsdkEdge]]
 

@@ -10,68 +10,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable
+from agent.alwayson import FieldDefinition
 from agent.channel import AlwaysOnClient, ChannelNotReady, ChannelState
-from agent.registry import RemoteService, ServiceCall, ThingRegistry
-from agent.settings import JobSettings, ThingWorxSettings
 from emulator.thingworx.server import ThingWorxStandIn
-from tests.agent.channel.test_client import running
-from tests.emulator.thingworx.conftest import APP_KEY
+from tests.support.channel import EVERY_TYPE, running
+from tests.support.channel import STANDIN_GATEWAY as GATEWAY
+from tests.support.channel import standin_registry as make_registry
+from tests.support.channel import standin_settings as make_settings
 
 F = FieldDefinition
-GATEWAY = "Gw"
-EVERY_TYPE = DataShape.of(
-    F("s", BaseType.STRING),
-    F("n", BaseType.NUMBER),
-    F("i", BaseType.INTEGER),
-    F("l", BaseType.LONG),
-    F("b", BaseType.BOOLEAN),
-    F("d", BaseType.DATETIME),
-    F("j", BaseType.JSON),
-    F("t", BaseType.INFOTABLE),
-)
-
-
-def make_settings(url: str, **overrides: Any) -> ThingWorxSettings:
-    values: dict[str, Any] = {
-        "url": url,
-        "app_key": APP_KEY,
-        "gateway_thing": GATEWAY,
-        "connect_timeout": 2.0,
-        "auth_timeout": 2.0,
-        "reconnect_initial_delay": 0.05,
-        "reconnect_max_delay": 0.2,
-    }
-    values.update(overrides)
-    return ThingWorxSettings(**values)
-
-
-def make_registry() -> ThingRegistry:
-    registry = ThingRegistry(JobSettings(call_deadline=10.0))
-
-    async def every(call: ServiceCall) -> InfoTable:
-        return InfoTable(EVERY_TYPE, [dict(call.inputs)])
-
-    async def echo(call: ServiceCall) -> str:
-        return str(call.inputs.get("text", ""))
-
-    async def big(call: ServiceCall) -> str:
-        return "z" * int(call.inputs["size"])
-
-    async def sleep(call: ServiceCall) -> str:
-        await asyncio.sleep(float(call.inputs["seconds"]))
-        return "slept"
-
-    registry.add_thing("Dev1")
-    add = registry.add_service
-    add("Dev1", RemoteService("Every", "", EVERY_TYPE, BaseType.INFOTABLE, EVERY_TYPE, every))
-    text = DataShape.of(F("text", BaseType.STRING))
-    add("Dev1", RemoteService("Echo", "", text, BaseType.STRING, None, echo))
-    size = DataShape.of(F("size", BaseType.INTEGER))
-    add("Dev1", RemoteService("Big", "", size, BaseType.STRING, None, big))
-    seconds = DataShape.of(F("seconds", BaseType.NUMBER))
-    add("Dev1", RemoteService("Sleep", "", seconds, BaseType.STRING, None, sleep))
-    return registry
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ with the reason when that fails).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import shutil
@@ -41,7 +40,9 @@ from emulator.thingworx.console import (
 from emulator.thingworx.server import ThingWorxStandIn
 from services import JOB_RESULT_SHAPE, JOB_SHAPE
 from services.shapes import DEVICE_CONNECTION_SHAPE
-from tests.agent.channel.test_client import running
+from tests.support.chain import APP_KEY as CHAIN_APP_KEY
+from tests.support.chain import AgentChain
+from tests.support.channel import running
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -877,57 +878,14 @@ async def test_failed_part_of_the_progress_bar_is_red(
 
 
 async def test_full_stack_twin_job_watched_to_completion(tab: Tab, tmp_path: Path) -> None:
-    from agent.app import AgentApp
-    from agent.settings import IotHubSettings, Settings
-    from emulator.iothub import IoTHubEmulator
-
-    wrappers = WRAPPERS
     devices = 12
     targeted = ["device-0002", "device-0003", "device-0005", "device-0007", "device-0011"]
-    async with contextlib.AsyncExitStack() as stack:
-        hub = IoTHubEmulator(tmp_path / "hub", rest_port=0, mqtt_port=0, tier="S1")
-        await hub.start()
-        stack.push_async_callback(hub.stop)
-        ids = hub.ensure_devices(devices)
-        fleet = hub.fleet(ids)
-        await fleet.start()
-        stack.push_async_callback(fleet.stop)
-        standin = ThingWorxStandIn(APP_KEY, port=0, call_timeout=30.0)
-        await standin.start()
-        stack.push_async_callback(standin.stop)
-        app = AgentApp(
-            Settings(
-                thingworx=ThingWorxSettings(
-                    url=standin.ws_url,
-                    app_key=SecretStr(APP_KEY),
-                    gateway_thing="AzureIotHub",
-                    auto_bind=["device-0001"],
-                    connect_timeout=5.0,
-                    auth_timeout=5.0,
-                    reconnect_initial_delay=0.1,
-                    reconnect_max_delay=0.5,
-                ),
-                iothub=IotHubSettings(
-                    connection_string=SecretStr(hub.owner_connection_string),
-                    ca_file=str(hub.ca_pem_path),
-                    request_timeout=15.0,
-                ),
-                jobs=JobSettings(wrappers_dir=str(wrappers)),
-            )
-        )
-        task = asyncio.create_task(app.run())
-
-        async def stop_app() -> None:
-            await app.stop()
-            async with asyncio.timeout(10):
-                await task
-
-        stack.push_async_callback(stop_app)
-        await app.wait_ready(10)
-        await standin.wait_metadata("AzureIotHub", 10)
-
+    async with AgentChain(
+        tmp_path, devices=devices, mqtt_port=0, tier="S1", bind=["device-0001"], call_timeout=30.0
+    ) as chain:
+        hub, standin = chain.hub, chain.standin
         page = tab.page
-        await page.goto(f"http://127.0.0.1:{standin.port}/#appKey={APP_KEY}")
+        await page.goto(f"http://127.0.0.1:{standin.port}/#appKey={CHAIN_APP_KEY}")
         await expect(page.get_by_test_id("thing-device-0001")).to_have_attribute(
             "data-connected", "true"
         )

@@ -23,21 +23,14 @@ from pathlib import Path
 import aiohttp
 
 from agent.alwayson import (
-    BaseType,
-    Characteristic,
-    DataShape,
-    EntityType,
     FieldDefinition,
-    InfoTable,
-    Method,
-    Request,
-    encode_message,
 )
 from agent.channel import AlwaysOnClient
-from tests.agent.channel.test_client import running
 from tests.emulator.thingworx.conftest import APP_KEY
 from tests.emulator.thingworx.csdk_edge import CsdkEdge, RawSocket
-from tests.emulator.thingworx.test_agent_integration import make_registry, make_settings
+from tests.support.channel import nested_broken, running
+from tests.support.channel import standin_registry as make_registry
+from tests.support.channel import standin_settings as make_settings
 
 F = FieldDefinition
 CHUNK = 256 * 1024
@@ -45,18 +38,6 @@ SETS_PER_FLOODER = 200  # 2 flooders x 200 x 256 kB = 100 MB offered, never comp
 RSS_GROWTH_LIMIT = 48 * 1024 * 1024  # the old stand-in kept all 100 MB
 CALL_BUDGET = 2.0  # seconds per REST call during the flood (normal: a few ms)
 MIN_CALLS = 20  # REST calls made while the floods go on
-
-
-def nested_broken(depth: int, request_id: int, session_id: int) -> bytes:
-    """A POST whose params nest ``depth`` InfoTables, the leaf's type byte set to 0x99."""
-    table = InfoTable(DataShape.of(F("leaf", BaseType.STRING)), [{"leaf": "LEAFMARK"}])
-    for _ in range(depth):
-        table = InfoTable(DataShape.of(F("t", BaseType.INFOTABLE)), [{"t": table}])
-    request = Request(Method.POST, request_id, 0, session_id, EntityType.THING, "Dev1",
-                      Characteristic.SERVICES, "Echo", (), table)  # fmt: skip
-    data = bytearray(encode_message(request)[0])
-    data[data.find(b"\x08LEAFMARK") - 1] = 0x99
-    return bytes(data)
 
 
 def open_set(request_id: int, session_id: int) -> bytes:

@@ -25,18 +25,10 @@ from agent.alwayson.messagecodec import HEADER, MULTIPART_HEADER
 from emulator.thingworx.server import ThingWorxStandIn
 from tests.emulator.thingworx.conftest import APP_KEY, EdgeFactory
 from tests.emulator.thingworx.csdk_edge import CsdkEdge
+from tests.support.channel import EVERY_TYPE
 
 F = FieldDefinition
-ALL_INPUTS = DataShape.of(
-    F("s", BaseType.STRING),
-    F("n", BaseType.NUMBER),
-    F("i", BaseType.INTEGER),
-    F("l", BaseType.LONG),
-    F("b", BaseType.BOOLEAN),
-    F("d", BaseType.DATETIME),
-    F("j", BaseType.JSON),
-    F("t", BaseType.INFOTABLE),
-)
+ALL_INPUTS = EVERY_TYPE
 ALL_TYPES = ServiceMetadata("AllTypes", "", ALL_INPUTS, BaseType.INFOTABLE, ALL_INPUTS)
 
 

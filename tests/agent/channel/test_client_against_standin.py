@@ -13,7 +13,7 @@ import pytest
 
 from agent.channel import AlwaysOnClient, ChannelState
 from emulator.thingworx.server import ThingWorxStandIn
-from tests.agent.channel.test_client import GATEWAY, make_registry, running, settings
+from tests.support.channel import GATEWAY, make_registry, running, settings
 
 KEY = "test-key"
 

@@ -17,7 +17,7 @@ from agent.health import HealthServer, HubHealth, HubProbe, health_report, merge
 from agent.iothub import HubRequestError, HubUnreachable, IotHubClient
 from agent.settings import HealthSettings, IotHubSettings, JobSettings
 from emulator.iothub import IoTHubEmulator
-from tests.agent.test_cli_embedded import fresh_loopback
+from tests.support.network import fresh_loopback
 
 
 @dataclass
