@@ -26,7 +26,7 @@ from typing import Any
 from azure.iot.hub import IoTHubJobManager
 from azure.iot.hub.models import CloudToDeviceMethod, JobRequest
 
-from agent.logsetup import configure_logging
+from logsetup import configure_logging
 from emulator.iothub import IoTHubEmulator
 from emulator.iothub.fleet import Fleet
 

@@ -40,7 +40,7 @@ from pydantic import SecretStr
 from agent.alwayson import BaseType, DataShape, FieldDefinition
 from agent.app import AgentApp
 from agent.iothub import Job
-from agent.logsetup import configure_logging
+from logsetup import configure_logging
 from agent.registry import RemoteService, ServiceCall
 from agent.settings import IotHubSettings, JobSettings, Settings, ThingWorxSettings
 

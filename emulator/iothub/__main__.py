@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.logsetup import configure_logging
+from logsetup import configure_logging
 from emulator.iothub.fleet import Fleet
 from emulator.iothub.hub import IoTHubEmulator
 

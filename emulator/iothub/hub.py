@@ -34,7 +34,7 @@ from emulator.iothub.fleet import Fleet
 from emulator.iothub.jobs import TIERS, JobEngine, Tier
 from emulator.iothub.mqtt import DeviceEndpoint
 from emulator.iothub.ports import DeviceLink, JobService
-from emulator.iothub.query import QueryError, parse_query, run_query
+from iothub_query import QueryError, parse_query, run_query
 from emulator.iothub.registry import OWNER_POLICY, Registry
 from emulator.iothub.rest import QueryLanguage, RestApi
 

@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Sequence
 
-from agent.logsetup import configure_logging
+from logsetup import configure_logging
 from emulator.thingworx.limits import StandInLimits
 from emulator.thingworx.server import ThingWorxStandIn
 

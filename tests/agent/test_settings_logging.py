@@ -11,7 +11,7 @@ import structlog
 from pydantic import ValidationError
 
 from agent import cli
-from agent.logsetup import configure_logging
+from logsetup import configure_logging
 from agent.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ and ``cancelled`` as the same word. Dates are strings and compare as strings.
 
 from __future__ import annotations
 
-from emulator.iothub.query.conditions import (
+from iothub_query.conditions import (
     And,
     Comparison,
     Condition,
@@ -32,20 +32,20 @@ from emulator.iothub.query.conditions import (
     Not,
     Or,
 )
-from emulator.iothub.query.errors import (
+from iothub_query.errors import (
     QueryError,
     QueryLimitExceeded,
     QueryNotSupported,
     QuerySyntaxError,
 )
-from emulator.iothub.query.parsing import (
+from iothub_query.parsing import (
     MAX_DEPTH,
     MAX_QUERY_LENGTH,
     parse_condition,
     parse_query,
 )
-from emulator.iothub.query.queries import Query, Source, run_query
-from emulator.iothub.query.values import MISSING, Constant, Path
+from iothub_query.queries import Query, Source, run_query
+from iothub_query.values import MISSING, Constant, Path
 
 __all__ = [
     "MAX_DEPTH",

@@ -1,4 +1,8 @@
-"""structlog configuration, done once by the entry point.
+"""structlog configuration, shared by the agent and the bundled emulators, done once by each
+entry point (``jobs-agent``, ``python -m emulator.iothub``, ``python -m emulator.thingworx``).
+
+A pure core (docs/architecture.md): it imports nothing of this project, so the emulators, which
+may not import the agent, configure their logging the same way the agent does.
 
 Rules: console rendering in a terminal, JSON lines otherwise; tracebacks are rendered as plain
 text without locals (never rich tracebacks with ``show_locals``, which print untrusted data and
