@@ -40,9 +40,9 @@ from pydantic import SecretStr
 from agent.alwayson import BaseType, DataShape, FieldDefinition
 from agent.app import AgentApp
 from agent.iothub import Job
-from logsetup import configure_logging
 from agent.registry import RemoteService, ServiceCall
 from agent.settings import IotHubSettings, JobSettings, Settings, ThingWorxSettings
+from logsetup import configure_logging
 
 __all__ = ["ECHO_SERVICE", "GATEWAY", "build_agent", "main", "time_get_job"]
 
