@@ -13,7 +13,7 @@ from services import rules
     ("condition", "words"),
     [
         ("deviceId = = 'x'", 'line 1, column 12 near "=": expected one of: a string'),
-        ("deviceId = 'x", "line 1, column 12 near \"'x\": unterminated string"),
+        ("deviceId = 'x", 'line 1, column 12 near "\'x": unterminated string'),
         ("deviceId = 'x' AND", "line 1, column 19 near end of input"),
         ("deviceId IN ['a', 'b'", "column 22 near end of input: expected one of: ']', ','"),
         ("(tags.site = 'a'", "near end of input"),
@@ -47,7 +47,7 @@ def test_star_keeps_its_is_defined_hint() -> None:
         "deviceId IN ['d1', 'd2']",
         "IS_DEFINED(deviceId)",
         "NOT (tags.site = 'a' OR properties.reported.fw < 3) AND status = 'enabled'",
-        "DeviceId in [\"a\"]",
+        'DeviceId in ["a"]',
         "tags['floor 2'] = 0x1F",
         # Documented by IoT Hub, outside the grammar: the hub judges them.
         "properties.reported.temp * 2 > 10",
