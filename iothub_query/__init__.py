@@ -1,6 +1,9 @@
-"""The IoT Hub query language, as far as the emulator needs it (reference/iothub.md §3.5, §3.6).
+"""The IoT Hub query language, as far as jobs and device queries use it (reference/iothub.md
+§3.5, §3.6): a pure core (docs/architecture.md) that imports nothing of this project.
 
-Sans-I/O: text in, immutable trees out, and documents (plain JSON dicts) in, booleans out.
+Sans-I/O: text in, immutable trees out, and documents (plain JSON dicts) in, booleans out. The
+emulator runs queries with it; the agent checks a job's ``queryCondition`` with it before
+sending (``services/rules.py``).
 
 - :func:`parse_condition` reads a WHERE condition alone (a job's ``queryCondition``);
   :func:`parse_query` reads ``SELECT * | SELECT COUNT() [AS alias] FROM devices |
