@@ -157,7 +157,12 @@ class JobSettings(_Section):
 
     default_connect_timeout: int = Field(30, ge=1, le=300, description="connect timeout, s")
     default_response_timeout: int = Field(30, ge=5, le=300, description="method response, s")
-    default_max_execution_time: int = Field(3600, ge=1, description="job window, s")
+    default_max_execution_time: int = Field(
+        3600,
+        ge=1,
+        le=30 * 24 * 3600,  # services.rules.MAX_EXECUTION_TIME_RANGE (a test keeps them equal)
+        description="job window, s (at most 30 days, the longest window the services accept)",
+    )
     direct_call_margin: float = Field(5.0, ge=0, description="extra deadline for direct calls")
     call_deadline: float = Field(60.0, gt=0, description="deadline of a non-method service call")
     query_page_size: int = Field(100, ge=1, le=1000, description="page size of hub queries")

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -31,7 +32,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 def _build_stage_copies() -> list[str]:
     """What the Dockerfile's build stage copies from the project (``COPY a b ./`` or
     ``COPY a ./a``), up to the ``pip wheel`` step."""
-    stage = DOCKERFILE.split(" AS build", 1)[1].split("pip wheel", 1)[0]
+    stage = DOCKERFILE.split(" AS build", 1)[1].split("pip wheel --no-deps", 1)[0]
     copied: list[str] = []
     for line in re.findall(r"^COPY (?!--from)(.+) \./\S*$", stage, re.MULTILINE):
         copied += line.split()
@@ -108,17 +109,46 @@ def test_dockerfile_copies_every_package_the_project_ships() -> None:
 
 
 def test_dockerfile_builds_the_wheel_with_a_compiler_and_installs_it_in_the_slim_image() -> None:
+    # Both stages start from the PYTHON_IMAGE argument, python:3.11-slim unless told otherwise.
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", DOCKERFILE, re.MULTILINE)
+    assert re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE) == ["${PYTHON_IMAGE}"] * 3
     build, image = DOCKERFILE.split(" AS build", 1)[1].split("\nFROM ", 1)
-    # The build stage: a C compiler, then the project's wheel, refused without the extension.
-    assert re.search(r"apt-get install .*\bgcc\b.*\blibc6-dev\b", build)
-    assert re.search(r"^RUN .*pip wheel --no-deps \. -w /wheels", build, re.MULTILINE)
-    assert "_rowreader." in build.split("pip wheel", 1)[1]
-    # The image: python:3.11-slim (no compiler) installs that wheel and checks the accelerator.
-    assert image.startswith("python:3.11-slim\n")
+    # The build stage: the Python headers (or a message naming their package), a C compiler,
+    # the dependencies' wheels (pip trusting the pip-cert secret when given), then the
+    # project's wheel, refused without the extension.
+    headers, rest = build.split("apt-get update", 1)
+    assert "Python.h" in headers and "python3-dev" in headers
+    assert re.search(r"apt-get install .*\bgcc\b.*\blibc6-dev\b", rest)
+    assert "--mount=type=secret,id=pip-cert" in rest
+    assert "PIP_CERT=/run/secrets/pip-cert" in rest
+    assert re.search(r"pip wheel -r /requirements/deps\.txt -w /deps", rest)
+    assert re.search(r"^RUN .*pip wheel --no-deps --no-build-isolation \. -w /wheels", rest, re.M)
+    assert "_rowreader." in rest.split("pip wheel --no-deps", 1)[1]
+    # The image: the slim base (no compiler) installs those wheels, from them alone, and checks
+    # the accelerator.
+    assert image.startswith("${PYTHON_IMAGE}\n")
     assert "gcc" not in image
+    assert "COPY --from=build /deps /deps" in image
+    assert re.search(r"^RUN .*pip install --no-index /deps/\*\.whl", image, re.MULTILINE)
     assert "COPY --from=build /wheels /wheels" in image
-    assert re.search(r"^RUN .*pip install /wheels/\*\.whl", image, re.MULTILINE)
+    assert re.search(r"^RUN .*pip install --no-index /wheels/\*\.whl", image, re.MULTILINE)
     assert "a.ACCELERATED" in image
+
+
+def test_dockerfile_reads_its_requirements_from_pyproject() -> None:
+    """The requirements stage writes build-system.requires and project.dependencies: run its
+    one-liner here on the real pyproject.toml."""
+    stage = DOCKERFILE.split(" AS requirements", 1)[1].split("\nFROM ", 1)[0]
+    (one_liner,) = re.findall(r'python3 -c "(.+)"$', stage, re.MULTILINE)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory() as out:
+        code = one_liner.replace("/src/pyproject.toml", str(ROOT / "pyproject.toml"))
+        code = code.replace("/requirements/", out + "/")
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+        deps = Path(out, "deps.txt").read_text(encoding="utf-8").splitlines()
+        build = Path(out, "build.txt").read_text(encoding="utf-8").splitlines()
+    assert deps == pyproject["project"]["dependencies"]
+    assert build == pyproject["build-system"]["requires"]
 
 
 def test_dockerfile_runs_the_agent_and_checks_its_health_endpoint() -> None:

@@ -114,6 +114,16 @@ def cmdline(pid: int) -> list[bytes]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
 
 
+# A method job's inputs but its queryCondition: setTelemetryInterval, short timeouts (so an
+# offline device fails fast with DeviceNotOnline).
+SET_INTERVAL_JOB: dict[str, Any] = {
+    "methodName": "setTelemetryInterval",
+    "payload": {"intervalSeconds": 5},
+    "connectTimeoutInSeconds": 1,
+    "responseTimeoutInSeconds": 5,
+}
+
+
 class Rest:
     """The stand-in's REST convention, called the way curl would."""
 
@@ -226,11 +236,8 @@ async def test_make_run_from_a_clean_checkout(tmp_path: Path) -> None:
             (method,) = await rest.rows(
                 "AzureIotDeviceJobScheduleDeviceMethodJob",
                 {
-                    "methodName": "setTelemetryInterval",
-                    "payload": {"intervalSeconds": 5},
+                    **SET_INTERVAL_JOB,
                     "queryCondition": "deviceId IN ['device-0001', 'device-0002', 'device-0010']",
-                    "connectTimeoutInSeconds": 1,
-                    "responseTimeoutInSeconds": 5,
                 },
             )
             done = await rest.finished(method["jobId"])

@@ -299,3 +299,15 @@ def test_shapes_as_listed() -> None:
 def test_all_is_honest() -> None:
     for name in services.__all__:
         assert hasattr(services, name)
+
+
+def test_the_default_job_window_setting_is_bounded_like_the_input() -> None:
+    from pydantic import ValidationError
+
+    from agent.settings import JobSettings
+
+    low, high = rules.MAX_EXECUTION_TIME_RANGE
+    assert JobSettings(default_max_execution_time=high).default_max_execution_time == high
+    for bad in (low - 1, high + 1):
+        with pytest.raises(ValidationError):
+            JobSettings(default_max_execution_time=bad)
