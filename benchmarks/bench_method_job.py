@@ -26,9 +26,9 @@ from typing import Any
 from azure.iot.hub import IoTHubJobManager
 from azure.iot.hub.models import CloudToDeviceMethod, JobRequest
 
-from agent.logsetup import configure_logging
 from emulator.iothub import IoTHubEmulator
 from emulator.iothub.fleet import Fleet
+from logsetup import configure_logging
 
 
 def _run_job(jm: IoTHubJobManager, job_id: str) -> tuple[float, Any]:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from emulator.iothub.query import parse_condition, parse_query, run_query
+from iothub_query import parse_condition, parse_query, run_query
 
 CONDITIONS = {
     "simple": "tags.site = 'a' AND properties.reported.fw < 3",

@@ -37,8 +37,8 @@ from collections.abc import Sequence
 from agent.alwayson import BaseType, DataShape, FieldDefinition
 from agent.app import AgentApp
 from agent.iothub import Job
-from agent.logsetup import configure_logging
 from agent.registry import RemoteService, ServiceCall
+from logsetup import configure_logging
 from tests.support.settings import CATALOGUE, chain_settings
 
 __all__ = ["ECHO_SERVICE", "GATEWAY", "add_echo", "build_agent", "main", "time_get_job"]

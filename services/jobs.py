@@ -18,9 +18,10 @@ by :mod:`services.rules` before anything is sent; hub failures become one-line e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -371,6 +372,23 @@ class JobServices:
         given = call.inputs.get("jobId")
         return rules.check_job_id(given) if given is not None else self._new_job_id()
 
+    @contextlib.asynccontextmanager
+    async def _hub_call(
+        self, call: ServiceCall, ctx: ErrorContext | None = None
+    ) -> AsyncIterator[None]:
+        """Turns an :class:`~agent.iothub.IotHubError` raised in the block into the caller's
+        :class:`~agent.registry.ServiceError` (:meth:`_failure`), its cause dropped; any other
+        exception passes through unchanged.
+
+        Args:
+            call: the service call the hub calls serve.
+            ctx: what the message names (job, device, timeouts); none by default.
+        """
+        try:
+            yield
+        except IotHubError as exc:
+            raise await self._failure(call, exc, ctx or ErrorContext()) from None
+
     async def _failure(
         self, call: ServiceCall, exc: IotHubError, ctx: ErrorContext
     ) -> ServiceError:
@@ -411,12 +429,10 @@ class JobServices:
         warnings += late
         for warning in warnings:
             call.log.warning("request changed", job_id=job_id, warning=warning)
-        try:
+        async with self._hub_call(call, ErrorContext(job_id=job_id)):
             answer = await self._client.create_twin_job(
                 job_id, condition, patch, start, max_time, deadline=call.deadline
             )
-        except IotHubError as exc:
-            raise await self._failure(call, exc, ErrorContext(job_id=job_id)) from None
         requested = Job(
             job_id,
             TWIN_JOB,
@@ -447,7 +463,7 @@ class JobServices:
 
     async def schedule_method_job(self, call: ServiceCall, request: MethodJobRequest) -> InfoTable:
         """Create a device-method job (AzureIotDeviceJobScheduleDeviceMethodJob, wrappers)."""
-        try:
+        async with self._hub_call(call, ErrorContext(job_id=request.job_id)):
             answer = await self._client.create_method_job(
                 request.job_id,
                 request.query_condition,
@@ -459,9 +475,6 @@ class JobServices:
                 request.max_execution_time,
                 deadline=call.deadline,
             )
-        except IotHubError as exc:
-            ctx = ErrorContext(job_id=request.job_id)
-            raise await self._failure(call, exc, ctx) from None
         requested = Job(
             request.job_id,
             METHOD_JOB,
@@ -485,7 +498,12 @@ class JobServices:
         """Call a direct method on one device now (the wrappers' device-Thing form)."""
         response_timeout = rules.check_response_timeout(call.inputs["responseTimeoutInSeconds"])
         connect_timeout = rules.check_connect_timeout(call.inputs["connectTimeoutInSeconds"])
-        try:
+        ctx = ErrorContext(
+            device_id=device_id,
+            connect_timeout=connect_timeout,
+            response_timeout=response_timeout,
+        )
+        async with self._hub_call(call, ctx):
             result = await self._client.invoke_method(
                 device_id,
                 method_name,
@@ -494,25 +512,15 @@ class JobServices:
                 connect_timeout,
                 deadline=call.deadline,
             )
-        except IotHubError as exc:
-            ctx = ErrorContext(
-                device_id=device_id,
-                connect_timeout=connect_timeout,
-                response_timeout=response_timeout,
-            )
-            raise await self._failure(call, exc, ctx) from None
         return method_result_table(device_id, result)
 
     async def get_job(self, call: ServiceCall, *, device: str | None = None) -> InfoTable:
         """AzureIotDeviceJobGetJob; on a device Thing (``device``), only a job targeting it."""
         job_id = rules.check_job_id(call.inputs["jobId"])
-        ctx = ErrorContext(job_id=job_id)
-        try:
+        async with self._hub_call(call, ErrorContext(job_id=job_id)):
             job = await self._client.get_job(job_id, deadline=call.deadline)
             if device is not None and await self._out_of_scope(call, job, device):
                 raise self._not_found(call, job_id)
-        except IotHubError as exc:
-            raise await self._failure(call, exc, ctx) from None
         now = self._clock()
         return job_table([job], now, failures=await self._failures(call, job, now, device))
 
@@ -571,15 +579,13 @@ class JobServices:
                     f"{', '.join(JOB_STATUSES)}"
                 )
         hub_status = HUB_STATUS_FILTER[wanted] if wanted else None
-        try:
+        async with self._hub_call(call):
             jobs = await self._client.list_jobs(hub_type, hub_status, deadline=call.deadline)
             if device is not None:
                 own = rules.device_condition(device)
                 rows = await self._device_rows(call, device, None, rules.MAX_ROWS_LIMIT)
                 touched = {r.job_id for r in rows}
                 jobs = [j for j in jobs if j.query_condition == own or j.job_id in touched]
-        except IotHubError as exc:
-            raise await self._failure(call, exc, ErrorContext()) from None
         now = self._clock()
         if wanted:
             jobs = [j for j in jobs if job_status(j.status, j.start_time, now) == wanted]
@@ -596,12 +602,10 @@ class JobServices:
         """
         job_id = rules.check_job_id(call.inputs["jobId"])
         ctx = ErrorContext(job_id=job_id)
-        try:
+        async with self._hub_call(call, ctx):
             job = await self._client.get_job(job_id, deadline=call.deadline)
             if device is not None and job.query_condition != rules.device_condition(device):
                 raise self._not_found(call, job_id)
-        except IotHubError as exc:
-            raise await self._failure(call, exc, ctx) from None
         status = job_status(job.status, job.start_time, self._clock())
         if status == "running":
             raise ServiceError(
@@ -613,10 +617,8 @@ class JobServices:
                 f"job '{job_id}' has already ended (status {status}): only scheduled or "
                 "pending jobs can be cancelled"
             )
-        try:
+        async with self._hub_call(call, ctx):
             answer = await self._client.cancel_job(job_id, deadline=call.deadline)
-        except IotHubError as exc:
-            raise await self._failure(call, exc, ctx) from None
         return job_table([_merge(answer, job)], self._clock())
 
     async def query_job_results(self, call: ServiceCall, *, device: str | None = None) -> InfoTable:
@@ -625,10 +627,8 @@ class JobServices:
         max_rows = rules.check_max_rows(call.inputs["maxRows"])
         if device is not None:
             query = rules.device_results_query(query, device)
-        try:
+        async with self._hub_call(call):
             rows = await self._client.query_job_results(query, max_rows, deadline=call.deadline)
-        except IotHubError as exc:
-            raise await self._failure(call, exc, ErrorContext()) from None
         if device is not None:
             rows = [r for r in rows if r.device_id == device]  # whatever the hub matched
         return result_table(rows)

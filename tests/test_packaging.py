@@ -63,7 +63,7 @@ def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
 
 def test_wheel_carries_the_run_time_data_files(wheel_names: set[str]) -> None:
     for data in (
-        "emulator/iothub/query/grammar.lark",
+        "iothub_query/grammar.lark",
         "emulator/thingworx/static/console.html",
         "emulator/thingworx/static/console.js",
         "emulator/thingworx/static/console.css",
@@ -80,6 +80,8 @@ def test_wheel_has_every_package_and_the_console_script(wheel_names: set[str]) -
         "services",
         "wrappers",
         "emulator/iothub",
+        "iothub_query",
+        "logsetup",
         "emulator/thingworx",
     ):
         assert f"{package}/__init__.py" in wheel_names, package

@@ -22,9 +22,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.logsetup import configure_logging
 from emulator.iothub.fleet import Fleet
 from emulator.iothub.hub import IoTHubEmulator
+from logsetup import configure_logging
 
 __all__ = ["main", "mask_key", "parse_args", "run"]
 

@@ -15,10 +15,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from emulator.errors import EmulatorError
+
 __all__ = ["JOB_RUN_PRECONDITION_FAILED", "JOB_RUN_PRECONDITION_FAILED_TEXT", "HubError"]
 
 
-class HubError(Exception):
+class HubError(EmulatorError):
     """An error IoT Hub answers with.
 
     Attributes:

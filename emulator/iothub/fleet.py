@@ -39,6 +39,7 @@ from typing import Any
 
 import structlog
 
+from emulator.errors import EmulatorError
 from emulator.iothub.mqtt import topics
 from emulator.iothub.mqtt.packets import (
     ConnAck,
@@ -63,7 +64,7 @@ _API_VERSION = "2021-04-12"
 _RENEWAL_MARGIN = 120.0  # seconds before expiry, like the SDK
 
 
-class FleetError(Exception):
+class FleetError(EmulatorError):
     """A simulated device could not connect (refused, TLS failure, timeout)."""
 
 

@@ -34,9 +34,9 @@ from emulator.iothub.fleet import Fleet
 from emulator.iothub.jobs import TIERS, JobEngine, Tier
 from emulator.iothub.mqtt import DeviceEndpoint
 from emulator.iothub.ports import DeviceLink, JobService
-from emulator.iothub.query import QueryError, parse_query, run_query
 from emulator.iothub.registry import OWNER_POLICY, Registry
 from emulator.iothub.rest import QueryLanguage, RestApi
+from iothub_query import QueryError, parse_query, run_query
 
 __all__ = ["IoTHubEmulator", "device_id_for", "query_language"]
 

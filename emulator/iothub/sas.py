@@ -18,12 +18,14 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from emulator.errors import EmulatorError
+
 __all__ = ["SasError", "SasToken", "make_token", "parse_token", "verify_token"]
 
 _PREFIX = "SharedAccessSignature "
 
 
-class SasError(Exception):
+class SasError(EmulatorError):
     """A token that is malformed, expired, unknown or wrongly signed (the text says which)."""
 
 

@@ -17,9 +17,9 @@ import os
 import signal
 from collections.abc import Sequence
 
-from agent.logsetup import configure_logging
 from emulator.thingworx.limits import StandInLimits
 from emulator.thingworx.server import ThingWorxStandIn
+from logsetup import configure_logging
 
 __all__ = ["main", "parse_args", "run"]
 

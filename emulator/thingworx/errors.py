@@ -2,22 +2,25 @@
 
 ::
 
-    StandInError                   base of everything the stand-in raises
-    ├── HandshakeRefused           a websocket upgrade that is not valid (HTTP 400)
-    ├── CallError                  a REST service call that cannot be answered with a result;
-    │   │                          carries the HTTP status and a one-line text for the caller
-    │   ├── InputError             an input the Thing's metadata cannot type (400)
-    │   ├── ThingNotFound          no such Thing, or no such service on it (404)
-    │   ├── ThingUnavailable       the Thing's agent is not connected (503)
-    │   ├── EdgeTimeout            the edge did not answer in time (504)
-    │   └── EdgeFailed             the edge answered an AlwaysOn error status (500 or mapped 4xx)
-    └── LinkClosed                 the websocket of a session is gone (pending calls fail with it)
+    EmulatorError                  emulator.errors: the root of both emulators' errors
+    └── StandInError               base of everything the stand-in raises
+        ├── HandshakeRefused       a websocket upgrade that is not valid (HTTP 400)
+        ├── CallError              a REST service call that cannot be answered with a result;
+        │   │                      carries the HTTP status and a one-line text for the caller
+        │   ├── InputError         an input the Thing's metadata cannot type (400)
+        │   ├── ThingNotFound      no such Thing, or no such service on it (404)
+        │   ├── ThingUnavailable   the Thing's agent is not connected (503)
+        │   ├── EdgeTimeout        the edge did not answer in time (504)
+        │   └── EdgeFailed         the edge answered an AlwaysOn error status (500 or mapped 4xx)
+        └── LinkClosed             the websocket of a session is gone (pending calls fail with it)
 
 Third-party and codec exceptions are translated where they arise; a REST caller only ever sees a
 status and a plain-text line, never a stack trace.
 """
 
 from __future__ import annotations
+
+from emulator.errors import EmulatorError
 
 __all__ = [
     "CallError",
@@ -32,7 +35,7 @@ __all__ = [
 ]
 
 
-class StandInError(Exception):
+class StandInError(EmulatorError):
     """Base class of every exception of the ThingWorx stand-in."""
 
 

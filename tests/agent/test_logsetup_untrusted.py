@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from agent.logsetup import configure_logging
+from logsetup import configure_logging
 
 HUGE_MARK = "untrusted-value-"
 

@@ -11,8 +11,8 @@ import structlog
 from pydantic import ValidationError
 
 from agent import cli
-from agent.logsetup import configure_logging
 from agent.settings import load_settings
+from logsetup import configure_logging
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -195,12 +195,52 @@ async def test_lifecycle_quota_and_running_cancel(chain: AgentChain) -> None:
 
 async def test_failed_job_status(chain: AgentChain) -> None:
     status, body = await chain.call(
-        GATEWAY, TWIN, {"patch": {"tags": {"a": 1}}, "queryCondition": "deviceId = ", "jobId": "f1"}
+        GATEWAY,
+        TWIN,
+        {
+            "patch": {"tags": {"a": 1}},
+            "queryCondition": "STARTS_WITH(deviceId, 'd')",
+            "jobId": "f1",
+        },
     )
-    # IoT Hub accepts the job and fails it when the query does not parse (reference §3.2).
+    # IoT Hub accepts the job and fails it when the query does not run (reference §3.2); a
+    # malformed condition never gets this far (test_malformed_conditions_are_refused_at_once), but
+    # a function twin queries lack (reference §3.6) is the hub's to judge.
     assert status == 200, body
     failed = await chain.wait_status("f1", ENDED)
     assert failed["status"] == "failed" and failed["failureReason"], failed
+
+
+MALFORMED_CONDITIONS = [
+    ("deviceId = = 'x'", 'line 1, column 12 near "="'),
+    ("deviceId = 'x", 'line 1, column 12 near "\'x": unterminated string'),
+    ("deviceId = 'x' AND", "line 1, column 19 near end of input"),
+]
+
+
+async def test_malformed_conditions_are_refused_at_once(chain: AgentChain) -> None:
+    for condition, words in MALFORMED_CONDITIONS:
+        for service, inputs in (
+            (TWIN, {"patch": {"tags": {"a": 1}}}),
+            (METHOD, {"methodName": "reboot"}),
+            ("Reboot", {}),  # a wrapper job service
+        ):
+            status, text = await chain.call(
+                GATEWAY, service, {**inputs, "queryCondition": condition, "jobId": "malformed"}
+            )
+            assert status == 400 and text.startswith("input queryCondition: syntax error"), text
+            assert words in text, (service, text)
+    status, text = await chain.call(
+        GATEWAY, RESULTS, {"query": "SELECT * FROM devices.jobs WHERE devices.jobs.jobId ="}
+    )
+    assert status == 400 and text.startswith("input query: syntax error at line 1, column 54")
+    # `*` keeps its hint; and no job was created by any of the refused calls.
+    status, text = await chain.call(
+        GATEWAY, TWIN, {"patch": {"tags": {"a": 1}}, "queryCondition": "*", "jobId": "malformed"}
+    )
+    assert status == 400 and "IS_DEFINED(deviceId)" in text, text
+    status, text = await chain.call(GATEWAY, GET, {"jobId": "malformed"})
+    assert status == 404 and "404002 JobNotFound" in text, text
 
 
 async def test_cancel_scheduled_job(chain: AgentChain) -> None:

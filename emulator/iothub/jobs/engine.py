@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,6 +37,7 @@ from typing import Any
 
 import structlog
 
+import iothub_query
 from emulator.iothub.clock import Clock
 from emulator.iothub.database import Database
 from emulator.iothub.errors import (
@@ -129,7 +129,7 @@ class JobEngine:
             clock: the source of every job time.
             tier: the hub tier's job quotas; None = unthrottled, no concurrent-job limit.
             parse_condition: the queryCondition compiler; None = the emulator's query language
-                (``emulator.iothub.query.parse_condition``, imported when first needed).
+                (:func:`iothub_query.parse_condition`).
             twin_batch_size: devices per twin-patch transaction.
             max_in_flight: device method calls in flight at once per job.
             ready_poll_seconds: real seconds per wait for an offline device to become
@@ -143,7 +143,7 @@ class JobEngine:
         self._link = link
         self._clock = clock
         self._tier = tier
-        self._parse_condition = parse_condition
+        self._parse_condition: ConditionParser = parse_condition or iothub_query.parse_condition
         self._twin_batch_size = twin_batch_size
         self._max_in_flight = max_in_flight
         self._ready_poll_seconds = ready_poll_seconds
@@ -385,7 +385,7 @@ class JobEngine:
         job = self._jobs[job_id]
         self._running.add(job_id)
         try:
-            predicate = self._compile(job.spec.query_condition)
+            predicate = self._parse_condition(job.spec.query_condition)
         except ValueError as exc:  # QueryError and its kin: the job fails, not the engine
             reason = str(exc) or type(exc).__name__
             self._set_job(job_id, JobStatus.RUNNING)
@@ -613,14 +613,6 @@ class JobEngine:
             tally = _Counts()
             tally.by_status.update(counts.get(job.spec.job_id, {}))
             self._counts[job.spec.job_id] = tally
-
-    def _compile(self, text: str) -> Predicate:
-        parser = self._parse_condition
-        if parser is None:
-            module = importlib.import_module("emulator.iothub.query")
-            parser = module.parse_condition
-            self._parse_condition = parser
-        return parser(text)
 
     def _job(self, job_id: str) -> JobRecord:
         job = self._jobs.get(job_id)

@@ -4,17 +4,20 @@ Errors that IoT Hub answers to a caller are :class:`emulator.iothub.errors.HubEr
 its named constructors). The classes here are the
 engine's internal tree; they signal a bug or a corrupt database, never a caller's mistake::
 
-    JobEngineError
-    ├── IllegalTransitionError   a state change the lifecycle tables refuse
-    └── EngineStateError         the engine used before start() / after stop()
+    EmulatorError (emulator.errors)
+     └── JobEngineError
+          ├── IllegalTransitionError   a state change the lifecycle tables refuse
+          └── EngineStateError         the engine used before start() / after stop()
 """
 
 from __future__ import annotations
 
+from emulator.errors import EmulatorError
+
 __all__ = ["EngineStateError", "IllegalTransitionError", "JobEngineError"]
 
 
-class JobEngineError(Exception):
+class JobEngineError(EmulatorError):
     """Base of the job engine's internal errors."""
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from emulator.errors import EmulatorError
+
 __all__ = [
     "MAX_PACKET_SIZE",
     "ConnAck",
@@ -63,7 +65,7 @@ _PINGRESP = 13
 _DISCONNECT = 14
 
 
-class MqttProtocolError(Exception):
+class MqttProtocolError(EmulatorError):
     """Bytes or a packet that break MQTT 3.1.1 (malformed, oversized, or unsupported).
 
     The text says what was wrong; the right reaction is to close the connection.

@@ -87,7 +87,7 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     finally:
         out = _stop(proc)
     assert "stopped" in out
-    # Logs go through agent.logsetup (tracebacks without locals), not structlog's default
+    # Logs go through logsetup (tracebacks without locals), not structlog's default
     # rich tracebacks that print every frame's locals (tests/agent/test_logsetup_untrusted).
     assert '"event": "mqtt endpoint listening"' in "".join(lines) + out
 

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from emulator.iothub.errors import HubError
 from emulator.iothub.mqtt.packets import MqttProtocolError, PacketReader, Publish
-from emulator.iothub.query import QueryError, parse_condition, parse_query
 from emulator.iothub.twin_limits import decode_json, decode_section
+from iothub_query import QueryError, parse_condition, parse_query
 
 parse_query("SELECT * FROM devices WHERE tags.a = 1")  # build the lark parser before timing
 

@@ -617,7 +617,7 @@ async def test_a_crash_of_a_queued_jobs_engine_step_fails_it_and_frees_the_s1_sl
     def crashing_parser(text: str) -> Any:
         if "crash" in text:
             raise RuntimeError("engine bug")  # not a ValueError: not a bad query, a crash
-        from emulator.iothub.query import parse_condition
+        from iothub_query import parse_condition
 
         return parse_condition(text)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from emulator.iothub.query import (
+from iothub_query import (
     And,
     Comparison,
     Constant,

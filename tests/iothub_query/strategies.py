@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from emulator.iothub.query import (
+from iothub_query import (
     And,
     Comparison,
     Condition,
@@ -17,7 +17,7 @@ from emulator.iothub.query import (
     Or,
     Path,
 )
-from emulator.iothub.query.values import KEYWORDS
+from iothub_query.values import KEYWORDS
 
 # A small vocabulary, so that generated paths often find generated documents' keys.
 KEY_WORDS = ["a", "b", "A", "x", "tags", "Tags", "status", "$version", "group", "in", "a b", ""]

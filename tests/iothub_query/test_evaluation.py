@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from emulator.iothub.query import parse_condition, parse_query
+from iothub_query import parse_condition, parse_query
 
 TWIN: dict[str, Any] = {
     "deviceId": "dev-1",
@@ -331,7 +331,7 @@ def test_canceled_and_cancelled_are_one_word() -> None:
 
 
 def test_jobs_keyword_field_after_prefix_is_an_error() -> None:
-    from emulator.iothub.query import QuerySyntaxError
+    from iothub_query import QuerySyntaxError
 
     with pytest.raises(QuerySyntaxError, match=r"devices\.jobs field name"):
         parse_query("SELECT * FROM devices.jobs WHERE devices.jobs.in = 1")

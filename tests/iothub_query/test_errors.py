@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.iothub.query import (
+from iothub_query import (
     MAX_DEPTH,
     MAX_QUERY_LENGTH,
     QueryError,

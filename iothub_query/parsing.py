@@ -25,7 +25,7 @@ from typing import Final, cast
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from emulator.iothub.query.conditions import (
+from iothub_query.conditions import (
     And,
     Comparison,
     Condition,
@@ -34,14 +34,14 @@ from emulator.iothub.query.conditions import (
     Not,
     Or,
 )
-from emulator.iothub.query.errors import (
+from iothub_query.errors import (
     QueryError,
     QueryLimitExceeded,
     QueryNotSupported,
     QuerySyntaxError,
 )
-from emulator.iothub.query.queries import DEFAULT_COUNT_ALIAS, Query, Source
-from emulator.iothub.query.values import KEYWORDS, Constant, Operand, Path
+from iothub_query.queries import DEFAULT_COUNT_ALIAS, Query, Source
+from iothub_query.values import KEYWORDS, Constant, Operand, Path
 
 __all__ = ["MAX_DEPTH", "MAX_QUERY_LENGTH", "parse_condition", "parse_query"]
 

@@ -1,4 +1,5 @@
-"""The query language's exceptions.
+"""The query language's exceptions; :class:`QueryError` is the package's root (a pure core's
+own: the emulator translates it where it catches it, the agent where it checks a condition).
 
 ::
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.iothub.query import (
+from iothub_query import (
     MISSING,
     And,
     Comparison,
@@ -26,7 +26,7 @@ from emulator.iothub.query import (
     parse_condition,
     parse_query,
 )
-from tests.emulator.iothub.query.strategies import (
+from tests.iothub_query.strategies import (
     conditions,
     documents,
     mutated,

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from emulator.iothub.query.conditions import Condition
+from iothub_query.conditions import Condition
 
 __all__ = ["DEFAULT_COUNT_ALIAS", "Query", "Source", "run_query"]
 
@@ -59,7 +59,7 @@ def run_query(query: Query, documents: Iterable[Mapping[str, Any]]) -> list[Any]
     """Run ``query`` over the documents of its source collection.
 
     Args:
-        query: a query from :func:`~emulator.iothub.query.parse_query`.
+        query: a query from :func:`~iothub_query.parse_query`.
         documents: the documents of ``query.source`` (twins, module twins or device-job rows).
 
     Returns:

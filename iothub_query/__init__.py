@@ -1,6 +1,9 @@
-"""The IoT Hub query language, as far as the emulator needs it (reference/iothub.md §3.5, §3.6).
+"""The IoT Hub query language, as far as jobs and device queries use it (reference/iothub.md
+§3.5, §3.6): a pure core (docs/architecture.md) that imports nothing of this project.
 
-Sans-I/O: text in, immutable trees out, and documents (plain JSON dicts) in, booleans out.
+Sans-I/O: text in, immutable trees out, and documents (plain JSON dicts) in, booleans out. The
+emulator runs queries with it; the agent checks a job's ``queryCondition`` with it before
+sending (``services/rules.py``).
 
 - :func:`parse_condition` reads a WHERE condition alone (a job's ``queryCondition``);
   :func:`parse_query` reads ``SELECT * | SELECT COUNT() [AS alias] FROM devices |
@@ -23,7 +26,7 @@ and ``cancelled`` as the same word. Dates are strings and compare as strings.
 
 from __future__ import annotations
 
-from emulator.iothub.query.conditions import (
+from iothub_query.conditions import (
     And,
     Comparison,
     Condition,
@@ -32,20 +35,20 @@ from emulator.iothub.query.conditions import (
     Not,
     Or,
 )
-from emulator.iothub.query.errors import (
+from iothub_query.errors import (
     QueryError,
     QueryLimitExceeded,
     QueryNotSupported,
     QuerySyntaxError,
 )
-from emulator.iothub.query.parsing import (
+from iothub_query.parsing import (
     MAX_DEPTH,
     MAX_QUERY_LENGTH,
     parse_condition,
     parse_query,
 )
-from emulator.iothub.query.queries import Query, Source, run_query
-from emulator.iothub.query.values import MISSING, Constant, Path
+from iothub_query.queries import Query, Source, run_query
+from iothub_query.values import MISSING, Constant, Path
 
 __all__ = [
     "MAX_DEPTH",

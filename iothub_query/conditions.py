@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.iothub.query.evaluation import (
+from iothub_query.evaluation import (
     COMPARISON_OPERATORS,
     Evaluator,
     build_and,
@@ -26,7 +26,7 @@ from emulator.iothub.query.evaluation import (
     build_not,
     build_or,
 )
-from emulator.iothub.query.values import Constant, Operand, Path
+from iothub_query.values import Constant, Operand, Path
 
 __all__ = ["And", "Comparison", "Condition", "IsDefined", "Membership", "Not", "Or"]
 

@@ -30,7 +30,7 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from emulator.iothub.query.values import (
+from iothub_query.values import (
     BOOLEAN,
     MISSING,
     NULL,

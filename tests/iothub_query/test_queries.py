@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-import emulator.iothub.query as query_package
-from emulator.iothub.query import Query, parse_condition, parse_query, run_query
+import iothub_query as query_package
+from iothub_query import Query, parse_condition, parse_query, run_query
 
 TWINS: list[dict[str, Any]] = [
     {
@@ -101,5 +101,5 @@ def test_all_is_honest() -> None:
 def test_grammar_ships_as_package_data() -> None:
     from importlib import resources
 
-    text = resources.files("emulator.iothub.query").joinpath("grammar.lark").read_text()
+    text = resources.files("iothub_query").joinpath("grammar.lark").read_text()
     assert "COMP_OP" in text
