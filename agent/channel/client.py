@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import socket
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,6 +84,7 @@ from agent.channel.errors import (
     ChannelConfigError,
     ChannelNotReady,
     LinkFailed,
+    LinkFailure,
     LinkLost,
 )
 from agent.channel.state import ChannelState, StateMachine
@@ -159,7 +161,7 @@ class _Link:
                 return await future
         except TimeoutError:
             raise LinkLost(
-                f"no answer to {what} within {self._settings.auth_timeout:g} s"
+                f"no answer to {what} within {self._settings.auth_timeout:g} s", kind="timeout"
             ) from None
         finally:
             self._futures.pop(request_id, None)
@@ -243,6 +245,7 @@ class AlwaysOnClient:
         self._task_group: asyncio.TaskGroup | None = None
         self._running = False
         self._last_error: str | None = None
+        self._last_failure: LinkFailure | None = None
         self._failure = asyncio.Event()
         self.stats = ChannelStats()
         base: FilteringBoundLogger = logger or structlog.get_logger("agent.channel")
@@ -272,6 +275,12 @@ class AlwaysOnClient:
         refused: ...``, ``cannot connect: ...``, ``link lost: ...``); None while none has. It is
         not cleared by a later success."""
         return self._last_error
+
+    @property
+    def last_failure(self) -> LinkFailure | None:
+        """:attr:`last_error` as a value: its kind, the same one-line text, and what to do
+        (see :class:`~agent.channel.errors.LinkFailure`); None while nothing has failed."""
+        return self._last_failure
 
     async def wait_error(self, timeout: float) -> str:
         """Wait until a connection attempt or link has failed (at once when one has already).
@@ -457,17 +466,16 @@ class AlwaysOnClient:
             await link.closed.wait()
             if not self._stop_requested.is_set():
                 self.stats.links_lost += 1
+                kind, cause = self._close_cause(ws)
                 self._failed(
-                    log,
-                    "link lost",
-                    self._close_cause(ws),
-                    code=ws.close_code,
-                    reason=ws.close_reason,
+                    log, "link lost", cause, kind, code=ws.close_code, reason=ws.close_reason
                 )
         except AuthRefused as exc:
-            self._failed(log, "authentication refused", str(exc), hint="check thingworx.app_key")
+            self._failed(
+                log, "authentication refused", str(exc), exc.kind, hint="check thingworx.app_key"
+            )
         except LinkFailed as exc:
-            self._failed(log, "link failed", str(exc))
+            self._failed(log, "link failed", str(exc), exc.kind)
         finally:
             self._bound = []
             if link is not None:
@@ -482,25 +490,29 @@ class AlwaysOnClient:
             if not self._stop_requested.is_set() and self._machine.can(ChannelState.DISCONNECTED):
                 self._machine.transition(ChannelState.DISCONNECTED)
 
-    def _failed(self, log: FilteringBoundLogger, event: str, error: str, **context: Any) -> None:
+    def _failed(
+        self, log: FilteringBoundLogger, event: str, error: str, kind: str, **context: Any
+    ) -> None:
         """Record and log one failed connection attempt or lost link (the one place)."""
         self._last_error = " ".join(f"{event}: {error}".split())
+        self._last_failure = LinkFailure.of(kind, self._last_error)
         self._failure.set()
         if event == "authentication refused":
             log.error(event, error=error, **context)
         else:
             log.warning(event, error=error, **context)
 
-    def _close_cause(self, ws: ClientConnection) -> str:
-        """Why an established link ended, in a few words."""
+    def _close_cause(self, ws: ClientConnection) -> tuple[str, str]:
+        """Why an established link ended: its :class:`LinkFailure` kind and a few words."""
         sent, received = ws.protocol.close_sent, ws.protocol.close_rcvd
         if sent is not None and sent.reason == _KEEPALIVE_TIMEOUT and received is None:
-            return f"pong timeout (no pong within {self._settings.pong_timeout:g} s)"
+            return "timeout", f"pong timeout (no pong within {self._settings.pong_timeout:g} s)"
         if sent is not None and received is not None and ws.protocol.close_rcvd_then_sent is False:
-            return f"closed by the agent ({sent.code} {sent.reason})".replace(" )", ")")
+            return "closed", f"closed by the agent ({sent.code} {sent.reason})".replace(" )", ")")
         if received is not None:
-            return f"closed by the server ({received.code} {received.reason})".replace(" )", ")")
-        return f"connection dropped without a close frame ({ws.close_code})"
+            cause = f"closed by the server ({received.code} {received.reason})"
+            return "closed", cause.replace(" )", ")")
+        return "closed", f"connection dropped without a close frame ({ws.close_code})"
 
     async def _connect(self, log: FilteringBoundLogger) -> ClientConnection:
         settings = self._settings
@@ -526,9 +538,14 @@ class AlwaysOnClient:
             status = exc.response.status_code
             if status in (401, 403):
                 raise AuthRefused(f"the server refused the upgrade with HTTP {status}") from None
-            raise LinkLost(f"the server refused the upgrade with HTTP {status}") from None
+            raise LinkLost(
+                f"the server refused the upgrade with HTTP {status}",
+                kind="endpoint" if status == 404 else "protocol",
+            ) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise LinkLost(f"cannot connect: {type(exc).__name__}: {exc}") from None
+            raise LinkLost(
+                f"cannot connect: {type(exc).__name__}: {exc}", kind=_connect_failure_kind(exc)
+            ) from None
         log.info("connected")
         return ws
 
@@ -653,18 +670,18 @@ class AlwaysOnClient:
                     link.log.warning("incoming multipart message refused", error=str(exc))
                 link.refused += 1
                 if failed is not None:
-                    link.fail_pending(failed, LinkLost(f"answer refused: {exc}"))
+                    link.fail_pending(failed, LinkLost(f"answer refused: {exc}", kind="protocol"))
             case OversizedMessage(exc, failed):
                 link.log.warning("oversized message dropped", error=str(exc))
                 if failed is not None:
-                    link.fail_pending(failed, LinkLost(f"answer refused: {exc}"))
+                    link.fail_pending(failed, LinkLost(f"answer refused: {exc}", kind="protocol"))
             case MalformedMessage(exc, answered, failed):
                 if answered:
                     link.log.warning(
                         "malformed request answered", request_id=exc.request_id, error=str(exc)
                     )
                 elif failed is not None:
-                    link.fail_pending(failed, LinkLost(f"malformed answer: {exc}"))
+                    link.fail_pending(failed, LinkLost(f"malformed answer: {exc}", kind="protocol"))
                     link.log.warning("malformed answer", request_id=failed, error=str(exc))
                 else:
                     link.log.warning("malformed message dropped", error=str(exc))
@@ -868,6 +885,21 @@ class AlwaysOnClient:
         else:
             self._ready.clear()
         self._log.debug("state", old=old.value, new=new.value)
+
+
+def _connect_failure_kind(exc: BaseException) -> str:
+    """The :class:`LinkFailure` kind of an exception raised while connecting."""
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return "tls"
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError):
+        return "unreachable"
+    return "protocol"
 
 
 _SWEEPS_PER_STALE_PERIOD = 10  # a stale set is gone at most 10% after stale_multipart_after
