@@ -1,7 +1,10 @@
 """The AlwaysOn websocket client: connect, authenticate, bind, serve calls, keep alive, reconnect.
 
-All byte work is in :mod:`agent.alwayson`; this module only moves whole messages over a
-``websockets`` connection (asyncio implementation) and decides what to answer.
+All byte work and the protocol's bookkeeping are in :mod:`agent.alwayson`: each link is a
+:class:`~agent.alwayson.Connection` (edge side), which owns the request ids, the pending ids, the
+session id, the answers' ids and the malformed-message policy. This module moves its payloads
+over a ``websockets`` connection (asyncio implementation), keeps the futures of the pending
+requests, runs the timers, serves the calls and logs.
 
 Rules (reference sections in brackets):
 - The upgrade sends ``Max-Frame-Size`` (the chunk size) and ``appKey``, no subprotocol, no

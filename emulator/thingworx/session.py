@@ -1,5 +1,9 @@
 """One edge connection, server side: AUTH, BIND, synchronisation, and service calls to the edge.
 
+The protocol's bookkeeping (session id, restrict-before-AUTH, request and pending ids, answers,
+the malformed-message policy) is :class:`agent.alwayson.Connection` on its server side; this
+module is the I/O around it: the link, one future per call, the timers, the Things, the logs.
+
 Rules (reference §2.3, §5 to §9, §12):
 
 - nothing but AUTH is read before a successful AUTH: the body of anything else is never decoded
