@@ -46,7 +46,13 @@ import math
 from dataclasses import dataclass, field
 
 from agent.alwayson import unconfirmed
-from agent.alwayson.errors import IncompleteMessage, MessageTooLarge, ProtocolError
+from agent.alwayson.errors import (
+    IncompleteMessage,
+    MessageRefused,
+    MessageTooLarge,
+    PendingLimitExceeded,
+    ProtocolError,
+)
 from agent.alwayson.messagecodec import (
     _BIND_CODES,
     _REQUEST_CODES,
@@ -68,9 +74,7 @@ __all__ = [
     "MAX_PENDING",
     "MAX_SPLIT_PIECES",
     "MessageAssembler",
-    "MessageRefused",
     "PendingBudget",
-    "PendingLimitExceeded",
 ]
 
 DEFAULT_STALE_AFTER = 50.0
@@ -90,40 +94,6 @@ two) under way; four is room to spare."""
 ENTRY_OVERHEAD = 128
 """Bytes charged per held chunk and per set on top of its data: the cost of keeping it (object
 headers, dict slots), so that a flood of empty chunks is bounded like a flood of full ones."""
-
-
-class PendingLimitExceeded(MessageTooLarge):
-    """A chunk or split body would take the incomplete messages held over a limit.
-
-    The set (or held body) it belongs to is dropped; the connection stays usable. It is a
-    :class:`~agent.alwayson.errors.MessageTooLarge`, so a caller that only knows that one
-    refuses it the same way.
-
-    Attributes:
-        scope: ``"connection"`` (``max_pending_bytes``) or ``"process"`` (the shared budget).
-        code: the message code from the header.
-    """
-
-    def __init__(self, scope: str, size: int, limit: int, *, code: int, request_id: int):
-        super().__init__(size, limit, request_id=request_id)
-        self.args = (
-            f"incomplete messages would hold {size} bytes, over the {scope} limit of {limit}: "
-            f"message {request_id} dropped; send fewer multipart messages at once",
-        )
-        self.scope = scope
-        self.code = code
-
-
-class MessageRefused(ProtocolError):
-    """A payload refused before its body was read (see :meth:`MessageAssembler.restrict`).
-
-    Attributes:
-        endpoint_id: the endpoint id from the header, to echo in an answer.
-    """
-
-    def __init__(self, message: str, *, code: int, request_id: int, endpoint_id: int):
-        super().__init__(message, code=code, request_id=request_id)
-        self.endpoint_id = endpoint_id
 
 
 class PendingBudget:
@@ -302,7 +272,7 @@ class MessageAssembler:
                     )
                 held.pieces += 1
                 body = held.body + data[HEADER_SIZE:]
-                self._check_size(len(body) + HEADER_SIZE, rid)
+                self._check_size(len(body) + HEADER_SIZE, code, rid)
                 try:
                     return decode_body(*held.header, body)  # type: ignore[no-any-return]
                 except IncompleteMessage:
@@ -318,7 +288,7 @@ class MessageAssembler:
         except IncompleteMessage:
             if self._allowed is not None:
                 raise
-            self._check_size(len(data), rid)
+            self._check_size(len(data), code, rid)
             self._make_room()
             self._hold(key, _Held(header, body, now), code, rid)
             self._oldest = min(self._oldest, now)
@@ -344,7 +314,9 @@ class MessageAssembler:
         key = (rid, code >= _RESPONSE_MIN)
         if count * chunk_size > self.max_message_size:
             self._drop_set(key)
-            raise MessageTooLarge(count * chunk_size, self.max_message_size, request_id=rid)
+            raise MessageTooLarge(
+                count * chunk_size, self.max_message_size, request_id=rid, code=code
+            )
         prefix = None
         pos = MULTIPART_OVERHEAD
         if code in _REQUEST_CODES:
@@ -377,7 +349,7 @@ class MessageAssembler:
         if size + MULTIPART_OVERHEAD > self.max_message_size:
             self._drop_set(key)
             raise MessageTooLarge(size + MULTIPART_OVERHEAD, self.max_message_size,
-                                  request_id=rid)  # fmt: skip
+                                  request_id=rid, code=code)  # fmt: skip
         growth = len(payload) - old_len + (0 if old is not None else ENTRY_OVERHEAD)
         try:
             self._charge(growth, code, rid)
@@ -398,9 +370,9 @@ class MessageAssembler:
 
     # -------------------------------------------------------------------------------- limits
 
-    def _check_size(self, size: int, rid: int) -> None:
+    def _check_size(self, size: int, code: int, rid: int) -> None:
         if size > self.max_message_size:
-            raise MessageTooLarge(size, self.max_message_size, request_id=rid)
+            raise MessageTooLarge(size, self.max_message_size, request_id=rid, code=code)
 
     def _charge(self, size: int, code: int, rid: int) -> None:
         """Count ``size`` more bytes held, or raise PendingLimitExceeded (nothing counted)."""

@@ -1,7 +1,8 @@
 """The agent's AlwaysOn channel to ThingWorx: the websocket client and its states.
 
 Public names: :class:`AlwaysOnClient`, :class:`ChannelState`, :class:`ChannelStats` (and its
-:class:`StatsSnapshot`), and the exception tree of :mod:`agent.channel.errors`.
+:class:`StatsSnapshot`), the exception tree of :mod:`agent.channel.errors` and
+:class:`LinkFailure`, the typed record of why the last link failed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from agent.channel.errors import (
     ChannelNotReady,
     IllegalTransition,
     LinkFailed,
+    LinkFailure,
     LinkLost,
 )
 from agent.channel.state import TRANSITIONS, ChannelState, StateMachine
@@ -34,6 +36,7 @@ __all__ = [
     "ChannelStats",
     "IllegalTransition",
     "LinkFailed",
+    "LinkFailure",
     "LinkLost",
     "StateMachine",
     "StatsSnapshot",

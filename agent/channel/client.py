@@ -1,7 +1,10 @@
 """The AlwaysOn websocket client: connect, authenticate, bind, serve calls, keep alive, reconnect.
 
-All byte work is in :mod:`agent.alwayson`; this module only moves whole messages over a
-``websockets`` connection (asyncio implementation) and decides what to answer.
+All byte work and the protocol's bookkeeping are in :mod:`agent.alwayson`: each link is a
+:class:`~agent.alwayson.Connection` (edge side), which owns the request ids, the pending ids, the
+session id, the answers' ids and the malformed-message policy. This module moves its payloads
+over a ``websockets`` connection (asyncio implementation), keeps the futures of the pending
+requests, runs the timers, serves the calls and logs.
 
 Rules (reference sections in brackets):
 - The upgrade sends ``Max-Frame-Size`` (the chunk size) and ``appKey``, no subprotocol, no
@@ -47,8 +50,8 @@ import asyncio
 import contextlib
 import itertools
 import random
+import socket
 import ssl
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -58,22 +61,25 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from agent.alwayson import (
+    UNSUPPORTED_MESSAGE_REASON,
     AlwaysOnError,
-    Auth,
-    Bind,
     Characteristic,
+    Connection,
     EntityType,
-    Message,
-    MessageAssembler,
+    MalformedMessage,
     MessageTooLarge,
-    Method,
-    ProtocolError,
+    OversizedMessage,
+    PendingLimitRefused,
     Request,
+    RequestIds,
+    RequestReceived,
     Response,
+    ResponseReceived,
+    Side,
     Status,
-    encode_message,
+    UnmatchedResponse,
+    UnsupportedMessage,
 )
-from agent.alwayson.assembler import PendingLimitExceeded
 from agent.channel.backoff import Backoff
 from agent.channel.errors import (
     AuthRefused,
@@ -81,6 +87,7 @@ from agent.channel.errors import (
     ChannelConfigError,
     ChannelNotReady,
     LinkFailed,
+    LinkFailure,
     LinkLost,
 )
 from agent.channel.state import ChannelState, StateMachine
@@ -91,60 +98,50 @@ from agent.settings import ThingWorxSettings
 __all__ = ["MAX_CALLS_IN_FLIGHT", "UNSUPPORTED_MESSAGE_REASON", "USER_AGENT", "AlwaysOnClient"]
 
 USER_AGENT = "jobs-agent AlwaysOn edge"
-UNSUPPORTED_MESSAGE_REASON = "Message Type not supported"
 APP_KEY_CLAIM = "appKey"
-_REQUEST_CODES = frozenset(int(m) for m in Method if m is not Method.KEEP_ALIVE)
-_MAX_REQUEST_ID = 0xFFFFFFFF
 MAX_CALLS_IN_FLIGHT = 500
 """Calls served at once; more are answered SERVICE_UNAVAILABLE (the C SDK queues 500, §1.5)."""
 
 
-def _request_ids() -> Iterator[int]:
-    """1, 2, ... 0xFFFFFFFF, 1, ... (one counter for AUTH, BIND and requests, as the C SDK)."""
-    while True:
-        yield from range(1, _MAX_REQUEST_ID + 1)
-
-
 class _Link:
-    """One websocket connection: its session, its pending requests, its send lock."""
+    """One websocket connection: I/O around its sans-I/O :class:`~agent.alwayson.Connection`
+    (which holds the session, the pending request ids and the answers' policy), plus the
+    futures of the pending requests and the send lock."""
 
     def __init__(
         self,
         ws: ClientConnection,
         settings: ThingWorxSettings,
-        ids: Iterator[int],
+        ids: RequestIds,
         log: FilteringBoundLogger,
     ) -> None:
         self.ws = ws
         self.log = log
-        self.session_id = 0
         self.closed = asyncio.Event()
         self._settings = settings
-        self._ids = ids
-        self._pending: dict[int, asyncio.Future[Response]] = {}
-        self._send_lock = asyncio.Lock()
-        self._assembler = MessageAssembler(
-            settings.max_message_size,
-            settings.stale_multipart_after,
+        self.conn = Connection(
+            Side.EDGE,
+            chunk_size=settings.chunk_size,
+            max_message_size=settings.max_message_size,
+            stale_after=settings.stale_multipart_after,
             max_pending_bytes=settings.multipart_pending_bytes,
+            request_ids=ids,
         )
+        self._futures: dict[int, asyncio.Future[Response]] = {}
+        self._send_lock = asyncio.Lock()
         self.refused = 0  # incoming messages refused for the pending limit, not yet logged
 
-    def encode(self, message: Message) -> list[bytes]:
-        return encode_message(
-            message,
-            chunk_size=self._settings.chunk_size,
-            max_message_size=self._settings.max_message_size,
-        )
+    @property
+    def session_id(self) -> int:
+        """The session id the server assigned at AUTH (0 before)."""
+        return self.conn.session_id or 0
 
-    async def send(self, message: Message) -> None:
-        """Send a whole message (all its chunks back to back).
+    async def send(self, parts: list[bytes]) -> None:
+        """Send the payloads of one message (all its chunks back to back).
 
         Raises:
             LinkLost: the websocket is closed.
-            MessageTooLarge, UsageError: the codec cannot carry the message.
         """
-        parts = self.encode(message)
         async with self._send_lock:
             try:
                 for part in parts:
@@ -152,60 +149,50 @@ class _Link:
             except ConnectionClosed as exc:
                 raise LinkLost(f"websocket closed ({exc})") from None
 
-    async def request(self, build: Any, what: str) -> Response:
-        """Send the AUTH or BIND that ``build(request_id)`` makes and wait for its answer.
+    async def request(self, sent: tuple[int, list[bytes]], what: str) -> Response:
+        """Send the AUTH or BIND the connection built and wait for its answer.
 
         Raises:
             LinkLost: the link closed, or no answer within ``auth_timeout``.
         """
-        request_id = next(self._ids)
+        request_id, parts = sent
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        self._futures[request_id] = future
         try:
-            await self.send(build(request_id))
+            await self.send(parts)
             async with asyncio.timeout(self._settings.auth_timeout):
                 return await future
         except TimeoutError:
             raise LinkLost(
-                f"no answer to {what} within {self._settings.auth_timeout:g} s"
+                f"no answer to {what} within {self._settings.auth_timeout:g} s", kind="timeout"
             ) from None
         finally:
-            self._pending.pop(request_id, None)
-
-    def feed(self, data: bytes, now: float) -> Message | None:
-        """Reassemble one websocket message (may raise the codec's errors)."""
-        return self._assembler.feed(data, now)
-
-    def expire(self, now: float) -> int:
-        """Drop incomplete multipart sets older than ``stale_multipart_after``; return how many."""
-        return self._assembler.expire(now)
+            self._futures.pop(request_id, None)
+            self.conn.forget(request_id)
 
     @property
     def pending_bytes(self) -> int:
         """Bytes held for incomplete multipart sets and split bodies."""
-        return self._assembler.pending_bytes
+        return self.conn.pending_bytes
 
-    def answer_pending(self, response: Response) -> bool:
-        """Complete the pending request ``response`` answers; False when none waits for it."""
-        future = self._pending.get(response.request_id)
-        if future is None or future.done():
-            return False
-        future.set_result(response)
-        return True
+    def answer_pending(self, response: Response) -> None:
+        """Complete the pending request ``response`` answers."""
+        future = self._futures.get(response.request_id)
+        if future is not None and not future.done():
+            future.set_result(response)
 
-    def fail_pending(self, request_id: int, error: Exception) -> bool:
-        future = self._pending.get(request_id)
-        if future is None or future.done():
-            return False
-        future.set_exception(error)
-        return True
+    def fail_pending(self, request_id: int, error: Exception) -> None:
+        """Fail the pending request ``request_id`` with ``error``."""
+        future = self._futures.get(request_id)
+        if future is not None and not future.done():
+            future.set_exception(error)
 
     def lost(self, reason: str) -> None:
         """Fail every pending request and free the incomplete multipart sets: the link is gone."""
-        for future in self._pending.values():
+        self.conn.close()
+        for future in self._futures.values():
             if not future.done():
                 future.set_exception(LinkLost(reason))
-        self._assembler.clear()
         self.closed.set()
 
 
@@ -251,7 +238,7 @@ class AlwaysOnClient:
         self._ready = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._ids = _request_ids()
+        self._ids = RequestIds()
         self._conn_ids = itertools.count(1)
         self._link: _Link | None = None
         self._bound: list[str] = []
@@ -261,6 +248,7 @@ class AlwaysOnClient:
         self._task_group: asyncio.TaskGroup | None = None
         self._running = False
         self._last_error: str | None = None
+        self._last_failure: LinkFailure | None = None
         self._failure = asyncio.Event()
         self.stats = ChannelStats()
         base: FilteringBoundLogger = logger or structlog.get_logger("agent.channel")
@@ -290,6 +278,12 @@ class AlwaysOnClient:
         refused: ...``, ``cannot connect: ...``, ``link lost: ...``); None while none has. It is
         not cleared by a later success."""
         return self._last_error
+
+    @property
+    def last_failure(self) -> LinkFailure | None:
+        """:attr:`last_error` as a value: its kind, the same one-line text, and what to do
+        (see :class:`~agent.channel.errors.LinkFailure`); None while nothing has failed."""
+        return self._last_failure
 
     async def wait_error(self, timeout: float) -> str:
         """Wait until a connection attempt or link has failed (at once when one has already).
@@ -375,8 +369,7 @@ class AlwaysOnClient:
                 try:
                     for batch in self._batches(link, names, unbind=True):
                         answer = await link.request(
-                            lambda rid, b=batch: Bind(rid, link.session_id, b, unbind=True),
-                            "UNBIND",
+                            link.conn.send_bind(batch, unbind=True), "UNBIND"
                         )
                         if not answer.ok:
                             link.log.warning("unbind refused", status=answer.status.name)
@@ -476,17 +469,16 @@ class AlwaysOnClient:
             await link.closed.wait()
             if not self._stop_requested.is_set():
                 self.stats.links_lost += 1
+                kind, cause = self._close_cause(ws)
                 self._failed(
-                    log,
-                    "link lost",
-                    self._close_cause(ws),
-                    code=ws.close_code,
-                    reason=ws.close_reason,
+                    log, "link lost", cause, kind, code=ws.close_code, reason=ws.close_reason
                 )
         except AuthRefused as exc:
-            self._failed(log, "authentication refused", str(exc), hint="check thingworx.app_key")
+            self._failed(
+                log, "authentication refused", str(exc), exc.kind, hint="check thingworx.app_key"
+            )
         except LinkFailed as exc:
-            self._failed(log, "link failed", str(exc))
+            self._failed(log, "link failed", str(exc), exc.kind)
         finally:
             self._bound = []
             if link is not None:
@@ -501,25 +493,29 @@ class AlwaysOnClient:
             if not self._stop_requested.is_set() and self._machine.can(ChannelState.DISCONNECTED):
                 self._machine.transition(ChannelState.DISCONNECTED)
 
-    def _failed(self, log: FilteringBoundLogger, event: str, error: str, **context: Any) -> None:
+    def _failed(
+        self, log: FilteringBoundLogger, event: str, error: str, kind: str, **context: Any
+    ) -> None:
         """Record and log one failed connection attempt or lost link (the one place)."""
         self._last_error = " ".join(f"{event}: {error}".split())
+        self._last_failure = LinkFailure.of(kind, self._last_error)
         self._failure.set()
         if event == "authentication refused":
             log.error(event, error=error, **context)
         else:
             log.warning(event, error=error, **context)
 
-    def _close_cause(self, ws: ClientConnection) -> str:
-        """Why an established link ended, in a few words."""
+    def _close_cause(self, ws: ClientConnection) -> tuple[str, str]:
+        """Why an established link ended: its :class:`LinkFailure` kind and a few words."""
         sent, received = ws.protocol.close_sent, ws.protocol.close_rcvd
         if sent is not None and sent.reason == _KEEPALIVE_TIMEOUT and received is None:
-            return f"pong timeout (no pong within {self._settings.pong_timeout:g} s)"
+            return "timeout", f"pong timeout (no pong within {self._settings.pong_timeout:g} s)"
         if sent is not None and received is not None and ws.protocol.close_rcvd_then_sent is False:
-            return f"closed by the agent ({sent.code} {sent.reason})".replace(" )", ")")
+            return "closed", f"closed by the agent ({sent.code} {sent.reason})".replace(" )", ")")
         if received is not None:
-            return f"closed by the server ({received.code} {received.reason})".replace(" )", ")")
-        return f"connection dropped without a close frame ({ws.close_code})"
+            cause = f"closed by the server ({received.code} {received.reason})"
+            return "closed", cause.replace(" )", ")")
+        return "closed", f"connection dropped without a close frame ({ws.close_code})"
 
     async def _connect(self, log: FilteringBoundLogger) -> ClientConnection:
         settings = self._settings
@@ -545,19 +541,23 @@ class AlwaysOnClient:
             status = exc.response.status_code
             if status in (401, 403):
                 raise AuthRefused(f"the server refused the upgrade with HTTP {status}") from None
-            raise LinkLost(f"the server refused the upgrade with HTTP {status}") from None
+            raise LinkLost(
+                f"the server refused the upgrade with HTTP {status}",
+                kind="endpoint" if status == 404 else "protocol",
+            ) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise LinkLost(f"cannot connect: {type(exc).__name__}: {exc}") from None
+            raise LinkLost(
+                f"cannot connect: {type(exc).__name__}: {exc}", kind=_connect_failure_kind(exc)
+            ) from None
         log.info("connected")
         return ws
 
     async def _authenticate(self, link: _Link) -> None:
         key = self._settings.app_key.get_secret_value()
-        answer = await link.request(lambda rid: Auth(rid, ((APP_KEY_CLAIM, key),)), "AUTH")
+        answer = await link.request(link.conn.send_auth(((APP_KEY_CLAIM, key),)), "AUTH")
         if not answer.ok:
             reason = f": {answer.reason}" if answer.reason else ""
             raise AuthRefused(f"AUTH answered {answer.status.name}{reason}")
-        link.session_id = answer.session_id
         link.log = link.log.bind(session_id=answer.session_id)
         link.log.info("authenticated")
 
@@ -577,8 +577,7 @@ class AlwaysOnClient:
         """
 
         def fits(batch: tuple[str, ...]) -> bool:
-            parts = link.encode(Bind(1, link.session_id, batch, unbind=unbind))
-            return len(parts) == 1 and len(parts[0]) <= self._settings.chunk_size
+            return link.conn.bind_fits(batch, unbind=unbind)
 
         batches: list[tuple[str, ...]] = []
         rest = names
@@ -603,7 +602,7 @@ class AlwaysOnClient:
         link.log.info("bound", things=len(names))
 
     async def _bind_batch(self, link: _Link, batch: tuple[str, ...]) -> None:
-        answer = await link.request(lambda rid: Bind(rid, link.session_id, batch), "BIND")
+        answer = await link.request(link.conn.send_bind(batch), "BIND")
         if not answer.ok:
             reason = f": {answer.reason}" if answer.reason else ""
             raise BindRefused(f"BIND of {len(batch)} Things answered {answer.status.name}{reason}")
@@ -644,85 +643,62 @@ class AlwaysOnClient:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period):
                     await link.closed.wait()
-            dropped = link.expire(loop.time())
+            dropped = link.conn.expire(loop.time())
             if dropped:
                 link.log.info("stale multipart sets dropped", count=dropped)
             if link.refused:
                 link.log.warning("incoming multipart messages refused", count=link.refused)
                 link.refused = 0
 
-    async def _on_pending_limit(self, link: _Link, exc: PendingLimitExceeded) -> None:
-        """A chunk over the pending limit: its set is dropped; a request is answered
-        ENTITY_TOO_LARGE, the AUTH/BIND it answers fails; one log line per sweep, not per frame."""
-        if link.refused == 0:
-            link.log.warning("incoming multipart message refused", error=str(exc))
-        link.refused += 1
-        request_id = exc.request_id if exc.request_id is not None else 0
-        if exc.code in _REQUEST_CODES:
-            await self._reply(
-                link,
-                Response(Status.ENTITY_TOO_LARGE, request_id, 0, link.session_id, str(exc)),
-            )
-        else:
-            link.fail_pending(request_id, LinkLost(f"answer refused: {exc}"))
-
     async def _on_frame(self, link: _Link, data: bytes, now: float) -> None:
-        try:
-            message = link.feed(data, now)
-        except PendingLimitExceeded as exc:
-            await self._on_pending_limit(link, exc)
-            return
-        except MessageTooLarge as exc:
-            link.log.warning("oversized message dropped", error=str(exc))
-            return
-        except ProtocolError as exc:
-            await self._on_malformed(link, exc)
-            return
-        except AlwaysOnError as exc:
-            link.log.warning("message dropped", error=str(exc))
-            return
-        if message is None:
-            return
-        if isinstance(message, Response):
-            if not link.answer_pending(message):
+        """Hand one payload to the connection, send what it answered itself, act on its event."""
+        event = link.conn.receive_data(data, now)
+        answers = link.conn.data_to_send()
+        if answers:
+            await self._send_answers(link, answers)
+        match event:
+            case None:
+                pass
+            case RequestReceived(request):
+                await self._on_request(link, request)
+            case ResponseReceived(response):
+                link.answer_pending(response)
+            case UnmatchedResponse(response):
                 link.log.debug(
-                    "response to no pending request ignored", request_id=message.request_id
+                    "response to no pending request ignored", request_id=response.request_id
                 )
-        elif isinstance(message, Request):
-            await self._on_request(link, message)
-        else:  # AUTH, BIND, UNBIND are the edge's to send, not to receive.
-            link.log.warning("unsupported message type", kind=type(message).__name__)
-            await self._reply(
-                link,
-                Response(
-                    Status.BAD_REQUEST,
-                    message.request_id,
-                    message.endpoint_id,
-                    link.session_id,
-                    UNSUPPORTED_MESSAGE_REASON,
-                ),
-            )
+            case PendingLimitRefused(exc, _, failed):
+                # One log line per sweep, not per frame (see _sweep).
+                if link.refused == 0:
+                    link.log.warning("incoming multipart message refused", error=str(exc))
+                link.refused += 1
+                if failed is not None:
+                    link.fail_pending(failed, LinkLost(f"answer refused: {exc}", kind="protocol"))
+            case OversizedMessage(exc, failed):
+                link.log.warning("oversized message dropped", error=str(exc))
+                if failed is not None:
+                    link.fail_pending(failed, LinkLost(f"answer refused: {exc}", kind="protocol"))
+            case MalformedMessage(exc, answered, failed):
+                if answered:
+                    link.log.warning(
+                        "malformed request answered", request_id=exc.request_id, error=str(exc)
+                    )
+                elif failed is not None:
+                    link.fail_pending(failed, LinkLost(f"malformed answer: {exc}", kind="protocol"))
+                    link.log.warning("malformed answer", request_id=failed, error=str(exc))
+                else:
+                    link.log.warning("malformed message dropped", error=str(exc))
+            case UnsupportedMessage(message, _):
+                link.log.warning("unsupported message type", kind=type(message).__name__)
+            case _:  # AUTH/BIND received, refused before AUTH: server-side events only
+                link.log.warning("message dropped", kind=type(event).__name__)
 
-    async def _on_malformed(self, link: _Link, exc: ProtocolError) -> None:
-        request_id, code = exc.request_id, exc.code
-        if request_id is not None and code is not None and code in _REQUEST_CODES:
-            link.log.warning("malformed request answered", request_id=request_id, error=str(exc))
-            await self._reply(
-                link,
-                Response(
-                    Status.BAD_REQUEST,
-                    request_id,
-                    0,
-                    link.session_id,
-                    f"malformed message: {exc}",
-                ),
-            )
-        elif request_id is not None and link.fail_pending(
-            request_id, LinkLost(f"malformed answer: {exc}")
-        ):
-            link.log.warning("malformed answer", request_id=request_id, error=str(exc))
-        else:
-            link.log.warning("malformed message dropped", error=str(exc))
+    async def _send_answers(self, link: _Link, parts: list[bytes]) -> None:
+        try:
+            await link.send(parts)
+        except LinkLost:
+            self.stats.abandoned_calls += 1
+            link.log.warning("answer undeliverable: link lost")
 
     async def _on_request(self, link: _Link, request: Request) -> None:
         thing, target = request.entity_name, request.target
@@ -735,11 +711,10 @@ class AlwaysOnClient:
             link.log.info("not found", thing=thing, target=target, kind=what)
             await self._reply(
                 link,
-                Response(
-                    Status.NOT_FOUND,
+                link.conn.response(
                     request.request_id,
                     request.endpoint_id,
-                    link.session_id,
+                    Status.NOT_FOUND,
                     f"{request.entity_type.name.capitalize()} {thing} has no {what} {target}",
                 ),
             )
@@ -748,7 +723,7 @@ class AlwaysOnClient:
             # Answered at once, before any later request is read (reference §7.2).
             await self._reply(
                 link,
-                Response(Status.SUCCESS, request.request_id, request.endpoint_id, link.session_id),
+                link.conn.response(request.request_id, request.endpoint_id, Status.SUCCESS),
             )
             return
         refusal: str | None = None
@@ -766,11 +741,10 @@ class AlwaysOnClient:
             self.stats.record_call(target, 0.0, ok=False)
             await self._reply(
                 link,
-                Response(
-                    Status.SERVICE_UNAVAILABLE,
+                link.conn.response(
                     request.request_id,
                     request.endpoint_id,
-                    link.session_id,
+                    Status.SERVICE_UNAVAILABLE,
                     refusal,
                 ),
             )
@@ -793,11 +767,10 @@ class AlwaysOnClient:
             content = await self._registry.dispatch(
                 request.entity_name, service, request.params, log=log
             )
-            response = Response(
-                Status.SUCCESS,
+            response = link.conn.response(
                 request.request_id,
                 request.endpoint_id,
-                link.session_id,
+                Status.SUCCESS,
                 None,
                 content,
             )
@@ -809,8 +782,8 @@ class AlwaysOnClient:
                 status=err.status.name,
                 reason=err.message,
             )
-            response = Response(
-                err.status, request.request_id, request.endpoint_id, link.session_id, err.message
+            response = link.conn.response(
+                request.request_id, request.endpoint_id, err.status, err.message
             )
         except asyncio.CancelledError:
             if not self._drain_expired:
@@ -820,22 +793,20 @@ class AlwaysOnClient:
             if task is not None:
                 task.uncancel()
             log.warning("call unfinished at the drain deadline", service=service)
-            response = Response(
-                Status.GATEWAY_TIMEOUT,
+            response = link.conn.response(
                 request.request_id,
                 request.endpoint_id,
-                link.session_id,
+                Status.GATEWAY_TIMEOUT,
                 f"the agent stopped before service {service} finished (thingworx.drain_timeout "
                 f"= {self._settings.drain_timeout:g} s); it may have taken effect: check "
                 "(GetJob, FindJobs) before calling it again",
             )
         except Exception:  # the registry never raises anything else; belt and braces
             log.exception("call crashed", thing=request.entity_name, service=service)
-            response = Response(
-                Status.INTERNAL_SERVER_ERROR,
+            response = link.conn.response(
                 request.request_id,
                 request.endpoint_id,
-                link.session_id,
+                Status.INTERNAL_SERVER_ERROR,
                 f"internal error in service {service}",
             )
         self.stats.record_call(service, loop.time() - started, ok=response.ok)
@@ -850,16 +821,15 @@ class AlwaysOnClient:
     async def _reply(self, link: _Link, response: Response) -> None:
         """Send an answer; an answer too large for the codec becomes ENTITY_TOO_LARGE."""
         try:
-            await link.send(response)
+            await link.send(link.conn.encode(response))
         except MessageTooLarge as exc:
             link.log.error("answer too large", request_id=response.request_id, error=str(exc))
             await self._reply(
                 link,
-                Response(
-                    Status.ENTITY_TOO_LARGE,
+                link.conn.response(
                     response.request_id,
                     response.endpoint_id,
-                    link.session_id,
+                    Status.ENTITY_TOO_LARGE,
                     f"the result is too large ({exc.size} bytes, limit {exc.limit}); "
                     "ask for fewer rows",
                 ),
@@ -871,11 +841,10 @@ class AlwaysOnClient:
             if response.ok:
                 await self._reply(
                     link,
-                    Response(
-                        Status.INTERNAL_SERVER_ERROR,
+                    link.conn.response(
                         response.request_id,
                         response.endpoint_id,
-                        link.session_id,
+                        Status.INTERNAL_SERVER_ERROR,
                         f"the result cannot be encoded: {exc}",
                     ),
                 )
@@ -919,6 +888,21 @@ class AlwaysOnClient:
         else:
             self._ready.clear()
         self._log.debug("state", old=old.value, new=new.value)
+
+
+def _connect_failure_kind(exc: BaseException) -> str:
+    """The :class:`LinkFailure` kind of an exception raised while connecting."""
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return "tls"
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError):
+        return "unreachable"
+    return "protocol"
 
 
 _SWEEPS_PER_STALE_PERIOD = 10  # a stale set is gone at most 10% after stale_multipart_after

@@ -189,8 +189,7 @@ async def _check_ends(
     if not ready_ok:
         error = channel.last_error
         if error is not None:
-            failure = getattr(channel, "last_failure", None)
-            fail(f"ThingWorx {twx.url}", error, hint_for(error, failure))
+            fail(f"ThingWorx {twx.url}", error, hint_for(channel.last_failure))
         else:
             fail(
                 f"ThingWorx {twx.url}",

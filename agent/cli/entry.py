@@ -16,8 +16,8 @@ from agent.cli.args import build_parser
 from agent.cli.call import call
 from agent.cli.check import check
 from agent.cli.run import run
-from agent.logsetup import configure_logging
 from agent.settings import Settings, load_settings, settings_errors
+from logsetup import configure_logging
 
 __all__ = ["main"]
 

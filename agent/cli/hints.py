@@ -1,49 +1,29 @@
 """What to fix, for ``jobs-agent check``'s failures: one line per failure of either end.
 
 Rules: a hint names the setting to change (``thingworx.app_key``, ``iothub.ca_file``...) and is
-one line. ThingWorx's hint is read from the channel's failure: the typed
-``LinkFailure`` (``kind``, ``hint``) when the channel gives one, else its ``last_error`` text.
+one line. ThingWorx's hint is the channel's typed
+``LinkFailure`` (``kind``, ``hint``), never read from its ``last_error`` text.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
+from agent.channel import LinkFailure
+from agent.channel.errors import FAILURE_HINTS
 from agent.iothub import HubRequestError, HubTimeout, HubUnreachable, IotHubError
 
-__all__ = ["LinkFailureView", "hint_for", "hub_hint"]
+__all__ = ["hint_for", "hub_hint"]
 
 
-class LinkFailureView(Protocol):
-    """What :func:`hint_for` reads of a typed link failure (``agent.channel.LinkFailure``)."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def hint(self) -> str: ...
-
-
-def hint_for(error: str, failure: LinkFailureView | None = None) -> str:
-    """What to fix for the channel's failure.
+def hint_for(failure: LinkFailure | None) -> str:
+    """What to fix for the channel's failure: the typed failure's own hint (no text matching).
 
     Args:
-        error: the channel's ``last_error`` (one line).
-        failure: the channel's typed failure, when it has one: its ``hint`` is used as is.
+        failure: the channel's ``last_failure``; None (a failure the channel did not type) gets
+            the generic "cannot reach ThingWorx" hint.
     """
     if failure is not None and failure.hint:
         return failure.hint
-    text = error.lower()
-    if text.startswith("authentication refused"):
-        return "ThingWorx refused the application key: check thingworx.app_key"
-    if "certificate" in text or "ssl" in text:
-        return (
-            "the server's TLS certificate is not trusted: set thingworx.ca_file to its CA "
-            "(or thingworx.verify_tls = false for a test server)"
-        )
-    if "http 404" in text:
-        return "no AlwaysOn endpoint there: thingworx.url should end with /Thingworx/WS"
-    return "cannot reach ThingWorx: check thingworx.url and that the server is up and reachable"
+    return FAILURE_HINTS["unreachable"]
 
 
 def hub_hint(exc: IotHubError) -> str:

@@ -34,7 +34,7 @@ Rules (untrusted input):
   :data:`MAX_JSON_DEPTH` levels of arrays and objects with an :class:`InputError` (400), so the
   parser and every conversion after it recurse a bounded number of times.
 - InfoTables nested in inputs (INFOTABLE and VARIANT cells, also through strings holding
-  InfoTable JSON) are refused past :data:`~agent.alwayson.valuecodec.MAX_NESTING` levels, the
+  InfoTable JSON) are refused past :data:`~agent.alwayson.MAX_NESTING` levels, the
   codec's own limit, before descending.
 """
 
@@ -49,13 +49,23 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from agent.alwayson.basetypes import STRING_LIKE_TYPES, BaseType, Location, Variant
-from agent.alwayson.errors import AlwaysOnError
-from agent.alwayson.infotable import DataShape, FieldDefinition, InfoTable
-from agent.alwayson.metadata import ServiceMetadata
-from agent.alwayson.shapecache import IdentityCache, is_frozen
-from agent.alwayson.valuecodec import MAX_NESTING
-from agent.alwayson.values import coerce_value, infer_base_type, millis_from_datetime
+from agent.alwayson import (
+    MAX_NESTING,
+    STRING_LIKE_TYPES,
+    AlwaysOnError,
+    BaseType,
+    DataShape,
+    FieldDefinition,
+    IdentityCache,
+    InfoTable,
+    Location,
+    ServiceMetadata,
+    Variant,
+    coerce_value,
+    infer_base_type,
+    is_frozen,
+    millis_from_datetime,
+)
 from emulator.thingworx.errors import InputError
 from emulator.thingworx.unconfirmed import NO_INPUTS_AS_NOTHING, UNKNOWN_INPUTS_REFUSED
 
@@ -318,7 +328,7 @@ def infotable_from_json(obj: Any, *, where: str = "infotable", depth: int = 1) -
 
     Raises:
         InputError: not an InfoTable document, a cell that does not fit its field, or tables
-            nested more than :data:`~agent.alwayson.valuecodec.MAX_NESTING` deep.
+            nested more than :data:`~agent.alwayson.MAX_NESTING` deep.
     """
     if depth > MAX_NESTING:
         raise InputError(f"{where}: InfoTables nested more than {MAX_NESTING} deep")

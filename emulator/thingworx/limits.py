@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.alwayson.assembler import DEFAULT_MAX_PENDING_BYTES
+from agent.alwayson import DEFAULT_MAX_PENDING_BYTES
 from emulator.thingworx.unconfirmed import STALE_MULTIPART_SECONDS
 
 __all__ = ["FrameRate", "RefusalCounter", "StandInLimits"]

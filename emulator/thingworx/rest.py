@@ -30,8 +30,16 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Response, Status
-from agent.alwayson.metadata import ServiceMetadata, ThingMetadata
+from agent.alwayson import (
+    BaseType,
+    DataShape,
+    FieldDefinition,
+    InfoTable,
+    Response,
+    ServiceMetadata,
+    Status,
+    ThingMetadata,
+)
 from emulator.thingworx.errors import (
     CallError,
     EdgeFailed,

@@ -6,7 +6,7 @@ a wrong ``appKey`` upgrade header is refused early with 401 (a missing one is ac
 message decides), a missing ``Max-Frame-Size`` defaults to 8192 (reference §1.1). What one
 connection may cost is bounded by :class:`~emulator.thingworx.limits.StandInLimits`; the bytes
 of incomplete multipart sets are also bounded for every connection together (one
-:class:`~agent.alwayson.assembler.PendingBudget` per stand-in).
+:class:`~agent.alwayson.PendingBudget` per stand-in).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import itertools
 import structlog
 from aiohttp import web
 
-from agent.alwayson.assembler import PendingBudget
+from agent.alwayson import PendingBudget, RequestIds
 from emulator.thingworx.console import add_console_routes
 from emulator.thingworx.errors import HandshakeRefused
 from emulator.thingworx.limits import StandInLimits
@@ -75,14 +75,13 @@ class ThingWorxStandIn:
         self.limits = limits or StandInLimits()
         self.registry = ThingRegistry(keep_unbound=self.limits.unbound_things_kept)
         self._budget = PendingBudget(self.limits.multipart_pending_bytes_total)
-        self._request_ids = itertools.count(1)
         self._conn_ids = itertools.count(1)
         self._settings = SessionSettings(
             app_key=app_key,
             chunk_size=chunk_size,
             max_message_size=max_message_size,
             call_timeout=call_timeout,
-            next_request_id=self._next_request_id,
+            next_request_id=RequestIds(),
             limits=self.limits,
             budget=self._budget,
         )
@@ -90,10 +89,6 @@ class ThingWorxStandIn:
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
         self._rest = RestApi(self.registry, app_key, call_timeout)
-
-    def _next_request_id(self) -> int:
-        # 1..0xFFFFFFFF, wrapping (a uint32 that is never 0).
-        return (next(self._request_ids) - 1) % 0xFFFFFFFF + 1
 
     # lifecycle ---------------------------------------------------------------------------
 

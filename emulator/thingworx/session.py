@@ -1,5 +1,9 @@
 """One edge connection, server side: AUTH, BIND, synchronisation, and service calls to the edge.
 
+The protocol's bookkeeping (session id, restrict-before-AUTH, request and pending ids, answers,
+the malformed-message policy) is :class:`agent.alwayson.Connection` on its server side; this
+module is the I/O around it: the link, one future per call, the timers, the Things, the logs.
+
 Rules (reference §2.3, §5 to §9, §12):
 
 - nothing but AUTH is read before a successful AUTH: the body of anything else is never decoded
@@ -34,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -43,33 +46,38 @@ import structlog
 from agent.alwayson import (
     AlwaysOnError,
     Auth,
+    AuthReceived,
     BaseType,
     Bind,
+    BindReceived,
     Characteristic,
+    Connection,
     DataShape,
-    EntityType,
     FieldDefinition,
     InfoTable,
-    Message,
-    MessageAssembler,
+    MalformedMessage,
     MessageTooLarge,
-    Method,
-    ProtocolError,
+    OversizedMessage,
+    PendingBudget,
+    PendingLimitRefused,
+    RefusedBeforeAuth,
     Request,
+    RequestReceived,
     Response,
+    ResponseReceived,
+    Side,
     Status,
     ThingMetadata,
-    encode_message,
+    UnmatchedResponse,
+    UnsupportedMessage,
     parse_metadata_json,
 )
-from agent.alwayson.assembler import MessageRefused, PendingBudget, PendingLimitExceeded
 from emulator.thingworx.errors import CallError, EdgeFailed, EdgeTimeout, LinkClosed
 from emulator.thingworx.limits import RefusalCounter, StandInLimits
 from emulator.thingworx.things import ThingRegistry
 from emulator.thingworx.unconfirmed import (
     APP_KEY_CLAIM,
     AUTH_FAILURE_CLOSES,
-    AUTH_FAILURE_STATUS,
     GET_METADATA_AFTER_BIND,
     GET_METADATA_METHOD,
     GET_METADATA_SERVICE,
@@ -135,11 +143,6 @@ def check_app_key(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def _new_session_id() -> int:
-    # Neither 0 (the edge's "no session") nor 0xFFFFFFFF (the AUTH marker).
-    return secrets.randbelow(0xFFFFFFFE - 1) + 1
-
-
 def _content_reason(content: InfoTable | None) -> str | None:
     if content is None or REASON_COLUMN not in content.shape or not content.rows:
         return None
@@ -176,18 +179,19 @@ class EdgeSession:
         self._registry = registry
         self._settings = settings
         self._conn_id = conn_id
-        self.endpoint_id = endpoint_id
-        self.session_id: int | None = None
         limits = settings.limits
-        self._assembler = MessageAssembler(
-            settings.max_message_size,
-            limits.stale_multipart_after,
+        self.conn = Connection(
+            Side.SERVER,
+            chunk_size=min(settings.chunk_size, link.max_frame_size),
+            max_message_size=settings.max_message_size,
+            stale_after=limits.stale_multipart_after,
             max_pending_bytes=limits.multipart_pending_bytes,
             budget=settings.budget,
+            request_ids=settings.next_request_id,
+            endpoint_id=endpoint_id,
         )
-        self._assembler.restrict(_AUTH_ONLY, "authenticate first")
         self.refusals = RefusalCounter()
-        self._pending: dict[int, asyncio.Future[Response]] = {}
+        self._futures: dict[int, asyncio.Future[Response]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._metadata_fetches: dict[str, asyncio.Task[None]] = {}
         self._log = structlog.get_logger("emulator.thingworx.session").bind(conn_id=conn_id)
@@ -198,14 +202,24 @@ class EdgeSession:
         return self._conn_id
 
     @property
+    def endpoint_id(self) -> int:
+        """This connection's endpoint id, sent in every request to the edge."""
+        return self.conn.endpoint_id
+
+    @property
+    def session_id(self) -> int | None:
+        """The session id assigned at AUTH; None before."""
+        return self.conn.session_id
+
+    @property
     def authenticated(self) -> bool:
         """True after a successful AUTH."""
-        return self.session_id is not None
+        return self.conn.authenticated
 
     @property
     def pending_multipart_bytes(self) -> int:
         """Bytes held for this connection's incomplete multipart sets and split bodies."""
-        return self._assembler.pending_bytes
+        return self.conn.pending_bytes
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -227,19 +241,10 @@ class EdgeSession:
                 data = await self.link.recv()
                 if data is None:
                     break
-                try:
-                    message = self._assembler.feed(data, loop.time())
-                except MessageRefused as exc:
-                    await self._refuse_before_auth(exc.code, exc.request_id, exc.endpoint_id)
-                    continue
-                except MessageTooLarge as exc:
-                    self._on_too_large(exc)
-                    continue
-                except ProtocolError as exc:
-                    self._on_malformed(exc)
-                    continue
-                if message is not None:
-                    await self._dispatch(message)
+                event = self.conn.receive_data(data, loop.time())
+                self._send_frames(self.conn.data_to_send())
+                if event is not None:
+                    await self._dispatch(event)
         finally:
             await self._shutdown()
 
@@ -248,11 +253,11 @@ class EdgeSession:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for future in self._pending.values():
+        _, freed = self.conn.close()
+        for future in self._futures.values():
             if not future.done():
                 future.set_exception(LinkClosed("the edge's connection closed"))
-        self._pending.clear()
-        freed = self._assembler.clear()
+        self._futures.clear()
         names = self._registry.drop(self)
         self._log_refusals()
         self._log.info(
@@ -281,7 +286,7 @@ class EdgeSession:
         while not self.link.closed:
             await asyncio.sleep(period)
             now = loop.time()
-            dropped = self._assembler.expire(now)
+            dropped = self.conn.expire(now)
             if dropped:
                 self._log.info("stale multipart sets dropped", count=dropped)
             if now >= next_log:
@@ -306,11 +311,7 @@ class EdgeSession:
 
     # sending -----------------------------------------------------------------------------
 
-    def _send(self, message: Message) -> None:
-        chunk = min(self._settings.chunk_size, self.link.max_frame_size)
-        frames = encode_message(
-            message, chunk_size=chunk, max_message_size=self._settings.max_message_size
-        )
+    def _send_frames(self, frames: list[bytes]) -> None:
         for frame in frames:
             self.link.send(frame)
 
@@ -321,41 +322,12 @@ class EdgeSession:
         *,
         reason: str | None = None,
         content: InfoTable | None = None,
-        session_id: int | None = None,
     ) -> None:
-        self._respond(
-            to.request_id,
-            to.endpoint_id,
-            status,
-            reason=reason,
-            content=content,
-            session_id=session_id,
-        )
-
-    def _respond(
-        self,
-        request_id: int,
-        endpoint_id: int,
-        status: Status | int,
-        *,
-        reason: str | None = None,
-        content: InfoTable | None = None,
-        session_id: int | None = None,
-    ) -> None:
-        sid = session_id if session_id is not None else (self.session_id or 0)
+        """Answer ``to`` (its request id and endpoint id echoed by the connection)."""
         try:
-            self._send(
-                Response(
-                    Status(status),
-                    request_id=request_id,
-                    endpoint_id=endpoint_id,
-                    session_id=sid,
-                    reason=reason,
-                    content=content,
-                )
-            )
+            self._send_frames(self.conn.send_response(to, status, reason=reason, content=content))
         except (ConnectionError, AlwaysOnError) as exc:
-            self._log.warning("answer not sent", request_id=request_id, error=str(exc))
+            self._log.warning("answer not sent", request_id=to.request_id, error=str(exc))
 
     # calls to the edge -------------------------------------------------------------------
 
@@ -388,31 +360,21 @@ class EdgeSession:
         if self.link.closed:
             raise LinkClosed("the edge's connection is closed")
         wait = self._settings.call_timeout if timeout is None else timeout
-        request_id = self._settings.next_request_id()
-        request = Request(
-            Method(method),
-            request_id=request_id,
-            endpoint_id=self.endpoint_id,
-            session_id=self.session_id or 0,
-            entity_type=EntityType.THING,
-            entity_name=thing,
-            characteristic=Characteristic.SERVICES,
-            target=service,
-            params=params,
-        )
+        try:
+            request_id, frames = self.conn.send_request(
+                method, thing, Characteristic.SERVICES, service, params
+            )
+        except MessageTooLarge as exc:
+            raise CallError(f"the call is too large for AlwaysOn: {exc}", http_status=413) from None
+        except AlwaysOnError as exc:
+            raise CallError(f"the call cannot be encoded: {exc}", http_status=400) from None
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        self._futures[request_id] = future
         # The call's log context, given per event rather than bound: binding costs on every call.
         context = {"thing": thing, "service": service, "request_id": request_id}
         try:
             try:
-                self._send(request)
-            except MessageTooLarge as exc:
-                raise CallError(
-                    f"the call is too large for AlwaysOn: {exc}", http_status=413
-                ) from None
-            except AlwaysOnError as exc:
-                raise CallError(f"the call cannot be encoded: {exc}", http_status=400) from None
+                self._send_frames(frames)
             except ConnectionError:
                 raise LinkClosed("the edge's connection is closed") from None
             self._log.debug("call sent", **context)
@@ -425,7 +387,8 @@ class EdgeSession:
                     f"Thing {thing!r} did not answer {service} within {wait:g} s"
                 ) from None
         finally:
-            self._pending.pop(request_id, None)
+            self._futures.pop(request_id, None)
+            self.conn.forget(request_id)
         self._log.debug("call answered", **context, status=response.status.name)
         return response
 
@@ -481,50 +444,71 @@ class EdgeSession:
 
     # incoming ----------------------------------------------------------------------------
 
-    async def _dispatch(self, message: Message) -> None:
-        if isinstance(message, Response):
-            future = self._pending.get(message.request_id)
-            if future is None or future.done():
-                self._log.debug("unmatched response dropped", request_id=message.request_id)
-            else:
-                future.set_result(message)
-            return
-        if isinstance(message, Auth):
-            await self._on_auth(message)
-            return
-        # Before AUTH the assembler refuses everything else unread (_refuse_before_auth).
-        if isinstance(message, Bind):
-            self._on_bind(message)
-        else:
-            self._on_request(message)
+    async def _dispatch(self, event: Any) -> None:
+        match event:
+            case ResponseReceived(response):
+                future = self._futures.get(response.request_id)
+                if future is not None and not future.done():
+                    future.set_result(response)
+            case UnmatchedResponse(response):
+                self._log.debug("unmatched response dropped", request_id=response.request_id)
+            case AuthReceived(auth):
+                await self._on_auth(auth)
+            case BindReceived(bind):
+                self._on_bind(bind)
+            case RequestReceived(request):
+                self._on_request(request)
+            case RefusedBeforeAuth(code, request_id, answered):
+                # A message other than AUTH before AUTH, its body unread; UNAUTHORIZED was
+                # queued for a request or BIND.
+                self._refused("refused before auth", code=code, request_id=request_id)
+                if answered and REQUEST_BEFORE_AUTH_CLOSES:
+                    await self.link.close(1008, "not authenticated")
+            case MalformedMessage(exc, answered, failed):
+                if failed is not None:
+                    self._fail_call(failed, EdgeFailed(
+                        f"the edge's answer does not parse: {exc}",
+                        status=Status.BAD_GATEWAY,
+                        http_status=502,
+                    ))  # fmt: skip
+                elif answered:  # BAD_REQUEST was queued
+                    self._refused("malformed request", request_id=exc.request_id, error=str(exc))
+                else:
+                    self._refused(
+                        "message dropped", code=exc.code, request_id=exc.request_id, error=str(exc)
+                    )
+            case PendingLimitRefused(exc, answered, failed):
+                self._refused(
+                    "multipart over the pending limit", request_id=exc.request_id, error=str(exc)
+                )
+                if failed is not None:
+                    self._fail_call(failed, _too_large(exc.limit))
+            case OversizedMessage(exc, failed):
+                self._refused(
+                    "message too large", request_id=exc.request_id, size=exc.size, limit=exc.limit
+                )
+                if failed is not None:
+                    self._fail_call(failed, _too_large(exc.limit))
+            case UnsupportedMessage():  # an edge-side event: a server never meets it
+                pass
 
     async def _on_auth(self, auth: Auth) -> None:
         presented = next((value for name, value in auth.claims if name == APP_KEY_CLAIM), None)
         if not check_app_key(presented, self._settings.app_key):
             self._log.warning("auth refused", claims=[name for name, _ in auth.claims])
-            self._answer(
-                auth,
-                AUTH_FAILURE_STATUS,
-                reason="invalid application key",
-                session_id=auth.session_id,
-            )
+            try:
+                self._send_frames(self.conn.refuse_auth(auth, "invalid application key"))
+            except ConnectionError as exc:
+                self._log.warning("answer not sent", request_id=auth.request_id, error=str(exc))
             if AUTH_FAILURE_CLOSES:
                 await self.link.close(1008, "invalid application key")
             return
-        self.session_id = _new_session_id()
-        self._assembler.restrict(None)
+        frames = self.conn.accept_auth(auth)
         self._log.info("edge authenticated", session_id=self.session_id)
-        self._answer(auth, Status.SUCCESS)
-
-    async def _refuse_before_auth(self, code: int | None, request_id: int | None, eid: int) -> None:
-        """A message other than AUTH before AUTH: UNAUTHORIZED for a request or BIND, else
-        dropped; its body was not read."""
-        self._refused("refused before auth", code=code, request_id=request_id)
-        if code is None or request_id is None or code not in _ANSWERABLE:
-            return
-        self._respond(request_id, eid, Status.UNAUTHORIZED, reason="authenticate first")
-        if REQUEST_BEFORE_AUTH_CLOSES:
-            await self.link.close(1008, "not authenticated")
+        try:
+            self._send_frames(frames)
+        except ConnectionError as exc:
+            self._log.warning("answer not sent", request_id=auth.request_id, error=str(exc))
 
     def _on_bind(self, bind: Bind) -> None:
         if bind.unbind:
@@ -583,57 +567,16 @@ class EdgeSession:
                     if isinstance(name, str):
                         entry.properties[name] = item.get("value")
 
-    def _on_malformed(self, exc: ProtocolError) -> None:
-        rid = exc.request_id
-        code = exc.code
-        if code is None or code >= 0x40:
-            failure = EdgeFailed(
-                f"the edge's answer does not parse: {exc}",
-                status=Status.BAD_GATEWAY,
-                http_status=502,
-            )
-            if self._fail_call(rid, failure):
-                return
-        if rid is not None and code is not None and code in _ANSWERABLE:
-            self._refused("malformed request", request_id=rid, error=str(exc))
-            # A ProtocolError carries no endpoint id: the answer's is 0.
-            self._respond(rid, 0, Status.BAD_REQUEST, reason=str(exc)[:200])
-            return
-        self._refused("message dropped", code=code, request_id=rid, error=str(exc))
-
-    def _on_too_large(self, exc: MessageTooLarge) -> None:
-        rid = exc.request_id
-        if isinstance(exc, PendingLimitExceeded):
-            self._refused("multipart over the pending limit", request_id=rid, error=str(exc))
-            if exc.code in _ANSWERABLE and rid is not None:
-                self._respond(rid, 0, Status.ENTITY_TOO_LARGE, reason=str(exc))
-                return
-        else:
-            self._refused("message too large", request_id=rid, size=exc.size, limit=exc.limit)
-        self._fail_call(
-            rid,
-            EdgeFailed(
-                f"the edge's answer exceeds {exc.limit} bytes",
-                status=Status.ENTITY_TOO_LARGE,
-                http_status=502,
-            ),
-        )
-
-    def _fail_call(self, request_id: int | None, error: Exception) -> bool:
-        """Fail the call waiting for ``request_id`` (if not already answered) with ``error``.
-
-        Returns:
-            Whether a call was waiting for that request id.
-        """
-        future = self._pending.get(request_id) if request_id is not None else None
-        if future is None:
-            return False
-        if not future.done():
+    def _fail_call(self, request_id: int, error: Exception) -> None:
+        """Fail the call waiting for ``request_id`` (if not already answered) with ``error``."""
+        future = self._futures.get(request_id)
+        if future is not None and not future.done():
             future.set_exception(error)
-        return True
 
 
-_ANSWERABLE = frozenset(
-    {Method.GET, Method.PUT, Method.POST, Method.DELETE, Method.BIND, Method.UNBIND, Method.AUTH}
-)
-_AUTH_ONLY = frozenset({int(Method.AUTH)})
+def _too_large(limit: int) -> EdgeFailed:
+    return EdgeFailed(
+        f"the edge's answer exceeds {limit} bytes",
+        status=Status.ENTITY_TOO_LARGE,
+        http_status=502,
+    )

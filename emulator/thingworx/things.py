@@ -23,7 +23,7 @@ from typing import Protocol
 
 import structlog
 
-from agent.alwayson.metadata import ThingMetadata
+from agent.alwayson import ThingMetadata
 from emulator.thingworx.unconfirmed import LAST_BIND_WINS
 
 __all__ = ["BindingOwner", "ThingEntry", "ThingRegistry"]

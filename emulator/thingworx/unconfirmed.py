@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from agent.alwayson.unconfirmed import (
+from agent.alwayson import (
     AUTH_FAILURE_STATUS,
     BIND_MULTIPART_ACCEPTED,
     DEFAULT_MAX_FRAME_SIZE,

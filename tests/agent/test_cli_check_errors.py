@@ -11,8 +11,8 @@ from pydantic import SecretStr
 from rich.console import Console
 
 from agent import cli
-from agent.logsetup import configure_logging
 from agent.settings import IotHubSettings, JobSettings, LogSettings, Settings, ThingWorxSettings
+from logsetup import configure_logging
 from tests.support.settings import CATALOGUE
 
 pytestmark = pytest.mark.usefixtures("restore_logging")

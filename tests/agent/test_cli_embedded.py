@@ -25,7 +25,6 @@ from agent import cli
 from agent.app import AgentApp
 from agent.embedded import EmbeddedEnds, EmbeddedError, EmbeddedInfo, EmbeddedRun
 from agent.health import HealthServer
-from agent.logsetup import configure_logging
 from agent.settings import (
     EmbeddedSettings,
     HealthSettings,
@@ -33,6 +32,7 @@ from agent.settings import (
     Settings,
     ThingWorxSettings,
 )
+from logsetup import configure_logging
 from tests.support.network import fresh_loopback
 from tests.support.settings import CATALOGUE, EMBEDDED_APP_KEY
 

@@ -16,18 +16,15 @@ from agent.alwayson import (
     InfoTable,
     MessageAssembler,
     MessageTooLarge,
+    PendingBudget,
     ProtocolError,
     Response,
     Status,
     decode_message,
     encode_message,
 )
-from agent.alwayson.assembler import (
-    ENTRY_OVERHEAD,
-    MessageRefused,
-    PendingBudget,
-    PendingLimitExceeded,
-)
+from agent.alwayson.assembler import ENTRY_OVERHEAD
+from agent.alwayson.errors import MessageRefused, PendingLimitExceeded
 
 
 def _response(request_id: int, length: int) -> Response:

@@ -33,8 +33,8 @@ from agent.alwayson.messages import Characteristic, EntityType, Method
 def test_all_is_honest() -> None:
     public = {n for n in dir(alwayson) if not n.startswith("_")}
     modules = {
-        "assembler", "basetypes", "errors", "infotable", "messagecodec", "messages", "metadata",
-        "rowcodec", "shapecache", "unconfirmed", "valuecodec", "values", "annotations",
+        "assembler", "basetypes", "connection", "errors", "infotable", "messagecodec", "messages",
+        "metadata", "rowcodec", "shapecache", "unconfirmed", "valuecodec", "values", "annotations",
     }  # fmt: skip
     assert set(alwayson.__all__) == public - modules
     assert len(alwayson.__all__) == len(set(alwayson.__all__))
