@@ -23,6 +23,7 @@ COPY agent ./agent
 COPY services ./services
 COPY wrappers ./wrappers
 COPY emulator ./emulator
+COPY rollouts ./rollouts
 RUN pip install --upgrade pip && pip wheel --no-deps . -w /wheels \
     && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/*.whl')[0]).namelist(); sys.exit(0 if any(n.startswith('agent/alwayson/_rowreader.') and n.endswith('.so') for n in names) else 'the wheel lacks the C row reader')"
 
