@@ -2,7 +2,7 @@
 
 Run: ``python -m benchmarks.bench_rollout_plan [--devices N] [--repeat R]``.
 
-Method: ``N`` distinct device ids (``site-<k>-device-<i>``, 24..26 characters, one in 100
+Method: ``N`` distinct device ids (``site-<k>-device-<i>``, 15..28 characters, one in 100
 holding a ``'`` that must be escaped) are planned as a Start call would plan them: the ``devices``
 input checked and deduplicated (``check_device_ids``), wave sizes for ``waveSize`` 1,000 growing
 by 2 up to 10,000 (``RolloutPlan.wave_sizes``), every wave cut into ``deviceId IN [...]``
