@@ -114,27 +114,22 @@ def test_retryable_devices_come_back_after_the_delay_until_retries_are_used() ->
     assert first.attempts == {"on": 1, "off": 1, "broken": 1, "gone": 1}
     # Second and third attempts: still offline; after 1 + retries attempts it fails for good.
     again = [row("off", "failed", code="404103")]
-    second = judge_wave(
-        ["off"],
-        again,
-        plan=plan,
-        method=True,
-        wave=4,
-        attempt=2,
-        ended_at=ENDED,
-        attempts=first.attempts,
-    )
+    verdicts = [first]
+    for attempt in (2, 3):
+        verdicts.append(
+            judge_wave(
+                ["off"],
+                again,
+                plan=plan,
+                method=True,
+                wave=4,
+                attempt=attempt,
+                ended_at=ENDED,
+                attempts=verdicts[-1].attempts,
+            )
+        )
+    second, third = verdicts[1:]
     assert second.retry is not None and second.retry.device_ids == ("off",)
-    third = judge_wave(
-        ["off"],
-        again,
-        plan=plan,
-        method=True,
-        wave=4,
-        attempt=3,
-        ended_at=ENDED,
-        attempts=second.attempts,
-    )
     assert third.attempts == {"off": 3}
     assert third.retry is None
     assert third.failed == ("off",)
