@@ -55,6 +55,7 @@ COPY wrappers ./wrappers
 COPY emulator ./emulator
 COPY iothub_query ./iothub_query
 COPY logsetup ./logsetup
+COPY rollouts ./rollouts
 RUN pip wheel --no-deps --no-build-isolation . -w /wheels \
     && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/*.whl')[0]).namelist(); sys.exit(0 if any(n.startswith('agent/alwayson/_rowreader.') and n.endswith('.so') for n in names) else 'the wheel lacks the C row reader: agent/alwayson/_rowreader.c did not compile (see the compiler output above; it needs gcc and the Python headers, Debian package python3-dev)')"
 
