@@ -56,7 +56,6 @@ from typing import Any
 
 import aiohttp
 import requests
-import structlog
 from azure.iot.hub import IoTHubJobManager
 from azure.iot.hub.sastoken import SasToken
 
@@ -69,6 +68,7 @@ from benchmarks.chain_agent import (
     sdk_latencies,
     time_get_job,
 )
+from logsetup import configure_logging
 from tests.support.chain import AgentChain
 
 JOB_ID = "bench-job"
@@ -94,7 +94,7 @@ class Ends:
 def _quiet() -> None:
     import logging
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("WARNING", "console")  # plain tracebacks, never the locals (issue 15)
     logging.basicConfig(level=logging.ERROR)
 
 

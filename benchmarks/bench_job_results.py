@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import statistics
 import subprocess
 import sys
@@ -32,13 +31,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import structlog
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import QuerySpecification
 from pydantic import SecretStr
 
 from agent.iothub import IotHubClient
 from agent.settings import IotHubSettings, JobSettings
+from logsetup import configure_logging
 
 JOB_ID = "bench-results"
 QUERY = f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{JOB_ID}'"
@@ -112,7 +111,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("WARNING", "console")  # plain tracebacks, never the locals (issue 15)
     print(__doc__.split("Run:")[0].strip())
     with tempfile.TemporaryDirectory() as tmp:
         command = [

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import logging
 import platform
 import resource
 import ssl
@@ -32,13 +31,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import structlog
 import trustme
 
 from emulator.iothub.clock import SystemClock
 from emulator.iothub.fleet import Fleet
 from emulator.iothub.mqtt import DeviceEndpoint
 from emulator.iothub.ports import Predicate
+from logsetup import configure_logging
 
 HUB = "bench.hub"
 
@@ -174,7 +173,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--answer-delay", type=float, default=0.0)
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("WARNING", "console")  # plain tracebacks, never the locals (issue 15)
     asyncio.run(run(args.devices, args.calls, args.answer_delay))
 
 

@@ -23,13 +23,13 @@ import statistics
 import time
 
 import aiohttp
-import structlog
 
 from agent.alwayson import BaseType, DataShape, FieldDefinition
 from agent.channel import AlwaysOnClient
 from agent.registry import RemoteService, ServiceCall, ThingRegistry
 from agent.settings import JobSettings, ThingWorxSettings
 from emulator.thingworx.server import ThingWorxStandIn
+from logsetup import configure_logging
 
 KEY = "bench-key"
 
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("WARNING", "console")  # plain tracebacks, never the locals (issue 15)
     asyncio.run(run(args.calls, args.concurrency))
 
 

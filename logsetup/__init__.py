@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["REDACTED", "add_logger_name", "configure_logging", "redact_secrets"]
+__all__ = ["MAX_FIELD_DEPTH", "REDACTED", "add_logger_name", "configure_logging", "redact_secrets"]
 
 REDACTED = "***"
 _SECRET_KEYS = re.compile(
@@ -39,15 +39,27 @@ _SECRET_VALUES = [
 ]
 
 
-def _scrub(value: Any) -> Any:
+MAX_FIELD_DEPTH = 16
+"""Deepest nesting of a logged field's dicts and lists; deeper parts are replaced by a marker."""
+_TOO_DEEP = f"<nested deeper than {MAX_FIELD_DEPTH} levels: not logged>"
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    # Bounded depth: a logged field may hold untrusted data (a device's report, a caller's
+    # input); nesting it 100,000 deep must cost neither a RecursionError here nor in a renderer.
     if isinstance(value, str):
         for pattern in _SECRET_VALUES:
             value = pattern.sub(lambda m: m.group(1) + REDACTED, value)
         return value
+    if isinstance(value, dict | list | tuple) and depth >= MAX_FIELD_DEPTH:
+        return _TOO_DEEP
     if isinstance(value, dict):
-        return {k: REDACTED if _SECRET_KEYS.search(str(k)) else _scrub(v) for k, v in value.items()}
+        return {
+            k: REDACTED if _SECRET_KEYS.search(str(k)) else _scrub(v, depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return type(value)(_scrub(v) for v in value)
+        return type(value)(_scrub(v, depth + 1) for v in value)
     return value
 
 
