@@ -1,7 +1,9 @@
 """A running REST API over real TLS on loopback, with small fakes for the other parts.
 
-The fakes stand in for the device endpoint and the job engine so that the REST layer and the
-registry (with the real query language) are judged by the real azure-iot-hub SDK alone.
+The fakes stand in for the device endpoint (:class:`tests.support.fakes.FakeLink`: devices in
+``ready`` answer 201 echoing the payload, ``silent`` ones time out, others are offline) and the
+job engine, so that the REST layer and the registry (with the real query language) are judged by
+the real azure-iot-hub SDK alone.
 """
 
 from __future__ import annotations
@@ -20,47 +22,9 @@ from emulator.iothub.clock import SystemClock
 from emulator.iothub.database import Database
 from emulator.iothub.errors import HubError
 from emulator.iothub.hub import query_language
-from emulator.iothub.ports import MethodReply
 from emulator.iothub.registry import OWNER_POLICY, Registry
 from emulator.iothub.rest import RestApi
-
-
-class FakeLink:
-    """DeviceLink: devices in ``ready`` answer, ``silent`` ones time out, others are offline."""
-
-    def __init__(self) -> None:
-        self.ready: set[str] = set()
-        self.silent: set[str] = set()
-        self.pushed: list[tuple[str, dict[str, Any]]] = []
-        self.calls: list[tuple[str, str, Any, float, float]] = []
-
-    def is_connected(self, device_id: str) -> bool:
-        return device_id in self.ready or device_id in self.silent
-
-    def is_method_ready(self, device_id: str) -> bool:
-        return self.is_connected(device_id)
-
-    async def wait_method_ready(self, device_id: str, timeout: float) -> bool:
-        return self.is_method_ready(device_id)
-
-    async def invoke_method(
-        self,
-        device_id: str,
-        method_name: str,
-        payload: Any,
-        *,
-        response_timeout: float,
-        connect_timeout: float,
-    ) -> MethodReply:
-        self.calls.append((device_id, method_name, payload, response_timeout, connect_timeout))
-        if device_id in self.silent:
-            raise HubError.gateway_timeout(response_timeout)
-        if device_id not in self.ready:
-            raise HubError.device_not_online(connect_timeout)
-        return MethodReply(201, {"method": method_name, "echo": payload})
-
-    def push_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
-        self.pushed.append((device_id, dict(patch)))
+from tests.support.fakes import FakeLink, echo_answer
 
 
 @dataclass
@@ -153,7 +117,7 @@ async def running_api(data_dir: Path, host: str = "127.0.0.1") -> AsyncIterator[
     db = Database(data_dir / "hub.sqlite")
     clock = SystemClock()
     registry = Registry(db, clock, host)
-    link = FakeLink()
+    link = FakeLink(answer=echo_answer, wait_for_ready=False)
     jobs = FakeJobs()
     api = RestApi(registry, link, jobs, query_language(), clock, host)
     port = await api.start(host, 0, server_ssl_context(paths))

@@ -13,19 +13,18 @@ from emulator.iothub.mqtt import DeviceEndpoint
 from tests.emulator.iothub.mqtt.support import (
     CA_PEM,
     HUB,
-    FakeTwins,
-    device_key,
     eventually,
     new_endpoint,
     server_context,
 )
+from tests.support.fakes import FakeTwins, device_key
 
 IDS = [f"sim-{i:03d}" for i in range(50)]
 
 
 @pytest.fixture
 def twins() -> FakeTwins:
-    return FakeTwins(HUB, IDS)
+    return FakeTwins(IDS, host=HUB)
 
 
 @pytest.fixture

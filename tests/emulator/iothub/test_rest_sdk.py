@@ -88,7 +88,7 @@ async def test_twin_get_patch_replace_and_etags(hub: Harness) -> None:
     assert patched.tags == {"site": "a", "floor": {"n": 1}}
     assert patched.properties.desired == {"rate": 5, "$version": 2}
     assert patched.etag != twin.etag and patched.version == twin.version + 1
-    assert hub.link.pushed == [("tw", {"rate": 5, "$version": 2})]
+    assert hub.link.pushes == [("tw", {"rate": 5, "$version": 2})]
     # a stale etag is refused; "*" always passes
     with pytest.raises(HttpOperationError) as info:
         await asyncio.to_thread(rm.update_twin, "tw", Twin(tags={"x": 1}), twin.etag)
@@ -113,7 +113,7 @@ async def test_twin_get_patch_replace_and_etags(hub: Harness) -> None:
     assert replaced.tags == {"only": True}
     assert replaced.properties.desired == {"mode": "eco", "$version": 3}
     assert replaced.properties.reported == {"fw": "1.0", "$version": 2}
-    assert hub.link.pushed[-1] == ("tw", {"rate": None, "mode": "eco", "$version": 3})
+    assert hub.link.pushes[-1] == ("tw", {"rate": None, "mode": "eco", "$version": 3})
     with pytest.raises(HttpOperationError) as info:
         await asyncio.to_thread(rm.get_twin, "nope")
     assert _error(info.value)[:2] == (404, "DeviceNotFound")
@@ -134,7 +134,7 @@ async def test_direct_method_answers_and_errors(hub: Harness) -> None:
     )
     assert result.status == 201
     assert result.payload == {"method": "reboot", "echo": {"delay": 1}}
-    assert hub.link.calls[-1] == ("on", "reboot", {"delay": 1}, 7.0, 0.0)
+    assert hub.link.invocations[-1] == ("on", "reboot", {"delay": 1}, 7.0, 0.0)
 
     with pytest.raises(HttpOperationError) as info:
         await asyncio.to_thread(

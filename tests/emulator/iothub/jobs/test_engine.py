@@ -21,7 +21,7 @@ from emulator.iothub.database import Database
 from emulator.iothub.errors import JOB_RUN_PRECONDITION_FAILED, HubError
 from emulator.iothub.jobs import TIERS, JobEngine, Tier
 from emulator.iothub.ports import MethodReply
-from tests.emulator.iothub.jobs.fakes import FakeLink, FakeTwins
+from tests.support.fakes import FakeLink, FakeTwins
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 ISO_T0 = "2030-01-01T00:00:00.000Z"
@@ -38,7 +38,7 @@ class Hub:
         self.path = path
         self.clock = ManualClock(T0)
         self.twins = FakeTwins(
-            devices, {d: {"site": "a" if i % 2 == 0 else "b"} for i, d in enumerate(devices)}
+            devices, tags={d: {"site": "a" if i % 2 == 0 else "b"} for i, d in enumerate(devices)}
         )
         self.link = FakeLink()
         self.tier = tier

@@ -1,20 +1,16 @@
-"""Test support for the device side: an in-memory TwinStore, TLS material, a raw MQTT client.
+"""Test support for the device side: TLS material, a raw MQTT client, SDK connection strings.
 
-The fake twin store stands in for the hub core (written separately); it follows the TwinStore
-protocol of emulator/iothub/ports.py and records connection-state changes so tests can check them.
+The twin store standing in for the hub core is :class:`tests.support.fakes.FakeTwins`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import copy
 import errno
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 import trustme
@@ -22,83 +18,10 @@ import trustme
 from emulator.iothub.clock import SystemClock
 from emulator.iothub.mqtt import DeviceEndpoint
 from emulator.iothub.mqtt.packets import Connect, Packet, PacketReader
-from emulator.iothub.ports import Predicate
 from emulator.iothub.sas import make_token
+from tests.support.fakes import FakeTwins, device_key
 
 HUB = "hub.test"
-
-
-def device_key(device_id: str) -> str:
-    """A deterministic base64 key per device."""
-    return base64.b64encode(f"key-of-{device_id}".ljust(32, "#").encode()).decode()
-
-
-class FakeTwins:
-    """An in-memory TwinStore: versioned desired/reported, connection states."""
-
-    def __init__(self, host: str, device_ids: Sequence[str]) -> None:
-        self.host = host
-        self.keys = {d: (device_key(d), "") for d in device_ids}
-        self.desired: dict[str, dict[str, Any]] = {d: {"$version": 1} for d in device_ids}
-        self.reported: dict[str, dict[str, Any]] = {d: {"$version": 1} for d in device_ids}
-        self.connected: dict[str, bool] = {d: False for d in device_ids}
-        self.state_changes: list[tuple[str, bool]] = []
-
-    def hub_host(self) -> str:
-        return self.host
-
-    def device_keys(self, device_id: str) -> tuple[str, str] | None:
-        return self.keys.get(device_id)
-
-    def twin_properties(self, device_id: str) -> dict[str, Any]:
-        return {
-            "desired": copy.deepcopy(self.desired[device_id]),
-            "reported": copy.deepcopy(self.reported[device_id]),
-        }
-
-    def patch_reported(self, device_id: str, patch: Mapping[str, Any]) -> int:
-        reported = self.reported[device_id]
-        _merge(reported, patch)
-        reported["$version"] += 1
-        return int(reported["$version"])
-
-    def set_connection_state(self, device_id: str, connected: bool, when: datetime) -> None:
-        self.connected[device_id] = connected
-        self.state_changes.append((device_id, connected))
-
-    def select_device_ids(self, condition: Predicate | None) -> list[str]:
-        return sorted(self.keys)
-
-    def apply_job_patch(
-        self,
-        device_ids: Sequence[str],
-        tags: Mapping[str, Any] | None,
-        desired: Mapping[str, Any] | None,
-    ) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for device_id in device_ids:
-            if desired is None:
-                out[device_id] = {}
-                continue
-            twin = self.desired[device_id]
-            _merge(twin, desired)
-            twin["$version"] += 1
-            out[device_id] = {**desired, "$version": twin["$version"]}
-        return out
-
-    def desired_patch(self, device_id: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply a desired patch and return what to push (with the new ``$version``)."""
-        return self.apply_job_patch([device_id], None, patch)[device_id]
-
-
-def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
 
 
 CA = trustme.CA()

@@ -26,21 +26,20 @@ from emulator.iothub.mqtt.packets import (
 )
 from tests.emulator.iothub.mqtt.support import (
     HUB,
-    FakeTwins,
     RawClient,
     device_connect,
-    device_key,
     eventually,
     new_endpoint,
     server_context,
 )
+from tests.support.fakes import FakeTwins, device_key
 
 DEVICES = [f"d{i}" for i in range(6)]
 
 
 @pytest.fixture
 def twins() -> FakeTwins:
-    return FakeTwins(HUB, DEVICES)
+    return FakeTwins(DEVICES, host=HUB)
 
 
 @pytest.fixture
@@ -189,7 +188,7 @@ async def test_subscriptions_are_capped_and_qos2_is_granted_as_1(
     assert await client.receive() == SubAck(1, (1, 0x80, 0))
     await client.close()
 
-    endpoint = new_endpoint(FakeTwins(HUB, ["d0"]), max_subscriptions=2)
+    endpoint = new_endpoint(FakeTwins(["d0"], host=HUB), max_subscriptions=2)
     port2 = await endpoint.start("127.0.0.1", 0, server_context("127.0.0.1"))
     try:
         client = await connected(port2, device_connect("d0"), subscribe=False)
@@ -415,7 +414,7 @@ class BrokenTwins(FakeTwins):
 
 
 async def test_a_failing_store_costs_only_that_connection() -> None:
-    endpoint = new_endpoint(BrokenTwins(HUB, DEVICES))
+    endpoint = new_endpoint(BrokenTwins(DEVICES, host=HUB))
     port = await endpoint.start("127.0.0.1", 0, server_context("127.0.0.1"))
     try:
         asking = await connected(port, device_connect("d0"))

@@ -23,13 +23,12 @@ from emulator.iothub.errors import HubError
 from emulator.iothub.mqtt import DeviceEndpoint
 from tests.emulator.iothub.mqtt.support import (
     CA_PEM,
-    FakeTwins,
     connection_string,
-    device_key,
     eventually,
     new_endpoint,
     start_on_8883,
 )
+from tests.support.fakes import FakeTwins, device_key
 
 DEVICES = ["dev1", "dev2"]
 
@@ -51,7 +50,7 @@ class Hub:
 
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
-    twins = FakeTwins("unset", DEVICES)
+    twins = FakeTwins(DEVICES, host="unset")
     endpoint = new_endpoint(twins)
     address = await start_on_8883(endpoint)
     twins.host = address
