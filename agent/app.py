@@ -88,7 +88,11 @@ class AgentApp:
             load_wrappers(Path(settings.jobs.wrappers_dir)) if wrappers is None else list(wrappers)
         )
         self.client = IotHubClient(settings.iothub, settings.jobs)
-        self.jobs = JobServices(self.client, settings.jobs)
+        # A FindJobs/QueryJobResults page reads at most half a message of hub JSON (plus one hub
+        # page), so its answer fits one AlwaysOn message with room to spare.
+        self.jobs = JobServices(
+            self.client, settings.jobs, page_bytes=settings.thingworx.max_message_size // 2
+        )
         self.registry = ThingRegistry(settings.jobs)
         gateway = settings.thingworx.gateway_thing
         self._add_thing(gateway, gateway=True)

@@ -55,6 +55,7 @@ from services.mapping import (
     job_status,
     status_input,
 )
+from services.paging import PageToken, decode_token, encode_token, scope_digest
 from services.shapes import (
     JOB_RESULT_SHAPE,
     JOB_SHAPE,
@@ -151,6 +152,9 @@ class JobServices:
         settings: the ``[jobs]`` settings (defaults and limits).
         clock: the current UTC time (tests inject one).
         new_job_id: makes the id of a job created without ``jobId``.
+        page_bytes: the most bytes of hub answers one FindJobs or QueryJobResults page reads
+            (plus one hub page), so its answer fits one AlwaysOn message; None: only the
+            ``[iothub]`` per-call bound.
     """
 
     def __init__(
@@ -160,9 +164,11 @@ class JobServices:
         *,
         clock: Callable[[], datetime] = _utcnow,
         new_job_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        page_bytes: int | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
+        self._page_bytes = page_bytes
         self._clock = clock
         self._new_job_id = new_job_id
 
@@ -298,6 +304,11 @@ class JobServices:
                         "the most jobs to return, newest first",
                         default=self._settings.default_max_rows,
                     ),
+                    field(
+                        "continuationToken",
+                        BaseType.STRING,
+                        "the previous page's continuationToken (first row); empty: first page",
+                    ),
                 ),
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
@@ -326,6 +337,11 @@ class JobServices:
                         BaseType.INTEGER,
                         "the most rows to return",
                         default=self._settings.default_max_rows,
+                    ),
+                    field(
+                        "continuationToken",
+                        BaseType.STRING,
+                        "the previous page's continuationToken (first row); empty: first page",
                     ),
                 ),
                 BaseType.INFOTABLE,
@@ -579,20 +595,59 @@ class JobServices:
                     f"{', '.join(JOB_STATUSES)}"
                 )
         hub_status = HUB_STATUS_FILTER[wanted] if wanted else None
+        scope = scope_digest(FIND_JOBS, call.thing, {"type": hub_type, "status": wanted})
+        token = decode_token(call.inputs.get("continuationToken"), scope) or PageToken()
+        after = _key_of(token.key)
+        now = self._clock()
         async with self._hub_call(call):
-            jobs = await self._client.list_jobs(hub_type, hub_status, deadline=call.deadline)
+            touched: set[str] | None = None
             if device is not None:
-                own = rules.device_condition(device)
                 rows = await self._device_rows(call, device, None, rules.MAX_ROWS_LIMIT)
                 touched = {r.job_id for r in rows}
-                jobs = [j for j in jobs if j.query_condition == own or j.job_id in touched]
-        now = self._clock()
+            start = token.hub
+            while True:
+                window = await self._client.list_jobs_window(
+                    hub_type,
+                    hub_status,
+                    start=start,
+                    max_bytes=self._page_bytes,
+                    deadline=call.deadline,
+                )
+                jobs = self._matching(window.jobs, device, touched, wanted, hub_type, now)
+                if after is not None:
+                    jobs = [j for j in jobs if _created(j) < after]
+                # A window without a match says nothing: go on to the next one in this call.
+                if jobs or window.next is None:
+                    break
+                start, after = window.next, None
+        page = jobs[:max_rows]
+        following: PageToken | None = None
+        if len(jobs) > max_rows:
+            created, job_id = _created(page[-1])
+            following = PageToken(window.start, (created.isoformat(), job_id))
+        elif window.next is not None:
+            following = PageToken(window.next)
+        continuation = encode_token(scope, following) if following else None
+        return job_table(page, now, continuation=continuation)
+
+    @staticmethod
+    def _matching(
+        jobs: list[Job],
+        device: str | None,
+        touched: set[str] | None,
+        wanted: str | None,
+        hub_type: str | None,
+        now: datetime,
+    ) -> list[Job]:
+        """FindJobs' jobs of one window that the caller's filters and scope keep, newest first."""
+        if device is not None:
+            own = rules.device_condition(device)
+            jobs = [j for j in jobs if j.query_condition == own or j.job_id in (touched or ())]
         if wanted:
             jobs = [j for j in jobs if job_status(j.status, j.start_time, now) == wanted]
         if hub_type:
             jobs = [j for j in jobs if not j.type or j.type == hub_type]
-        jobs.sort(key=_created, reverse=True)
-        return job_table(jobs[:max_rows], now)
+        return sorted(jobs, key=_created, reverse=True)
 
     async def cancel_job(self, call: ServiceCall, *, device: str | None = None) -> InfoTable:
         """AzureIotDeviceJobCancelJob: refused, naming the status, once a job runs or ended.
@@ -625,13 +680,29 @@ class JobServices:
         """AzureIotDeviceJobQueryJobResults; on a device Thing (``device``) its rows only."""
         query = rules.check_results_query(call.inputs["query"])
         max_rows = rules.check_max_rows(call.inputs["maxRows"])
+        scope = scope_digest(QUERY_JOB_RESULTS, call.thing, {"query": query})
+        token = decode_token(call.inputs.get("continuationToken"), scope)
         if device is not None:
             query = rules.device_results_query(query, device)
+        hub_token = token.hub if token else None
         async with self._hub_call(call):
-            rows = await self._client.query_job_results(query, max_rows, deadline=call.deadline)
-        if device is not None:
-            rows = [r for r in rows if r.device_id == device]  # whatever the hub matched
-        return result_table(rows)
+            while True:
+                page = await self._client.query_job_results_page(
+                    query,
+                    max_rows,
+                    continuation=hub_token,
+                    max_bytes=self._page_bytes,
+                    deadline=call.deadline,
+                )
+                rows = page.rows
+                if device is not None:
+                    rows = [r for r in rows if r.device_id == device]  # whatever the hub matched
+                # An empty page with more to read says nothing: read on in this call.
+                if rows or page.next is None:
+                    break
+                hub_token = page.next
+        continuation = encode_token(scope, PageToken(page.next)) if page.next else None
+        return result_table(rows, continuation=continuation)
 
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
@@ -639,6 +710,20 @@ _OLDEST = datetime.min.replace(tzinfo=UTC)
 
 def _created(job: Job) -> tuple[datetime, str]:
     return (job.created_time or job.start_time or _OLDEST, job.job_id)
+
+
+def _key_of(key: tuple[str, str] | None) -> tuple[datetime, str] | None:
+    """A FindJobs token's sort key as :func:`_created` gives it; None for none."""
+    if key is None:
+        return None
+    try:
+        created = datetime.fromisoformat(key[0])
+    except ValueError:
+        raise ServiceError(
+            "input continuationToken cannot be read; it is not a token this service gave: pass "
+            "the continuationToken of the previous page's first row unchanged"
+        ) from None
+    return (created if created.tzinfo else created.replace(tzinfo=UTC), key[1])
 
 
 def _loop_time() -> float:

@@ -64,6 +64,12 @@ JOB_SHAPE = DataShape.of(
         BaseType.STRING,
         "the outcome in words, e.g. completed: 8 succeeded, 2 failed (2 offline)",
     ),
+    _f(
+        "continuationToken",
+        BaseType.STRING,
+        "FindJobs/QueryJobResults, first row only: pass it back for the next page; empty on the "
+        "last page",
+    ),
     name="AzureIotDeviceJob",
 )
 
@@ -80,6 +86,12 @@ JOB_RESULT_SHAPE = DataShape.of(
     _f("methodPayload", BaseType.JSON, "the device's payload answer to the method"),
     _f("errorCode", BaseType.STRING, "IoT Hub's error code for this device, if it failed"),
     _f("errorDescription", BaseType.STRING, "IoT Hub's error text for this device"),
+    _f(
+        "continuationToken",
+        BaseType.STRING,
+        "FindJobs/QueryJobResults, first row only: pass it back for the next page; empty on the "
+        "last page",
+    ),
     name="AzureIotDeviceJobResult",
 )
 
@@ -187,14 +199,25 @@ def job_row(
     }
 
 
+def _with_token(rows: list[dict[str, Any]], continuation: str | None) -> list[dict[str, Any]]:
+    """``rows`` with ``continuationToken`` set on the first row (when there is one)."""
+    if continuation and rows:
+        rows[0]["continuationToken"] = continuation
+    return rows
+
+
 def job_table(
     jobs: Sequence[Job],
     now: datetime,
     warnings: Sequence[str] = (),
     failures: Mapping[str, int] | None = None,
+    *,
+    continuation: str | None = None,
 ) -> InfoTable:
-    """An ``AzureIotDeviceJob`` table, a row per job (``failures``: of a one-job table)."""
-    return InfoTable(JOB_SHAPE, [job_row(job, now, warnings, failures) for job in jobs])
+    """An ``AzureIotDeviceJob`` table, a row per job (``failures``: of a one-job table;
+    ``continuation``: the next page's token, on the first row)."""
+    rows = [job_row(job, now, warnings, failures) for job in jobs]
+    return InfoTable(JOB_SHAPE, _with_token(rows, continuation))
 
 
 def result_row(row: DeviceJobResult) -> dict[str, Any]:
@@ -215,9 +238,10 @@ def result_row(row: DeviceJobResult) -> dict[str, Any]:
     }
 
 
-def result_table(rows: Sequence[DeviceJobResult]) -> InfoTable:
-    """An ``AzureIotDeviceJobResult`` table, a row per device."""
-    return InfoTable(JOB_RESULT_SHAPE, [result_row(r) for r in rows])
+def result_table(rows: Sequence[DeviceJobResult], *, continuation: str | None = None) -> InfoTable:
+    """An ``AzureIotDeviceJobResult`` table, a row per device (``continuation``: the next
+    page's token, on the first row)."""
+    return InfoTable(JOB_RESULT_SHAPE, _with_token([result_row(r) for r in rows], continuation))
 
 
 def method_result_table(device_id: str, result: MethodResult) -> InfoTable:

@@ -26,6 +26,10 @@ Rules:
   with :class:`~agent.iothub.lanes.CallTooLarge` as soon as the pages read hold more than
   ``iothub.max_rows_per_call`` rows or ``iothub.max_bytes_per_call`` bytes; pages are parsed in
   the worker, not on the event loop.
+- Paged reads for callers that page (:meth:`IotHubClient.list_jobs_window`,
+  :meth:`IotHubClient.query_job_results_page`) never raise ``CallTooLarge`` for a large result:
+  they stop after the page that reaches the row or byte bound and hand back IoT Hub's
+  continuation token, so what one call holds stays within the bound plus one hub page.
 - Jobs are listed through the SDK's own authenticated msrest client on ``GET /jobs/v2/query``,
   following ``x-ms-continuation``: the SDK's ``query_scheduled_jobs`` cannot read the service's
   answer, a JSON array (reference §0.2).
@@ -73,7 +77,7 @@ from agent.iothub.lanes import CallBudget, CallTooLarge, Lane, LaneFull, LoadCou
 from agent.iothub.models import DeviceJobResult, Job, MethodResult
 from agent.settings import IotHubSettings, JobSettings
 
-__all__ = ["METHOD_JOB", "TWIN_JOB", "IotHubClient"]
+__all__ = ["METHOD_JOB", "TWIN_JOB", "IotHubClient", "JobWindow", "ResultPage"]
 
 TWIN_JOB = "scheduleUpdateTwin"
 METHOD_JOB = "scheduleDeviceMethod"
@@ -143,6 +147,34 @@ class _Reply:
 
     text: str
     headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class JobWindow:
+    """Jobs read by :meth:`IotHubClient.list_jobs_window`: whole hub pages from ``start``.
+
+    Attributes:
+        jobs: the jobs of the window, in the hub's order.
+        start: the hub continuation token the window was read from (None: the list's start).
+        next: the hub token of the page after the window, None when the list ended in it.
+    """
+
+    jobs: list[Job]
+    start: str | None
+    next: str | None
+
+
+@dataclass(frozen=True)
+class ResultPage:
+    """Rows read by :meth:`IotHubClient.query_job_results_page`.
+
+    Attributes:
+        rows: the rows, in the hub's order.
+        next: the hub continuation token of the rows after these, None when there are none.
+    """
+
+    rows: list[DeviceJobResult]
+    next: str | None
 
 
 class IotHubClient:
@@ -516,6 +548,43 @@ class IotHubClient:
         _log.info("job cancelled", job_id=job_id, hub_status=job.status)
         return job
 
+    def _jobs_page(
+        self, params: Mapping[str, str], token: str | None
+    ) -> Callable[[float], tuple[list[Job], int, int, str | None]]:
+        """One ``GET /jobs/v2/query`` page from ``token``: (jobs, items, bytes, next token)."""
+        page_size = self._jobs.query_page_size
+
+        def call(timeout: float) -> tuple[list[Job], int, int, str | None]:
+            headers = {"x-ms-max-item-count": str(page_size)}
+            if token:
+                headers["x-ms-continuation"] = token
+            reply = self._send("GET", "/jobs/v2/query", params, headers, timeout)
+            body = json.loads(reply.text) if reply.text.strip() else []
+            if isinstance(body, dict):  # tolerate the object form the SDK models expect
+                body = body.get("items") or []
+            if not isinstance(body, list):
+                raise HubResponseError("IoT Hub answered a job query with a non-list body")
+            # Parsed here, in the worker, not on the event loop.
+            page: list[Job] = []
+            for item in body:
+                try:
+                    page.append(Job.from_json(item))
+                except ValueError:
+                    _log.warning("job query item skipped", item=str(item)[:200])
+            continuation = reply.headers.get("x-ms-continuation") or None
+            return page, len(body), len(reply.text), continuation
+
+        return call
+
+    @staticmethod
+    def _job_filters(job_type: str | None, job_status: str | None) -> dict[str, str]:
+        params: dict[str, str] = {}
+        if job_type:
+            params["jobType"] = job_type
+        if job_status:
+            params["jobStatus"] = job_status
+        return params
+
     async def list_jobs(
         self,
         job_type: str | None = None,
@@ -540,43 +609,14 @@ class IotHubClient:
                 ``max_jobs`` does not stop earlier) or ``iothub.max_bytes_per_call`` bytes.
             IotHubError: the hub refused, was unreachable, timed out or sent an unreadable page.
         """
-        page_size = self._jobs.query_page_size
-        params: dict[str, str] = {}
-        if job_type:
-            params["jobType"] = job_type
-        if job_status:
-            params["jobStatus"] = job_status
+        params = self._job_filters(job_type, job_status)
         what = "list jobs"
         budget = self._budget_for(what)
-
-        def page(token: str | None) -> Callable[[float], tuple[list[Job], int, int, str | None]]:
-            def call(timeout: float) -> tuple[list[Job], int, int, str | None]:
-                headers = {"x-ms-max-item-count": str(page_size)}
-                if token:
-                    headers["x-ms-continuation"] = token
-                reply = self._send("GET", "/jobs/v2/query", params, headers, timeout)
-                body = json.loads(reply.text) if reply.text.strip() else []
-                if isinstance(body, dict):  # tolerate the object form the SDK models expect
-                    body = body.get("items") or []
-                if not isinstance(body, list):
-                    raise HubResponseError("IoT Hub answered a job query with a non-list body")
-                # Parsed here, in the worker, not on the event loop.
-                page: list[Job] = []
-                for item in body:
-                    try:
-                        page.append(Job.from_json(item))
-                    except ValueError:
-                        _log.warning("job query item skipped", item=str(item)[:200])
-                continuation = reply.headers.get("x-ms-continuation") or None
-                return page, len(body), len(reply.text), continuation
-
-            return call
-
         jobs: list[Job] = []
         token: str | None = None
         while True:
             items, count, size, token = await self._call(
-                what, page(token), kind=_Kind.READ, deadline=deadline
+                what, self._jobs_page(params, token), kind=_Kind.READ, deadline=deadline
             )
             if max_jobs is not None and len(jobs) + len(items) >= max_jobs:
                 return jobs + items[: max_jobs - len(jobs)]
@@ -584,6 +624,80 @@ class IotHubClient:
             jobs.extend(items)
             if not token:
                 return jobs
+
+    async def list_jobs_window(
+        self,
+        job_type: str | None = None,
+        job_status: str | None = None,
+        *,
+        start: str | None = None,
+        max_bytes: int | None = None,
+        deadline: float | None = None,
+    ) -> JobWindow:
+        """One window of the job list: whole hub pages from ``start`` until the list ends or
+        the pages read reach ``iothub.max_rows_per_call`` jobs or the byte bound.
+
+        The window is the same each time it is read from the same ``start`` (while the hub's
+        list does not change), so a caller can page inside it and then go on with
+        :attr:`JobWindow.next`. Never raises ``CallTooLarge``: it stops instead.
+
+        Args:
+            job_type: IoT Hub's job type to filter on, or None.
+            job_status: IoT Hub's job status to filter on, or None.
+            start: a hub continuation token to start from (None: the list's start).
+            max_bytes: a byte bound below ``iothub.max_bytes_per_call`` (e.g. to fit an answer
+                in one AlwaysOn message), or None.
+            deadline: the caller's deadline (event-loop time), if any.
+
+        Raises:
+            IotHubError: the hub refused (e.g. an expired token), was unreachable, timed out or
+                sent an unreadable page.
+        """
+        params = self._job_filters(job_type, job_status)
+        max_rows, byte_bound = self._window_bounds(max_bytes)
+        jobs: list[Job] = []
+        token, read = start, 0
+        while True:
+            items, _count, size, token = await self._call(
+                "list jobs", self._jobs_page(params, token), kind=_Kind.READ, deadline=deadline
+            )
+            jobs.extend(items)
+            read += size
+            if not token or len(jobs) >= max_rows or read >= byte_bound:
+                return JobWindow(jobs, start, token)
+
+    def _window_bounds(self, max_bytes: int | None) -> tuple[int, int]:
+        byte_bound = self._settings.max_bytes_per_call
+        if max_bytes is not None:
+            byte_bound = min(byte_bound, max_bytes)
+        return self._settings.max_rows_per_call, byte_bound
+
+    def _results_page(
+        self, query: str, size: int, token: str | None
+    ) -> Callable[[float], tuple[list[DeviceJobResult], int, int, str | None]]:
+        """One ``POST /devices/query`` page of ``size`` rows from ``token``: (rows, items,
+        bytes, next token)."""
+
+        def call(timeout: float) -> tuple[list[DeviceJobResult], int, int, str | None]:
+            headers = {"x-ms-max-item-count": str(size)}
+            if token:
+                headers["x-ms-continuation"] = token
+            body = {"query": query}
+            reply = self._send("POST", "/devices/query", {}, headers, timeout, body=body)
+            items = json.loads(reply.text) if reply.text.strip() else []
+            if not isinstance(items, list):
+                raise HubResponseError("IoT Hub answered a query with a non-list body")
+            # Rows are read here, in the worker, not on the event loop.
+            page: list[DeviceJobResult] = []
+            for item in items:
+                try:
+                    page.append(DeviceJobResult.from_json(item))
+                except (ValueError, TypeError, AttributeError):
+                    _log.warning("job result row skipped", item=str(item)[:200])
+            continuation = reply.headers.get("x-ms-continuation") or None
+            return page, len(items), len(reply.text), continuation
+
+        return call
 
     async def query_job_results(
         self, query: str, max_rows: int, *, deadline: float | None = None
@@ -609,37 +723,57 @@ class IotHubClient:
         budget = self._budget_for(what)
         while len(rows) < max_rows:
             size = min(self._jobs.query_page_size, max_rows - len(rows))
-
-            def call(
-                timeout: float, token: str | None = token, size: int = size
-            ) -> tuple[list[DeviceJobResult], int, int, str | None]:
-                headers = {"x-ms-max-item-count": str(size)}
-                if token:
-                    headers["x-ms-continuation"] = token
-                reply = self._send(
-                    "POST", "/devices/query", {}, headers, timeout, body={"query": query}
-                )
-                items = json.loads(reply.text) if reply.text.strip() else []
-                if not isinstance(items, list):
-                    raise HubResponseError("IoT Hub answered a query with a non-list body")
-                # Rows are read here, in the worker, not on the event loop.
-                page: list[DeviceJobResult] = []
-                for item in items:
-                    try:
-                        page.append(DeviceJobResult.from_json(item))
-                    except (ValueError, TypeError, AttributeError):
-                        _log.warning("job result row skipped", item=str(item)[:200])
-                continuation = reply.headers.get("x-ms-continuation") or None
-                return page, len(items), len(reply.text), continuation
-
-            page, count, size, token = await self._call(
-                what, call, kind=_Kind.READ, deadline=deadline
+            page, count, read, token = await self._call(
+                what, self._results_page(query, size, token), kind=_Kind.READ, deadline=deadline
             )
-            self._spend(budget, count, size)
+            self._spend(budget, count, read)
             rows.extend(page[: max_rows - len(rows)])
             if not token or not count:
                 break
         return rows
+
+    async def query_job_results_page(
+        self,
+        query: str,
+        max_rows: int,
+        *,
+        continuation: str | None = None,
+        max_bytes: int | None = None,
+        deadline: float | None = None,
+    ) -> ResultPage:
+        """Read one page of a ``devices.jobs`` query for a caller that pages: up to ``max_rows``
+        rows from ``continuation``, fewer when the pages read reach ``iothub.max_rows_per_call``
+        rows or the byte bound (never ``CallTooLarge``).
+
+        Each hub page asks for at most the rows still wanted, so :attr:`ResultPage.next` (IoT
+        Hub's own token) points at the first row not returned.
+
+        Args:
+            query: a ``SELECT * FROM devices.jobs ...`` query (validated by the caller).
+            max_rows: the most rows to return.
+            continuation: the hub token of a previous page's :attr:`ResultPage.next`, or None.
+            max_bytes: a byte bound below ``iothub.max_bytes_per_call``, or None.
+            deadline: the caller's deadline (event-loop time), if any.
+
+        Raises:
+            IotHubError: the hub refused the query or the token, was unreachable, timed out...
+        """
+        bound_rows, byte_bound = self._window_bounds(max_bytes)
+        want = min(max_rows, bound_rows)
+        rows: list[DeviceJobResult] = []
+        token, read = continuation, 0
+        while True:
+            size = min(self._jobs.query_page_size, want - len(rows))
+            page, count, got, token = await self._call(
+                "query job results",
+                self._results_page(query, size, token),
+                kind=_Kind.READ,
+                deadline=deadline,
+            )
+            rows.extend(page)
+            read += got
+            if not token or not count or len(rows) >= want or read >= byte_bound:
+                return ResultPage(rows, token)
 
     # -- devices -------------------------------------------------------------------------
 

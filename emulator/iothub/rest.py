@@ -24,7 +24,9 @@ Rules:
 - Success codes are exactly the ones the SDK accepts (§1.1): 200 everywhere, 204 for DELETE.
 - Paged answers are bare JSON arrays with ``x-ms-item-type``; ``x-ms-continuation`` is present
   only while more pages exist. Requests page with the ``x-ms-continuation`` and
-  ``x-ms-max-item-count`` headers (default 100, at most 1000 items a page). A devices query is
+  ``x-ms-max-item-count`` headers (default 100, at most 1000 items a page). A token may be sent
+  again (a retried page reads the same rows) until it expires (5 min, or when 256 newer tokens
+  were made); IoT Hub's tokens are opaque positions, not consumed [inferred]. A devices query is
   evaluated once on its first page; later pages read the stored result (twin documents are built
   again per page, so they show the twins as they are then, like IoT Hub's eventual consistency).
 - The REST layer depends on the query language only through :class:`QueryLanguage`, which the
@@ -386,7 +388,9 @@ class RestApi:
         if not token:
             return None
         self._expire_cursors()
-        cursor = self._cursors.pop(token, None)
+        cursor = self._cursors.get(token)
+        if cursor is not None:
+            self._cursors.move_to_end(token)  # a token may be read again (a retried page)
         if cursor is None:
             raise HubError.argument_invalid(
                 "The continuation token is unknown or expired; run the query again"
