@@ -88,7 +88,12 @@ class AgentApp:
             load_wrappers(Path(settings.jobs.wrappers_dir)) if wrappers is None else list(wrappers)
         )
         self.client = IotHubClient(settings.iothub, settings.jobs)
-        self.jobs = JobServices(self.client, settings.jobs)
+        self.jobs = JobServices(
+            self.client,
+            settings.jobs,
+            request_timeout=settings.thingworx.request_timeout,
+            gateway_thing=settings.thingworx.gateway_thing,
+        )
         self.registry = ThingRegistry(settings.jobs)
         gateway = settings.thingworx.gateway_thing
         self._add_thing(gateway, gateway=True)
