@@ -531,14 +531,14 @@ class EdgeSession:
                 f"{held + len(new)}, over the limit of {limit}; bind them over more connections",
             )
             return
-        held = self._registry.held_elsewhere(bind.names, self)
-        if held:
-            self._answer(bind, BIND_REFUSED_STATUS, reason=_held_reason(held))
+        taken = self._registry.held_elsewhere(bind.names, self)
+        if taken:
+            self._answer(bind, BIND_REFUSED_STATUS, reason=_held_reason(taken))
             self._log.warning(
                 "bind refused",
                 policy=self._registry.bind_policy,
-                things=sorted(held)[:20],
-                holders=sorted({owner.conn_id for owner in held.values()}),
+                things=sorted(taken)[:20],
+                holders=sorted({owner.conn_id for owner in taken.values()}),
             )
             return
         bound = [name for name in bind.names if self._registry.bind(name, self)]

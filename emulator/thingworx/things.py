@@ -217,6 +217,16 @@ class ThingRegistry:
                 await self._changed.wait()
         return self._things[name]
 
+    async def wait_unbound(self, name: str, timeout: float) -> None:
+        """Wait until ``name`` is not bound (its connection closed or it was unbound).
+
+        Raises:
+            TimeoutError: still bound after ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while self._is_bound(name):
+                await self._changed.wait()
+
     async def wait_metadata(self, name: str, timeout: float) -> ThingEntry:
         """Wait until ``name`` is bound and its metadata (or a metadata error) is known.
 
