@@ -52,9 +52,14 @@ async def _health(http: aiohttp.ClientSession, url: str) -> dict[str, Any] | Non
 
 
 async def _wait_role(http: aiohttp.ClientSession, url: str, role: str, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while (doc := await _health(http, url)) is None or doc["role"] != role:
-            await asyncio.sleep(0.05)
+    # /healthz is an HTTP endpoint of another process: polling is the only way to watch it.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = await _health(http, url)
+        if doc is not None and doc["role"] == role:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} did not say role {role!r} within {timeout:g} s")
 
 
 async def test_kill_9_of_the_active_agent_hands_over_to_the_standby(tmp_path: Path) -> None:
