@@ -91,7 +91,11 @@ class AgentApp:
         # A FindJobs/QueryJobResults page reads at most half a message of hub JSON (plus one hub
         # page), so its answer fits one AlwaysOn message with room to spare.
         self.jobs = JobServices(
-            self.client, settings.jobs, page_bytes=settings.thingworx.max_message_size // 2
+            self.client,
+            settings.jobs,
+            page_bytes=settings.thingworx.max_message_size // 2,
+            request_timeout=settings.thingworx.request_timeout,
+            gateway_thing=settings.thingworx.gateway_thing,
         )
         self.registry = ThingRegistry(settings.jobs)
         gateway = settings.thingworx.gateway_thing

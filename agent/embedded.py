@@ -87,11 +87,16 @@ class EmbeddedEnds:
         app_key: the stand-in's application key.
     """
 
-    def __init__(self, settings: EmbeddedSettings, app_key: str) -> None:
+    def __init__(
+        self, settings: EmbeddedSettings, app_key: str, *, request_timeout: float = 30.0
+    ) -> None:
         if not app_key:
             raise ValueError("an application key is required")
         self._settings = settings
         self.app_key = app_key
+        self.request_timeout = request_timeout
+        """The stand-in's wait for the agent's answers: ``thingworx.request_timeout``, like the
+        real platform's request timeout (30 s)."""
         self.hub: IoTHubEmulator | None = None
         self.fleet: Fleet | None = None
         self.standin: ThingWorxStandIn | None = None
@@ -147,7 +152,7 @@ class EmbeddedEnds:
                 self.app_key,
                 host=s.host,
                 port=s.thingworx_port,
-                call_timeout=s.thingworx_call_timeout,
+                call_timeout=self.request_timeout,
                 bind_host=s.bind_host or None,
             )
             try:
@@ -254,7 +259,9 @@ class EmbeddedRun:
 
     def __init__(self, settings: Settings, app_key: str) -> None:
         self._settings = settings
-        self.ends = EmbeddedEnds(settings.embedded, app_key)
+        self.ends = EmbeddedEnds(
+            settings.embedded, app_key, request_timeout=settings.thingworx.request_timeout
+        )
         self.app: AgentApp | None = None
         self.started = False
         """True once the ends have started (the run has something to stop)."""

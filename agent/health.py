@@ -12,8 +12,11 @@ Rules:
   calls to the hub (:class:`HubActivity`, read from the IoT Hub client) that ended after it. The
   probe keeps running, so a hub nobody calls is still checked; a real call's success or failure
   between two probes counts as soon as it happens.
-- ``/healthz`` answers 200 when the channel is READY and the hub was reached last time it was
-  tried, 503 otherwise (also before the first probe or call has answered), with the state of both
+- ``/healthz`` says the agent's ``role``: ``active`` (READY, it holds its Things), ``standby``
+  (another agent holds them: ThingWorx's first-in-wins refused the BIND; it retries) or ``none``.
+  It answers 200 when the channel is READY, or a standby, and the hub was reached last time it
+  was tried (a standby is waiting as designed, so a liveness probe must not restart it), 503
+  otherwise (also before the first probe or call has answered), with the state of both
   ends as JSON. Secrets never appear in it: the hub is named by its host, ThingWorx by its URL,
   errors are the clients' one-line messages (which never carry keys).
 - ``/metrics`` is Prometheus text exposition format 0.0.4, written here (no client library).
@@ -105,6 +108,12 @@ class ChannelView(Protocol):
 
     @property
     def last_error(self) -> str | None: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def holder(self) -> str | None: ...
 
     stats: ChannelStats
 
@@ -516,6 +525,8 @@ def health_report(
     hub: HubHealth,
     *,
     channel_error: str | None = None,
+    role: str | None = None,
+    holder: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The ``/healthz`` answer.
 
@@ -526,16 +537,23 @@ def health_report(
         hub: the IoT Hub's health as last probed or called.
         channel_error: why the channel's last connection attempt or link failed, if one did;
             shown as ``thingworx.lastError`` (the key is left out when there was none).
+        role: ``active``, ``standby`` (another agent holds the Things: first-in-wins) or
+            ``none``; shown as ``role`` (default: ``active`` when READY, else ``none``).
+        holder: while a standby, the server's word on who holds the Things.
 
     Returns:
-        ``(HTTP status, JSON document)``: 200 when the channel is READY and the hub was reached
-        last time it was tried, 503 otherwise.
+        ``(HTTP status, JSON document)``: 200 when the channel is READY, or a standby, and the
+        hub was reached last time it was tried (status ``ok`` or ``standby``), 503 otherwise.
     """
     channel_ok = state is ChannelState.READY
+    role = role or ("active" if channel_ok else "none")
+    standby = role == "standby" and not channel_ok
     hub_ok = hub.reachable is True
-    healthy = channel_ok and hub_ok
+    healthy = (channel_ok or standby) and hub_ok
     problems: list[str] = []
-    if not channel_ok:
+    if standby:
+        pass  # waiting as designed: not a problem (holder below says who is active)
+    elif not channel_ok:
         why = f" (last error: {channel_error})" if channel_error else ""
         problems.append(f"ThingWorx channel is {state.value}, not ready{why}")
     if hub.reachable is None:
@@ -550,8 +568,11 @@ def health_report(
     }
     if channel_error is not None:
         thingworx["lastError"] = channel_error
+    if standby and holder is not None:
+        thingworx["holder"] = holder
     doc: dict[str, Any] = {
-        "status": "ok" if healthy else "unavailable",
+        "status": ("standby" if standby else "ok") if healthy else "unavailable",
+        "role": role,
         "problems": problems,
         "thingworx": thingworx,
         "iothub": {
@@ -681,6 +702,8 @@ class HealthServer:
             self._url,
             self.probe.health,
             channel_error=self._channel.last_error,
+            role=self._channel.role,
+            holder=self._channel.holder,
         )
 
     def metrics(self) -> str:

@@ -81,6 +81,18 @@ class ThingWorxSettings(_Section):
     max_message_size: int = Field(1_048_576, ge=8192, description="largest reassembled message")
     connect_timeout: float = Field(10.0, gt=0, description="websocket handshake timeout, s")
     auth_timeout: float = Field(10.0, gt=0, description="AUTH/BIND answer timeout, s")
+    request_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="the platform's wait for an answer to a remote-service call (ThingWorx "
+        "WSCommunicationsSubsystem, default 30 s); direct calls must fit in it, s",
+    )
+    standby_retry: float = Field(
+        5.0,
+        gt=0,
+        description="while another agent holds the Things (BIND refused, first-in-wins), seconds "
+        "between two attempts to take over",
+    )
     ping_interval: float = Field(55.0, gt=0, description="websocket ping period, s")
     pong_timeout: float = Field(10.0, gt=0, description="drop the link after this, s")
     reconnect_initial_delay: float = Field(1.0, gt=0, description="first backoff delay, s")
@@ -163,6 +175,12 @@ class JobSettings(_Section):
         le=30 * 24 * 3600,  # services.rules.MAX_EXECUTION_TIME_RANGE (a test keeps them equal)
         description="job window, s (at most 30 days, the longest window the services accept)",
     )
+    direct_connect_timeout: int = Field(
+        10, ge=0, le=300, description="a direct call's default connect timeout, s"
+    )
+    direct_response_timeout: int = Field(
+        10, ge=5, le=300, description="a direct call's default method response timeout, s"
+    )
     direct_call_margin: float = Field(5.0, ge=0, description="extra deadline for direct calls")
     call_deadline: float = Field(60.0, gt=0, description="deadline of a non-method service call")
     query_page_size: int = Field(100, ge=1, le=1000, description="page size of hub queries")
@@ -203,9 +221,6 @@ class EmbeddedSettings(_Section):
     )
     # The C SDK formats the port as a signed 16-bit number: keep the stand-in below 32768.
     thingworx_port: int = Field(8080, ge=0, le=32767, description="stand-in REST/console/WS")
-    thingworx_call_timeout: float = Field(
-        660.0, gt=0, description="stand-in's wait for an edge answer (> 300 + 300 + margin)"
-    )
     iothub_rest_port: int = Field(8443, ge=0, le=65535, description="emulator HTTPS port")
     devices: int = Field(50, ge=0, description="simulated devices device-0001...")
     offline_share: float = Field(0.1, ge=0, le=1, description="share of devices kept offline")
@@ -237,6 +252,19 @@ class Settings(BaseSettings):
             if not name or len(name.encode()) >= 128:
                 raise ValueError(f"Thing name {name!r} must be 1..127 bytes")
         return value
+
+    @model_validator(mode="after")
+    def _direct_calls_fit(self) -> Settings:
+        jobs, twx = self.jobs, self.thingworx
+        total = jobs.direct_connect_timeout + jobs.direct_response_timeout + jobs.direct_call_margin
+        if total > twx.request_timeout:
+            raise ValueError(
+                f"jobs.direct_connect_timeout ({jobs.direct_connect_timeout}) + "
+                f"jobs.direct_response_timeout ({jobs.direct_response_timeout}) + "
+                f"jobs.direct_call_margin ({jobs.direct_call_margin:g}) = {total:g} s does not fit "
+                f"in thingworx.request_timeout ({twx.request_timeout:g} s): lower them"
+            )
+        return self
 
     @property
     def embedded_mode(self) -> bool:

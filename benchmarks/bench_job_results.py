@@ -174,7 +174,7 @@ def main() -> None:
     configure_logging("WARNING", "console")  # plain tracebacks, never the locals (issue 15)
     print(__doc__.split("Run:")[0].strip())
     if args.paged:
-        logging.disable(logging.WARNING)
+        configure_logging("ERROR", "console")
         asyncio.run(_measure_paged(args.devices, args.page, args.rounds))
         return
     with tempfile.TemporaryDirectory() as tmp:

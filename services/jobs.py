@@ -155,6 +155,9 @@ class JobServices:
         page_bytes: the most bytes of hub answers one FindJobs or QueryJobResults page reads
             (plus one hub page), so its answer fits one AlwaysOn message; None: only the
             ``[iothub]`` per-call bound.
+        request_timeout: ``thingworx.request_timeout``: how long the platform waits for a call's
+            answer; a direct call that cannot end within it is refused.
+        gateway_thing: the gateway Thing's name (where the job form of a direct call is).
     """
 
     def __init__(
@@ -165,10 +168,14 @@ class JobServices:
         clock: Callable[[], datetime] = _utcnow,
         new_job_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         page_bytes: int | None = None,
+        request_timeout: float = 30.0,
+        gateway_thing: str = "AzureIotHub",
     ) -> None:
         self._client = client
         self._settings = settings
         self._page_bytes = page_bytes
+        self.request_timeout = request_timeout
+        self.gateway_thing = gateway_thing
         self._clock = clock
         self._new_job_id = new_job_id
 
@@ -202,20 +209,32 @@ class JobServices:
             ),
         ]
 
-    def timeout_inputs(self) -> list[FieldDefinition]:
-        """``responseTimeoutInSeconds`` (5..300) and ``connectTimeoutInSeconds`` (0..300)."""
+    def timeout_inputs(self, *, direct: bool = False) -> list[FieldDefinition]:
+        """``responseTimeoutInSeconds`` (5..300) and ``connectTimeoutInSeconds`` (0..300).
+
+        Args:
+            direct: a direct call's (defaults ``jobs.direct_*_timeout``, which fit in
+                ``thingworx.request_timeout``), not a job's.
+        """
+        s = self._settings
+        fits = (
+            f"; connect + response + {s.direct_call_margin:g} must fit in the platform's "
+            f"{self.request_timeout:g} s"
+            if direct
+            else ""
+        )
         return [
             field(
                 "responseTimeoutInSeconds",
                 BaseType.INTEGER,
-                "seconds to wait for each device's answer (5..300)",
-                default=self._settings.default_response_timeout,
+                f"seconds to wait for each device's answer (5..300{fits})",
+                default=s.direct_response_timeout if direct else s.default_response_timeout,
             ),
             field(
                 "connectTimeoutInSeconds",
                 BaseType.INTEGER,
                 "seconds to wait for an offline device to connect (0..300; 0 = must be online)",
-                default=self._settings.default_connect_timeout,
+                default=s.direct_connect_timeout if direct else s.default_connect_timeout,
             ),
         ]
 
@@ -510,10 +529,33 @@ class JobServices:
         device_id: str,
         method_name: str,
         payload: Any,
+        *,
+        job_form: str | None = None,
     ) -> InfoTable:
-        """Call a direct method on one device now (the wrappers' device-Thing form)."""
+        """Call a direct method on one device now (the wrappers' device-Thing form).
+
+        Args:
+            call: the service call (inputs ``responseTimeoutInSeconds``,
+                ``connectTimeoutInSeconds``).
+            device_id: the device.
+            method_name: the method.
+            payload: its JSON payload.
+            job_form: the name of the service that runs the same method as a job on the gateway
+                Thing (named in the refusal of timeouts that cannot fit); default the method's.
+
+        Raises:
+            ServiceError: a timeout out of range, or connect + response (+ margin) longer than
+                ``thingworx.request_timeout``; nothing is sent.
+        """
         response_timeout = rules.check_response_timeout(call.inputs["responseTimeoutInSeconds"])
         connect_timeout = rules.check_connect_timeout(call.inputs["connectTimeoutInSeconds"])
+        rules.check_direct_call_fits(
+            connect_timeout,
+            response_timeout,
+            margin=self._settings.direct_call_margin,
+            request_timeout=self.request_timeout,
+            job_form=f"{job_form or method_name} on the gateway Thing {self.gateway_thing}",
+        )
         ctx = ErrorContext(
             device_id=device_id,
             connect_timeout=connect_timeout,

@@ -56,6 +56,7 @@ __all__ = [
     "METHOD_NAME",
     "RESPONSE_TIMEOUT_RANGE",
     "check_connect_timeout",
+    "check_direct_call_fits",
     "check_job_id",
     "check_json",
     "check_max_execution_time",
@@ -376,6 +377,42 @@ def check_response_timeout(value: int) -> int:
 def check_connect_timeout(value: int) -> int:
     """``connectTimeoutInSeconds``: 0..300 (0 means the device must already be online)."""
     return _check_range("connectTimeoutInSeconds", value, *CONNECT_TIMEOUT_RANGE)
+
+
+def check_direct_call_fits(
+    connect_timeout: int,
+    response_timeout: int,
+    *,
+    margin: float,
+    request_timeout: float,
+    job_form: str,
+) -> None:
+    """A direct call must end before the platform stops waiting for it.
+
+    ThingWorx fails a remote-service call its edge has not answered within its request timeout
+    (``thingworx.request_timeout``, 30 s by default), with a generic timeout that says nothing of
+    the device. A direct call may wait ``connect + response`` seconds for the hub, plus the
+    agent's ``margin``: when that cannot fit, it is refused before anything is sent.
+
+    Args:
+        connect_timeout: ``connectTimeoutInSeconds``.
+        response_timeout: ``responseTimeoutInSeconds``.
+        margin: ``jobs.direct_call_margin``, seconds.
+        request_timeout: ``thingworx.request_timeout``, seconds.
+        job_form: where the long-wait form of the call is, e.g. ``Reboot on the gateway Thing
+            AzureIotHub``.
+
+    Raises:
+        ServiceError: the two timeouts and the margin exceed the request timeout.
+    """
+    total = connect_timeout + response_timeout + margin
+    if total > request_timeout:
+        raise ServiceError(
+            f"inputs connectTimeoutInSeconds ({connect_timeout}) + responseTimeoutInSeconds "
+            f"({response_timeout}) + {margin:g} s margin = {total:g} s cannot fit in "
+            f"thingworx.request_timeout ({request_timeout:g} s), after which ThingWorx fails the "
+            f"call; lower them, or for long waits use the job form {job_form}"
+        )
 
 
 def check_max_execution_time(value: int) -> int:

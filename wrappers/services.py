@@ -8,7 +8,10 @@ From one :class:`~wrappers.declarations.WrapperDeclaration`:
   (required) and returns ``AzureIotDeviceJob``.
 
 Both take the declared typed inputs plus ``responseTimeoutInSeconds`` and
-``connectTimeoutInSeconds``; the typed inputs become the method's JSON payload exactly (a member
+``connectTimeoutInSeconds`` (a direct call's defaults are ``jobs.direct_*_timeout``, and its
+connect + response + ``jobs.direct_call_margin`` must fit in ``thingworx.request_timeout``, or it
+is refused before anything is sent: the platform would give up on it first); the typed inputs
+become the method's JSON payload exactly (a member
 per input given or defaulted; DATETIME as ISO-8601 UTC text). The registry has checked types,
 required inputs and unknown inputs before the handler runs, so nothing is sent for a bad call.
 """
@@ -24,7 +27,6 @@ from agent.registry import RemoteService, ServiceCall
 from agent.settings import JobSettings
 from services import JOB_SHAPE, METHOD_RESULT_SHAPE, JobServices
 from services.jobs import field
-from services.rules import CONNECT_TIMEOUT_RANGE, RESPONSE_TIMEOUT_RANGE
 from wrappers.declarations import WrapperDeclaration
 
 __all__ = ["build_payload", "wrapper_service"]
@@ -95,16 +97,17 @@ def wrapper_service(
 
     async def direct(call: ServiceCall) -> InfoTable:
         payload = build_payload(declaration, call.inputs)
-        return await jobs.call_method(call, thing, method, payload)
+        return await jobs.call_method(call, thing, method, payload, job_form=declaration.name)
 
-    # The registry's deadline must outlast the client's own (connect + response + margin).
-    longest = CONNECT_TIMEOUT_RANGE[1] + RESPONSE_TIMEOUT_RANGE[1] + settings.direct_call_margin
+    # The registry's deadline must outlast the client's own (connect + response + margin), which
+    # the fit rule keeps within the platform's request timeout.
     return RemoteService(
         declaration.name,
-        f"{description} (a direct call on this device now)",
-        DataShape.of(*typed, *jobs.timeout_inputs()),
+        f"{description} (a direct call on this device now; for long waits use "
+        f"{declaration.name} on the gateway Thing)",
+        DataShape.of(*typed, *jobs.timeout_inputs(direct=True)),
         BaseType.INFOTABLE,
         METHOD_RESULT_SHAPE,
         direct,
-        timeout=longest + settings.direct_call_margin,
+        timeout=jobs.request_timeout + settings.direct_call_margin,
     )

@@ -81,6 +81,7 @@ from agent.alwayson.shapecache import IdentityCache, is_frozen
 from agent.alwayson.unconfirmed import (
     AUTH_FAILURE_STATUS,
     BIND_MULTIPART_ACCEPTED,
+    BIND_REFUSED_STATUS,
     DEFAULT_MAX_FRAME_SIZE,
     GET_METADATA_METHOD,
     NOTIFY_PROPERTY_UPDATE_METHOD,
@@ -101,6 +102,7 @@ __all__ = [
     "AUTH_FAILURE_STATUS",
     "AUTH_SESSION_ID",
     "BIND_MULTIPART_ACCEPTED",
+    "BIND_REFUSED_STATUS",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",

@@ -17,6 +17,7 @@ from typing import Final
 __all__ = [
     "AUTH_FAILURE_STATUS",
     "BIND_MULTIPART_ACCEPTED",
+    "BIND_REFUSED_STATUS",
     "DEFAULT_MAX_FRAME_SIZE",
     "GET_METADATA_METHOD",
     "LONG_STRUCT",
@@ -51,6 +52,14 @@ GET_METADATA_METHOD: Final = SERVICE_CALL_METHOD
 # §5.3, §13: the status the server answers a rejected AUTH with (the edge treats any non-SUCCESS
 # status as failure, so only the stand-in's choice depends on this).
 AUTH_FAILURE_STATUS: Final = 0x81
+
+# §5.4, §9, §13: the status a server answers a BIND with when its bind protection policy
+# (first-in-wins, the platform's default: "the platform rejects the new bind attempt", ThingWorx
+# WSCommunicationsSubsystem page) refuses it because another connection holds one of its Things.
+# The refusal is documented, its wire form is not: inference FORBIDDEN 0x83 with a free-text
+# reason, one status for the whole BIND (§5.4 has a single status per BIND). The agent takes this
+# status as "another agent is active" and waits as a standby; any other refusal stays an error.
+BIND_REFUSED_STATUS: Final = 0x83
 
 # §5.3, §13: claim names for user/password authentication (appKey is confirmed).
 USER_CLAIM: Final = "userid"

@@ -36,6 +36,11 @@ Rules (reference sections in brackets):
   the reason of the last reconnect stays visible). Calls in flight on a lost link finish
   (their own deadline bounds them) but their answers cannot be delivered: they are logged and
   counted as abandoned.
+- A BIND refused with ``BIND_REFUSED_STATUS`` (ThingWorx's first-in-wins bind protection:
+  another connection holds a Thing) makes the agent a standby (:attr:`AlwaysOnClient.role`): it
+  logs who holds the Things (the refusal's reason) once and when that changes, closes the link
+  and tries again every ``standby_retry`` seconds (no backoff), so it takes over within about
+  that long after the active agent disconnects or dies.
 - ``stop()`` drains, then sends one UNBIND of every bound Thing, then closes with 1000 [§9].
   Draining: new requests are refused at once (SERVICE_UNAVAILABLE, nothing done), the calls in
   flight get up to ``drain_timeout`` to finish and are answered with their real result; a call
@@ -52,6 +57,7 @@ import itertools
 import random
 import socket
 import ssl
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,6 +67,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from agent.alwayson import (
+    BIND_REFUSED_STATUS,
     UNSUPPORTED_MESSAGE_REASON,
     AlwaysOnError,
     Characteristic,
@@ -250,6 +257,8 @@ class AlwaysOnClient:
         self._last_error: str | None = None
         self._last_failure: LinkFailure | None = None
         self._failure = asyncio.Event()
+        self._standby_since: float | None = None
+        self._holder: str | None = None
         self.stats = ChannelStats()
         base: FilteringBoundLogger = logger or structlog.get_logger("agent.channel")
         self._log: FilteringBoundLogger = base.bind(url=settings.url)
@@ -278,6 +287,20 @@ class AlwaysOnClient:
         refused: ...``, ``cannot connect: ...``, ``link lost: ...``); None while none has. It is
         not cleared by a later success."""
         return self._last_error
+
+    @property
+    def role(self) -> str:
+        """``active`` while READY (this agent holds its Things), ``standby`` while another
+        connection holds them (BIND refused by first-in-wins; retried every
+        ``thingworx.standby_retry`` s), else ``none``."""
+        if self.state is ChannelState.READY:
+            return "active"
+        return "standby" if self._standby_since is not None else "none"
+
+    @property
+    def holder(self) -> str | None:
+        """While a standby: the server's word on who holds the Things (the BIND's refusal)."""
+        return self._holder if self._standby_since is not None else None
 
     @property
     def last_failure(self) -> LinkFailure | None:
@@ -333,8 +356,13 @@ class AlwaysOnClient:
                     await self._one_link()
                     if self._stop_requested.is_set():
                         break
-                    delay = self._backoff.next_delay()
-                    self._log.info("reconnecting", delay=round(delay, 3))
+                    if self._standby_since is not None:  # a steady retry, not a backoff
+                        self._backoff.reset()
+                        delay = self._settings.standby_retry
+                        self._log.debug("standby retry", delay=delay)
+                    else:
+                        delay = self._backoff.next_delay()
+                        self._log.info("reconnecting", delay=round(delay, 3))
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
                             await self._stop_requested.wait()
@@ -466,6 +494,10 @@ class AlwaysOnClient:
             self.stats.connects += 1
             self._backoff.reset()
             log.info("ready", session_id=link.session_id, things=len(self._bound))
+            if self._standby_since is not None:
+                waited = time.monotonic() - self._standby_since
+                self._standby_since = self._holder = None
+                log.warning("active: took over the Things", standby_seconds=round(waited, 3))
             await link.closed.wait()
             if not self._stop_requested.is_set():
                 self.stats.links_lost += 1
@@ -478,7 +510,10 @@ class AlwaysOnClient:
                 log, "authentication refused", str(exc), exc.kind, hint="check thingworx.app_key"
             )
         except LinkFailed as exc:
-            self._failed(log, "link failed", str(exc), exc.kind)
+            if exc.kind == "standby":
+                self._standby(log, str(exc))
+            else:
+                self._failed(log, "link failed", str(exc), exc.kind)
         finally:
             self._bound = []
             if link is not None:
@@ -492,6 +527,23 @@ class AlwaysOnClient:
                 self._abandon_calls("link lost", link)
             if not self._stop_requested.is_set() and self._machine.can(ChannelState.DISCONNECTED):
                 self._machine.transition(ChannelState.DISCONNECTED)
+
+    def _standby(self, log: FilteringBoundLogger, error: str) -> None:
+        """Another connection holds the Things: record it as the last failure (kind
+        ``standby``); log who holds them when this agent becomes a standby and whenever the
+        holder changes, not on every retry."""
+        self._last_error = " ".join(f"standby: {error}".split())
+        self._last_failure = LinkFailure.of("standby", self._last_error)
+        self._failure.set()
+        if self._standby_since is None:
+            self._standby_since = time.monotonic()
+        if error != self._holder:
+            self._holder = error
+            log.warning(
+                "standby: another agent holds the Things",
+                holder=error,
+                retry=self._settings.standby_retry,
+            )
 
     def _failed(
         self, log: FilteringBoundLogger, event: str, error: str, kind: str, **context: Any
@@ -603,6 +655,11 @@ class AlwaysOnClient:
 
     async def _bind_batch(self, link: _Link, batch: tuple[str, ...]) -> None:
         answer = await link.request(link.conn.send_bind(batch), "BIND")
+        if answer.status == BIND_REFUSED_STATUS:
+            raise BindRefused(
+                answer.reason or f"BIND answered {answer.status.name}: a Thing is bound elsewhere",
+                kind="standby",
+            )
         if not answer.ok:
             reason = f": {answer.reason}" if answer.reason else ""
             raise BindRefused(f"BIND of {len(batch)} Things answered {answer.status.name}{reason}")

@@ -43,6 +43,10 @@ _UNREACHABLE = "cannot reach ThingWorx: check thingworx.url and that the server 
 FAILURE_HINTS: dict[str, str] = {
     "auth_refused": "ThingWorx refused the application key: check thingworx.app_key",
     "bind_refused": _UNREACHABLE,
+    "standby": (
+        "another agent holds the Things (bind protection first-in-wins): this one waits as a "
+        "standby and takes over when that one disconnects; stop one if this is not meant"
+    ),
     "tls": (
         "the server's TLS certificate is not trusted: set thingworx.ca_file to its CA "
         "(or thingworx.verify_tls = false for a test server)"
@@ -69,6 +73,9 @@ class LinkFailure:
             - ``"auth_refused"``: the server refused the application key (AUTH answered
               non-SUCCESS, or the upgrade refused with HTTP 401/403);
             - ``"bind_refused"``: the server answered a BIND non-SUCCESS;
+            - ``"standby"``: the server refused a BIND because another connection holds one of
+              its Things (``BIND_REFUSED_STATUS``, first-in-wins): the agent is a standby and
+              retries every ``thingworx.standby_retry`` seconds;
             - ``"tls"``: the TLS handshake failed (certificate not trusted, ...);
             - ``"endpoint"``: the upgrade was answered HTTP 404 (no AlwaysOn endpoint at the URL);
             - ``"refused"``: the TCP connection was refused;

@@ -19,6 +19,11 @@ from collections.abc import Sequence
 
 from emulator.thingworx.limits import StandInLimits
 from emulator.thingworx.server import ThingWorxStandIn
+from emulator.thingworx.unconfirmed import (
+    BIND_POLICIES,
+    DEFAULT_BIND_POLICY,
+    DEFAULT_REQUEST_TIMEOUT,
+)
 from logsetup import configure_logging
 
 __all__ = ["main", "parse_args", "run"]
@@ -49,7 +54,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--app-key", default=None, help=f"application key (or ${APP_KEY_ENV})")
     parser.add_argument("--chunk-size", type=int, default=8192, help="AlwaysOn chunk size")
-    parser.add_argument("--call-timeout", type=float, default=30.0, help="seconds (504 after)")
+    parser.add_argument(
+        "--request-timeout",
+        "--call-timeout",
+        dest="request_timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help="seconds a call waits for the edge's answer before it fails with 504, like "
+        "ThingWorx's request timeout (default %(default)s)",
+    )
+    parser.add_argument(
+        "--bind-policy",
+        choices=BIND_POLICIES,
+        default=DEFAULT_BIND_POLICY,
+        help="a BIND of a Thing another connection holds: refused (first-in-wins, ThingWorx's "
+        "default) or taken over (last-in-wins)",
+    )
     parser.add_argument(
         "--compress",
         action=argparse.BooleanOptionalAction,
@@ -75,8 +95,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--port must be within 0..65535")
     if not 64 <= args.chunk_size <= 65535:
         parser.error("--chunk-size must be within 64..65535")
-    if args.call_timeout <= 0:
-        parser.error("--call-timeout must be positive")
+    if args.request_timeout <= 0:
+        parser.error("--request-timeout must be positive")
     try:
         args.limits = StandInLimits(**{f: getattr(args, f) for f, _, _ in _LIMIT_OPTIONS})
     except ValueError as exc:
@@ -95,9 +115,10 @@ async def run(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         chunk_size=args.chunk_size,
-        call_timeout=args.call_timeout,
+        call_timeout=args.request_timeout,
         compress=args.compress,
         limits=args.limits,
+        bind_policy=args.bind_policy,
     )
     await standin.start()
     try:

@@ -24,7 +24,12 @@ from emulator.thingworx.limits import StandInLimits
 from emulator.thingworx.rest import RestApi
 from emulator.thingworx.session import EdgeSession, SessionSettings, check_app_key
 from emulator.thingworx.things import ThingEntry, ThingRegistry
-from emulator.thingworx.unconfirmed import COMPRESS_SERVER_FRAMES, DEFAULT_MAX_FRAME_SIZE
+from emulator.thingworx.unconfirmed import (
+    COMPRESS_SERVER_FRAMES,
+    DEFAULT_BIND_POLICY,
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_REQUEST_TIMEOUT,
+)
 from emulator.thingworx.websocket_link import negotiate, upgrade
 
 __all__ = ["WS_PATH", "ThingWorxStandIn"]
@@ -43,12 +48,16 @@ class ThingWorxStandIn:
         chunk_size: the largest AlwaysOn message sent before multipart splitting (never more
             than the client's Max-Frame-Size is used).
         max_message_size: the largest complete message accepted or sent.
-        call_timeout: seconds a REST call waits for the edge (504 after).
+        call_timeout: seconds a REST call waits for the edge (504 after): the platform's
+            request timeout, 30 s like ThingWorx's ("Amount of time a request will wait for the
+            response message before timing out").
         compress: deflate the stand-in's own frames when permessage-deflate is negotiated.
         bind_host: listen on this address instead of ``host`` (e.g. ``0.0.0.0`` in a
             container), while the URLs still name ``host``; None listens on ``host``.
         limits: what one connection may cost (AUTH deadline, multipart bytes, Things bound,
             frame rate...); default :class:`StandInLimits`' defaults.
+        bind_policy: ``first-in-wins`` (ThingWorx's default: a second connection's BIND of a
+            bound Thing is refused) or ``last-in-wins``.
     """
 
     def __init__(
@@ -59,10 +68,11 @@ class ThingWorxStandIn:
         port: int = 8080,
         chunk_size: int = 8192,
         max_message_size: int = 1_048_576,
-        call_timeout: float = 30.0,
+        call_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         compress: bool = COMPRESS_SERVER_FRAMES,
         bind_host: str | None = None,
         limits: StandInLimits | None = None,
+        bind_policy: str = DEFAULT_BIND_POLICY,
     ) -> None:
         if not app_key:
             raise ValueError("an application key is required")
@@ -73,7 +83,9 @@ class ThingWorxStandIn:
         self._compress = compress
         self._max_message_size = max_message_size
         self.limits = limits or StandInLimits()
-        self.registry = ThingRegistry(keep_unbound=self.limits.unbound_things_kept)
+        self.registry = ThingRegistry(
+            keep_unbound=self.limits.unbound_things_kept, bind_policy=bind_policy
+        )
         self._budget = PendingBudget(self.limits.multipart_pending_bytes_total)
         self._conn_ids = itertools.count(1)
         self._settings = SessionSettings(

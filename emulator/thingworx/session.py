@@ -21,7 +21,9 @@ Rules (reference §2.3, §5 to §9, §12):
 - refused and dropped frames are logged as counts every ``refusal_log_interval`` (the first of
   each kind in full), not one line per frame;
 - AUTH success carries a fresh session id in the header and the body ``00 FF``; BIND/UNBIND
-  success is ``00 FF`` too; after a BIND the stand-in calls ``NotifyPropertyUpdate`` on each
+  success is ``00 FF`` too; a BIND naming a Thing another connection holds is refused whole
+  under first-in-wins (``BIND_REFUSED_STATUS``, the reason naming the Thing and the holder's
+  connection id); after a BIND the stand-in calls ``NotifyPropertyUpdate`` on each
   bound Thing, then learns its services through ``GetMetadata`` (``GET_METADATA_AFTER_BIND``);
 - requests to the edge: POST (``SERVICE_CALL_METHOD``), entity THING, characteristic SERVICES,
   params a one-row InfoTable or NOTHING, request ids from the stand-in's counter, the endpoint id a
@@ -78,6 +80,7 @@ from emulator.thingworx.things import ThingRegistry
 from emulator.thingworx.unconfirmed import (
     APP_KEY_CLAIM,
     AUTH_FAILURE_CLOSES,
+    BIND_REFUSED_STATUS,
     GET_METADATA_AFTER_BIND,
     GET_METADATA_METHOD,
     GET_METADATA_SERVICE,
@@ -528,6 +531,16 @@ class EdgeSession:
                 f"{held + len(new)}, over the limit of {limit}; bind them over more connections",
             )
             return
+        taken = self._registry.held_elsewhere(bind.names, self)
+        if taken:
+            self._answer(bind, BIND_REFUSED_STATUS, reason=_held_reason(taken))
+            self._log.warning(
+                "bind refused",
+                policy=self._registry.bind_policy,
+                things=sorted(taken)[:20],
+                holders=sorted({owner.conn_id for owner in taken.values()}),
+            )
+            return
         bound = [name for name in bind.names if self._registry.bind(name, self)]
         self._answer(bind, Status.SUCCESS)
         for name in bound:
@@ -572,6 +585,17 @@ class EdgeSession:
         future = self._futures.get(request_id)
         if future is not None and not future.done():
             future.set_exception(error)
+
+
+def _held_reason(held: dict[str, Any]) -> str:
+    """The reason of a BIND refused by first-in-wins: which Things, and which connection holds
+    them (the refused agent logs it as the holder)."""
+    name, owner = sorted(held.items())[0]
+    more = f" (and {len(held) - 1} more Things)" if len(held) > 1 else ""
+    return (
+        f"Thing {name!r} is bound by connection {owner.conn_id}{more}; bind protection policy "
+        "first-in-wins refuses a second bind until it disconnects or unbinds"
+    )
 
 
 def _too_large(limit: int) -> EdgeFailed:

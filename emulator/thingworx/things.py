@@ -8,8 +8,11 @@ Rules (reference §5.4, §9):
   older ones are forgotten (404 again), so names a peer binds and drops cannot pile up;
 - a connection's names are held in a set per connection: counting them (for the per-connection
   cap) and dropping them when the connection closes cost what that connection holds;
-- the last BIND of a name wins across connections (``LAST_BIND_WINS``); the older connection is
-  not told, and an UNBIND or a disconnect of the older connection no longer affects the Thing;
+- a BIND of a name another live connection holds follows the bind protection policy
+  (``bind_policy``): ``first-in-wins`` (the platform's default) refuses it, and
+  :meth:`ThingRegistry.held_elsewhere` lets a session refuse a whole BIND before any name of it
+  takes effect; ``last-in-wins`` moves the Thing to the new connection, the older one is not told,
+  and an UNBIND or a disconnect of the older connection no longer affects the Thing;
 - the metadata learned through GetMetadata belongs to one binding: a new bind forgets it.
 """
 
@@ -18,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
 from agent.alwayson import ThingMetadata
-from emulator.thingworx.unconfirmed import LAST_BIND_WINS
+from emulator.thingworx.unconfirmed import BIND_POLICIES, DEFAULT_BIND_POLICY
 
 __all__ = ["BindingOwner", "ThingEntry", "ThingRegistry"]
 
@@ -71,9 +75,19 @@ class ThingRegistry:
 
     Args:
         keep_unbound: how many unbound names are remembered (503 rather than 404 for them).
+        bind_policy: ``first-in-wins`` (a Thing bound on a live connection cannot be bound by
+            another) or ``last-in-wins`` (the new bind takes it).
+
+    Raises:
+        ValueError: an unknown bind policy.
     """
 
-    def __init__(self, keep_unbound: int = 1_000) -> None:
+    def __init__(self, keep_unbound: int = 1_000, bind_policy: str = DEFAULT_BIND_POLICY) -> None:
+        if bind_policy not in BIND_POLICIES:
+            raise ValueError(
+                f"bind policy {bind_policy!r} is unknown: use one of {', '.join(BIND_POLICIES)}"
+            )
+        self.bind_policy = bind_policy
         self._things: dict[str, ThingEntry] = {}
         self._owned: dict[BindingOwner, set[str]] = {}
         self._unbound: OrderedDict[str, None] = OrderedDict()
@@ -92,17 +106,32 @@ class ThingRegistry:
         """Names of the Things bound now, sorted."""
         return sorted(n for n, e in self._things.items() if e.connected)
 
+    def held_elsewhere(self, names: Iterable[str], owner: BindingOwner) -> dict[str, BindingOwner]:
+        """The names of ``names`` a BIND by ``owner`` may not take, with who holds each.
+
+        Empty under ``last-in-wins``; under ``first-in-wins``, every name bound now on another
+        connection.
+        """
+        if self.bind_policy != "first-in-wins":
+            return {}
+        held: dict[str, BindingOwner] = {}
+        for name in names:
+            entry = self._things.get(name)
+            if entry is not None and entry.owner is not None and entry.owner is not owner:
+                held[name] = entry.owner
+        return held
+
     def bind(self, name: str, owner: BindingOwner) -> bool:
         """Bind ``name`` to ``owner``.
 
         Returns:
-            True if the bind took effect (always, with last-bind-wins; otherwise False when
-            another live connection holds the Thing).
+            True if the bind took effect (always, with last-in-wins; with first-in-wins, False
+            when another live connection holds the Thing).
         """
         entry = self._things.setdefault(name, ThingEntry(name))
         previous = entry.owner
         if previous is not None and previous is not owner:
-            if not LAST_BIND_WINS:
+            if self.bind_policy == "first-in-wins":
                 _log.warning("bind refused", thing=name, conn_id=owner.conn_id)
                 return False
             _log.warning(
@@ -187,6 +216,16 @@ class ThingRegistry:
             while not self._is_bound(name):
                 await self._changed.wait()
         return self._things[name]
+
+    async def wait_unbound(self, name: str, timeout: float) -> None:
+        """Wait until ``name`` is not bound (its connection closed or it was unbound).
+
+        Raises:
+            TimeoutError: still bound after ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while self._is_bound(name):
+                await self._changed.wait()
 
     async def wait_metadata(self, name: str, timeout: float) -> ThingEntry:
         """Wait until ``name`` is bound and its metadata (or a metadata error) is known.

@@ -16,6 +16,7 @@ from typing import Final
 from agent.alwayson import (
     AUTH_FAILURE_STATUS,
     BIND_MULTIPART_ACCEPTED,
+    BIND_REFUSED_STATUS,
     DEFAULT_MAX_FRAME_SIZE,
     GET_METADATA_METHOD,
     NOTIFY_PROPERTY_UPDATE_METHOD,
@@ -27,13 +28,16 @@ __all__ = [
     "AUTH_FAILURE_CLOSES",
     "AUTH_FAILURE_STATUS",
     "BIND_MULTIPART_ACCEPTED",
+    "BIND_POLICIES",
+    "BIND_REFUSED_STATUS",
     "COMPRESS_SERVER_FRAMES",
+    "DEFAULT_BIND_POLICY",
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_REQUEST_TIMEOUT",
     "GET_METADATA_AFTER_BIND",
     "GET_METADATA_METHOD",
     "GET_METADATA_SERVICE",
     "GET_PROPERTY_SUBSCRIPTIONS_SERVICE",
-    "LAST_BIND_WINS",
     "NOTIFY_PROPERTY_UPDATE_METHOD",
     "NOTIFY_PROPERTY_UPDATE_SERVICE",
     "NO_INPUTS_AS_NOTHING",
@@ -56,9 +60,16 @@ AUTH_FAILURE_CLOSES: Final = True
 # open, so the client may still authenticate.
 REQUEST_BEFORE_AUTH_CLOSES: Final = False
 
-# §9, §13: a second BIND of the same Thing from another connection: the last bind wins; the older
-# connection is not told (logged as "thing rebound").
-LAST_BIND_WINS: Final = True
+# §9 (confirmed by the WSCommunicationsSubsystem page): the platform's "Bind Protection Policy",
+# default First-in-wins: a BIND of a Thing another connection holds is rejected (answered
+# BIND_REFUSED_STATUS, whose wire form is the unconfirmed part, for the whole BIND). Last-in-wins:
+# the new BIND is accepted and the older connection is not told (logged as "thing rebound").
+BIND_POLICIES: Final = ("first-in-wins", "last-in-wins")
+DEFAULT_BIND_POLICY: Final = "first-in-wins"
+
+# WSCommunicationsSubsystem page: "Amount of time a request will wait for the response message
+# before timing out", default 30 s. A call the edge does not answer in time fails (REST 504).
+DEFAULT_REQUEST_TIMEOUT: Final = 30.0
 
 # §7.4, §13: the real platform probably calls GetMetadata only when someone browses the Thing.
 # The stand-in calls it right after NotifyPropertyUpdate, so that inputs can be typed from it

@@ -78,9 +78,12 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path, devices: int = 5) -> AsyncIterator[Running]:
+async def running(
+    tmp_path: Path, devices: int = 5, *, bind_policy: str = "first-in-wins"
+) -> AsyncIterator[Running]:
     """The embedded run's root (the ends, then the agent with its health server), as `jobs-agent
-    run` has them."""
+    run` has them; ``bind_policy`` the stand-in's (``last-in-wins`` for the tests of check's
+    BIND next to a running agent, written for it)."""
     base = _base_settings(tmp_path, fresh_loopback(), devices)
     base = _with(base, "health", probe_interval=0.2)
     embedded = EmbeddedRun(base, APP_KEY)
@@ -88,6 +91,8 @@ async def running(tmp_path: Path, devices: int = 5) -> AsyncIterator[Running]:
         await app.wait_ready(10)
         assert app.health is not None
         ends = embedded.ends
+        assert ends.standin is not None
+        ends.standin.registry.bind_policy = bind_policy
         yield Running(ends, ends.info, app.settings, app, app.health)
 
 
@@ -151,7 +156,7 @@ async def test_check_next_to_the_running_agent_leaves_its_things_bound(tmp_path:
     """check finds the agent running here through its /healthz (same ThingWorx URL): it
     authenticates but does not BIND, which would take the gateway Thing from that agent
     (ThingWorx keeps the last bind) and leave it unbound after check's UNBIND."""
-    async with running(tmp_path) as run:
+    async with running(tmp_path, bind_policy="last-in-wins") as run:
         port = int(run.health.url.rsplit(":", 1)[1])
         settings = _with(run.settings, "health", port=port)
         console, out = _console()
@@ -177,7 +182,7 @@ async def test_check_next_to_the_running_agent_leaves_its_things_bound(tmp_path:
 
 
 async def test_check_binds_when_no_agent_runs_here(tmp_path: Path) -> None:
-    async with running(tmp_path) as run:
+    async with running(tmp_path, bind_policy="last-in-wins") as run:
         console, out = _console()
         # health port 0: no agent of this configuration to find, so the BIND is tried.
         assert await cli.check(run.settings, console) == 0
@@ -187,7 +192,7 @@ async def test_check_binds_when_no_agent_runs_here(tmp_path: Path) -> None:
 
 
 async def test_check_names_each_failure_and_what_to_fix(tmp_path: Path) -> None:
-    async with running(tmp_path, devices=1) as run:
+    async with running(tmp_path, devices=1, bind_policy="last-in-wins") as run:
         cases = [
             (
                 _with(run.settings, "thingworx", app_key=SecretStr("wrong-key")),

@@ -35,6 +35,8 @@ class ReadyChannel:
     state = ChannelState.READY
     bound_things = ["AzureIotHub"]
     last_error: str | None = None
+    role = "active"
+    holder: str | None = None
     stats = ChannelStats()
 
 

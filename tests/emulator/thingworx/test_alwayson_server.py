@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from agent.alwayson import (
+    BIND_REFUSED_STATUS,
     BaseType,
     Bind,
     DataShape,
@@ -473,9 +474,34 @@ async def test_large_request_goes_multipart_with_entity_prefix_in_every_chunk(
 # -- binding across connections, malformed input ---------------------------------------------
 
 
+async def test_first_in_wins_refuses_a_second_bind_whole_in_the_wire_form(
+    standin: ThingWorxStandIn, connect_edge: EdgeFactory, http: aiohttp.ClientSession
+) -> None:
+    assert standin.registry.bind_policy == "first-in-wins"  # ThingWorx's default
+    first = await _served_edge(connect_edge, standin)
+    second = await connect_edge()
+    second.serve()
+    # One BIND naming a free Thing and a held one: refused whole, BIND_REFUSED_STATUS (0x83),
+    # the reason naming the held Thing and the connection holding it; nothing of it is bound.
+    answer = await second.bind("Free1", "Gw1")
+    assert answer.status == BIND_REFUSED_STATUS == Status.FORBIDDEN
+    assert answer.reason is not None and "'Gw1'" in answer.reason and "conn-" in answer.reason
+    assert "first-in-wins" in answer.reason
+    assert standin.bound_things() == ["Gw1"]
+    assert (await _call(http, standin, "Gw1", text="hi"))[0] == 200  # still the first's
+    # The second connection stays up and may bind once the holder is gone.
+    await first.close()
+    await standin.registry.wait_unbound("Gw1", 3)
+    _echo(second)
+    assert (await second.bind("Free1", "Gw1")).ok
+    assert standin.bound_things() == ["Free1", "Gw1"]
+    await second.close()
+
+
 async def test_last_bind_wins(
     standin: ThingWorxStandIn, connect_edge: EdgeFactory, http: aiohttp.ClientSession
 ) -> None:
+    standin.registry.bind_policy = "last-in-wins"  # the policy under test (default: first-in)
     first = await _served_edge(connect_edge, standin)
     second = await connect_edge()
 
