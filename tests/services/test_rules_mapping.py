@@ -288,7 +288,7 @@ def test_shapes_as_listed() -> None:
         "endTime", "maxExecutionTimeInSeconds", "methodName", "payload",
         "responseTimeoutInSeconds", "connectTimeoutInSeconds", "patch", "deviceCount",
         "succeededCount", "failedCount", "runningCount", "pendingCount", "failureReason",
-        "statusMessage", "warnings", "summary",
+        "statusMessage", "warnings", "summary", "continuationToken",
     )  # fmt: skip
     assert JOB_SHAPE.field("jobId").is_primary_key
     assert JOB_RESULT_SHAPE.field("deviceId").is_primary_key
