@@ -8,8 +8,9 @@ inputs, else ``fieldDefinitions`` and the shape's ``name`` if it has one) and ``
 :func:`parse_metadata_json` reads such a document back for the ThingWorx stand-in. It is
 tolerant: extra keys are ignored and the Edge MicroServer's richer variant is accepted; only
 ``propertyDefinitions`` / ``serviceDefinitions`` / ``eventDefinitions`` maps whose entries carry
-``name`` (and, for properties, ``baseType``) are required. A definition whose base type name this package does not
-know is skipped and listed in :attr:`ThingMetadata.skipped`, since nothing could be encoded for it.
+``name`` (and, for properties, ``baseType``) are required. A definition whose base type name this
+package does not know is skipped and listed in :attr:`ThingMetadata.skipped`, since nothing could
+be encoded for it.
 """
 
 from __future__ import annotations

@@ -602,7 +602,7 @@ class EdgeSession:
             return
         data = request.params if request.params is not None else InfoTable(_NO_FIELDS, [])
         self._registry.record_event(thing, event, data)
-        self._log.info("event received", thing=thing, event=event)
+        self._log.info("event received", thing=thing, name=event)
         self._answer(request, Status.SUCCESS)
 
     def _fail_call(self, request_id: int, error: Exception) -> None:
