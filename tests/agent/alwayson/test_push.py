@@ -34,7 +34,10 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
 def _deliver(parts: list[bytes]) -> RequestReceived:
     server = Connection(Side.SERVER)
-    server._assembler.restrict(None)
+    _, auth_parts = Connection(Side.EDGE).send_auth((("appKey", "k"),))
+    auth = server.receive_data(auth_parts[0], 0.0)
+    assert isinstance(auth, AuthReceived)
+    server.accept_auth(auth.auth)
     event = None
     for part in parts:
         event = server.receive_data(part, 0.0)
