@@ -463,14 +463,7 @@ class Connection:
         Returns:
             The request id (now pending) and the payloads.
         """
-        self._require(Side.EDGE, "GetPropertySubscriptions")
-        return self.send_request(
-            Method.POST,
-            thing,
-            Characteristic.SERVICES,
-            GET_PROPERTY_SUBSCRIPTIONS,
-            subscriptions_params(),
-        )
+        return self._edge_service(thing, GET_PROPERTY_SUBSCRIPTIONS, subscriptions_params())
 
     def send_property_values(
         self, thing: str, values: tuple[PropertyValue, ...] | list[PropertyValue]
@@ -484,14 +477,14 @@ class Connection:
         Raises:
             MessageTooLarge, UsageError: the codec cannot carry it (nothing is pending).
         """
-        self._require(Side.EDGE, "UpdateSubscribedPropertyValues")
-        return self.send_request(
-            Method.POST,
-            thing,
-            Characteristic.SERVICES,
-            UPDATE_SUBSCRIBED_PROPERTY_VALUES,
-            property_values_params(values),
+        return self._edge_service(
+            thing, UPDATE_SUBSCRIBED_PROPERTY_VALUES, property_values_params(values)
         )
+
+    def _edge_service(self, thing: str, service: str, params: InfoTable) -> tuple[int, list[bytes]]:
+        """POST to one of the synchronisation services of ``thing`` (edge side, §7.2, §7.3)."""
+        self._require(Side.EDGE, service)
+        return self.send_request(Method.POST, thing, Characteristic.SERVICES, service, params)
 
     def send_event(self, thing: str, event: str, data: InfoTable) -> tuple[int, list[bytes]]:
         """Fire ``event`` of ``thing``: POST, characteristic EVENTS, target the event's name,
