@@ -631,7 +631,10 @@ class JobServices:
             )
         async with self._hub_call(call, ctx):
             answer = await self._client.cancel_job(job_id, deadline=call.deadline)
-        return job_table([_merge(answer, job)], self._clock())
+        cancelled = _merge(answer, job)
+        if self.watch is not None:
+            self.watch.observe(cancelled)
+        return job_table([cancelled], self._clock())
 
     async def query_job_results(self, call: ServiceCall, *, device: str | None = None) -> InfoTable:
         """AzureIotDeviceJobQueryJobResults; on a device Thing (``device``) its rows only."""

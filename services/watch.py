@@ -210,11 +210,20 @@ class JobWatch:
         return min(self._max_interval, self._interval * max(1.0, age / _LONG_JOB))
 
     def watch(self, job: Job) -> None:
-        """Start watching a job the agent just created (its create answer is the first read)."""
+        """Start watching a job the agent just created. Its create answer is pushed but is not
+        a fresh read (a new job's status moves within its first second): the next GetJob and
+        the loop read the hub."""
         watched = self._watched(job.job_id)
         if watched.job is None:
-            self._record(watched, job, self._now())
+            self._record(watched, job, float("-inf"))
         self._wake.set()
+
+    def observe(self, job: Job) -> None:
+        """Take a job as the hub just answered it (e.g. CancelJob's answer) as a fresh read, so
+        GetJob never answers an older status after it."""
+        watched = self._jobs.get(job.job_id)
+        if watched is not None:
+            self._record(watched, job, self._now())
 
     def _watched(self, job_id: str) -> _Watched:
         watched = self._jobs.get(job_id)

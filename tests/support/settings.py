@@ -85,7 +85,13 @@ def chain_settings(
             }
         ),
         jobs=JobSettings(
-            **{"query_page_size": page_size, "wrappers_dir": str(wrappers_dir), **(jobs or {})}
+            **{
+                "query_page_size": page_size,
+                "wrappers_dir": str(wrappers_dir),
+                # The tests poll GetJob for quick transitions: a short freshness window.
+                "watch_interval": 0.2,
+                **(jobs or {}),
+            }
         ),
         health={"enabled": False},
     )
