@@ -7,7 +7,9 @@ wrapper services of ``jobs.wrappers_dir`` (device Things also with
 ``AzureIotDeviceGetConnectionState``), the :class:`~agent.channel.AlwaysOnClient` that serves
 them, and (``health.enabled``) the :class:`~agent.health.HealthServer` with its
 :class:`~agent.health.HubProbe`. ``async with AgentApp(settings) as app`` runs them all in one
-:class:`asyncio.TaskGroup`: the channel, the hub probe and the latency sampler, and whatever later
+:class:`asyncio.TaskGroup`: the channel, the hub probe and the latency sampler, the job watchers
+(:class:`~services.watch.JobWatch`, one task reading each active job once per
+``jobs.watch_interval`` and pushing its progress through the channel), and whatever later
 features add; leaving the block drains and stops them (:meth:`AgentApp.stop`), stops the health
 server and closes the IoT Hub client.
 
@@ -46,6 +48,13 @@ from agent.registry import ThingRegistry
 from agent.settings import Settings
 from services import JobServices
 from services.device import connection_state_service
+from services.watch import (
+    JobWatch,
+    device_events,
+    device_properties,
+    gateway_events,
+    gateway_properties,
+)
 from wrappers import WrapperDeclaration, load_wrappers, wrapper_service
 
 __all__ = ["AgentApp"]
@@ -106,6 +115,9 @@ class AgentApp:
         self.channel = AlwaysOnClient(
             settings.thingworx, self.registry, logger=channel_logger, bind=bind
         )
+        devices = {t for t in self.registry.things() if t != gateway}
+        self.watch = JobWatch(self.client, settings.jobs, self.channel, gateway, lambda: devices)
+        self.jobs.watch = self.watch
         self.health: HealthServer | None = None
         if settings.health.enabled if health is None else health:
             client = self.client
@@ -126,6 +138,10 @@ class AgentApp:
             self.registry.add_service(thing, service)
         if not gateway:
             self.registry.add_service(thing, connection_state_service(self.client, thing))
+        for prop in gateway_properties() if gateway else device_properties():
+            self.registry.add_property(thing, prop)
+        for event in gateway_events() if gateway else device_events():
+            self.registry.add_event(thing, event)
         for declaration in self.wrappers:
             self.registry.add_service(
                 thing,
@@ -180,8 +196,9 @@ class AgentApp:
         await group.__aenter__()
         self._group = group
         self._channel_task = group.create_task(self.channel.run(), name="channel")
+        self._background = [group.create_task(self.watch.run(), name="job-watch")]
         if self.health is not None:
-            self._background = [group.create_task(self.health.run(), name="health")]
+            self._background.append(group.create_task(self.health.run(), name="health"))
         return self
 
     async def __aexit__(

@@ -447,8 +447,20 @@ def render_metrics(
         ("reconnects", "Times the channel reached READY again after the first.", stats.reconnects),
         ("links_lost", "Established links that ended without stop().", stats.links_lost),
         ("abandoned_calls", "Calls whose answer could not be delivered.", stats.abandoned_calls),
+        ("pushes_sent", "Property pushes and events ThingWorx accepted.", stats.pushes_sent),
+        (
+            "pushes_dropped",
+            "Pushes dropped: the queue was full (oldest first) or the server refused them.",
+            stats.pushes_dropped,
+        ),
     ):
         out.family(f"jobs_agent_{name}_total", "counter", help_text, [("", {}, value)])
+    out.family(
+        "jobs_agent_push_queue",
+        "gauge",
+        "Property pushes and events waiting for a synchronised link.",
+        [("", {}, stats.push_queue)],
+    )
     lanes = load or LoadCounters()
     out.family(
         "jobs_agent_calls_refused_total",

@@ -11,6 +11,9 @@ Rules:
   Composer user sees exactly what is enforced.
 - Every Thing carries ``GetMetadata`` (result JSON) and ``NotifyPropertyUpdate`` (result NOTHING),
   as the C SDK registers them on every bound Thing (reference §7.2, §7.4).
+- A Thing may also declare remote properties (:meth:`ThingRegistry.add_property`, pushed by the
+  channel with ``UpdateSubscribedPropertyValues``) and events (:meth:`ThingRegistry.add_event`,
+  each with the DataShape of its event data); both appear in its GetMetadata JSON (§7.3, §7.4).
 - Every call runs under a deadline (``RemoteService.timeout`` or ``jobs.call_deadline``).
 - Whatever a handler does, :meth:`ThingRegistry.dispatch` either returns the result or raises a
   :class:`ServiceError` with an AlwaysOn status and a one-line message; unexpected exceptions are
@@ -42,8 +45,10 @@ from agent.alwayson import (
     AlwaysOnError,
     BaseType,
     DataShape,
+    EventMetadata,
     FieldDefinition,
     InfoTable,
+    PropertyMetadata,
     ServiceMetadata,
     Status,
     Variant,
@@ -248,6 +253,7 @@ class _Interner:
 
 
 _V = TypeVar("_V")
+_D = TypeVar("_D", PropertyMetadata, EventMetadata)
 _INTERNED = _Interner(8192)
 
 
@@ -292,6 +298,8 @@ class ThingRegistry:
     def __init__(self, jobs: JobSettings) -> None:
         self._default_timeout = jobs.call_deadline
         self._things: dict[str, dict[str, RemoteService]] = {}
+        self._properties: dict[str, dict[str, PropertyMetadata]] = {}
+        self._events: dict[str, dict[str, EventMetadata]] = {}
         self._call_ids = itertools.count(1)
         self._log: FilteringBoundLogger = structlog.get_logger("agent.registry")
 
@@ -338,6 +346,41 @@ class ThingRegistry:
             raise RegistryError(f"Thing {thing!r} already has a service {service.name!r}")
         services[service.name] = service
 
+    def add_property(self, thing: str, prop: PropertyMetadata) -> None:
+        """Declare a remote property of a Thing (its aspects carry ``pushType``).
+
+        Raises:
+            RegistryError: the Thing is unknown, the name is bad or declared already.
+        """
+        self._declare(thing, "property", prop.name, self._properties)[prop.name] = prop
+
+    def add_event(self, thing: str, event: EventMetadata) -> None:
+        """Declare an event of a Thing, with the DataShape of its event data.
+
+        Raises:
+            RegistryError: the Thing is unknown, the name is bad or declared already.
+        """
+        self._declare(thing, "event", event.name, self._events)[event.name] = event
+
+    def _declare(
+        self, thing: str, kind: str, name: str, table: dict[str, dict[str, _D]]
+    ) -> dict[str, _D]:
+        if thing not in self._things:
+            raise RegistryError(f"unknown Thing {thing!r}: add_thing() it first")
+        _check_name(kind, name)
+        declared = table.setdefault(thing, {})
+        if name in declared:
+            raise RegistryError(f"Thing {thing!r} already has a {kind} {name!r}")
+        return declared
+
+    def properties(self, thing: str) -> list[PropertyMetadata]:
+        """The remote properties declared on ``thing`` (none for an unknown Thing)."""
+        return list(self._properties.get(thing, {}).values())
+
+    def events(self, thing: str) -> list[EventMetadata]:
+        """The events declared on ``thing`` (none for an unknown Thing)."""
+        return list(self._events.get(thing, {}).values())
+
     def things(self) -> list[str]:
         """The Thing names, in the order they were added."""
         return list(self._things)
@@ -366,6 +409,8 @@ class ThingRegistry:
                 ServiceMetadata(s.name, s.description, s.inputs, s.result_type, s.result_shape)
                 for s in self._things[thing].values()
             ),
+            properties=self.properties(thing),
+            events=self.events(thing),
         )
 
     async def _get_metadata(self, call: ServiceCall) -> dict[str, Any]:

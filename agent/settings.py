@@ -101,6 +101,9 @@ class ThingWorxSettings(_Section):
     drain_timeout: float = Field(
         10.0, ge=0, description="on stop, time the calls in flight get to finish and answer, s"
     )
+    push_queue_size: int = Field(
+        1000, ge=1, description="pushes kept while the link is down (oldest dropped first)"
+    )
     multipart_pending_bytes: int = Field(
         4 * 1_048_576,
         ge=8192,
@@ -186,6 +189,12 @@ class JobSettings(_Section):
     query_page_size: int = Field(100, ge=1, le=1000, description="page size of hub queries")
     default_max_rows: int = Field(1000, ge=1, description="QueryJobResults default maxRows")
     wrappers_dir: str = Field("config/wrappers", description="wrapper declarations folder")
+    watch_interval: float = Field(
+        5.0, gt=0, description="seconds between two hub reads of an active job (one watcher)"
+    )
+    watch_max_interval: float = Field(
+        60.0, gt=0, description="longest watch interval, reached by long jobs (backing off)"
+    )
 
 
 class LogSettings(_Section):

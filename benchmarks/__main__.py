@@ -25,6 +25,7 @@ BENCHMARKS = [
     "bench_hub_memory",
     "bench_getjob_chain",
     "bench_agent_footprint",
+    "bench_push",
 ]
 
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +63,7 @@ from services.shapes import (
     method_result_table,
     result_table,
 )
+from services.watch import JobWatch
 
 __all__ = [
     "CANCEL_JOB",
@@ -178,6 +179,9 @@ class JobServices:
         self.gateway_thing = gateway_thing
         self._clock = clock
         self._new_job_id = new_job_id
+        self.watch: JobWatch | None = None
+        """The watchers of active jobs: GetJob reads through them and new jobs are watched;
+        None reads the hub on every call."""
 
     # -- declarations ----------------------------------------------------------------------
 
@@ -476,7 +480,7 @@ class JobServices:
             max_execution_time=max_time,
             update_twin=patch,
         )
-        return job_table([_merge(answer, requested)], self._clock(), warnings)
+        return self._created_table(_merge(answer, requested), warnings)
 
     def method_job_request(
         self, call: ServiceCall, *, gateway: bool, method_name: str, payload: Any
@@ -521,7 +525,12 @@ class JobServices:
             response_timeout=request.response_timeout,
             connect_timeout=request.connect_timeout,
         )
-        return job_table([_merge(answer, requested)], self._clock(), request.warnings)
+        return self._created_table(_merge(answer, requested), request.warnings)
+
+    def _created_table(self, job: Job, warnings: Sequence[str]) -> InfoTable:
+        if self.watch is not None:
+            self.watch.watch(job)
+        return job_table([job], self._clock(), warnings)
 
     async def call_method(
         self,
@@ -576,7 +585,10 @@ class JobServices:
         """AzureIotDeviceJobGetJob; on a device Thing (``device``), only a job targeting it."""
         job_id = rules.check_job_id(call.inputs["jobId"])
         async with self._hub_call(call, ErrorContext(job_id=job_id)):
-            job = await self._client.get_job(job_id, deadline=call.deadline)
+            if self.watch is not None:
+                job = await self.watch.read(job_id, call.deadline)
+            else:
+                job = await self._client.get_job(job_id, deadline=call.deadline)
             if device is not None and await self._out_of_scope(call, job, device):
                 raise self._not_found(call, job_id)
         now = self._clock()
@@ -716,7 +728,10 @@ class JobServices:
             )
         async with self._hub_call(call, ctx):
             answer = await self._client.cancel_job(job_id, deadline=call.deadline)
-        return job_table([_merge(answer, job)], self._clock())
+        cancelled = _merge(answer, job)
+        if self.watch is not None:
+            self.watch.observe(cancelled)
+        return job_table([cancelled], self._clock())
 
     async def query_job_results(self, call: ServiceCall, *, device: str | None = None) -> InfoTable:
         """AzureIotDeviceJobQueryJobResults; on a device Thing (``device``) its rows only."""

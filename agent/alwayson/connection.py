@@ -86,6 +86,13 @@ from agent.alwayson.messages import (
     Response,
     Status,
 )
+from agent.alwayson.push import (
+    GET_PROPERTY_SUBSCRIPTIONS,
+    UPDATE_SUBSCRIBED_PROPERTY_VALUES,
+    PropertyValue,
+    property_values_params,
+    subscriptions_params,
+)
 
 __all__ = [
     "ANSWERABLE_CODES",
@@ -448,6 +455,48 @@ class Connection:
             params=params,
         )
         return rid, self._track(rid, None, request)
+
+    def send_subscriptions_request(self, thing: str) -> tuple[int, list[bytes]]:
+        """``GetPropertySubscriptions`` of ``thing`` (edge side, after the server's
+        ``NotifyPropertyUpdate``; params ``options`` = ``{"hasDeadband":true}``, §7.2).
+
+        Returns:
+            The request id (now pending) and the payloads.
+        """
+        return self._edge_service(thing, GET_PROPERTY_SUBSCRIPTIONS, subscriptions_params())
+
+    def send_property_values(
+        self, thing: str, values: tuple[PropertyValue, ...] | list[PropertyValue]
+    ) -> tuple[int, list[bytes]]:
+        """``UpdateSubscribedPropertyValues`` of ``thing`` carrying ``values``, one row each
+        (edge side, §7.3).
+
+        Returns:
+            The request id (now pending) and the payloads.
+
+        Raises:
+            MessageTooLarge, UsageError: the codec cannot carry it (nothing is pending).
+        """
+        return self._edge_service(
+            thing, UPDATE_SUBSCRIBED_PROPERTY_VALUES, property_values_params(values)
+        )
+
+    def _edge_service(self, thing: str, service: str, params: InfoTable) -> tuple[int, list[bytes]]:
+        """POST to one of the synchronisation services of ``thing`` (edge side, §7.2, §7.3)."""
+        self._require(Side.EDGE, service)
+        return self.send_request(Method.POST, thing, Characteristic.SERVICES, service, params)
+
+    def send_event(self, thing: str, event: str, data: InfoTable) -> tuple[int, list[bytes]]:
+        """Fire ``event`` of ``thing``: POST, characteristic EVENTS, target the event's name,
+        params the event data InfoTable (§7.6).
+
+        Returns:
+            The request id (now pending) and the payloads.
+
+        Raises:
+            MessageTooLarge, UsageError: the codec cannot carry it (nothing is pending).
+        """
+        return self.send_request(Method.POST, thing, Characteristic.EVENTS, event, data)
 
     def send_response(
         self,

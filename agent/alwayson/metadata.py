@@ -7,9 +7,10 @@ inputs, else ``fieldDefinitions`` and the shape's ``name`` if it has one) and ``
 
 :func:`parse_metadata_json` reads such a document back for the ThingWorx stand-in. It is
 tolerant: extra keys are ignored and the Edge MicroServer's richer variant is accepted; only
-``propertyDefinitions`` / ``serviceDefinitions`` maps whose entries carry ``name`` (and, for
-properties, ``baseType``) are required. A definition whose base type name this package does not
-know is skipped and listed in :attr:`ThingMetadata.skipped`, since nothing could be encoded for it.
+``propertyDefinitions`` / ``serviceDefinitions`` / ``eventDefinitions`` maps whose entries carry
+``name`` (and, for properties, ``baseType``) are required. A definition whose base type name this
+package does not know is skipped and listed in :attr:`ThingMetadata.skipped`, since nothing could
+be encoded for it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agent.alwayson.unconfirmed import SERVICE_IS_ASYNC_ASPECT
 from agent.alwayson.values import millis_from_datetime
 
 __all__ = [
+    "EventMetadata",
     "PropertyMetadata",
     "ServiceMetadata",
     "ThingMetadata",
@@ -67,6 +69,17 @@ class PropertyMetadata:
 
 
 @dataclass(frozen=True)
+class EventMetadata:
+    """A remote event as GetMetadata describes it: its event data is a named DataShape (§7.4,
+    ``EventData`` with ``fieldDefinitions``, ``name`` and ``aspects.dataShape``)."""
+
+    name: str
+    data_shape: DataShape
+    description: str = ""
+    aspects: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
 class ThingMetadata:
     """A parsed GetMetadata document.
 
@@ -75,6 +88,7 @@ class ThingMetadata:
         description: its description.
         properties: property name → definition.
         services: service name → definition.
+        events: event name → definition.
         skipped: names of definitions dropped because their base type is unknown here.
     """
 
@@ -83,6 +97,7 @@ class ThingMetadata:
     properties: Mapping[str, PropertyMetadata]
     services: Mapping[str, ServiceMetadata]
     skipped: tuple[str, ...] = ()
+    events: Mapping[str, EventMetadata] = field(default_factory=dict)
 
     def service(self, name: str) -> ServiceMetadata:
         """The service called ``name``.
@@ -161,11 +176,26 @@ def _property_json(prop: PropertyMetadata) -> dict[str, Any]:
     return out
 
 
+def _event_json(event: EventMetadata) -> dict[str, Any]:
+    shape = event.data_shape
+    return {
+        "name": event.name,
+        "description": event.description,
+        "aspects": _aspects_json(event.aspects),
+        "EventData": {
+            "fieldDefinitions": _fields_json(shape),
+            "name": shape.name,
+            "aspects": {"dataShape": shape.name},
+        },
+    }
+
+
 def metadata_json(
     thing_name: str,
     services: Iterable[ServiceMetadata],
     *,
     properties: Iterable[PropertyMetadata] = (),
+    events: Iterable[EventMetadata] = (),
     description: str = "",
 ) -> dict[str, Any]:
     """The GetMetadata JSON document of a Thing, shaped as the C SDK shapes it (§7.4).
@@ -178,6 +208,7 @@ def metadata_json(
         services: the services to list (the C SDK also lists ``GetMetadata`` and
             ``NotifyPropertyUpdate`` themselves; include them if you serve them).
         properties: the properties to list.
+        events: the events to list (their data shapes in ``EventData``).
         description: the Thing's description.
 
     Returns:
@@ -192,7 +223,7 @@ def metadata_json(
         "isSystemObject": False,
         "propertyDefinitions": {p.name: _property_json(p) for p in properties},
         "serviceDefinitions": {s.name: _service_json(s) for s in services},
-        "eventDefinitions": {},
+        "eventDefinitions": {e.name: _event_json(e) for e in events},
     }
 
 
@@ -304,10 +335,26 @@ def parse_metadata_json(obj: Mapping[str, Any] | str | bytes) -> ThingMetadata:
             skipped.append(str(key))
             continue
         services[svc.name] = svc
+    events: dict[str, EventMetadata] = {}
+    for key, d in _map(obj.get("eventDefinitions")).items():
+        if not isinstance(d, Mapping) or "name" not in d:
+            raise ProtocolError(f"event definition {key!r} lacks a name")
+        data = _map(d.get("EventData"))
+        shape_name = _str(data.get("name")) or _str(_map(data.get("aspects")).get("dataShape"))
+        try:
+            shape = _shape(data.get("fieldDefinitions"), shape_name)
+        except _UnknownType:
+            skipped.append(str(key))
+            continue
+        name = _str(d["name"], str(key))
+        events[name] = EventMetadata(
+            name, shape, _str(d.get("description")), dict(_map(d.get("aspects")))
+        )
     return ThingMetadata(
         name=_str(obj.get("name")),
         description=_str(obj.get("description")),
         properties=properties,
         services=services,
         skipped=tuple(skipped),
+        events=events,
     )

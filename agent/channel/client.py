@@ -41,6 +41,13 @@ Rules (reference sections in brackets):
   logs who holds the Things (the refusal's reason) once and when that changes, closes the link
   and tries again every ``standby_retry`` seconds (no backoff), so it takes over within about
   that long after the active agent disconnects or dies.
+- Pushes (property values and events, :meth:`AlwaysOnClient.push_properties`,
+  :meth:`AlwaysOnClient.fire_event`) go through one bounded queue (:mod:`agent.channel.push`)
+  and one sender per link. A Thing's pushes wait for its synchronisation on the current link:
+  the server's ``NotifyPropertyUpdate`` is answered at once, then the edge asks
+  ``GetPropertySubscriptions`` and pushes the Thing's current values of the subscribed
+  properties before anything queued [§7.2]; values of properties the server did not subscribe to
+  are not sent. A push the link lost is put back at the front and sent after the next bind.
 - ``stop()`` drains, then sends one UNBIND of every bound Thing, then closes with 1000 [§9].
   Draining: new requests are refused at once (SERVICE_UNAVAILABLE, nothing done), the calls in
   flight get up to ``drain_timeout`` to finish and are answered with their real result; a call
@@ -73,10 +80,13 @@ from agent.alwayson import (
     Characteristic,
     Connection,
     EntityType,
+    InfoTable,
     MalformedMessage,
     MessageTooLarge,
     OversizedMessage,
     PendingLimitRefused,
+    PropertySubscription,
+    PropertyValue,
     Request,
     RequestIds,
     RequestReceived,
@@ -86,6 +96,7 @@ from agent.alwayson import (
     Status,
     UnmatchedResponse,
     UnsupportedMessage,
+    read_subscriptions,
 )
 from agent.channel.backoff import Backoff
 from agent.channel.errors import (
@@ -97,6 +108,7 @@ from agent.channel.errors import (
     LinkFailure,
     LinkLost,
 )
+from agent.channel.push import EventPush, PropertyPush, Push, PushQueue
 from agent.channel.state import ChannelState, StateMachine
 from agent.channel.stats import ChannelStats
 from agent.registry import NOTIFY_PROPERTY_UPDATE, ServiceError, ThingRegistry
@@ -259,6 +271,9 @@ class AlwaysOnClient:
         self._failure = asyncio.Event()
         self._standby_since: float | None = None
         self._holder: str | None = None
+        self._pushes = PushQueue(settings.push_queue_size)
+        self._push_refused = 0
+        self._synced: dict[str, dict[str, PropertySubscription]] = {}
         self.stats = ChannelStats()
         base: FilteringBoundLogger = logger or structlog.get_logger("agent.channel")
         self._log: FilteringBoundLogger = base.bind(url=settings.url)
@@ -430,6 +445,95 @@ class AlwaysOnClient:
             link.log.info("bound new things", things=len(new))
         return list(new)
 
+    def push_properties(self, thing: str, values: list[PropertyValue]) -> None:
+        """Queue property values of ``thing`` for ``UpdateSubscribedPropertyValues`` (§7.3);
+        they go once the Thing is synchronised on a link, the oldest queued push dropped first
+        when the queue is full."""
+        if values:
+            self._pushes.put(PropertyPush(thing, tuple(values)))
+            self._count_pushes()
+
+    def fire_event(self, thing: str, event: str, data: InfoTable) -> None:
+        """Queue ``event`` of ``thing`` with its event data (characteristic EVENTS, §7.6)."""
+        self._pushes.put(EventPush(thing, event, data))
+        self._count_pushes()
+
+    @property
+    def synchronised_things(self) -> list[str]:
+        """The Things synchronised on the current link (their pushes go out)."""
+        return list(self._synced)
+
+    def _count_pushes(self) -> None:
+        self.stats.push_queue = len(self._pushes)
+        self.stats.pushes_dropped = self._pushes.dropped + self._push_refused
+
+    async def _synchronise(self, link: _Link, thing: str) -> None:
+        """After ``NotifyPropertyUpdate``: read the Thing's property subscriptions, then let its
+        current values and queued pushes go (§7.2)."""
+        try:
+            answer = await link.request(
+                link.conn.send_subscriptions_request(thing), "GetPropertySubscriptions"
+            )
+        except (LinkFailed, AlwaysOnError) as exc:
+            link.log.warning("property subscriptions unread", thing=thing, error=str(exc))
+            return
+        subscriptions: dict[str, PropertySubscription] = {}
+        if answer.ok:
+            subscriptions = read_subscriptions(answer.content)
+        else:
+            link.log.warning(
+                "property subscriptions refused", thing=thing, status=answer.status.name
+            )
+        if link is not self._link or link.closed.is_set():
+            return
+        self._synced[thing] = subscriptions
+        current = self._pushes.latest(thing)
+        if current:
+            self._pushes.put_back(PropertyPush(thing, tuple(current)))
+        self._pushes.wake()
+        link.log.debug("thing synchronised", thing=thing, subscribed=sorted(subscriptions))
+
+    async def _push_loop(self, link: _Link) -> None:
+        """Send the queued pushes of synchronised Things, in order, one at a time."""
+        while not link.closed.is_set():
+            push = self._pushes.take(self._synced.keys())
+            self._count_pushes()
+            if push is None:
+                await self._pushes.wait(_PUSH_IDLE_CHECK)
+                continue
+            try:
+                await self._send_push(link, push)
+            except LinkFailed:
+                self._pushes.put_back(push)
+                self._count_pushes()
+                return
+
+    async def _send_push(self, link: _Link, push: Push) -> None:
+        if isinstance(push, PropertyPush):
+            subscribed = self._synced.get(push.thing, {})
+            values = [v for v in push.values if v.name in subscribed]
+            if not values:
+                return
+            sent = link.conn.send_property_values(push.thing, values)
+            what = "UpdateSubscribedPropertyValues"
+        else:
+            sent = link.conn.send_event(push.thing, push.event, push.data)
+            what = f"event {push.event}"
+        try:
+            answer = await link.request(sent, what)
+        except AlwaysOnError as exc:  # cannot be encoded: never sendable
+            self._push_refused += 1
+            link.log.error("push cannot be sent", thing=push.thing, what=what, error=str(exc))
+            return
+        if answer.ok:
+            self.stats.pushes_sent += 1
+        else:
+            self._push_refused += 1
+            link.log.warning(
+                "push refused", thing=push.thing, what=what, status=answer.status.name,
+                reason=answer.reason,
+            )  # fmt: skip
+
     @property
     def calls_in_flight(self) -> int:
         """Service calls being served now."""
@@ -477,11 +581,13 @@ class AlwaysOnClient:
             ws = await self._connect(log)
             link = _Link(ws, settings, self._ids, log)
             self._link = link
+            self._synced = {}
             if self._stop_requested.is_set():
                 return
             assert self._task_group is not None
             reader = self._task_group.create_task(self._read_loop(link))
             self._task_group.create_task(self._sweep(link))
+            self._task_group.create_task(self._push_loop(link))
             self._machine.transition(ChannelState.AUTHENTICATING)
             await self._authenticate(link)
             if self._stop_requested.is_set():
@@ -516,6 +622,7 @@ class AlwaysOnClient:
                 self._failed(log, "link failed", str(exc), exc.kind)
         finally:
             self._bound = []
+            self._synced = {}
             if link is not None:
                 await self._close(
                     link, "agent stopping" if self._stop_requested.is_set() else "link failed"
@@ -777,11 +884,15 @@ class AlwaysOnClient:
             )
             return
         if target == NOTIFY_PROPERTY_UPDATE:
-            # Answered at once, before any later request is read (reference §7.2).
+            # Answered at once, before any later request is read (reference §7.2); then the
+            # Thing's subscriptions are read and its pushes may go.
             await self._reply(
                 link,
                 link.conn.response(request.request_id, request.endpoint_id, Status.SUCCESS),
             )
+            self._synced.pop(thing, None)
+            assert self._task_group is not None
+            self._task_group.create_task(self._synchronise(link, thing))
             return
         refusal: str | None = None
         if self._stop_requested.is_set():
@@ -962,6 +1073,7 @@ def _connect_failure_kind(exc: BaseException) -> str:
     return "protocol"
 
 
+_PUSH_IDLE_CHECK = 1.0  # s: an idle sender looks at its link this often
 _SWEEPS_PER_STALE_PERIOD = 10  # a stale set is gone at most 10% after stale_multipart_after
 _KEEPALIVE_TIMEOUT = "keepalive ping timeout"  # the close reason websockets sends on pong timeout
 _AUTHENTICATED = frozenset({ChannelState.BINDING, ChannelState.READY, ChannelState.CLOSING})

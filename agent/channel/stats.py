@@ -28,6 +28,9 @@ class StatsSnapshot:
         abandoned_calls: calls whose answer could not be delivered (link gone).
         refused_busy: calls refused at once because ``MAX_CALLS_IN_FLIGHT`` were being served.
         latencies: recent call latencies in seconds, oldest first.
+        pushes_sent: property pushes and events the server accepted.
+        pushes_dropped: pushes dropped from a full queue (oldest first) or refused.
+        push_queue: pushes waiting for a synchronised link.
     """
 
     calls: dict[str, int]
@@ -39,6 +42,9 @@ class StatsSnapshot:
     abandoned_calls: int
     latencies: tuple[float, ...]
     refused_busy: int = 0
+    pushes_sent: int = 0
+    pushes_dropped: int = 0
+    push_queue: int = 0
 
 
 @dataclass
@@ -52,6 +58,9 @@ class ChannelStats:
     links_lost: int = 0
     abandoned_calls: int = 0
     refused_busy: int = 0
+    pushes_sent: int = 0
+    pushes_dropped: int = 0
+    push_queue: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
     @property
@@ -78,4 +87,7 @@ class ChannelStats:
             abandoned_calls=self.abandoned_calls,
             latencies=tuple(self.latencies),
             refused_busy=self.refused_busy,
+            pushes_sent=self.pushes_sent,
+            pushes_dropped=self.pushes_dropped,
+            push_queue=self.push_queue,
         )

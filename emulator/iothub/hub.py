@@ -237,6 +237,11 @@ class IoTHubEmulator:
         """``https://host:rest_port``."""
         return f"https://{self.host}:{self.rest_port}"
 
+    def requests(self, route: str) -> int:
+        """How many REST requests ``route`` (e.g. ``"GET /jobs/v2/{id}"``) was asked, since
+        start (0 when stopped)."""
+        return self._rest.requests[route] if self._rest is not None else 0
+
     @property
     def ca_pem_path(self) -> Path:
         """The CA certificate clients must trust."""

@@ -41,7 +41,7 @@ import math
 import secrets
 import ssl
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -144,6 +144,8 @@ class RestApi:
         self._clock = clock
         self._sas_host = sas_host
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
+        self.requests: Counter[str] = Counter()
+        """Requests served, by route (``"GET /jobs/v2/{id}"``): what the hub was asked."""
         self._runner: web.AppRunner | None = None
         self.app = self._make_app()
 
@@ -189,6 +191,8 @@ class RestApi:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        self.requests[f"{request.method} {route.canonical if route else request.path}"] += 1
         try:
             self._authorize(request)
             if "api-version" not in request.query:

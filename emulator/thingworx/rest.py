@@ -6,7 +6,18 @@ parameter, compared in constant time):
 - ``POST /Thingworx/Things/{thing}/Services/{service}``: a JSON object of inputs in, the result
   InfoTable as ThingWorx JSON out (typing rules in :mod:`emulator.thingworx.json_typing`);
 - ``GET /Thingworx/Things``: the known Things and their connection state, as InfoTable JSON;
-- ``GET /Thingworx/Things/{thing}/ServiceDefinitions``: the services learned from GetMetadata.
+- ``GET /Thingworx/Things/{thing}/ServiceDefinitions``: the services learned from GetMetadata;
+- ``GET /Thingworx/Things/{thing}/Properties/{name}``: the value the edge last pushed, as an
+  InfoTable of one row with one column named after the property (404 while none was pushed);
+- ``GET /Thingworx/Things/{thing}/Properties``: every pushed property, one row, a column each;
+- ``GET /standin/events?thing={thing}`` (the stand-in's own path, not ThingWorx's): the last
+  1,000 events the Thing fired, oldest first, as JSON ``{"thing", "events": [{"seq", "event",
+  "time", "data"}]}`` (``data`` as InfoTable JSON); ``&after={seq}`` gives only later ones;
+- ``GET /standin/events/stream`` (the stand-in's own path): every event fired from now on, as
+  server-sent events (``text/event-stream``, one JSON object per ``data:`` line), the console's
+  live view.
+
+Pushed values and events are served for a known Thing whether or not it is connected now.
 
 Errors are a status and one plain-text line: 401 wrong or missing app key; 400 a body or input
 that cannot be typed (a body nested past ``json_typing.MAX_JSON_DEPTH`` is refused before it is
@@ -19,6 +30,7 @@ answer in time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import difflib
 import json
@@ -56,7 +68,7 @@ from emulator.thingworx.json_typing import (
     type_inputs,
 )
 from emulator.thingworx.session import EdgeSession, check_app_key, edge_reason
-from emulator.thingworx.things import ThingEntry, ThingRegistry
+from emulator.thingworx.things import FiredEvent, ThingEntry, ThingRegistry
 
 __all__ = ["HTTP_STATUS_OF_EDGE_STATUS", "RestApi"]
 
@@ -127,6 +139,10 @@ class RestApi:
                 self._guard(self.service_definitions),
             ),
             web.post("/Thingworx/Things/{thing}/Services/{service}", self._guard(self.call)),
+            web.get("/Thingworx/Things/{thing}/Properties", self._guard(self.properties)),
+            web.get("/Thingworx/Things/{thing}/Properties/{name}", self._guard(self.properties)),
+            web.get("/standin/events", self._guard(self.events)),
+            web.get("/standin/events/stream", self._guard(self.event_stream)),
         ]
 
     def _guard(self, handler: Handler) -> Handler:
@@ -172,6 +188,65 @@ class RestApi:
             for svc in sorted(metadata.services.values(), key=lambda s: s.name)
         ]
         return _json(infotable_to_json(InfoTable(_SERVICES_SHAPE, rows)))
+
+    # pushed values and events -------------------------------------------------------------
+
+    def _known(self, thing: str) -> ThingEntry:
+        entry = self._registry.get(thing)
+        if entry is None:
+            raise ThingNotFound(f"Thing {thing!r} not found (it has never been bound)")
+        return entry
+
+    async def properties(self, request: web.Request) -> web.StreamResponse:
+        """``GET .../Properties[/{name}]``: the pushed values, one row, a column per property."""
+        entry = self._known(request.match_info["thing"])
+        name = request.match_info.get("name")
+        if name is not None and name not in entry.properties:
+            pushed = ", ".join(sorted(entry.properties)) or "none yet"
+            raise ThingNotFound(
+                f"Thing {entry.name!r} has pushed no value of property {name!r} (pushed: {pushed})"
+            )
+        values = [entry.properties[name]] if name is not None else list(entry.properties.values())
+        shape = DataShape(tuple(FieldDefinition(v.name, _pushed_type(v.base_type)) for v in values))
+        row = {v.name: v.value for v in values}
+        return _json(infotable_to_json(InfoTable(shape, [row])))
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """``GET /standin/events?thing=...[&after=seq]``: the Thing's last events."""
+        thing = request.query.get("thing")
+        if not thing:
+            return _text(400, "name the Thing: /standin/events?thing=<name>")
+        after_text = request.query.get("after", "0")
+        if not after_text.isdigit():
+            return _text(400, f"after must be an event sequence number, not {after_text!r}")
+        after = int(after_text)
+        entry = self._known(thing)
+        fired = [_event_json(e) for e in entry.events if e.seq > after]
+        return _json({"thing": entry.name, "events": fired})
+
+    async def event_stream(self, request: web.Request) -> web.StreamResponse:
+        """``GET /standin/events/stream``: events as they are fired (server-sent events)."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue = self._registry.subscribe()
+        try:
+            await response.write(b": live events\n\n")
+            while True:
+                try:
+                    async with asyncio.timeout(_STREAM_KEEPALIVE):
+                        fired = await queue.get()
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                text = json.dumps(_event_json(fired), separators=(",", ":"), default=str)
+                await response.write(f"data: {text}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._registry.unsubscribe(queue)
+        return response
 
     # calls -------------------------------------------------------------------------------
 
@@ -270,6 +345,24 @@ def _result_json(svc: ServiceMetadata) -> dict[str, Any]:
             out["aspects"] = {"dataShape": svc.result_shape.name}
         out["fieldDefinitions"] = shape_to_json(svc.result_shape)
     return out
+
+
+_STREAM_KEEPALIVE = 15.0  # s: a comment line keeps proxies from closing an idle stream
+
+
+def _pushed_type(base_type: BaseType) -> BaseType:
+    # A value pushed without its VARIANT wrapper has no known type here: serve it as JSON-ish text.
+    return BaseType.STRING if base_type in (BaseType.VARIANT, BaseType.NOTHING) else base_type
+
+
+def _event_json(fired: FiredEvent) -> dict[str, Any]:
+    return {
+        "seq": fired.seq,
+        "thing": fired.thing,
+        "event": fired.event,
+        "time": datetime.fromtimestamp(fired.received, UTC).isoformat().replace("+00:00", "Z"),
+        "data": json.loads(infotable_json_text(fired.data)),
+    }
 
 
 def _utc(epoch_seconds: float) -> datetime | None:

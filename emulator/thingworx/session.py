@@ -25,6 +25,10 @@ Rules (reference §2.3, §5 to §9, §12):
   under first-in-wins (``BIND_REFUSED_STATUS``, the reason naming the Thing and the holder's
   connection id); after a BIND the stand-in calls ``NotifyPropertyUpdate`` on each
   bound Thing, then learns its services through ``GetMetadata`` (``GET_METADATA_AFTER_BIND``);
+- ``GetPropertySubscriptions`` is answered with the properties the Thing's metadata declares
+  (``SUBSCRIBE_DECLARED_PROPERTIES``); ``UpdateSubscribedPropertyValues`` and events are stored
+  in the Thing's entry (values by name, the last 1,000 events) only from the connection that
+  holds the Thing, else NOT_FOUND; an event the Thing's metadata does not declare is NOT_FOUND;
 - requests to the edge: POST (``SERVICE_CALL_METHOD``), entity THING, characteristic SERVICES,
   params a one-row InfoTable or NOTHING, request ids from the stand-in's counter, the endpoint id a
   per-connection constant; the answer is matched by request id alone, with a deadline;
@@ -49,13 +53,11 @@ from agent.alwayson import (
     AlwaysOnError,
     Auth,
     AuthReceived,
-    BaseType,
     Bind,
     BindReceived,
     Characteristic,
     Connection,
     DataShape,
-    FieldDefinition,
     InfoTable,
     MalformedMessage,
     MessageTooLarge,
@@ -73,6 +75,9 @@ from agent.alwayson import (
     UnmatchedResponse,
     UnsupportedMessage,
     parse_metadata_json,
+    read_property_values,
+    subscriptions_from_aspects,
+    subscriptions_table,
 )
 from emulator.thingworx.errors import CallError, EdgeFailed, EdgeTimeout, LinkClosed
 from emulator.thingworx.limits import RefusalCounter, StandInLimits
@@ -90,19 +95,14 @@ from emulator.thingworx.unconfirmed import (
     REASON_COLUMN,
     REQUEST_BEFORE_AUTH_CLOSES,
     SERVICE_CALL_METHOD,
+    SUBSCRIBE_DECLARED_PROPERTIES,
     UPDATE_SUBSCRIBED_PROPERTY_VALUES_SERVICE,
 )
 from emulator.thingworx.websocket_link import EdgeLink
 
 __all__ = ["EdgeSession", "SessionSettings", "check_app_key", "edge_reason"]
 
-_SUBSCRIPTIONS_SHAPE = DataShape(
-    (
-        FieldDefinition("edgeName", BaseType.STRING),
-        FieldDefinition("pushType", BaseType.STRING),
-        FieldDefinition("pushThreshold", BaseType.NUMBER),
-    )
-)
+_NO_FIELDS = DataShape(())
 
 
 class SessionSettings:
@@ -553,32 +553,70 @@ class EdgeSession:
         if request.characteristic is Characteristic.SERVICES:
             if request.target == GET_PROPERTY_SUBSCRIPTIONS_SERVICE:
                 log.debug("property subscriptions asked")
-                self._answer(request, Status.SUCCESS, content=InfoTable(_SUBSCRIPTIONS_SHAPE, []))
+                self._spawn(self._answer_subscriptions(request))
                 return
             if request.target == UPDATE_SUBSCRIBED_PROPERTY_VALUES_SERVICE:
                 self._store_property_values(request)
-                self._answer(request, Status.SUCCESS)
                 return
         if request.characteristic is Characteristic.EVENTS:
-            log.info("event received")
-            self._answer(request, Status.SUCCESS)
+            self._store_event(request)
             return
         log.info("edge request not served")
         self._answer(
             request, Status.NOT_FOUND, reason=f"{request.target} is not served by the stand-in"
         )
 
+    async def _answer_subscriptions(self, request: Request) -> None:
+        """GetPropertySubscriptions: every property the Thing's metadata declares with a
+        ``pushType`` other than NEVER counts as remote-bound (``SUBSCRIBE_DECLARED_PROPERTIES``),
+        so the metadata is learned first (§7.2)."""
+        thing = request.entity_name
+        entry = self._registry.get(thing)
+        if entry is not None and entry.metadata is None and self._registry.owns(thing, self):
+            await self.fetch_metadata(thing)
+            entry = self._registry.get(thing)
+        metadata = entry.metadata if entry is not None else None
+        declared = {} if metadata is None or not SUBSCRIBE_DECLARED_PROPERTIES else {
+            p.name: p.aspects for p in metadata.properties.values()
+        }  # fmt: skip
+        self._answer(
+            request,
+            Status.SUCCESS,
+            content=subscriptions_table(subscriptions_from_aspects(declared)),
+        )
+
     def _store_property_values(self, request: Request) -> None:
+        """UpdateSubscribedPropertyValues (§7.3): keep each Thing's latest value per property."""
         entry = self._registry.get(request.entity_name)
-        if entry is None or request.params is None:
+        if entry is None or not self._registry.owns(request.entity_name, self):
+            self._answer(
+                request, Status.NOT_FOUND, reason=f"Thing {request.entity_name} is not bound here"
+            )
             return
-        for row in request.params.rows:
-            values = row.get("values")
-            if isinstance(values, InfoTable):
-                for item in values.rows:
-                    name = item.get("name")
-                    if isinstance(name, str):
-                        entry.properties[name] = item.get("value")
+        try:
+            values = read_property_values(request.params)
+        except AlwaysOnError as exc:
+            self._answer(request, Status.BAD_REQUEST, reason=str(exc))
+            return
+        for value in values:
+            entry.properties[value.name] = value
+        self._log.debug("property values stored", thing=entry.name, count=len(values))
+        self._answer(request, Status.SUCCESS)
+
+    def _store_event(self, request: Request) -> None:
+        """An event (characteristic EVENTS, §7.6): kept with its data, handed to live viewers."""
+        thing, event = request.entity_name, request.target
+        if not self._registry.owns(thing, self):
+            self._answer(request, Status.NOT_FOUND, reason=f"Thing {thing} is not bound here")
+            return
+        metadata = (entry := self._registry.get(thing)) and entry.metadata
+        if metadata is not None and metadata.events and event not in metadata.events:
+            self._answer(request, Status.NOT_FOUND, reason=f"Thing {thing} has no event {event}")
+            return
+        data = request.params if request.params is not None else InfoTable(_NO_FIELDS, [])
+        self._registry.record_event(thing, event, data)
+        self._log.info("event received", thing=thing, name=event)
+        self._answer(request, Status.SUCCESS)
 
     def _fail_call(self, request_id: int, error: Exception) -> None:
         """Fail the call waiting for ``request_id`` (if not already answered) with ``error``."""

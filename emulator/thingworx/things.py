@@ -13,24 +13,32 @@ Rules (reference §5.4, §9):
   :meth:`ThingRegistry.held_elsewhere` lets a session refuse a whole BIND before any name of it
   takes effect; ``last-in-wins`` moves the Thing to the new connection, the older one is not told,
   and an UNBIND or a disconnect of the older connection no longer affects the Thing;
-- the metadata learned through GetMetadata belongs to one binding: a new bind forgets it.
+- the metadata learned through GetMetadata belongs to one binding: a new bind forgets it;
+- pushed property values and fired events belong to the Thing, not to a binding: they outlive
+  reconnects; the last ``EVENTS_KEPT`` (1,000) events per Thing are kept, oldest dropped first,
+  and each is also handed to every live subscriber (the console's live view), whose queue is
+  bounded (a subscriber that does not read loses the oldest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
-from agent.alwayson import ThingMetadata
+from agent.alwayson import InfoTable, PropertyValue, ThingMetadata
 from emulator.thingworx.unconfirmed import BIND_POLICIES, DEFAULT_BIND_POLICY
 
-__all__ = ["BindingOwner", "ThingEntry", "ThingRegistry"]
+__all__ = ["EVENTS_KEPT", "BindingOwner", "FiredEvent", "ThingEntry", "ThingRegistry"]
+
+EVENTS_KEPT = 1000
+"""Events kept per Thing (oldest dropped first)."""
+_SUBSCRIBER_QUEUE = 1000
 
 _log = structlog.get_logger("emulator.thingworx.things")
 
@@ -44,6 +52,25 @@ class BindingOwner(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class FiredEvent:
+    """One event an edge fired (characteristic EVENTS, reference §7.6).
+
+    Attributes:
+        seq: the stand-in's sequence number (across all Things, from 1).
+        thing: the Thing that fired it.
+        event: the event's name.
+        received: wall-clock time it arrived (epoch seconds).
+        data: the event data.
+    """
+
+    seq: int
+    thing: str
+    event: str
+    received: float
+    data: InfoTable
+
+
 @dataclass
 class ThingEntry:
     """A Thing the stand-in knows.
@@ -54,7 +81,8 @@ class ThingEntry:
         bound_at: wall-clock time (epoch seconds) of the last bind.
         metadata: services learned from GetMetadata for the current binding, or None.
         metadata_error: why the last GetMetadata failed, if it did.
-        properties: the latest values pushed by UpdateSubscribedPropertyValues.
+        properties: the latest value pushed by UpdateSubscribedPropertyValues, by name.
+        events: the last :data:`EVENTS_KEPT` events fired, oldest first.
     """
 
     name: str
@@ -62,7 +90,8 @@ class ThingEntry:
     bound_at: float = 0.0
     metadata: ThingMetadata | None = None
     metadata_error: str | None = None
-    properties: dict[str, object] = field(default_factory=dict)
+    properties: dict[str, PropertyValue] = field(default_factory=dict)
+    events: deque[FiredEvent] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
 
     @property
     def connected(self) -> bool:
@@ -93,6 +122,37 @@ class ThingRegistry:
         self._unbound: OrderedDict[str, None] = OrderedDict()
         self._keep_unbound = keep_unbound
         self._changed = asyncio.Event()
+        self._event_seq = 0
+        self._subscribers: set[asyncio.Queue[FiredEvent]] = set()
+
+    def record_event(self, thing: str, event: str, data: InfoTable) -> FiredEvent | None:
+        """Keep an event ``thing`` fired and hand it to every live subscriber.
+
+        Returns:
+            The event as kept, or None when the Thing is unknown.
+        """
+        entry = self._things.get(thing)
+        if entry is None:
+            return None
+        self._event_seq += 1
+        fired = FiredEvent(self._event_seq, thing, event, time.time(), data)
+        entry.events.append(fired)
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(fired)
+        return fired
+
+    def subscribe(self) -> asyncio.Queue[FiredEvent]:
+        """A queue that receives every event fired from now on (bounded, oldest lost);
+        :meth:`unsubscribe` it when done."""
+        queue: asyncio.Queue[FiredEvent] = asyncio.Queue(_SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[FiredEvent]) -> None:
+        """Stop feeding ``queue``."""
+        self._subscribers.discard(queue)
 
     def get(self, name: str) -> ThingEntry | None:
         """The Thing called ``name``, or None if it was never bound."""

@@ -19,8 +19,10 @@ from agent.alwayson import (
     BIND_REFUSED_STATUS,
     DEFAULT_MAX_FRAME_SIZE,
     GET_METADATA_METHOD,
+    GET_PROPERTY_SUBSCRIPTIONS,
     NOTIFY_PROPERTY_UPDATE_METHOD,
     SERVICE_CALL_METHOD,
+    UPDATE_SUBSCRIBED_PROPERTY_VALUES,
 )
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "REQUEST_BEFORE_AUTH_CLOSES",
     "SERVICE_CALL_METHOD",
     "STALE_MULTIPART_SECONDS",
+    "SUBSCRIBE_DECLARED_PROPERTIES",
     "UNKNOWN_INPUTS_REFUSED",
     "UPDATE_SUBSCRIBED_PROPERTY_VALUES_SERVICE",
 ]
@@ -98,8 +101,12 @@ STALE_MULTIPART_SECONDS: Final = 50.0
 # an edge misreads a value of the wrong base type).
 UNKNOWN_INPUTS_REFUSED: Final = True
 
+# Our choice (§7.2): on a real server a property is pushed only once a user binds it remotely
+# in Composer. The stand-in has no Composer: every property the edge's metadata declares with a
+# pushType other than NEVER is answered as subscribed by GetPropertySubscriptions.
+SUBSCRIBE_DECLARED_PROPERTIES: Final = True
 # §7.2 to §7.4: service names of the synchronisation and discovery protocol.
 NOTIFY_PROPERTY_UPDATE_SERVICE: Final = "NotifyPropertyUpdate"
 GET_METADATA_SERVICE: Final = "GetMetadata"
-GET_PROPERTY_SUBSCRIPTIONS_SERVICE: Final = "GetPropertySubscriptions"
-UPDATE_SUBSCRIBED_PROPERTY_VALUES_SERVICE: Final = "UpdateSubscribedPropertyValues"
+GET_PROPERTY_SUBSCRIPTIONS_SERVICE: Final = GET_PROPERTY_SUBSCRIPTIONS
+UPDATE_SUBSCRIBED_PROPERTY_VALUES_SERVICE: Final = UPDATE_SUBSCRIBED_PROPERTY_VALUES

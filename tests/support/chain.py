@@ -79,6 +79,7 @@ class AgentChain:
         bind: device Things the agent binds besides the gateway Thing.
         page_size: the agent's ``jobs.query_page_size``.
         iothub: overrides of the agent's ``[iothub]`` settings (lanes, bounds).
+        jobs: overrides of the agent's ``[jobs]`` settings (``watch_interval``).
         mqtt_port: the MQTT port (0 for a free one); None for 8883.
         fleet: False to register the devices without connecting a fleet.
         wrappers_dir: the agent's wrapper declarations.
@@ -100,6 +101,7 @@ class AgentChain:
         bind: Sequence[str] = (),
         page_size: int = 100,
         iothub: Mapping[str, Any] | None = None,
+        jobs: Mapping[str, Any] | None = None,
         mqtt_port: int | None = None,
         fleet: bool = True,
         wrappers_dir: Path = CATALOGUE,
@@ -119,6 +121,7 @@ class AgentChain:
         self.bind = tuple(bind)
         self._page_size = page_size
         self._iothub = dict(iothub or {})
+        self._jobs = dict(jobs or {})
         self._fleet = fleet
         self._wrappers_dir = wrappers_dir
         self._call_timeout = call_timeout
@@ -197,6 +200,7 @@ class AgentChain:
             page_size=self._page_size,
             wrappers_dir=self._wrappers_dir,
             iothub=self._iothub,
+            jobs=self._jobs,
         )
         app = AgentApp(settings)
         if self._prepare is not None:

@@ -48,6 +48,7 @@ def chain_settings(
     page_size: int = 100,
     wrappers_dir: Path = CATALOGUE,
     iothub: Mapping[str, Any] | None = None,
+    jobs: Mapping[str, Any] | None = None,
 ) -> Settings:
     """The agent's settings for the whole chain on loopback (the health server off).
 
@@ -61,6 +62,7 @@ def chain_settings(
         page_size: ``jobs.query_page_size``.
         wrappers_dir: ``jobs.wrappers_dir``.
         iothub: overrides of ``[iothub]`` (lanes, bounds, workers).
+        jobs: overrides of ``[jobs]`` (e.g. ``watch_interval``).
     """
     return Settings(
         thingworx=ThingWorxSettings(
@@ -82,6 +84,14 @@ def chain_settings(
                 **(iothub or {}),
             }
         ),
-        jobs=JobSettings(query_page_size=page_size, wrappers_dir=str(wrappers_dir)),
+        jobs=JobSettings(
+            **{
+                "query_page_size": page_size,
+                "wrappers_dir": str(wrappers_dir),
+                # The tests poll GetJob for quick transitions: a short freshness window.
+                "watch_interval": 0.2,
+                **(jobs or {}),
+            }
+        ),
         health={"enabled": False},
     )

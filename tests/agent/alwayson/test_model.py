@@ -34,7 +34,8 @@ def test_all_is_honest() -> None:
     public = {n for n in dir(alwayson) if not n.startswith("_")}
     modules = {
         "assembler", "basetypes", "connection", "errors", "infotable", "messagecodec", "messages",
-        "metadata", "rowcodec", "shapecache", "unconfirmed", "valuecodec", "values", "annotations",
+        "metadata", "push", "rowcodec", "shapecache", "unconfirmed", "valuecodec", "values",
+        "annotations",
     }  # fmt: skip
     assert set(alwayson.__all__) == public - modules
     assert len(alwayson.__all__) == len(set(alwayson.__all__))
