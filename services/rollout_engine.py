@@ -54,7 +54,7 @@ from services.rollout_store import (
     RoundRecord,
 )
 
-__all__ = ["TWIN_ROLLOUT", "METHOD_ROLLOUT", "RolloutEngine"]
+__all__ = ["METHOD_ROLLOUT", "TWIN_ROLLOUT", "RolloutEngine"]
 
 TWIN_ROLLOUT = "twinUpdate"
 METHOD_ROLLOUT = "deviceMethod"
@@ -297,8 +297,14 @@ class RolloutEngine:
             jobs = wave_jobs(record.rollout_id, round_.wave, round_.attempt, round_.members)
             parts = [
                 PartRecord(
-                    j.job_id, record.rollout_id, round_.wave, round_.attempt, n, j.query_condition,
-                    "intent", None,
+                    j.job_id,
+                    record.rollout_id,
+                    round_.wave,
+                    round_.attempt,
+                    n,
+                    j.query_condition,
+                    "intent",
+                    None,
                 )
                 for n, j in enumerate(jobs, start=1)
             ]
@@ -379,7 +385,9 @@ class RolloutEngine:
                         status = job.status.lower() or "cancelled"
                         _log.info("rollout wave job cancelled", job_id=part.job_id)
                     except HubRequestError as exc:
-                        _log.info("rollout wave job not cancelled", job_id=part.job_id, error=str(exc))
+                        _log.info(
+                            "rollout wave job not cancelled", job_id=part.job_id, error=str(exc)
+                        )
                 if status in _HUB_ENDED:
                     self.store.set_part(part.job_id, "ended", status)
         parts = self.store.parts(record.rollout_id, round_.wave, round_.attempt)
@@ -400,8 +408,7 @@ class RolloutEngine:
             found: list[DeviceJobResult] = []
             if part.state == "ended":
                 found = await self.client.query_job_results(
-                    "SELECT * FROM devices.jobs WHERE devices.jobs.jobId = "
-                    f"'{part.job_id}'",
+                    f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{part.job_id}'",
                     len(members) + 1,
                 )
             seen = {r.device_id for r in found}
@@ -410,8 +417,7 @@ class RolloutEngine:
             if part.state == "skipped" or part.hub_status in ("cancelled", "canceled"):
                 rows.extend(_NotRun(d) for d in members if d not in seen)
         before = {
-            d.device_id: d.attempts
-            for d in self.store.devices(record.rollout_id, wave=round_.wave)
+            d.device_id: d.attempts for d in self.store.devices(record.rollout_id, wave=round_.wave)
         }
         now = self.clock()
         verdict = judge_wave(
@@ -433,7 +439,9 @@ class RolloutEngine:
             status = (
                 "succeeded"
                 if outcome is DeviceOutcome.SUCCEEDED
-                else "failed" if device_id in failed else "pending"
+                else "failed"
+                if device_id in failed
+                else "pending"
             )
             updates.append(
                 DeviceUpdate(
@@ -452,7 +460,8 @@ class RolloutEngine:
                     ),
                     method_status=row.method_status if row is not None else None,
                     method_payload=row.method_payload if row is not None else None,
-                    end_time=(row.end_time or now) if row is not None and status != "pending"
+                    end_time=(row.end_time or now)
+                    if row is not None and status != "pending"
                     else None,
                 )
             )
@@ -468,8 +477,10 @@ class RolloutEngine:
             )
         state = _state(record)
         fields: dict[str, Any] = {"current_job_id": None, "last_wave_end": now}
-        more = record.wave < record.wave_count or next_round is not None or bool(
-            self.store.rounds(record.rollout_id, "planned")
+        more = (
+            record.wave < record.wave_count
+            or next_round is not None
+            or bool(self.store.rounds(record.rollout_id, "planned"))
         )
         if state.status is RolloutStatus.QUEUED:  # an empty round judged before any job
             state = RolloutState(RolloutStatus.RUNNING)
@@ -531,6 +542,3 @@ def _plan(record: RolloutRecord) -> RolloutPlan:
     if isinstance(start, str):
         inputs["startTime"] = datetime.fromisoformat(start)
     return RolloutPlan.from_inputs(inputs)
-
-
-

@@ -235,7 +235,11 @@ class RolloutStore(Protocol):
         ...
 
     def devices(
-        self, rollout_id: str, *, wave: int | None = None, status: str | None = None,
+        self,
+        rollout_id: str,
+        *,
+        wave: int | None = None,
+        status: str | None = None,
         limit: int | None = None,
     ) -> list[DeviceRecord]:
         """A rollout's devices in plan order, filtered by wave and/or status."""
@@ -332,13 +336,24 @@ class SqliteRolloutStore:
     """
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._migrate()
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, opened (and the schema migrated) on first use: an agent that never
+        runs (``jobs-agent check``) creates no file."""
+        if self._conn is None:
+            path = self.path
+            if str(path) != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._conn = db
+            self._migrate()
+        return self._conn
 
     @property
     def schema_version(self) -> int:
@@ -363,8 +378,10 @@ class SqliteRolloutStore:
         return _Transaction(self._db)
 
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Close the database (if it was opened)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     # -- rollouts ------------------------------------------------------------------------
 
@@ -566,8 +583,7 @@ class SqliteRolloutStore:
         """Record a part's new state (and the hub's status of its job)."""
         with self._tx():
             self._db.execute(
-                "UPDATE parts SET state = ?, hub_status = COALESCE(?, hub_status) "
-                "WHERE job_id = ?",
+                "UPDATE parts SET state = ?, hub_status = COALESCE(?, hub_status) WHERE job_id = ?",
                 (state, hub_status, job_id),
             )
 

@@ -48,6 +48,7 @@ def chain_settings(
     page_size: int = 100,
     wrappers_dir: Path = CATALOGUE,
     iothub: Mapping[str, Any] | None = None,
+    rollouts: Mapping[str, Any] | None = None,
 ) -> Settings:
     """The agent's settings for the whole chain on loopback (the health server off).
 
@@ -61,6 +62,7 @@ def chain_settings(
         page_size: ``jobs.query_page_size``.
         wrappers_dir: ``jobs.wrappers_dir``.
         iothub: overrides of ``[iothub]`` (lanes, bounds, workers).
+        rollouts: ``[rollouts]`` (``data_dir`` above all: tests never write to ./data).
     """
     return Settings(
         thingworx=ThingWorxSettings(
@@ -84,4 +86,5 @@ def chain_settings(
         ),
         jobs=JobSettings(query_page_size=page_size, wrappers_dir=str(wrappers_dir)),
         health={"enabled": False},
+        rollouts={"poll_interval": 0.2, **(rollouts or {})},
     )
