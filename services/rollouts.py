@@ -1,6 +1,7 @@
 """The rollout services on the gateway Thing (docs/services.md, docs/rollouts.md).
 
-``AzureIotDeviceJobPlanRollout``, ``AzureIotDeviceJobStartRollout``, ``AzureIotDeviceJobGetRollout``,
+``AzureIotDeviceJobPlanRollout``, ``AzureIotDeviceJobStartRollout``,
+``AzureIotDeviceJobGetRollout``,
 ``AzureIotDeviceJobFindRollouts``, ``AzureIotDeviceJobPauseRollout``,
 ``AzureIotDeviceJobResumeRollout``, ``AzureIotDeviceJobCancelRollout`` and
 ``AzureIotDeviceJobQueryRolloutResults``, with the ``AzureIotDeviceRollout`` and

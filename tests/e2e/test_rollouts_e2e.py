@@ -72,7 +72,7 @@ async def test_waves_run_as_separate_hub_jobs_of_the_planned_sizes(tmp_path: Pat
 
 async def test_offline_devices_abort_the_rollout_at_the_threshold(tmp_path: Path) -> None:
     async with AgentChain(tmp_path, devices=10, offline_share=0.5) as chain:
-        (row,) = await chain.rows(
+        await chain.rows(
             GATEWAY,
             START,
             {
