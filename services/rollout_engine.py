@@ -167,7 +167,7 @@ class RolloutEngine:
             fields["end_time"] = self.clock()
             self.store.set_round_state(rollout_id, "dropped", where_state="planned")
         self.store.update(rollout_id, **fields)
-        _log.info("rollout request", rollout_id=rollout_id, event=event.value, **fields)
+        _log.info("rollout request", rollout_id=rollout_id, request=event.value, **fields)
         self.wake()
         updated = self.store.get(rollout_id)
         assert updated is not None
@@ -339,6 +339,7 @@ class RolloutEngine:
             job_status = job.status
         self.store.set_part(part.job_id, "created", job_status or None)
         fields["current_job_id"] = part.job_id
+        record = self.store.get(record.rollout_id) or record  # a request may have come in
         if record.status == RolloutStatus.QUEUED.value:
             state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
             fields["status"] = state.status.value
@@ -475,6 +476,7 @@ class RolloutEngine:
                 verdict.retry.not_before,
                 "planned",
             )
+        record = self.store.get(record.rollout_id) or record  # a pause/cancel may have come in
         state = _state(record)
         fields: dict[str, Any] = {"current_job_id": None, "last_wave_end": now}
         more = (
