@@ -46,8 +46,12 @@ from agent.health import HealthServer, HealthUnavailable, HubProbe
 from agent.iothub import IotHubClient
 from agent.registry import ThingRegistry
 from agent.settings import Settings
+from rollouts import HubTier
 from services import JobServices
 from services.device import connection_state_service
+from services.rollout_engine import RolloutEngine
+from services.rollout_store import SqliteRolloutStore
+from services.rollouts import RolloutServices
 from services.watch import (
     JobWatch,
     device_events,
@@ -107,6 +111,19 @@ class AgentApp:
             gateway_thing=settings.thingworx.gateway_thing,
         )
         self.registry = ThingRegistry(settings.jobs)
+        hub = settings.iothub
+        self.rollout_store = SqliteRolloutStore(
+            Path(settings.rollouts.data_dir) / "rollouts.sqlite"
+        )
+        self.rollouts = RolloutEngine(
+            self.client,
+            self.rollout_store,
+            settings.jobs,
+            tier=HubTier(hub.tier, hub.tier_units),
+            max_concurrent_jobs=hub.max_concurrent_jobs,
+            poll_interval=settings.rollouts.poll_interval,
+        )
+        self.rollout_services = RolloutServices(self.rollouts, settings.jobs)
         gateway = settings.thingworx.gateway_thing
         self._add_thing(gateway, gateway=True)
         for device in settings.thingworx.auto_bind:
@@ -136,7 +153,10 @@ class AgentApp:
         self.registry.add_thing(thing)
         for service in self.jobs.declare(thing, gateway=gateway):
             self.registry.add_service(thing, service)
-        if not gateway:
+        if gateway:
+            for service in self.rollout_services.declare():
+                self.registry.add_service(thing, service)
+        else:
             self.registry.add_service(thing, connection_state_service(self.client, thing))
         for prop in gateway_properties() if gateway else device_properties():
             self.registry.add_property(thing, prop)
@@ -196,7 +216,10 @@ class AgentApp:
         await group.__aenter__()
         self._group = group
         self._channel_task = group.create_task(self.channel.run(), name="channel")
-        self._background = [group.create_task(self.watch.run(), name="job-watch")]
+        self._background = [
+            group.create_task(self.watch.run(), name="job-watch"),
+            group.create_task(self.rollouts.run(), name="rollouts"),
+        ]
         if self.health is not None:
             self._background.append(group.create_task(self.health.run(), name="health"))
         return self
@@ -226,6 +249,7 @@ class AgentApp:
             if self.health is not None:
                 await self.health.stop()
             await self.client.close()
+            self.rollout_store.close()
             _log.info("agent stopped")
 
     async def wait_ready(self, timeout: float | None = None) -> None:

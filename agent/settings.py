@@ -39,6 +39,7 @@ __all__ = [
     "IotHubSettings",
     "JobSettings",
     "LogSettings",
+    "RolloutSettings",
     "Settings",
     "ThingWorxSettings",
     "default_config_path",
@@ -159,6 +160,13 @@ class IotHubSettings(_Section):
     request_timeout: float = Field(30.0, gt=0, description="deadline of one hub call, s")
     read_retries: int = Field(3, ge=0, le=10, description="retries of reads and throttling")
     retry_initial_delay: float = Field(0.5, gt=0, description="first retry delay, s")
+    tier: Literal["F1", "S1", "S2", "S3"] = Field(
+        "S1", description="the hub's tier: its concurrent-job quota and device-operation pace"
+    )
+    tier_units: int = Field(1, ge=1, le=200, description="the hub's units (S2/S3 pace)")
+    max_concurrent_jobs: int = Field(
+        0, ge=0, le=100, description="hub jobs queued or running at once; 0 = the tier's quota"
+    )
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> IotHubSettings:
@@ -194,6 +202,15 @@ class JobSettings(_Section):
     )
     watch_max_interval: float = Field(
         60.0, gt=0, description="longest watch interval, reached by long jobs (backing off)"
+    )
+
+
+class RolloutSettings(_Section):
+    """Rollouts (docs/rollouts.md): where their state is kept and how often the engine looks."""
+
+    data_dir: str = Field("data", description="the agent's data directory (rollouts.sqlite)")
+    poll_interval: float = Field(
+        2.0, gt=0, le=300, description="seconds between two looks at a running wave's hub job"
     )
 
 
@@ -252,6 +269,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     log: LogSettings = LogSettings()
     health: HealthSettings = HealthSettings()
+    rollouts: RolloutSettings = RolloutSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
 
     @field_validator("thingworx")

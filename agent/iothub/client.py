@@ -775,6 +775,59 @@ class IotHubClient:
             if not token or not count or len(rows) >= want or read >= byte_bound:
                 return ResultPage(rows, token)
 
+    async def query_device_ids(
+        self, condition: str, max_devices: int, *, deadline: float | None = None
+    ) -> list[str]:
+        """The ids of the devices a twin query's WHERE part selects (``SELECT * FROM devices``).
+
+        Pages through the answer like :meth:`query_job_results`; a rollout resolves its target
+        with it once. Only ``iothub.max_bytes_per_call`` bounds it (ids are small), not the
+        row budget: ``max_devices`` is the caller's bound.
+
+        Args:
+            condition: the WHERE part (checked by the caller).
+            max_devices: stop with :class:`CallTooLarge` beyond this many devices.
+            deadline: the caller's deadline (event-loop time), if any.
+
+        Raises:
+            CallTooLarge: more than ``max_devices`` devices, or too many bytes.
+            IotHubError: the hub refused the query, was unreachable, timed out...
+        """
+        what = "query device ids"
+        budget = CallBudget(what, max_devices, self._settings.max_bytes_per_call * 16)
+        query = f"SELECT * FROM devices WHERE {condition}"
+        ids: list[str] = []
+        token: str | None = None
+        while True:
+
+            def call(
+                timeout: float, token: str | None = token
+            ) -> tuple[list[str], int, int, str | None]:
+                headers = {"x-ms-max-item-count": "1000"}
+                if token:
+                    headers["x-ms-continuation"] = token
+                reply = self._send(
+                    "POST", "/devices/query", {}, headers, timeout, body={"query": query}
+                )
+                items = json.loads(reply.text) if reply.text.strip() else []
+                if not isinstance(items, list):
+                    raise HubResponseError("IoT Hub answered a query with a non-list body")
+                page = [
+                    item["deviceId"]
+                    for item in items
+                    if isinstance(item, dict) and isinstance(item.get("deviceId"), str)
+                ]
+                continuation = reply.headers.get("x-ms-continuation") or None
+                return page, len(items), len(reply.text), continuation
+
+            page, count, size, token = await self._call(
+                what, call, kind=_Kind.READ, deadline=deadline
+            )
+            self._spend(budget, count, size)
+            ids.extend(page)
+            if not token or not count:
+                return ids
+
     # -- devices -------------------------------------------------------------------------
 
     async def invoke_method(

@@ -86,6 +86,7 @@ class AgentChain:
         call_timeout: the stand-in's wait for the agent's answers, s.
         prepare: called with the app before it starts (to add a service).
         app_key: the stand-in's application key.
+        rollouts: overrides of the agent's ``[rollouts]`` (its data dir is ``data_dir/agent``).
     """
 
     def __init__(
@@ -108,8 +109,10 @@ class AgentChain:
         call_timeout: float = 60.0,
         prepare: Callable[[AgentApp], None] | None = None,
         app_key: str = APP_KEY,
+        rollouts: Mapping[str, Any] | None = None,
     ) -> None:
         self.app_key = app_key
+        self._rollouts = dict(rollouts or {})
         self._data_dir = data_dir
         self._mqtt_host = mqtt_host
         self._mqtt_port = mqtt_port
@@ -201,6 +204,7 @@ class AgentChain:
             wrappers_dir=self._wrappers_dir,
             iothub=self._iothub,
             jobs=self._jobs,
+            rollouts={"data_dir": str(self._data_dir / "agent"), **self._rollouts},
         )
         app = AgentApp(settings)
         if self._prepare is not None:

@@ -49,6 +49,7 @@ def chain_settings(
     wrappers_dir: Path = CATALOGUE,
     iothub: Mapping[str, Any] | None = None,
     jobs: Mapping[str, Any] | None = None,
+    rollouts: Mapping[str, Any] | None = None,
 ) -> Settings:
     """The agent's settings for the whole chain on loopback (the health server off).
 
@@ -63,6 +64,7 @@ def chain_settings(
         wrappers_dir: ``jobs.wrappers_dir``.
         iothub: overrides of ``[iothub]`` (lanes, bounds, workers).
         jobs: overrides of ``[jobs]`` (e.g. ``watch_interval``).
+        rollouts: ``[rollouts]`` (``data_dir`` above all: tests never write to ./data).
     """
     return Settings(
         thingworx=ThingWorxSettings(
@@ -94,4 +96,5 @@ def chain_settings(
             }
         ),
         health={"enabled": False},
+        rollouts={"poll_interval": 0.2, **(rollouts or {})},
     )

@@ -1,0 +1,546 @@
+"""The rollout engine: runs every rollout of the store as waves of plain IoT Hub jobs.
+
+One asyncio task (:meth:`RolloutEngine.run`, in the AgentApp's TaskGroup) looks at the store every
+``rollouts.poll_interval`` seconds (or at once when a service wakes it) and moves each rollout on
+(docs/rollouts.md): it polls the running wave's hub jobs, judges a round once all its jobs ended
+(rows read from ``devices.jobs``), stores the verdict, and admits the next round when the hub has
+a free job slot, in priority order.
+
+Rules:
+- The store is the memory, the hub the source of truth for what a wave did. Before a hub job is
+  created its part is stored as an ``intent``; a create that meets ``409104`` JobAlreadyExists
+  (after a crash) attaches to the job instead. On start, intents are first looked up on the hub
+  (a job created just before a crash holds the slot it would wait for).
+- Admission: hub jobs queued or running are counted with one job listing per step against
+  ``iothub.max_concurrent_jobs`` (0: the tier's quota); a ``429004`` on create leaves the rollout
+  ``queued`` and is never surfaced. Rollouts are admitted by ``priority``, then age.
+- Pause and cancel wait for the round's end; a cancel also cancels the round's hub jobs that have
+  not started running, and skips its parts not yet created.
+- Time comes from the injected ``clock``; nothing here sleeps but :meth:`run` between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from agent.iothub import DeviceJobResult, HubRequestError, IotHubClient, IotHubError
+from agent.settings import JobSettings
+from rollouts import (
+    DeviceOutcome,
+    HubTier,
+    IllegalTransitionError,
+    RolloutEvent,
+    RolloutPlan,
+    RolloutState,
+    RolloutStatus,
+    earliest_wave_start,
+    judge_wave,
+    transition,
+    wave_jobs,
+)
+from rollouts.plan import pause_after
+from rollouts.states import Request
+from services.rollout_store import (
+    DeviceUpdate,
+    PartRecord,
+    RolloutRecord,
+    RolloutStore,
+    RoundRecord,
+)
+
+__all__ = ["METHOD_ROLLOUT", "TWIN_ROLLOUT", "RolloutEngine"]
+
+TWIN_ROLLOUT = "twinUpdate"
+METHOD_ROLLOUT = "deviceMethod"
+_HUB_ENDED = frozenset({"completed", "failed", "cancelled", "canceled"})
+_log = structlog.get_logger("services.rollout_engine")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _NotRun:
+    """A member of a cancelled hub job that has no ``devices.jobs`` row: it never ran."""
+
+    device_id: str
+    status: str = "canceled"
+    error_code: str | None = None
+    method_status: int | None = None
+
+
+class RolloutEngine:
+    """Moves every active rollout of ``store`` on, one :meth:`step` at a time.
+
+    Args:
+        client: the agent's IoT Hub client.
+        store: where rollouts are kept.
+        jobs: the ``[jobs]`` settings (the hub jobs' window).
+        tier: the hub's tier (its job quota when ``max_concurrent_jobs`` is 0).
+        max_concurrent_jobs: hub jobs queued or running at once; 0 for the tier's quota.
+        poll_interval: seconds between two steps.
+        clock: the current UTC time.
+    """
+
+    def __init__(
+        self,
+        client: IotHubClient,
+        store: RolloutStore,
+        jobs: JobSettings,
+        *,
+        tier: HubTier | None = None,
+        max_concurrent_jobs: int = 0,
+        poll_interval: float = 2.0,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.tier = tier or HubTier()
+        self.max_concurrent_jobs = max_concurrent_jobs or self.tier.max_concurrent_jobs
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self._jobs = jobs
+        self._wake = asyncio.Event()
+        self._recovered = False
+
+    # -- for the services ------------------------------------------------------------------
+
+    def create(
+        self,
+        rollout_id: str,
+        rollout_type: str,
+        operation: dict[str, Any],
+        inputs: dict[str, Any],
+        plan: RolloutPlan,
+        device_ids: Sequence[str],
+    ) -> RolloutRecord:
+        """Store a new rollout over ``device_ids`` (cut into waves) and wake the engine."""
+        sizes = plan.wave_sizes(len(device_ids))
+        devices: list[tuple[str, int]] = []
+        start = 0
+        for wave, size in enumerate(sizes, start=1):
+            devices.extend((d, wave) for d in device_ids[start : start + size])
+            start += size
+        record = RolloutRecord(
+            rollout_id=rollout_id,
+            type=rollout_type,
+            operation=operation,
+            inputs=inputs,
+            status=RolloutStatus.QUEUED.value,
+            requested=None,
+            reason=None,
+            priority=plan.priority,
+            device_count=len(device_ids),
+            wave=0,
+            wave_count=len(sizes),
+            current_job_id=None,
+            created_time=self.clock(),
+            start_time=None,
+            end_time=None,
+            last_wave_end=None,
+        )
+        self.store.create(record, devices)
+        _log.info("rollout created", rollout_id=rollout_id, devices=len(device_ids))
+        self.wake()
+        return record
+
+    def request(self, rollout_id: str, event: RolloutEvent) -> RolloutRecord:
+        """Apply a pause, resume or cancel (at the next wave boundary while a wave runs).
+
+        Raises:
+            KeyError: no such rollout.
+            IllegalTransitionError: the rollout's status does not take ``event``.
+        """
+        record = self.store.get(rollout_id)
+        if record is None:
+            raise KeyError(rollout_id)
+        state = transition(_state(record), event)
+        fields: dict[str, Any] = {"status": state.status.value, "requested": _req(state)}
+        if state.status.is_terminal:
+            fields["end_time"] = self.clock()
+            self.store.set_round_state(rollout_id, "dropped", where_state="planned")
+        self.store.update(rollout_id, **fields)
+        _log.info("rollout request", rollout_id=rollout_id, request=event.value, **fields)
+        self.wake()
+        updated = self.store.get(rollout_id)
+        assert updated is not None
+        return updated
+
+    def wake(self) -> None:
+        """Make :meth:`run` take its next step now."""
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Step forever, every ``poll_interval`` seconds or when woken."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.step()
+            except IotHubError as exc:
+                _log.warning("rollout step stopped by the hub", error=str(exc))
+            except Exception:
+                _log.exception("rollout step failed")
+            try:
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def step(self) -> None:
+        """One look at every active rollout: poll, judge, admit."""
+        if not self._recovered:
+            await self._recover()
+            self._recovered = True
+        active = self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value])
+        for record in active:
+            if record.status == RolloutStatus.RUNNING.value:
+                await self._advance(record)
+        waiting = [
+            r
+            for r in self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value])
+            if self._wants_slot(r)
+        ]
+        if not waiting:
+            return
+        waiting.sort(key=lambda r: (r.priority, r.created_time, r.rollout_id))
+        free = await self._free_slots()
+        for record in waiting:
+            if free <= 0:
+                break
+            if await self._admit(record):
+                free -= 1
+
+    async def _recover(self) -> None:
+        """Intents stored before a crash: a job that exists on the hub is attached to."""
+        for record in self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value]):
+            for round_ in self.store.rounds(record.rollout_id, "running"):
+                for part in self.store.parts(record.rollout_id, round_.wave, round_.attempt):
+                    if part.state != "intent":
+                        continue
+                    try:
+                        job = await self.client.get_job(part.job_id)
+                    except HubRequestError as exc:
+                        if exc.http_status == 404:
+                            continue
+                        raise
+                    _log.info("rollout job attached after restart", job_id=part.job_id)
+                    self.store.set_part(part.job_id, "created", job.status)
+                    self.store.update(
+                        record.rollout_id,
+                        status=RolloutStatus.RUNNING.value,
+                        current_job_id=part.job_id,
+                    )
+
+    def _current_round(self, rollout_id: str) -> RoundRecord | None:
+        rounds = self.store.rounds(rollout_id, "running")
+        return rounds[0] if rounds else None
+
+    def _wants_slot(self, record: RolloutRecord) -> bool:
+        """True when the rollout's next step is creating a hub job (now, time permitting)."""
+        round_ = self._current_round(record.rollout_id)
+        if round_ is not None:
+            parts = self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+            in_flight = any(p.state == "created" for p in parts)
+            return not in_flight and any(p.state == "intent" for p in parts)
+        if record.status != RolloutStatus.QUEUED.value:
+            return False
+        return self._next_round(record) is not None
+
+    def _next_round(self, record: RolloutRecord) -> RoundRecord | None:
+        """The round to start now (a due retry round first, then the next wave), or None."""
+        plan = _plan(record)
+        now = self.clock()
+        for round_ in self.store.rounds(record.rollout_id, "planned"):
+            if earliest_wave_start(now, not_before=round_.not_before, window=plan.window) <= now:
+                return round_
+        if record.wave >= record.wave_count:
+            return None
+        not_before = plan.start_time
+        if record.last_wave_end is not None:
+            after_pause = pause_after(plan, record.last_wave_end)
+            not_before = max(not_before, after_pause) if not_before else after_pause
+        if earliest_wave_start(now, not_before=not_before, window=plan.window) > now:
+            return None
+        wave = record.wave + 1
+        members = tuple(
+            d.device_id for d in self.store.devices(record.rollout_id, wave=wave, status="pending")
+        )
+        return RoundRecord(record.rollout_id, wave, 1, members, now, "planned")
+
+    async def _free_slots(self) -> int:
+        try:
+            jobs = await self.client.list_jobs()
+        except IotHubError as exc:
+            _log.info("rollout admission waits: jobs not listed", error=str(exc))
+            return 0
+        active = sum(1 for job in jobs if job.status.lower() not in _HUB_ENDED)
+        return self.max_concurrent_jobs - active
+
+    async def _admit(self, record: RolloutRecord) -> bool:
+        """Create the next hub job of ``record``; True when one was created (a slot taken)."""
+        round_ = self._current_round(record.rollout_id)
+        fields: dict[str, Any] = {}
+        if round_ is None:
+            round_ = self._next_round(record)
+            if round_ is None:
+                return False
+            round_ = dataclasses.replace(round_, state="running")
+            jobs = wave_jobs(record.rollout_id, round_.wave, round_.attempt, round_.members)
+            parts = [
+                PartRecord(
+                    j.job_id,
+                    record.rollout_id,
+                    round_.wave,
+                    round_.attempt,
+                    n,
+                    j.query_condition,
+                    "intent",
+                    None,
+                )
+                for n, j in enumerate(jobs, start=1)
+            ]
+            self.store.add_round(round_, parts, wave=max(record.wave, round_.wave))
+            if not parts:  # every member gone: judge the empty round at once
+                await self._judge(record, round_)
+                return False
+        part = next(
+            p
+            for p in self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+            if p.state == "intent"
+        )
+        try:
+            job = await self._create(record, part)
+        except HubRequestError as exc:
+            if exc.code == 409104:
+                _log.info("rollout job exists: attached", job_id=part.job_id)
+                job_status = ""
+            elif exc.http_status == 429 or exc.code == 429004:
+                _log.info("rollout queued: no hub job slot", rollout_id=record.rollout_id)
+                return False
+            elif 400 <= exc.http_status < 500:
+                self._fail(record, f"IoT Hub refused wave job '{part.job_id}': {exc}")
+                return False
+            else:
+                _log.warning("rollout job not created", job_id=part.job_id, error=str(exc))
+                return False
+        except IotHubError as exc:
+            _log.warning("rollout job not created", job_id=part.job_id, error=str(exc))
+            return False
+        else:
+            job_status = job.status
+        self.store.set_part(part.job_id, "created", job_status or None)
+        fields["current_job_id"] = part.job_id
+        record = self.store.get(record.rollout_id) or record  # a request may have come in
+        if record.status == RolloutStatus.QUEUED.value:
+            state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
+            fields["status"] = state.status.value
+        if record.start_time is None:
+            fields["start_time"] = self.clock()
+        self.store.update(record.rollout_id, **fields)
+        return True
+
+    async def _create(self, record: RolloutRecord, part: PartRecord) -> Any:
+        op = record.operation
+        start = self.clock()
+        window = self._jobs.default_max_execution_time
+        if record.type == TWIN_ROLLOUT:
+            return await self.client.create_twin_job(
+                part.job_id, part.condition, op["patch"], start, window
+            )
+        return await self.client.create_method_job(
+            part.job_id,
+            part.condition,
+            op["methodName"],
+            op.get("payload"),
+            op["responseTimeoutInSeconds"],
+            op["connectTimeoutInSeconds"],
+            start,
+            window,
+        )
+
+    async def _advance(self, record: RolloutRecord) -> None:
+        """Poll the running round's hub jobs; judge the round once all of them ended."""
+        round_ = self._current_round(record.rollout_id)
+        if round_ is None:
+            return
+        cancel = record.requested == Request.CANCEL.value
+        parts = self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        for part in parts:
+            if part.state == "intent" and cancel:
+                self.store.set_part(part.job_id, "skipped")
+            elif part.state == "created":
+                job = await self.client.get_job(part.job_id)
+                status = job.status.lower()
+                if cancel and status in ("queued", "scheduled", "enqueued"):
+                    try:
+                        job = await self.client.cancel_job(part.job_id)
+                        status = job.status.lower() or "cancelled"
+                        _log.info("rollout wave job cancelled", job_id=part.job_id)
+                    except HubRequestError as exc:
+                        _log.info(
+                            "rollout wave job not cancelled", job_id=part.job_id, error=str(exc)
+                        )
+                if status in _HUB_ENDED:
+                    self.store.set_part(part.job_id, "ended", status)
+        parts = self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        if all(p.state in ("ended", "skipped") for p in parts):
+            await self._judge(record, round_)
+
+    async def _judge(self, record: RolloutRecord, round_: RoundRecord) -> None:
+        """Read the round's rows, judge them, store the verdict and the rollout's next status."""
+        plan = _plan(record)
+        method = record.type == METHOD_ROLLOUT
+        parts = self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        jobs = wave_jobs(record.rollout_id, round_.wave, round_.attempt, round_.members)
+        members_of = {j.job_id: j.device_ids for j in jobs}
+        rows: list[Any] = []
+        by_device: dict[str, DeviceJobResult] = {}
+        for part in parts:
+            members = members_of.get(part.job_id, ())
+            found: list[DeviceJobResult] = []
+            if part.state == "ended":
+                found = await self.client.query_job_results(
+                    f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{part.job_id}'",
+                    len(members) + 1,
+                )
+            seen = {r.device_id for r in found}
+            rows.extend(found)
+            by_device.update({r.device_id: r for r in found})
+            if part.state == "skipped" or part.hub_status in ("cancelled", "canceled"):
+                rows.extend(_NotRun(d) for d in members if d not in seen)
+        before = {
+            d.device_id: d.attempts for d in self.store.devices(record.rollout_id, wave=round_.wave)
+        }
+        now = self.clock()
+        verdict = judge_wave(
+            round_.members,
+            rows,
+            plan=plan,
+            method=method,
+            wave=round_.wave,
+            attempt=round_.attempt,
+            ended_at=now,
+            attempts=before,
+        )
+        again = set(verdict.retry.device_ids) if verdict.retry else set()
+        failed = set(verdict.failed)
+        updates: list[DeviceUpdate] = []
+        for device_id in round_.members:
+            outcome = verdict.outcomes[device_id]
+            row = by_device.get(device_id)
+            status = (
+                "succeeded"
+                if outcome is DeviceOutcome.SUCCEEDED
+                else "failed"
+                if device_id in failed
+                else "pending"
+            )
+            updates.append(
+                DeviceUpdate(
+                    device_id=device_id,
+                    status=status,
+                    attempts=verdict.attempts[device_id],
+                    retried=device_id in again and outcome is not DeviceOutcome.NOT_RUN,
+                    last_job_id=row.job_id if row is not None else None,
+                    error_code=row.error_code if row is not None else None,
+                    error_description=(
+                        row.error_description
+                        if row is not None
+                        else "no devices.jobs row: the device no longer exists"
+                        if device_id in verdict.missing
+                        else None
+                    ),
+                    method_status=row.method_status if row is not None else None,
+                    method_payload=row.method_payload if row is not None else None,
+                    end_time=(row.end_time or now)
+                    if row is not None and status != "pending"
+                    else None,
+                )
+            )
+        next_round = None
+        if verdict.retry is not None:
+            next_round = RoundRecord(
+                record.rollout_id,
+                verdict.retry.wave,
+                verdict.retry.attempt,
+                verdict.retry.device_ids,
+                verdict.retry.not_before,
+                "planned",
+            )
+        record = self.store.get(record.rollout_id) or record  # a pause/cancel may have come in
+        state = _state(record)
+        fields: dict[str, Any] = {"current_job_id": None, "last_wave_end": now}
+        more = (
+            record.wave < record.wave_count
+            or next_round is not None
+            or bool(self.store.rounds(record.rollout_id, "planned"))
+        )
+        if state.status is RolloutStatus.QUEUED:  # an empty round judged before any job
+            state = RolloutState(RolloutStatus.RUNNING)
+        if verdict.abort:
+            state = transition(state, RolloutEvent.THRESHOLD_EXCEEDED)
+            fields["reason"] = verdict.abort_reason
+            next_round = None
+        elif not more:
+            state = transition(state, RolloutEvent.ALL_DEVICES_DONE)
+        else:
+            state = transition(state, RolloutEvent.WAVE_ENDED)
+        fields["status"] = state.status.value
+        fields["requested"] = _req(state)
+        if state.status.is_terminal:
+            fields["end_time"] = now
+        self.store.judge(
+            record.rollout_id, round_.wave, round_.attempt, updates, next_round, **fields
+        )
+        if state.status.is_terminal:
+            self.store.set_round_state(record.rollout_id, "dropped", where_state="planned")
+        _log.info(
+            "rollout round judged",
+            rollout_id=record.rollout_id,
+            wave=round_.wave,
+            attempt=round_.attempt,
+            succeeded=len(verdict.succeeded),
+            failed=verdict.failed_count,
+            retry=len(again),
+            status=state.status.value,
+        )
+
+    def _fail(self, record: RolloutRecord, reason: str) -> None:
+        try:
+            state = transition(_state(record), RolloutEvent.UNRECOVERABLE_ERROR)
+        except IllegalTransitionError:
+            return
+        self.store.update(
+            record.rollout_id,
+            status=state.status.value,
+            requested=None,
+            reason=reason,
+            end_time=self.clock(),
+        )
+        _log.warning("rollout failed", rollout_id=record.rollout_id, reason=reason)
+
+
+def _state(record: RolloutRecord) -> RolloutState:
+    requested = Request(record.requested) if record.requested else None
+    return RolloutState(RolloutStatus(record.status), requested)
+
+
+def _req(state: RolloutState) -> str | None:
+    return state.requested.value if state.requested is not None else None
+
+
+def _plan(record: RolloutRecord) -> RolloutPlan:
+    inputs = dict(record.inputs)
+    start = inputs.get("startTime")
+    if isinstance(start, str):
+        inputs["startTime"] = datetime.fromisoformat(start)
+    return RolloutPlan.from_inputs(inputs)

@@ -1,0 +1,507 @@
+"""The rollout services on the gateway Thing (docs/services.md, docs/rollouts.md).
+
+``AzureIotDeviceJobPlanRollout``, ``AzureIotDeviceJobStartRollout``,
+``AzureIotDeviceJobGetRollout``,
+``AzureIotDeviceJobFindRollouts``, ``AzureIotDeviceJobPauseRollout``,
+``AzureIotDeviceJobResumeRollout``, ``AzureIotDeviceJobCancelRollout`` and
+``AzureIotDeviceJobQueryRolloutResults``, with the ``AzureIotDeviceRollout`` and
+``AzureIotDeviceRolloutResult`` shapes.
+
+Rules:
+- Every input is checked before anything is sent: the operation's inputs by the Schedule
+  services' rules (:mod:`services.rules`), the plan's by :class:`rollouts.RolloutPlan`; a bad one
+  is a BAD_REQUEST naming it. A malformed ``queryCondition`` is refused by the query grammar with
+  its position, before the device query.
+- Plan creates nothing; Start resolves the target once (the device query, or ``devices``) and
+  stores the rollout; the engine (:mod:`services.rollout_engine`) runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Status
+from agent.iothub import CallTooLarge, IotHubError
+from agent.registry import RemoteService, ServiceCall, ServiceError
+from agent.settings import JobSettings
+from rollouts import (
+    IllegalTransitionError,
+    PlanError,
+    RolloutEvent,
+    RolloutPlan,
+    check_device_ids,
+    check_rollout_id,
+    dry_run,
+)
+from rollouts.plan import MAX_DEVICES
+from services import rules
+from services.jobs import field
+from services.mapping import ErrorContext, hub_failure
+from services.rollout_engine import METHOD_ROLLOUT, TWIN_ROLLOUT, RolloutEngine
+from services.rollout_store import RolloutRecord
+
+__all__ = [
+    "CANCEL_ROLLOUT",
+    "FIND_ROLLOUTS",
+    "GET_ROLLOUT",
+    "PAUSE_ROLLOUT",
+    "PLAN_ROLLOUT",
+    "QUERY_ROLLOUT_RESULTS",
+    "RESUME_ROLLOUT",
+    "ROLLOUT_RESULT_SHAPE",
+    "ROLLOUT_SERVICE_NAMES",
+    "ROLLOUT_SHAPE",
+    "START_ROLLOUT",
+    "RolloutServices",
+]
+
+PLAN_ROLLOUT = "AzureIotDeviceJobPlanRollout"
+START_ROLLOUT = "AzureIotDeviceJobStartRollout"
+GET_ROLLOUT = "AzureIotDeviceJobGetRollout"
+FIND_ROLLOUTS = "AzureIotDeviceJobFindRollouts"
+PAUSE_ROLLOUT = "AzureIotDeviceJobPauseRollout"
+RESUME_ROLLOUT = "AzureIotDeviceJobResumeRollout"
+CANCEL_ROLLOUT = "AzureIotDeviceJobCancelRollout"
+QUERY_ROLLOUT_RESULTS = "AzureIotDeviceJobQueryRolloutResults"
+ROLLOUT_SERVICE_NAMES = (
+    PLAN_ROLLOUT,
+    START_ROLLOUT,
+    GET_ROLLOUT,
+    FIND_ROLLOUTS,
+    PAUSE_ROLLOUT,
+    RESUME_ROLLOUT,
+    CANCEL_ROLLOUT,
+    QUERY_ROLLOUT_RESULTS,
+)
+ROLLOUT_STATUSES = ("queued", "running", "paused", "completed", "aborted", "cancelled", "failed")
+_DEVICE_STATUSES = ("pending", "succeeded", "failed")
+
+
+def _f(name: str, base_type: BaseType, description: str, key: bool = False) -> FieldDefinition:
+    return FieldDefinition(name, base_type, description, {"isPrimaryKey": True} if key else {})
+
+
+ROLLOUT_SHAPE = DataShape.of(
+    _f("rolloutId", BaseType.STRING, "the rollout's id", key=True),
+    _f("status", BaseType.STRING, ", ".join(ROLLOUT_STATUSES)),
+    _f("type", BaseType.STRING, "twinUpdate or deviceMethod"),
+    _f("deviceCount", BaseType.INTEGER, "devices targeted"),
+    _f("succeededCount", BaseType.INTEGER, "devices that succeeded"),
+    _f("failedCount", BaseType.INTEGER, "devices failed for good"),
+    _f("pendingCount", BaseType.INTEGER, "devices not done yet"),
+    _f("retriedCount", BaseType.INTEGER, "devices retried at least once"),
+    _f("wave", BaseType.INTEGER, "the last wave started (0 before the first)"),
+    _f("waveCount", BaseType.INTEGER, "waves planned"),
+    _f("currentJobId", BaseType.STRING, "the hub job in flight"),
+    _f("reason", BaseType.STRING, "why it aborted or failed"),
+    _f("createdTime", BaseType.DATETIME, "when it was started (UTC)"),
+    _f("startTime", BaseType.DATETIME, "when its first hub job was created (UTC)"),
+    _f("endTime", BaseType.DATETIME, "when it ended (UTC)"),
+    name="AzureIotDeviceRollout",
+)
+ROLLOUT_RESULT_SHAPE = DataShape.of(
+    _f("deviceId", BaseType.STRING, "the device", key=True),
+    _f("status", BaseType.STRING, "pending, succeeded or failed"),
+    _f("attempts", BaseType.INTEGER, "times the operation reached the device"),
+    _f("wave", BaseType.INTEGER, "the device's wave"),
+    _f("lastJobId", BaseType.STRING, "the last hub job that ran it"),
+    _f("errorCode", BaseType.STRING, "the hub's error code, if it failed"),
+    _f("errorDescription", BaseType.STRING, "the hub's error description"),
+    _f("methodStatus", BaseType.INTEGER, "the device's method answer status"),
+    _f("methodPayload", BaseType.JSON, "the device's method answer"),
+    _f("endTime", BaseType.DATETIME, "when the device was done (UTC)"),
+    name="AzureIotDeviceRolloutResult",
+)
+PLAN_SHAPE = DataShape.of(
+    _f("valid", BaseType.BOOLEAN, "true when starting it would do something"),
+    _f("deviceCount", BaseType.INTEGER, "devices targeted"),
+    _f("sample", BaseType.JSON, "up to 20 device ids"),
+    _f("waveCount", BaseType.INTEGER, "waves"),
+    _f("waveSizes", BaseType.JSON, "devices per wave"),
+    _f("estimatedDurationSeconds", BaseType.LONG, "first wave to last, without retries"),
+    _f("warnings", BaseType.JSON, "one line each"),
+    name="AzureIotDeviceRolloutPlan",
+)
+_PLAN_INPUTS = (
+    "waveSize",
+    "growthFactor",
+    "maxWaveSize",
+    "maxFailurePercent",
+    "retries",
+    "retryDelaySeconds",
+    "retryDeviceErrors",
+    "pauseBetweenWavesSeconds",
+    "priority",
+    "startTime",
+    "windowStart",
+    "windowEnd",
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rollout_row(record: RolloutRecord, counts: dict[str, int]) -> dict[str, Any]:
+    """One ``AzureIotDeviceRollout`` row."""
+    return {
+        "rolloutId": record.rollout_id,
+        "status": record.status,
+        "type": record.type,
+        "deviceCount": record.device_count,
+        "succeededCount": counts.get("succeeded", 0),
+        "failedCount": counts.get("failed", 0),
+        "pendingCount": counts.get("pending", 0),
+        "retriedCount": counts.get("retried", 0),
+        "wave": record.wave,
+        "waveCount": record.wave_count,
+        "currentJobId": record.current_job_id,
+        "reason": record.reason,
+        "createdTime": record.created_time,
+        "startTime": record.start_time,
+        "endTime": record.end_time,
+    }
+
+
+class RolloutServices:
+    """The eight rollout services over one :class:`RolloutEngine`.
+
+    Args:
+        engine: the running engine (its store and IoT Hub client).
+        settings: the ``[jobs]`` settings (defaults of the method timeouts).
+        clock: the current UTC time.
+        new_id: makes a ``rolloutId`` when none is given.
+    """
+
+    def __init__(
+        self,
+        engine: RolloutEngine,
+        settings: JobSettings,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.engine = engine
+        self._settings = settings
+        self._clock = clock
+        self._new_id = new_id
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def _inputs(self) -> list[FieldDefinition]:
+        s = self._settings
+        return [
+            field("rolloutId", BaseType.STRING, "1..36 letters, digits and '-' (default: new)"),
+            field("type", BaseType.STRING, "twinUpdate or deviceMethod", required=True),
+            field("queryCondition", BaseType.STRING, "WHERE part of a twin query (or devices)"),
+            field("devices", BaseType.JSON, "JSON array of device ids (or queryCondition)"),
+            field("patch", BaseType.JSON, "twin patch of a twinUpdate rollout"),
+            field("methodName", BaseType.STRING, "direct method of a deviceMethod rollout"),
+            field("payload", BaseType.JSON, "the method's JSON payload"),
+            field(
+                "responseTimeoutInSeconds",
+                BaseType.INTEGER,
+                "seconds to wait for each device's answer (5..300)",
+                default=s.default_response_timeout,
+            ),
+            field(
+                "connectTimeoutInSeconds",
+                BaseType.INTEGER,
+                "seconds to wait for an offline device to connect (0..300)",
+                default=s.default_connect_timeout,
+            ),
+            field("waveSize", BaseType.INTEGER, "devices in the first wave (default 100)"),
+            field("growthFactor", BaseType.NUMBER, "each wave's size over the last (1..10)"),
+            field("maxWaveSize", BaseType.INTEGER, "the cap on any wave"),
+            field("maxFailurePercent", BaseType.NUMBER, "abort above this failed share (0..100)"),
+            field("retries", BaseType.INTEGER, "retries of retryable failures (0..10)"),
+            field("retryDelaySeconds", BaseType.INTEGER, "least delay before a retry round"),
+            field("retryDeviceErrors", BaseType.BOOLEAN, "also retry device error statuses"),
+            field("pauseBetweenWavesSeconds", BaseType.INTEGER, "pause between waves, s"),
+            field("priority", BaseType.INTEGER, "1 (first) .. 1000 (last), default 500"),
+            field("startTime", BaseType.DATETIME, "when the first wave may start"),
+            field("windowStart", BaseType.STRING, "daily window start, HH:MM UTC"),
+            field("windowEnd", BaseType.STRING, "daily window end, HH:MM UTC"),
+        ]
+
+    def _request(
+        self, call: ServiceCall
+    ) -> tuple[str, dict[str, Any], dict[str, Any], RolloutPlan]:
+        """The checked type, operation, plan inputs (JSON-ready) and plan."""
+        inputs = call.inputs
+        rollout_type = (inputs.get("type") or "").strip()
+        operation: dict[str, Any]
+        if rollout_type == TWIN_ROLLOUT:
+            if inputs.get("patch") is None:
+                raise ServiceError("input patch is required for a twinUpdate rollout")
+            patch, _ = rules.check_patch(inputs["patch"])
+            operation = {"patch": patch}
+        elif rollout_type == METHOD_ROLLOUT:
+            if not inputs.get("methodName"):
+                raise ServiceError("input methodName is required for a deviceMethod rollout")
+            operation = {
+                "methodName": rules.check_method_name(inputs["methodName"]),
+                "payload": rules.check_payload("payload", inputs.get("payload")),
+                "responseTimeoutInSeconds": rules.check_response_timeout(
+                    inputs["responseTimeoutInSeconds"]
+                ),
+                "connectTimeoutInSeconds": rules.check_connect_timeout(
+                    inputs["connectTimeoutInSeconds"]
+                ),
+            }
+        else:
+            raise ServiceError(
+                f"input type {rollout_type!r} is not a rollout type: use twinUpdate or deviceMethod"
+            )
+        plan_inputs = {k: inputs[k] for k in _PLAN_INPUTS if inputs.get(k) is not None}
+        try:
+            plan = RolloutPlan.from_inputs(plan_inputs)
+        except PlanError as exc:
+            raise ServiceError(str(exc)) from None
+        if isinstance(plan_inputs.get("startTime"), datetime):
+            plan_inputs["startTime"] = plan_inputs["startTime"].isoformat()
+        return rollout_type, operation, plan_inputs, plan
+
+    async def _target(self, call: ServiceCall) -> tuple[list[str], list[str]]:
+        """The target's device ids (resolved once) and the warnings."""
+        condition, devices = call.inputs.get("queryCondition"), call.inputs.get("devices")
+        if (condition is None) == (devices is None):
+            raise ServiceError("give exactly one of the inputs queryCondition and devices")
+        if devices is not None:
+            if isinstance(devices, str):
+                try:
+                    devices = json.loads(devices)
+                except ValueError:
+                    raise ServiceError("input devices must be a JSON array of device ids") from None
+            if not isinstance(devices, list):
+                raise ServiceError("input devices must be a JSON array of device ids")
+            try:
+                return check_device_ids(devices)
+            except PlanError as exc:
+                raise ServiceError(str(exc)) from None
+        checked = rules.check_query_condition(condition, required=True)
+        try:
+            ids = await self.engine.client.query_device_ids(
+                checked, MAX_DEVICES, deadline=call.deadline
+            )
+        except CallTooLarge:
+            raise ServiceError(
+                f"queryCondition selects more than {MAX_DEVICES:,} devices: split the rollout"
+            ) from None
+        except IotHubError as exc:
+            raise hub_failure(exc, ErrorContext()) from None
+        return list(dict.fromkeys(ids)), []
+
+    def _record(self, call: ServiceCall) -> RolloutRecord:
+        rollout_id = check_rollout_id_input(call.inputs.get("rolloutId"))
+        record = self.engine.store.get(rollout_id)
+        if record is None:
+            raise ServiceError(f"rollout '{rollout_id}' does not exist", Status.NOT_FOUND)
+        return record
+
+    def _table(self, records: list[RolloutRecord]) -> InfoTable:
+        store = self.engine.store
+        return InfoTable(
+            ROLLOUT_SHAPE, [rollout_row(r, store.counts(r.rollout_id)) for r in records]
+        )
+
+    # -- the services ------------------------------------------------------------------------
+
+    async def plan(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobPlanRollout: the dry run; creates nothing."""
+        rollout_type, operation, _, plan = self._request(call)
+        ids, warnings = await self._target(call)
+        timeout = 0
+        if rollout_type == METHOD_ROLLOUT:
+            timeout = operation["responseTimeoutInSeconds"] + operation["connectTimeoutInSeconds"]
+        try:
+            answer = dry_run(
+                plan,
+                ids,
+                now=self._clock(),
+                tier=self.engine.tier,
+                method_timeout_seconds=timeout,
+                warnings=warnings,
+            )
+        except PlanError as exc:
+            raise ServiceError(str(exc)) from None
+        row = {
+            "valid": answer.valid,
+            "deviceCount": answer.device_count,
+            "sample": list(answer.sample),
+            "waveCount": answer.wave_count,
+            "waveSizes": list(answer.wave_sizes),
+            "estimatedDurationSeconds": answer.estimated_duration_seconds,
+            "warnings": list(answer.warnings),
+        }
+        return InfoTable(PLAN_SHAPE, [row])
+
+    async def start(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobStartRollout: store the rollout; the engine runs it."""
+        given = call.inputs.get("rolloutId")
+        rollout_id = check_rollout_id_input(given) if given is not None else self._new_id()
+        rollout_type, operation, plan_inputs, plan = self._request(call)
+        if self.engine.store.get(rollout_id) is not None:
+            raise ServiceError(
+                f"rollout '{rollout_id}' exists already: give another rolloutId or leave it out"
+            )
+        ids, warnings = await self._target(call)
+        for warning in warnings:
+            call.log.warning("rollout request changed", rollout_id=rollout_id, warning=warning)
+        try:
+            plan.wave_sizes(len(ids))
+        except PlanError as exc:
+            raise ServiceError(str(exc)) from None
+        record = self.engine.create(rollout_id, rollout_type, operation, plan_inputs, plan, ids)
+        return self._table([record])
+
+    async def get(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobGetRollout."""
+        return self._table([self._record(call)])
+
+    async def find(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobFindRollouts: newest first, by status when given."""
+        status = (call.inputs.get("status") or "").strip()
+        if status and status not in ROLLOUT_STATUSES:
+            raise ServiceError(
+                f"input status {status!r} is not a rollout status: use one of "
+                f"{', '.join(ROLLOUT_STATUSES)}"
+            )
+        max_rows = rules.check_max_rows(call.inputs["maxRows"])
+        records = self.engine.store.find([status] if status else None)
+        records.reverse()
+        return self._table(records[:max_rows])
+
+    async def _event(self, call: ServiceCall, event: RolloutEvent) -> InfoTable:
+        record = self._record(call)
+        try:
+            updated = self.engine.request(record.rollout_id, event)
+        except IllegalTransitionError as exc:
+            raise ServiceError(f"rollout '{record.rollout_id}': {exc}") from None
+        return self._table([updated])
+
+    async def pause(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobPauseRollout: at the next wave boundary."""
+        return await self._event(call, RolloutEvent.PAUSE_REQUESTED)
+
+    async def resume(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobResumeRollout."""
+        return await self._event(call, RolloutEvent.RESUME_REQUESTED)
+
+    async def cancel(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobCancelRollout: at the next wave boundary; the current wave's hub
+        job is cancelled too if it has not started running."""
+        return await self._event(call, RolloutEvent.CANCEL_REQUESTED)
+
+    async def results(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobQueryRolloutResults: a row per device, in plan order."""
+        record = self._record(call)
+        status = (call.inputs.get("status") or "").strip() or None
+        if status is not None and status not in _DEVICE_STATUSES:
+            raise ServiceError(
+                f"input status {status!r} is not a device status: use one of "
+                f"{', '.join(_DEVICE_STATUSES)}"
+            )
+        max_rows = rules.check_max_rows(call.inputs["maxRows"])
+        devices = self.engine.store.devices(record.rollout_id, status=status, limit=max_rows)
+        rows = [
+            {
+                "deviceId": d.device_id,
+                "status": d.status,
+                "attempts": d.attempts,
+                "wave": d.wave,
+                "lastJobId": d.last_job_id,
+                "errorCode": d.error_code,
+                "errorDescription": d.error_description,
+                "methodStatus": d.method_status,
+                "methodPayload": d.method_payload,
+                "endTime": d.end_time,
+            }
+            for d in devices
+        ]
+        return InfoTable(ROLLOUT_RESULT_SHAPE, rows)
+
+    # -- declaration -------------------------------------------------------------------------
+
+    def declare(self) -> list[RemoteService]:
+        """The eight services of the gateway Thing."""
+        start_inputs = DataShape.of(*self._inputs())
+        rollout_id = DataShape.of(
+            field("rolloutId", BaseType.STRING, "the rollout's id", required=True)
+        )
+        max_rows = field(
+            "maxRows", BaseType.INTEGER, "the most rows", default=self._settings.default_max_rows
+        )
+
+        def service(
+            name: str, text: str, inputs: DataShape, shape: DataShape, handler: Any
+        ) -> RemoteService:
+            return RemoteService(name, text, inputs, BaseType.INFOTABLE, shape, handler)
+
+        return [
+            service(
+                PLAN_ROLLOUT,
+                "Dry run of a rollout: creates nothing",
+                start_inputs,
+                PLAN_SHAPE,
+                self.plan,
+            ),
+            service(
+                START_ROLLOUT,
+                "Start a rollout: waves of IoT Hub jobs",
+                start_inputs,
+                ROLLOUT_SHAPE,
+                self.start,
+            ),
+            service(GET_ROLLOUT, "Get a rollout's status", rollout_id, ROLLOUT_SHAPE, self.get),
+            service(
+                FIND_ROLLOUTS,
+                "Find rollouts, newest first",
+                DataShape.of(
+                    field("status", BaseType.STRING, f"one of {', '.join(ROLLOUT_STATUSES)}"),
+                    max_rows,
+                ),
+                ROLLOUT_SHAPE,
+                self.find,
+            ),
+            service(
+                PAUSE_ROLLOUT,
+                "Pause a rollout at the next wave boundary",
+                rollout_id,
+                ROLLOUT_SHAPE,
+                self.pause,
+            ),
+            service(
+                RESUME_ROLLOUT, "Resume a paused rollout", rollout_id, ROLLOUT_SHAPE, self.resume
+            ),
+            service(
+                CANCEL_ROLLOUT,
+                "Cancel a rollout at the next wave boundary",
+                rollout_id,
+                ROLLOUT_SHAPE,
+                self.cancel,
+            ),
+            service(
+                QUERY_ROLLOUT_RESULTS,
+                "A rollout's per-device results",
+                DataShape.of(
+                    field("rolloutId", BaseType.STRING, "the rollout's id", required=True),
+                    field("status", BaseType.STRING, "pending, succeeded or failed"),
+                    max_rows,
+                ),
+                ROLLOUT_RESULT_SHAPE,
+                self.results,
+            ),
+        ]
+
+
+def check_rollout_id_input(value: Any) -> str:
+    """``rolloutId`` as a service input (BAD_REQUEST when it breaks the rule)."""
+    try:
+        return check_rollout_id(value)
+    except PlanError as exc:
+        raise ServiceError(str(exc)) from None
