@@ -667,6 +667,11 @@ class JobServices:
                     max_bytes=self._page_bytes,
                     deadline=call.deadline,
                 )
+                if self.watch is not None:
+                    # A fresh read of these jobs: GetJob must not answer an older status after
+                    # it (FindJobs said completed, then GetJob "running" from the watch's read).
+                    for job in window.jobs:
+                        self.watch.observe(job)
                 jobs = self._matching(window.jobs, device, touched, wanted, hub_type, now)
                 if after is not None:
                     jobs = [j for j in jobs if _created(j) < after]
