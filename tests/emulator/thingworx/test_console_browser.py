@@ -479,7 +479,9 @@ def count_get_job_requests(page: Any) -> list[str]:
     sent: list[str] = []
     page.on(
         "request",
-        lambda request: sent.append(request.url) if request.url.endswith(f"/{GET_JOB_NAME}") else None,
+        lambda request: (
+            sent.append(request.url) if request.url.endswith(f"/{GET_JOB_NAME}") else None
+        ),
     )
     return sent
 
