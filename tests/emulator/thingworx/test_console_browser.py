@@ -26,15 +26,16 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Status
-from agent.channel import AlwaysOnClient
-from agent.registry import (
+from agent.alwayson import (
+    BaseType,
+    DataShape,
     EventMetadata,
-    RemoteService,
-    ServiceCall,
-    ServiceError,
-    ThingRegistry,
+    FieldDefinition,
+    InfoTable,
+    Status,
 )
+from agent.channel import AlwaysOnClient
+from agent.registry import RemoteService, ServiceCall, ServiceError, ThingRegistry
 from agent.settings import JobSettings, ThingWorxSettings
 from emulator.thingworx.console import (
     ASSET_PREFIX,
