@@ -6,8 +6,11 @@
  *   the appKey header. The key comes from the key form or from "#appKey=..." in the URL (which
  *   is then removed from the address bar) and is kept in sessionStorage (this tab only).
  * - Server text is always inserted as text (textContent), never as HTML.
- * - Every request has a deadline (AbortController); the job view polls GetJob once a second,
- *   one request at a time, and stops when the job ends or after repeated failures.
+ * - Every request has a deadline (AbortController). The job view reads GetJob once, then follows
+ *   the job from the stand-in's live event stream (server-sent events at /standin/events/stream:
+ *   the gateway Thing's AzureIotDeviceJobStatusChanged and AzureIotDeviceJobEnded). Only while
+ *   the stream is unavailable does it poll GetJob, once a second, one request at a time, and it
+ *   says so in the panel; it stops when the job ends or after repeated failures.
  * - Inputs are typed from the service's parameter definitions; a value that cannot be sent
  *   (JSON that does not parse, a missing required input...) is flagged and nothing is sent.
  * - Result grids keep what matters in view: the row action (Watch) at the left, then the
@@ -25,8 +28,14 @@
   const THINGS_REFRESH_MS = 5000;
   const JOB_POLL_MS = 1000;
   const JOB_MAX_FAILURES = 5;
+  // After a terminal status change, the stream stays open this long for the job's Ended event.
+  const JOB_ENDED_WAIT_MS = 5000;
   const GET_JOB = "AzureIotDeviceJobGetJob";
   const QUERY_JOB_RESULTS = "AzureIotDeviceJobQueryJobResults";
+  const STATUS_CHANGED_EVENT = "AzureIotDeviceJobStatusChanged";
+  const JOB_ENDED_EVENT = "AzureIotDeviceJobEnded";
+  const EVENT_STREAM = "/standin/events/stream";
+  const EVENTS = "/standin/events";
   const FIND_JOBS = "AzureIotDeviceJobFindJobs";
   const GET_CONNECTION_STATE = "AzureIotDeviceGetConnectionState";
   // The choices of the FindJobs filters (docs/services.md): shown as drop-downs, "any" not sent.
@@ -158,7 +167,7 @@
     let text;
     let response;
     try {
-      response = await fetch(BASE + path, {
+      response = await fetch((path.startsWith("/standin/") ? "" : BASE) + path, {
         method,
         headers,
         body: body === undefined ? undefined : stringifyJson(body),
@@ -808,6 +817,7 @@
   function stopJob() {
     const job = state.job;
     if (job && job.timer !== null) clearTimeout(job.timer);
+    if (job) closeStream(job);
     state.job = null;
   }
 
@@ -824,7 +834,10 @@
   function watchJob(thing, jobId) {
     stopJob();
     const panel = byId("job-panel");
-    const job = { thing, jobId, timer: null, polls: 0, failures: 0, done: false, nodes: {} };
+    const job = {
+      thing, jobId, timer: null, polls: 0, events: 0, failures: 0, done: false, nodes: {},
+      stream: null, live: false, lastSeq: 0, eventThing: null, row: null,
+    };
     state.job = job;
     const n = job.nodes;
     n.status = el("span", { className: "badge status", "data-testid": "job-status", text: "…" });
@@ -846,6 +859,7 @@
     }
     n.details = el("dl", { className: "job-details", "data-testid": "job-details" });
     n.updated = el("p", { className: "hint", "data-testid": "job-updated" });
+    n.source = el("p", { className: "hint job-source", "data-testid": "job-source", "aria-live": "polite" });
     n.error = el("p", { className: "error-text", role: "alert", "data-testid": "job-error", hidden: true });
     n.load = el("button", { type: "button", "data-testid": "load-results", className: "primary", hidden: true, onclick: () => loadJobResults(job) }, "Load per-device results");
     n.stop = el("button", { type: "button", "data-testid": "stop-watching", className: "secondary", onclick: () => stopWatching(job) }, "Stop watching");
@@ -861,6 +875,7 @@
       counters,
       n.details,
       n.updated,
+      n.source,
       n.error,
       el("div", { className: "form-actions" }, n.load, n.stop, n.resume),
       n.results,
@@ -870,13 +885,125 @@
     panel.dataset.state = "watching";
     panel.scrollIntoView({ block: "nearest" });
     byId("job-title").focus({ preventScroll: true });
-    pollJob(job);
+    followJob(job);
+  }
+
+  // -- following a job: live events first, polling only without them ------------------------
+
+  /** Open the event stream, then read GetJob once; poll only if the stream cannot be had. */
+  function followJob(job) {
+    if (typeof EventSource !== "function") {
+      setSource(job, "polling", "Live events unavailable (this browser has no EventSource): polling GetJob every second.");
+      pollJob(job);
+      return;
+    }
+    setSource(job, "connecting", "Connecting to the live event stream…");
+    // EventSource cannot send headers: the key goes as the appKey query parameter (same origin).
+    const stream = new EventSource(`${EVENT_STREAM}?appKey=${encodeURIComponent(state.key || "")}`);
+    job.stream = stream;
+    let opened = false;
+    stream.onopen = () => {
+      if (state.job !== job) return;
+      const first = !opened;
+      opened = true;
+      job.live = true;
+      if (job.timer !== null) clearTimeout(job.timer);
+      job.timer = null;
+      setSource(job, "events", "Live: following the job from pushed events (no polling).");
+      if (first) readOnce(job);
+      else catchUp(job);
+    };
+    stream.onmessage = (message) => onStreamEvent(job, message.data);
+    stream.onerror = () => {
+      if (state.job !== job || job.done) return;
+      job.live = false;
+      const closed = stream.readyState === EventSource.CLOSED;
+      if (closed) closeStream(job);
+      setSource(job, "polling", closed
+        ? "Live events unavailable (the stand-in refused the event stream): polling GetJob every second."
+        : "Live events interrupted (reconnecting): polling GetJob every second meanwhile.");
+      if (job.timer === null && !job.stopped) pollJob(job);
+    };
+  }
+
+  function closeStream(job) {
+    if (job.endTimer !== undefined) clearTimeout(job.endTimer);
+    if (job.stream) job.stream.close();
+    job.stream = null;
+    job.live = false;
+  }
+
+  function setSource(job, source, text) {
+    job.nodes.source.textContent = text;
+    job.nodes.source.dataset.source = source;
+    byId("job-panel").dataset.source = source;
+  }
+
+  /** The first GetJob read, the job's state before any event (an event seen first wins). */
+  async function readOnce(job) {
+    try {
+      const { doc } = await api("POST", servicePath(job.thing, GET_JOB), { jobId: job.jobId });
+      if (state.job !== job) return;
+      const row = (doc.rows || [])[0];
+      if (!row) throw new HttpError(200, "OK", `${GET_JOB} returned no row for job ${job.jobId}`);
+      job.polls += 1;
+      if (job.row === null) updateJob(job, row);
+    } catch (error) {
+      if (state.job !== job) return;
+      const describe = error instanceof HttpError ? error.describe() : String(error);
+      showText(job.nodes.error, `${GET_JOB} failed: ${describe} (waiting for events)`);
+    }
+  }
+
+  /** After the stream reconnects: the events fired meanwhile, from /standin/events. */
+  async function catchUp(job) {
+    if (job.eventThing === null) return readOnce(job);
+    try {
+      const { doc } = await api("GET", `${EVENTS}?thing=${encodeURIComponent(job.eventThing)}&after=${job.lastSeq}`);
+      for (const fired of doc.events || []) applyEvent(job, fired);
+    } catch (error) {
+      if (state.job !== job) return;
+      const describe = error instanceof HttpError ? error.describe() : String(error);
+      showText(job.nodes.error, `Catching up on events failed: ${describe}`);
+    }
+  }
+
+  function onStreamEvent(job, text) {
+    if (state.job !== job) return;
+    let fired;
+    try {
+      fired = JSON.parse(text);
+    } catch {
+      return; // not an event of ours
+    }
+    applyEvent(job, fired);
+  }
+
+  /** One fired event: a status row of this job updates the view; anything else is ignored. */
+  function applyEvent(job, fired) {
+    if (!fired || (fired.event !== STATUS_CHANGED_EVENT && fired.event !== JOB_ENDED_EVENT)) return;
+    const row = ((fired.data && fired.data.rows) || [])[0];
+    if (!row || String(row.jobId) !== job.jobId) return;
+    if (typeof fired.seq === "number") {
+      if (fired.seq <= job.lastSeq) return;
+      job.lastSeq = fired.seq;
+    }
+    job.eventThing = fired.thing || job.eventThing;
+    job.events += 1;
+    showText(job.nodes.error, "");
+    // AzureIotDeviceJobEnded carries a summary row: keep what it does not say from the last row.
+    const merged = fired.event === JOB_ENDED_EVENT
+      ? { ...(job.row || {}), runningCount: 0, pendingCount: 0, ...row }
+      : row;
+    updateJob(job, merged);
+    if (fired.event === JOB_ENDED_EVENT) closeStream(job);
   }
 
   function stopWatching(job) {
     if (state.job !== job) return;
     if (job.timer !== null) clearTimeout(job.timer);
     job.timer = null;
+    closeStream(job);
     job.stopped = true;
     byId("job-panel").dataset.state = "stopped";
     job.nodes.stop.hidden = true;
@@ -890,12 +1017,12 @@
     byId("job-panel").dataset.state = "watching";
     job.nodes.stop.hidden = false;
     job.nodes.resume.hidden = true;
-    pollJob(job);
+    followJob(job);
   }
 
   async function pollJob(job) {
     job.timer = null;
-    if (state.job !== job || job.done || job.stopped) return;
+    if (state.job !== job || job.done || job.stopped || job.live) return;
     try {
       const { doc } = await api("POST", servicePath(job.thing, GET_JOB), { jobId: job.jobId });
       if (state.job !== job) return;
@@ -916,13 +1043,14 @@
         return;
       }
     }
-    if (state.job === job && !job.done && !job.stopped) {
+    if (state.job === job && !job.done && !job.stopped && !job.live) {
       job.timer = setTimeout(() => pollJob(job), JOB_POLL_MS);
     }
   }
 
   function updateJob(job, row) {
     const n = job.nodes;
+    job.row = row;
     const status = String(row.status || "unknown");
     n.status.textContent = status;
     n.status.className = "badge status status-" + status.replace(/[^a-z]/gi, "");
@@ -966,10 +1094,17 @@
       ["failure", row.failureReason], ["message", row.statusMessage], ["warnings", row.warnings],
     ].filter(([, value]) => value !== null && value !== undefined && value !== "");
     n.details.replaceChildren(...details.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
-    n.updated.textContent = `Updated ${new Date().toISOString().slice(11, 19)} UTC · ${job.polls} poll${job.polls === 1 ? "" : "s"}`;
+    job.updates = (job.updates || 0) + 1;
+    n.updated.textContent = `Updated ${new Date().toISOString().slice(11, 19)} UTC · ${job.polls} GetJob read${job.polls === 1 ? "" : "s"} · ${job.events} event${job.events === 1 ? "" : "s"}`;
     n.updated.dataset.polls = String(job.polls);
+    n.updated.dataset.events = String(job.events);
+    n.updated.dataset.updates = String(job.updates);
     if (terminal) {
       job.done = true;
+      // The agent fires AzureIotDeviceJobEnded (its summary) right after the last status change.
+      if (job.stream && job.endTimer === undefined) {
+        job.endTimer = setTimeout(() => closeStream(job), JOB_ENDED_WAIT_MS);
+      }
       byId("job-panel").dataset.state = "finished";
       n.stop.hidden = true;
       n.resume.hidden = true;

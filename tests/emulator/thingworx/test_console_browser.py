@@ -26,7 +26,14 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Status
+from agent.alwayson import (
+    BaseType,
+    DataShape,
+    EventMetadata,
+    FieldDefinition,
+    InfoTable,
+    Status,
+)
 from agent.channel import AlwaysOnClient
 from agent.registry import RemoteService, ServiceCall, ServiceError, ThingRegistry
 from agent.settings import JobSettings, ThingWorxSettings
@@ -40,6 +47,7 @@ from emulator.thingworx.console import (
 from emulator.thingworx.server import ThingWorxStandIn
 from services import JOB_RESULT_SHAPE, JOB_SHAPE
 from services.shapes import DEVICE_CONNECTION_SHAPE
+from services.watch import ENDED_SHAPE, JOB_ENDED_EVENT, STATUS_CHANGED_EVENT
 from tests.support.chain import APP_KEY as CHAIN_APP_KEY
 from tests.support.chain import AgentChain
 from tests.support.channel import running
@@ -190,6 +198,9 @@ class FakeThing:
     def registry(self) -> ThingRegistry:
         registry = ThingRegistry(JobSettings(call_deadline=10.0))
         registry.add_thing(THING)
+        # The gateway's job events (services/watch.py), fired by the live-view test by hand.
+        registry.add_event(THING, EventMetadata(STATUS_CHANGED_EVENT, JOB_SHAPE, "changed"))
+        registry.add_event(THING, EventMetadata(JOB_ENDED_EVENT, ENDED_SHAPE, "ended"))
         add = registry.add_service
         add(
             THING,
@@ -454,6 +465,28 @@ async def run_service(page: Any, thing: str, service: str) -> Any:
     return form
 
 
+async def without_event_stream(page: Any) -> None:
+    """Make the stand-in's event stream unavailable to the page (answered 503), so the job view
+    must fall back to polling GetJob."""
+
+    async def refuse(route: Any) -> None:
+        await route.fulfill(status=503, body="no event stream in this test")
+
+    await page.route(re.compile(r".*/standin/events/stream.*"), refuse)
+
+
+def count_get_job_requests(page: Any) -> list[str]:
+    """The GetJob requests the page makes from now on (the list grows as they are sent)."""
+    sent: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent.append(request.url) if request.url.endswith(f"/{GET_JOB_NAME}") else None
+        ),
+    )
+    return sent
+
+
 def cell(page: Any, grid: str, column: str, row: int = 0) -> Any:
     return page.get_by_test_id(f"{grid}-row").nth(row).locator(f'td[data-col="{column}"]')
 
@@ -615,11 +648,17 @@ async def test_job_watch_polls_until_done_then_loads_device_results(
     console: Console, tab: Tab, tmp_path: Path
 ) -> None:
     page = await open_console(console, tab)
+    await without_event_stream(page)
     await run_service(page, THING, "StartFakeJob")
     await expect(cell(page, "result-grid", "status")).to_have_text("pending")
     await page.get_by_test_id("watch-job").click()
 
     panel = page.get_by_test_id("job-panel")
+    # No event stream: the panel says it polls instead.
+    await expect(panel.get_by_test_id("job-source")).to_have_attribute("data-source", "polling")
+    await expect(panel.get_by_test_id("job-source")).to_contain_text(
+        "Live events unavailable (the stand-in refused the event stream): polling GetJob"
+    )
     await expect(panel.get_by_test_id("job-id")).to_have_text(FAKE_JOB_ID)
     # Counters refresh from one poll to the next (GetJob advances the fake job by one step).
     await expect(panel.get_by_test_id("job-succeededCount")).to_have_text("1")
@@ -664,6 +703,60 @@ async def test_job_watch_polls_until_done_then_loads_device_results(
 
 
 # -- layout and outcomes (issue 13) ------------------------------------------------------------
+
+
+async def test_job_view_follows_pushed_events_without_polling(console: Console, tab: Tab) -> None:
+    """Issue 12: one GetJob read, then the job's progress from the gateway's pushed events."""
+    page = await open_console(console, tab)
+    get_jobs = count_get_job_requests(page)
+    await run_service(page, THING, "StartFakeJob")
+    await page.get_by_test_id("watch-job").click()
+    panel = page.get_by_test_id("job-panel")
+    source = panel.get_by_test_id("job-source")
+    await expect(source).to_have_attribute("data-source", "events")
+    await expect(source).to_contain_text("Live: following the job from pushed events")
+    # The first read (the fake's GetJob: step 1), then nothing moves without an event.
+    await expect(panel.get_by_test_id("job-succeededCount")).to_have_text("1")
+    await asyncio.sleep(2.5)
+    assert len(get_jobs) == 1, f"the page polled GetJob: {get_jobs}"
+    await expect(panel.get_by_test_id("job-succeededCount")).to_have_text("1")
+
+    def status_changed(step: int, job_id: str = FAKE_JOB_ID) -> None:
+        row = {**console.thing._job_row(step), "jobId": job_id}
+        console.client.fire_event(THING, STATUS_CHANGED_EVENT, InfoTable(JOB_SHAPE, [row]))
+
+    status_changed(2, "another-job")  # someone else's job: ignored
+    status_changed(2)
+    await expect(panel.get_by_test_id("job-succeededCount")).to_have_text("2")
+    await expect(panel.get_by_test_id("job-status")).to_have_text("running")
+    await expect(panel.get_by_test_id("job-progress-text")).to_contain_text("2 of 3 devices")
+    status_changed(3)
+    ended = {
+        "jobId": FAKE_JOB_ID,
+        "status": "completed",
+        "hubStatus": "completed",
+        "deviceCount": 3,
+        "succeededCount": 2,
+        "failedCount": 1,
+        "failedDevices": True,
+        "summary": "completed, but 1 of 3 devices failed",
+    }
+    console.client.fire_event(THING, JOB_ENDED_EVENT, InfoTable(ENDED_SHAPE, [ended]))
+    await expect(panel.get_by_test_id("job-summary")).to_have_text(
+        "completed, but 1 of 3 devices failed"
+    )
+    await expect(panel).to_have_attribute("data-state", "finished")
+    await expect(panel.get_by_test_id("job-status")).to_have_text("completed")
+    await expect(panel.get_by_test_id("job-failedCount")).to_have_text("1")
+    await expect(panel.get_by_test_id("job-runningCount")).to_have_text("0")
+    await expect(panel.get_by_test_id("job-progress")).to_have_attribute("aria-valuenow", "3")
+    updated = panel.get_by_test_id("job-updated")
+    await expect(updated).to_have_attribute("data-events", "3")
+    await expect(updated).to_have_attribute("data-polls", "1")
+    await asyncio.sleep(1.5)
+    assert len(get_jobs) == 1, f"the page polled GetJob: {get_jobs}"
+    assert console.thing.get_job_calls == 1
+    tab.assert_no_script_errors()
 
 
 async def box(locator: Any) -> dict[str, float]:
@@ -746,6 +839,7 @@ async def test_result_grids_keep_what_matters_in_view(
 
 async def test_job_panel_closes_when_another_thing_is_picked(console: Console, tab: Tab) -> None:
     page = await open_console(console, tab)
+    await without_event_stream(page)
     await run_service(page, THING, "StartFakeJob")
     await page.get_by_test_id("watch-job").click()
     panel = page.get_by_test_id("job-panel")
@@ -835,6 +929,7 @@ async def test_failed_part_of_the_progress_bar_is_red(
     console: Console, tab: Tab, tmp_path: Path
 ) -> None:
     page = await open_console(console, tab, layout=True)
+    await without_event_stream(page)  # the fake job advances one step per GetJob poll
 
     # A failed job with 0 devices: a red bar, never a green one.
     await run_service(page, THING, "StartFailedJob")
@@ -913,16 +1008,22 @@ async def test_full_stack_twin_job_watched_to_completion(tab: Tab, tmp_path: Pat
         )
         job_id = await page.get_by_test_id("watch-job").get_attribute("data-job-id")
         assert job_id
+        get_jobs = count_get_job_requests(page)
         await page.get_by_test_id("watch-job").click()
 
         panel = page.get_by_test_id("job-panel")
+        await expect(panel.get_by_test_id("job-source")).to_have_attribute("data-source", "events")
         await expect(panel.get_by_test_id("job-status")).to_have_text("scheduled")
         await expect(panel.get_by_test_id("job-progress-text")).to_have_text(
             "Waiting for the job to start…"
         )
         await expect(panel.get_by_test_id("job-status")).to_have_text("completed", timeout=30_000)
-        polls = int(await panel.get_by_test_id("job-updated").get_attribute("data-polls") or 0)
-        assert polls >= 2, f"only {polls} GetJob polls: the counters were never refreshed"
+        # Progress came from the agent's pushed events: one GetJob read, then events only.
+        updated = panel.get_by_test_id("job-updated")
+        events = int(await updated.get_attribute("data-events") or 0)
+        assert events >= 1, "the job view never took an event: the counters were not pushed"
+        assert await updated.get_attribute("data-polls") == "1"
+        assert len(get_jobs) == 1, f"the page polled GetJob: {get_jobs}"
         await expect(panel.get_by_test_id("job-deviceCount")).to_have_text(str(len(targeted)))
         await expect(panel.get_by_test_id("job-succeededCount")).to_have_text(str(len(targeted)))
         await expect(panel.get_by_test_id("job-failedCount")).to_have_text("0")
