@@ -487,10 +487,7 @@ class AlwaysOnClient:
         if link is not self._link or link.closed.is_set():
             return
         self._synced[thing] = subscriptions
-        current = self._pushes.latest(thing)
-        if current:
-            self._pushes.put_back(PropertyPush(thing, tuple(current)))
-        self._pushes.wake()
+        self._pushes.put_current(thing)
         link.log.debug("thing synchronised", thing=thing, subscribed=sorted(subscriptions))
 
     async def _push_loop(self, link: _Link) -> None:

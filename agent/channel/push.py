@@ -86,11 +86,26 @@ class PushQueue:
         return None
 
     def put_back(self, push: Push) -> None:
-        """Return a push that could not be sent to the front of the queue (the link dropped)."""
-        self._items.appendleft(push)
-        while len(self._items) > self._limit:
-            self._items.pop()
+        """Return a push that could not be sent to the front of the queue (the link dropped).
+
+        It is the oldest push: when the queue has filled up meanwhile, it is the one dropped
+        (and counted), never a newer one.
+        """
+        if len(self._items) >= self._limit:
             self.dropped += 1
+            return
+        self._items.appendleft(push)
+
+    def put_current(self, thing: str) -> None:
+        """Put the latest value of each property of ``thing`` first, for a synchronisation.
+
+        These values are kept apart from the queue (see the module's rules): they take no room
+        in it, so they never make a queued push drop.
+        """
+        current = self.latest(thing)
+        if current:
+            self._items.appendleft(PropertyPush(thing, tuple(current)))
+        self._wake.set()
 
     def wake(self) -> None:
         """Wake the sender (a Thing became synchronised)."""

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import pytest
 
 from agent.alwayson import (
     BaseType,
@@ -75,14 +74,6 @@ def _value(name: str, base_type: BaseType, value: Any) -> PropertyValue:
     return PropertyValue(name, base_type, value, datetime.now(UTC))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug in agent/channel (outside this change): on synchronisation the channel put_back()s "
-        "the latest property values at the front of a full PushQueue, and put_back drops from "
-        "the tail, i.e. the NEWEST push (Tick 5 never arrives, pushes_dropped counts 6)"
-    ),
-)
 async def test_full_queue_keeps_the_newest_and_latest_values_and_sends_them_after_reconnect() -> (
     None
 ):
