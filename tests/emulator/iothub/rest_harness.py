@@ -72,8 +72,16 @@ class FakeJobs:
             and (job_status is None or j["status"] == job_status)
         ]
 
-    def device_job_rows(self) -> Iterable[dict[str, Any]]:
-        return list(self.rows)
+    def device_job_rows(
+        self,
+        job_id: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> Iterable[dict[str, Any]]:
+        rows = sorted(self.rows, key=lambda r: (r["jobId"], r["deviceId"]))
+        rows = [r for r in rows if job_id is None or r["jobId"] == job_id]
+        rows = [r for r in rows if after is None or (r["jobId"], r["deviceId"]) > after]
+        return rows if limit is None else rows[:limit]
 
 
 # --- the harness --------------------------------------------------------------------------
