@@ -277,9 +277,15 @@ class JobStore:
         if job_id is not None:
             where.append("job_id = ?")
             params.append(job_id)
-        if after is not None:
+            if after is not None and after[0] > job_id:
+                return
+        if after is not None and job_id is None:
             where.append("(job_id, device_id) > (?, ?)")
             params.extend(after)
+        elif after is not None and after[0] == job_id:
+            # Not the row value here: with job_id = ? SQLite would scan the job from its start.
+            where.append("device_id > ?")
+            params.append(after[1])
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY job_id, device_id"
