@@ -18,8 +18,11 @@ Printed: the best and median wall time of each, and rows/s.
 With ``--paged``, instead: the whole chain on loopback (``tests.support.AgentChain``: stand-in,
 AlwaysOn, agent, emulator in one process, no fleet, no tier), and QueryJobResults of every row
 of the job read through ThingWorx's REST convention page by page (``maxRows`` = ``--page``,
-following the first row's ``continuationToken``), ``--rounds`` times. Printed: rows/s of the
-whole read, the slowest page and the largest answer (JSON text of the REST reply).
+following the first row's ``continuationToken``), ``--rounds`` times, each round followed by
+the comparison: the SDK's ``query_iot_hub`` reading the same rows straight from the same
+emulator (pages of ``jobs.query_page_size``, as the agent asks the hub). Printed per round:
+rows/s of the whole read, page time p50 and max (the first page included: it must fit in the
+platform's 30 s), the largest answer (JSON text of the REST reply), and the SDK's rows/s.
 
 Run: ``python -m benchmarks.bench_job_results [--devices 10000] [--rounds 5]``, or
 ``python -m benchmarks.bench_job_results --paged --devices 100000 --page 5000 --rounds 2``.
@@ -135,8 +138,10 @@ async def _measure_paged(devices: int, page: int, rounds: int) -> None:
             )
             await chain.wait_status(JOB_ID, ENDED, timeout=1800)
             url = f"{chain.standin.rest_url}/Things/{GATEWAY}/Services/{RESULTS}"
+            page_size = JobSettings().query_page_size
             for n in range(rounds):
-                token, total, pages, slowest, largest = "", 0, 0, 0.0, 0
+                token, total, largest = "", 0, 0
+                times: list[float] = []
                 started = time.perf_counter()
                 while True:
                     began = time.perf_counter()
@@ -146,20 +151,31 @@ async def _measure_paged(devices: int, page: int, rounds: int) -> None:
                     ) as reply:
                         text = await reply.text()
                         assert reply.status == 200, text[:300]
-                    slowest = max(slowest, time.perf_counter() - began)
+                    times.append(time.perf_counter() - began)
                     largest = max(largest, len(text))
                     rows = json.loads(text)["rows"]
                     total += len(rows)
-                    pages += 1
                     token = rows[0].get("continuationToken") or "" if rows else ""
                     if not token:
                         break
                 elapsed = time.perf_counter() - started
                 assert total == devices, total
+                began = time.perf_counter()
+                count = await asyncio.to_thread(
+                    _sdk_rows,
+                    chain.hub.owner_connection_string,
+                    str(chain.hub.ca_pem_path),
+                    page_size,
+                )
+                sdk = time.perf_counter() - began
+                assert count == devices, count
                 print(
-                    f"  round {n + 1}: {total:,} rows in {pages} pages (maxRows {page}) "
-                    f"{elapsed:6.2f} s  {total / elapsed:8,.0f} rows/s  slowest page "
-                    f"{slowest:5.2f} s  largest answer {largest / 1024:7.0f} KiB"
+                    f"  round {n + 1}: QueryJobResults over REST: {total:,} rows in {len(times)} "
+                    f"pages (maxRows {page}) {elapsed:6.2f} s  {total / elapsed:8,.0f} rows/s  "
+                    f"page p50 {statistics.median(times):5.2f} s max {max(times):5.2f} s "
+                    f"(first {times[0]:5.2f} s)  largest answer {largest / 1024:5.0f} KiB\n"
+                    f"           SDK query_iot_hub, same rows (pages of {page_size}): "
+                    f"{sdk:6.2f} s  {count / sdk:8,.0f} rows/s"
                 )
 
 

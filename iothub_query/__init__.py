@@ -47,7 +47,7 @@ from iothub_query.parsing import (
     parse_condition,
     parse_query,
 )
-from iothub_query.queries import Query, Source, run_query
+from iothub_query.queries import Query, Source, pinned_value, run_query
 from iothub_query.values import MISSING, Constant, Path
 
 __all__ = [
@@ -71,5 +71,6 @@ __all__ = [
     "Source",
     "parse_condition",
     "parse_query",
+    "pinned_value",
     "run_query",
 ]

@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from iothub_query.conditions import Condition
+from iothub_query.conditions import And, Comparison, Condition
+from iothub_query.values import Constant, Path
 
-__all__ = ["DEFAULT_COUNT_ALIAS", "Query", "Source", "run_query"]
+__all__ = ["DEFAULT_COUNT_ALIAS", "Query", "Source", "pinned_value", "run_query"]
 
 Source = Literal["devices", "devices.modules", "devices.jobs"]
 
@@ -74,3 +75,29 @@ def run_query(query: Query, documents: Iterable[Mapping[str, Any]]) -> list[Any]
         # Counted as they stream by: a COUNT over 100,000 twins holds one document at a time.
         return [{query.count_alias: sum(1 for _ in selected)}]
     return list(selected)
+
+
+def pinned_value(query: Query, key: str) -> str | int | float | bool | None:
+    """The constant a top-level ``key = constant`` of the WHERE part fixes, else None.
+
+    The condition is the comparison itself or one operand of a top-level ``AND``
+    (``devices.jobs.jobId = 'x' AND status = 'failed'``); the constant may stand on either
+    side. A caller may read only the documents whose ``key`` equals the value (a store's key
+    lookup) and still evaluate the whole condition on them: every match has that value.
+
+    Args:
+        query: a query from :func:`~iothub_query.parse_query`.
+        key: a top-level property name, e.g. ``jobId`` (``devices.jobs`` paths are stripped).
+
+    Returns:
+        The constant's value, or None when no such equality pins ``key`` (or it pins null).
+    """
+    where = query.where
+    candidates = where.operands if isinstance(where, And) else (where,)
+    for condition in candidates:
+        if not isinstance(condition, Comparison) or condition.op != "=":
+            continue
+        for left, right in ((condition.left, condition.right), (condition.right, condition.left)):
+            if isinstance(left, Path) and left.keys == (key,) and isinstance(right, Constant):
+                return right.value
+    return None

@@ -36,7 +36,7 @@ from emulator.iothub.mqtt import DeviceEndpoint
 from emulator.iothub.ports import DeviceLink, JobService
 from emulator.iothub.registry import OWNER_POLICY, Registry
 from emulator.iothub.rest import QueryLanguage, RestApi
-from iothub_query import QueryError, parse_query, run_query
+from iothub_query import QueryError, parse_query, pinned_value, run_query
 
 __all__ = ["IoTHubEmulator", "device_id_for", "query_language"]
 
@@ -285,4 +285,6 @@ def _load_tier(name: str | None) -> Tier | None:
 def query_language() -> QueryLanguage:
     """The ``query`` package's functions as the REST layer takes them (the REST test harness
     wires its API with this too)."""
-    return QueryLanguage(parse=parse_query, run=run_query, errors=(QueryError,))
+    return QueryLanguage(
+        parse=parse_query, run=run_query, pinned=pinned_value, errors=(QueryError,)
+    )

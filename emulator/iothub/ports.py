@@ -144,6 +144,12 @@ class JobService(Protocol):
         """Every job matching the optional filters, oldest first (the REST layer pages)."""
         ...
 
-    def device_job_rows(self) -> Iterable[dict[str, Any]]:
-        """Every ``devices.jobs`` row, in (jobId, deviceId) order."""
+    def device_job_rows(
+        self,
+        job_id: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> Iterable[dict[str, Any]]:
+        """``devices.jobs`` rows in (jobId, deviceId) order: of one job when ``job_id`` is given,
+        after the key ``after`` (jobId, deviceId) when given, at most ``limit`` when given."""
         ...

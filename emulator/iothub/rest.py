@@ -29,6 +29,11 @@ Rules:
   were made); IoT Hub's tokens are opaque positions, not consumed [inferred]. A devices query is
   evaluated once on its first page; later pages read the stored result (twin documents are built
   again per page, so they show the twins as they are then, like IoT Hub's eventual consistency).
+  A ``SELECT *`` on ``devices.jobs`` is never evaluated ahead: each page reads the rows after
+  the last one it returned, in (jobId, deviceId) order, until it holds a page and one more (to
+  know whether a token is due), so a page of a 100,000-row job costs its page, not the job; a
+  top-level ``jobId = '...'`` reads only that job's rows. Its later pages show the rows as they
+  are then (eventual consistency, as above).
 - The REST layer depends on the query language only through :class:`QueryLanguage`, which the
   assembly (``hub.py``) fills with the ``query`` package's functions.
 """
@@ -95,11 +100,14 @@ class QueryLanguage:
     Attributes:
         parse: text → parsed query; raises one of ``errors`` with a message for the caller.
         run: evaluates a parsed query over documents (used for COUNT and devices.jobs).
+        pinned: (a parsed query, key) → the constant a top-level ``key = constant`` fixes, else
+            None (a ``devices.jobs`` page then reads only that job's rows).
         errors: the exception types ``parse`` and ``run`` raise for bad queries.
     """
 
     parse: Callable[[str], ParsedQuery]
     run: Callable[[Any, Iterable[dict[str, Any]]], list[Any]]  # (a parsed query, documents)
+    pinned: Callable[[Any, str], object]
     errors: tuple[type[Exception], ...]
 
 
@@ -110,6 +118,16 @@ class _Cursor:
     item_type: str
     items: Sequence[Any]  # twin ids for "twin" results, ready JSON objects otherwise
     offset: int
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """A ``SELECT *`` on ``devices.jobs`` whose pages read the rows after ``after``."""
+
+    where: Predicate | None
+    job_id: str | None  # the one job a top-level ``jobId = '...'`` pins, else None
+    after: tuple[str, str] | None  # (jobId, deviceId) of the last row returned
     created: float
 
 
@@ -143,7 +161,7 @@ class RestApi:
         self._query = query
         self._clock = clock
         self._sas_host = sas_host
-        self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
+        self._cursors: OrderedDict[str, _Cursor | _Scan] = OrderedDict()
         self.requests: Counter[str] = Counter()
         """Requests served, by route (``"GET /jobs/v2/{id}"``): what the hub was asked."""
         self._runner: web.AppRunner | None = None
@@ -337,6 +355,10 @@ class RestApi:
                 request.query.get("jobType") or None, request.query.get("jobStatus") or None
             )
             cursor = _Cursor("jobResponse", jobs, 0, time.monotonic())
+        if isinstance(cursor, _Scan):
+            raise HubError.argument_invalid(
+                "The continuation token belongs to a devices.jobs query, not to the job list"
+            )
         return self._page(cursor, size)
 
     # --- device queries ------------------------------------------------------------------------
@@ -350,9 +372,11 @@ class RestApi:
             if not isinstance(text, str) or not text.strip():
                 raise HubError.argument_invalid('The body must be {"query": "<query text>"}')
             cursor = await self._evaluate(text)
+        if isinstance(cursor, _Scan):
+            return await self._scan_page(cursor, size)
         return self._page(cursor, size)
 
-    async def _evaluate(self, text: str) -> _Cursor:
+    async def _evaluate(self, text: str) -> _Cursor | _Scan:
         try:
             query = self._query.parse(text)
             source = query.source.lower()
@@ -363,8 +387,12 @@ class RestApi:
                 )
                 return _Cursor("raw" if query.count_alias else "twin", items, 0, now)
             if source == "devices.jobs":
-                rows = self._query.run(query, self._jobs.device_job_rows())
-                return _Cursor("raw" if query.count_alias else "deviceJob", rows, 0, now)
+                pinned = self._query.pinned(query, "jobId")
+                job_id = pinned if isinstance(pinned, str) else None
+                if query.count_alias is None:
+                    return _Scan(query.where, job_id, None, now)
+                rows = self._query.run(query, self._jobs.device_job_rows(job_id))
+                return _Cursor("raw", rows, 0, now)
             if query.count_alias is not None:
                 counted = self._query.run(query, self._registry.iter_twin_docs())
                 return _Cursor("raw", counted, 0, now)
@@ -387,7 +415,7 @@ class RestApi:
 
     # --- paging ----------------------------------------------------------------------------------
 
-    def _take_cursor(self, request: web.Request) -> _Cursor | None:
+    def _take_cursor(self, request: web.Request) -> _Cursor | _Scan | None:
         token = request.headers.get("x-ms-continuation")
         if not token:
             return None
@@ -410,12 +438,36 @@ class RestApi:
             items = list(chunk)
         headers = {"x-ms-item-type": cursor.item_type}
         if end < len(cursor.items):
-            token = secrets.token_urlsafe(18)
-            self._cursors[token] = _Cursor(cursor.item_type, cursor.items, end, cursor.created)
-            while len(self._cursors) > _MAX_CURSORS:
-                self._cursors.popitem(last=False)
-            headers["x-ms-continuation"] = token
+            headers["x-ms-continuation"] = self._remember(
+                _Cursor(cursor.item_type, cursor.items, end, cursor.created)
+            )
         return _ok(items, headers)
+
+    async def _scan_page(self, scan: _Scan, size: int) -> web.Response:
+        found: list[dict[str, Any]] = []
+        after, chunk = scan.after, size + 1
+        while len(found) <= size:  # a page and one more: is a token due?
+            rows = list(self._jobs.device_job_rows(scan.job_id, after, chunk))
+            found.extend(r for r in rows if scan.where is None or scan.where.matches(r))
+            if len(rows) < chunk:
+                break
+            after, chunk = (rows[-1]["jobId"], rows[-1]["deviceId"]), _MAX_PAGE
+            await asyncio.sleep(0)  # a selective condition may scan far: let others through
+        headers = {"x-ms-item-type": "deviceJob"}
+        if len(found) > size:
+            last = found[size - 1]
+            headers["x-ms-continuation"] = self._remember(
+                _Scan(scan.where, scan.job_id, (last["jobId"], last["deviceId"]), scan.created)
+            )
+        return _ok(found[:size], headers)
+
+    def _remember(self, cursor: _Cursor | _Scan) -> str:
+        """A new continuation token for ``cursor`` (the oldest dropped beyond the limit)."""
+        token = secrets.token_urlsafe(18)
+        self._cursors[token] = cursor
+        while len(self._cursors) > _MAX_CURSORS:
+            self._cursors.popitem(last=False)
+        return token
 
     def _expire_cursors(self) -> None:
         deadline = time.monotonic() - _CURSOR_TTL

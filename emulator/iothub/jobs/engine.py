@@ -316,9 +316,15 @@ class JobEngine:
             and (status_filter is None or job.status.value == status_filter)
         ]
 
-    def device_job_rows(self) -> Iterable[dict[str, Any]]:
-        """Every ``devices.jobs`` row, in (jobId, deviceId) order."""
-        return self._rows(None)
+    def device_job_rows(
+        self,
+        job_id: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> Iterable[dict[str, Any]]:
+        """``devices.jobs`` rows in (jobId, deviceId) order: of one job when ``job_id`` is given
+        (none for an unknown job), after the key ``after`` (jobId, deviceId), at most ``limit``."""
+        return self._rows(job_id, after, limit)
 
     def job_device_rows(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The ``devices.jobs`` rows of one job, by device id.
@@ -699,8 +705,13 @@ class JobEngine:
         body["deviceJobStatistics"] = self._counts[spec.job_id].statistics()
         return body
 
-    def _rows(self, job_id: str | None) -> Iterator[dict[str, Any]]:
-        for row in self._store.iter_rows(job_id):
+    def _rows(
+        self,
+        job_id: str | None,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        for row in self._store.iter_rows(job_id, after, limit):
             job = self._jobs.get(row.job_id)
             if job is None:  # pragma: no cover - rows are only written for known jobs
                 continue

@@ -262,15 +262,38 @@ class JobStore:
             )
         ]
 
-    def iter_rows(self, job_id: str | None = None) -> Iterator[DeviceRowRecord]:
-        """Every device row (of one job, or of all), in (jobId, deviceId) order."""
+    def iter_rows(
+        self,
+        job_id: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[DeviceRowRecord]:
+        """Device rows (of one job, or of all) in (jobId, deviceId) order: only those after the
+        key ``after`` (jobId, deviceId) when given, at most ``limit`` when given. The key is the
+        table's primary key, so a page costs what it reads, not the table."""
         sql = "SELECT job_id, device_id, status, created, updated, outcome, error FROM device_jobs"
-        params: tuple[str, ...] = ()
+        where: list[str] = []
+        params: list[str | int] = []
         if job_id is not None:
-            sql += " WHERE job_id = ?"
-            params = (job_id,)
+            where.append("job_id = ?")
+            params.append(job_id)
+            if after is not None and after[0] > job_id:
+                return
+        if after is not None and job_id is None:
+            where.append("(job_id, device_id) > (?, ?)")
+            params.extend(after)
+        elif after is not None and after[0] == job_id:
+            # Not the row value here: with job_id = ? SQLite would scan the job from its start.
+            where.append("device_id > ?")
+            params.append(after[1])
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY job_id, device_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         # Fetch eagerly: a lazy cursor would see (and be confused by) the engine's later writes.
-        rows = self._db.connection.execute(sql + " ORDER BY job_id, device_id", params).fetchall()
+        rows = self._db.connection.execute(sql, params).fetchall()
         for job, device_id, status, created, updated, outcome, error in rows:
             yield DeviceRowRecord(
                 job, device_id, DeviceJobStatus(status), created, updated, outcome, error

@@ -33,6 +33,7 @@ class FakeJobs:
 
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    rows_read: int = 0  # rows handed out by device_job_rows (what a query page cost)
 
     async def create_job(self, job_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
         if job_id in self.jobs:
@@ -72,8 +73,18 @@ class FakeJobs:
             and (job_status is None or j["status"] == job_status)
         ]
 
-    def device_job_rows(self) -> Iterable[dict[str, Any]]:
-        return list(self.rows)
+    def device_job_rows(
+        self,
+        job_id: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> Iterable[dict[str, Any]]:
+        rows = sorted(self.rows, key=lambda r: (r["jobId"], r["deviceId"]))
+        rows = [r for r in rows if job_id is None or r["jobId"] == job_id]
+        rows = [r for r in rows if after is None or (r["jobId"], r["deviceId"]) > after]
+        rows = rows if limit is None else rows[:limit]
+        self.rows_read += len(rows)
+        return rows
 
 
 # --- the harness --------------------------------------------------------------------------

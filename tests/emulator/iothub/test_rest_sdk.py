@@ -348,6 +348,65 @@ async def test_device_query_pages_and_device_job_rows(hub: Harness) -> None:
     assert status == 400 and body["Message"].startswith("ErrorCode:")
 
 
+def _job_row(job_id: str, n: int, status: str) -> dict[str, Any]:
+    return {
+        "deviceId": f"d-{n:05d}",
+        "jobId": job_id,
+        "jobType": "scheduleUpdateTwin",
+        "status": status,
+        "startTimeUtc": "2030-01-01T00:00:00Z",
+        "endTimeUtc": "2030-01-01T00:00:01Z",
+        "createdDateTimeUtc": "2030-01-01T00:00:00Z",
+        "lastUpdatedDateTimeUtc": "2030-01-01T00:00:01Z",
+        "outcome": {},
+    }
+
+
+async def test_device_job_pages_cost_their_page_not_the_table(hub: Harness) -> None:
+    # Issue 12: the first page of a 100,000-row job's results was evaluated over every row of
+    # devices.jobs before it answered (beyond the platform's 30 s on a loaded machine). A page
+    # reads the rows after the last one returned, a page and one more, of the pinned job only.
+    rm = hub.registry_manager()
+    hub.jobs.rows = [
+        _job_row(job, n, "failed" if n % 7 == 0 else "completed")
+        for job in ("j0", "j1", "j2")
+        for n in range(4000)
+    ]
+
+    async def page(query: str, token: str | None, size: int) -> tuple[list[Any], str | None]:
+        result = await asyncio.to_thread(
+            rm.query_iot_hub, QuerySpecification(query=query), token, size
+        )
+        return result.items, result.continuation_token
+
+    query = "SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'j1'"
+    items, token = await page(query, None, 100)
+    assert len(items) == 100 and token
+    assert hub.jobs.rows_read <= 101  # was 12,000: the whole table for one page
+    hub.jobs.rows_read = 0
+    ids = [r.device_id for r in items]
+    while token:
+        items, token = await page(query, token, 1000)
+        ids += [r.device_id for r in items]
+        assert {r.additional_properties["jobId"] for r in items} <= {"j1"}
+    assert ids == [f"d-{n:05d}" for n in range(4000)]  # each row once, in order, no token after
+    assert hub.jobs.rows_read <= 4000 + 4  # every page read its page and one more, no more
+
+    failed = (
+        "SELECT * FROM devices.jobs WHERE devices.jobs.status = 'failed' AND "
+        "devices.jobs.jobId = 'j2'"
+    )
+    ids, token = [], None
+    while True:
+        items, token = await page(failed, token, 100)
+        ids += [r.device_id for r in items]
+        if not token:
+            break
+    assert ids == [f"d-{n:05d}" for n in range(0, 4000, 7)]
+    everything, token = await page("SELECT * FROM devices.jobs", None, 1000)
+    assert [r.additional_properties["jobId"] for r in everything] == ["j0"] * 1000 and token
+
+
 async def test_unknown_continuation_token_is_refused(hub: Harness) -> None:
     rm = hub.registry_manager()
     with pytest.raises(HttpOperationError) as info:

@@ -521,6 +521,27 @@ async def test_list_jobs_filters_by_type_and_status(hub: Hub) -> None:
     )
 
 
+async def test_device_job_rows_page_by_key(hub: Hub) -> None:
+    # The REST layer's devices.jobs pages read the rows after a (jobId, deviceId) key (issue 12).
+    for job_id in ("a", "b"):
+        await hub.engine.create_job(job_id, twin_job(query="IS_DEFINED(deviceId)"))
+        await hub.engine.wait_for_status(job_id, "completed")
+    engine = hub.engine
+
+    def keys(job_id: str | None, after: tuple[str, str] | None, limit: int | None) -> list[str]:
+        return [
+            f"{r['jobId']}/{r['deviceId']}" for r in engine.device_job_rows(job_id, after, limit)
+        ]
+
+    assert keys("b", None, 2) == ["b/d1", "b/d2"]
+    assert keys("b", ("b", "d2"), 3) == ["b/d3", "b/d4", "b/d5"]
+    assert keys("b", ("b", "d6"), 3) == []
+    assert keys("b", ("a", "d9"), 1) == ["b/d1"]
+    assert keys("a", ("b", "d1"), None) == []
+    assert keys(None, ("a", "d5"), 3) == ["a/d6", "b/d1", "b/d2"]
+    assert keys("zz", None, None) == []
+
+
 async def test_queued_and_enqueued_are_synonyms(tmp_path: Path) -> None:
     async with Hub(tmp_path / "hub.db", ["d1"], TIERS["S2"]) as hub:
         hub.link.set_ready("d1")
