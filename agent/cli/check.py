@@ -59,9 +59,10 @@ async def check(settings: Settings, console: Console, *, force_bind: bool = Fals
 
     ThingWorx is checked by AUTH, then BIND and UNBIND of the gateway Thing. When an agent for
     the same ThingWorx already runs here (its ``/healthz`` answers on the configured health
-    port), the BIND is not tried unless ``force_bind``: ThingWorx keeps the last bind, so it
-    would take the gateway Thing from that agent, and the UNBIND would leave it unbound. The
-    running agent's own state is reported instead.
+    port), the BIND is not tried unless ``force_bind``: on a last-in-wins server it would take
+    the gateway Thing from that agent, and the UNBIND would leave it unbound. The running
+    agent's own state is reported instead. A BIND refused because another agent holds the Thing
+    (first-in-wins, an agent not seen here) passes: this agent would be its standby.
 
     Returns:
         The exit status: 0 all good, 1 an end failed, 2 the configuration is wrong.
@@ -186,7 +187,9 @@ async def _check_ends(
         ready.cancel()
         await app.stop()
         await asyncio.gather(failed, ready, return_exceptions=True)
-    if not ready_ok:
+    failure = channel.last_failure
+    standby = not ready_ok and failure is not None and failure.kind == "standby"
+    if not ready_ok and not standby:
         error = channel.last_error
         if error is not None:
             fail(f"ThingWorx {twx.url}", error, hint_for(channel.last_failure))
@@ -197,7 +200,17 @@ async def _check_ends(
                 "check the URL and the network (thingworx.connect_timeout, auth_timeout)",
             )
         return EXIT_FAILED
-    if running is None:
+    if standby and failure is not None:
+        # First-in-wins (the platform's default): another agent, not found through a /healthz
+        # here (another machine), holds the Things. ThingWorx is reachable and the key works;
+        # an agent started with this configuration would wait as that agent's standby.
+        console.print(
+            f"{ok} ThingWorx {twx.url}: authenticated; BIND of {twx.gateway_thing} refused: "
+            f"another agent holds it ({failure.detail.removeprefix('standby: ')}); an agent "
+            "started here would wait as its standby",
+            highlight=False,
+        )
+    elif running is None:
         console.print(
             f"{ok} ThingWorx {twx.url}: authenticated, bound and unbound {twx.gateway_thing}",
             highlight=False,

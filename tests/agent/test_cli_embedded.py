@@ -181,6 +181,21 @@ async def test_check_next_to_the_running_agent_leaves_its_things_bound(tmp_path:
         assert await _gateway_answers(run) != 200
 
 
+async def test_check_passes_when_another_agent_holds_the_things(tmp_path: Path) -> None:
+    """First-in-wins (the stand-in's default, as a real server's): with the agent that holds
+    the Things not found through a /healthz here (another machine: health port 0), check's BIND
+    is refused; ThingWorx is reachable and the key accepted, so check passes and says that an
+    agent started here would be a standby."""
+    async with running(tmp_path) as run:
+        console, out = _console()
+        assert await cli.check(run.settings, console) == 0
+        text = out.getvalue()
+        assert "✓ ThingWorx" in text and "BIND of AzureIotHub refused" in text, text
+        assert "another agent holds it" in text and "would wait as its standby" in text
+        assert "✓ IoT Hub" in text and "all checks passed" in text
+        assert await _gateway_answers(run) == 200  # still the running agent's
+
+
 async def test_check_binds_when_no_agent_runs_here(tmp_path: Path) -> None:
     async with running(tmp_path, bind_policy="last-in-wins") as run:
         console, out = _console()
