@@ -43,6 +43,7 @@ from services.jobs import field
 from services.mapping import ErrorContext, hub_failure
 from services.rollout_engine import METHOD_ROLLOUT, TWIN_ROLLOUT, RolloutEngine
 from services.rollout_store import RolloutRecord
+from services.shapes import column
 
 __all__ = [
     "CANCEL_ROLLOUT",
@@ -81,49 +82,45 @@ ROLLOUT_STATUSES = ("queued", "running", "paused", "completed", "aborted", "canc
 _DEVICE_STATUSES = ("pending", "succeeded", "failed")
 
 
-def _f(name: str, base_type: BaseType, description: str, key: bool = False) -> FieldDefinition:
-    return FieldDefinition(name, base_type, description, {"isPrimaryKey": True} if key else {})
-
-
 ROLLOUT_SHAPE = DataShape.of(
-    _f("rolloutId", BaseType.STRING, "the rollout's id", key=True),
-    _f("status", BaseType.STRING, ", ".join(ROLLOUT_STATUSES)),
-    _f("type", BaseType.STRING, "twinUpdate or deviceMethod"),
-    _f("deviceCount", BaseType.INTEGER, "devices targeted"),
-    _f("succeededCount", BaseType.INTEGER, "devices that succeeded"),
-    _f("failedCount", BaseType.INTEGER, "devices failed for good"),
-    _f("pendingCount", BaseType.INTEGER, "devices not done yet"),
-    _f("retriedCount", BaseType.INTEGER, "devices retried at least once"),
-    _f("wave", BaseType.INTEGER, "the last wave started (0 before the first)"),
-    _f("waveCount", BaseType.INTEGER, "waves planned"),
-    _f("currentJobId", BaseType.STRING, "the hub job in flight"),
-    _f("reason", BaseType.STRING, "why it aborted or failed"),
-    _f("createdTime", BaseType.DATETIME, "when it was started (UTC)"),
-    _f("startTime", BaseType.DATETIME, "when its first hub job was created (UTC)"),
-    _f("endTime", BaseType.DATETIME, "when it ended (UTC)"),
+    column("rolloutId", BaseType.STRING, "the rollout's id", key=True),
+    column("status", BaseType.STRING, ", ".join(ROLLOUT_STATUSES)),
+    column("type", BaseType.STRING, "twinUpdate or deviceMethod"),
+    column("deviceCount", BaseType.INTEGER, "devices targeted"),
+    column("succeededCount", BaseType.INTEGER, "devices that succeeded"),
+    column("failedCount", BaseType.INTEGER, "devices failed for good"),
+    column("pendingCount", BaseType.INTEGER, "devices not done yet"),
+    column("retriedCount", BaseType.INTEGER, "devices retried at least once"),
+    column("wave", BaseType.INTEGER, "the last wave started (0 before the first)"),
+    column("waveCount", BaseType.INTEGER, "waves planned"),
+    column("currentJobId", BaseType.STRING, "the hub job in flight"),
+    column("reason", BaseType.STRING, "why it aborted or failed"),
+    column("createdTime", BaseType.DATETIME, "when it was started (UTC)"),
+    column("startTime", BaseType.DATETIME, "when its first hub job was created (UTC)"),
+    column("endTime", BaseType.DATETIME, "when it ended (UTC)"),
     name="AzureIotDeviceRollout",
 )
 ROLLOUT_RESULT_SHAPE = DataShape.of(
-    _f("deviceId", BaseType.STRING, "the device", key=True),
-    _f("status", BaseType.STRING, "pending, succeeded or failed"),
-    _f("attempts", BaseType.INTEGER, "times the operation reached the device"),
-    _f("wave", BaseType.INTEGER, "the device's wave"),
-    _f("lastJobId", BaseType.STRING, "the last hub job that ran it"),
-    _f("errorCode", BaseType.STRING, "the hub's error code, if it failed"),
-    _f("errorDescription", BaseType.STRING, "the hub's error description"),
-    _f("methodStatus", BaseType.INTEGER, "the device's method answer status"),
-    _f("methodPayload", BaseType.JSON, "the device's method answer"),
-    _f("endTime", BaseType.DATETIME, "when the device was done (UTC)"),
+    column("deviceId", BaseType.STRING, "the device", key=True),
+    column("status", BaseType.STRING, "pending, succeeded or failed"),
+    column("attempts", BaseType.INTEGER, "times the operation reached the device"),
+    column("wave", BaseType.INTEGER, "the device's wave"),
+    column("lastJobId", BaseType.STRING, "the last hub job that ran it"),
+    column("errorCode", BaseType.STRING, "the hub's error code, if it failed"),
+    column("errorDescription", BaseType.STRING, "the hub's error description"),
+    column("methodStatus", BaseType.INTEGER, "the device's method answer status"),
+    column("methodPayload", BaseType.JSON, "the device's method answer"),
+    column("endTime", BaseType.DATETIME, "when the device was done (UTC)"),
     name="AzureIotDeviceRolloutResult",
 )
 PLAN_SHAPE = DataShape.of(
-    _f("valid", BaseType.BOOLEAN, "true when starting it would do something"),
-    _f("deviceCount", BaseType.INTEGER, "devices targeted"),
-    _f("sample", BaseType.JSON, "up to 20 device ids"),
-    _f("waveCount", BaseType.INTEGER, "waves"),
-    _f("waveSizes", BaseType.JSON, "devices per wave"),
-    _f("estimatedDurationSeconds", BaseType.LONG, "first wave to last, without retries"),
-    _f("warnings", BaseType.JSON, "one line each"),
+    column("valid", BaseType.BOOLEAN, "true when starting it would do something"),
+    column("deviceCount", BaseType.INTEGER, "devices targeted"),
+    column("sample", BaseType.JSON, "up to 20 device ids"),
+    column("waveCount", BaseType.INTEGER, "waves"),
+    column("waveSizes", BaseType.JSON, "devices per wave"),
+    column("estimatedDurationSeconds", BaseType.LONG, "first wave to last, without retries"),
+    column("warnings", BaseType.JSON, "one line each"),
     name="AzureIotDeviceRolloutPlan",
 )
 _PLAN_INPUTS = (

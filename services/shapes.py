@@ -21,6 +21,7 @@ __all__ = [
     "JOB_RESULT_SHAPE",
     "JOB_SHAPE",
     "METHOD_RESULT_SHAPE",
+    "column",
     "job_row",
     "job_summary",
     "job_table",
@@ -32,39 +33,42 @@ __all__ = [
 _KEY = {"isPrimaryKey": True}
 
 
-def _f(name: str, base_type: BaseType, description: str, key: bool = False) -> FieldDefinition:
+def column(name: str, base_type: BaseType, description: str, key: bool = False) -> FieldDefinition:
+    """A result DataShape's column (``key``: the row's primary key, ``isPrimaryKey``)."""
     return FieldDefinition(name, base_type, description, _KEY if key else {})
 
 
 JOB_SHAPE = DataShape.of(
-    _f("jobId", BaseType.STRING, "the job's id", key=True),
-    _f("type", BaseType.STRING, "twinUpdate or deviceMethod"),
-    _f("status", BaseType.STRING, "scheduled, pending, running, completed, failed, cancelled"),
-    _f("hubStatus", BaseType.STRING, "the status exactly as IoT Hub reported it"),
-    _f("queryCondition", BaseType.STRING, "the devices the job targets (twin query WHERE part)"),
-    _f("createdTime", BaseType.DATETIME, "when the job was created (UTC)"),
-    _f("startTime", BaseType.DATETIME, "when the job starts (UTC)"),
-    _f("endTime", BaseType.DATETIME, "when the job ended (UTC)"),
-    _f("maxExecutionTimeInSeconds", BaseType.LONG, "the job window, seconds"),
-    _f("methodName", BaseType.STRING, "the direct method of a deviceMethod job"),
-    _f("payload", BaseType.JSON, "the method payload of a deviceMethod job"),
-    _f("responseTimeoutInSeconds", BaseType.INTEGER, "method response timeout, seconds"),
-    _f("connectTimeoutInSeconds", BaseType.INTEGER, "device connect timeout, seconds"),
-    _f("patch", BaseType.JSON, "the twin patch of a twinUpdate job"),
-    _f("deviceCount", BaseType.INTEGER, "devices the job targets"),
-    _f("succeededCount", BaseType.INTEGER, "devices that succeeded"),
-    _f("failedCount", BaseType.INTEGER, "devices that failed"),
-    _f("runningCount", BaseType.INTEGER, "devices running the job now"),
-    _f("pendingCount", BaseType.INTEGER, "devices waiting to run the job"),
-    _f("failureReason", BaseType.STRING, "why the job failed, if it did"),
-    _f("statusMessage", BaseType.STRING, "IoT Hub's status message"),
-    _f("warnings", BaseType.STRING, "what the agent changed in the request, and why"),
-    _f(
+    column("jobId", BaseType.STRING, "the job's id", key=True),
+    column("type", BaseType.STRING, "twinUpdate or deviceMethod"),
+    column("status", BaseType.STRING, "scheduled, pending, running, completed, failed, cancelled"),
+    column("hubStatus", BaseType.STRING, "the status exactly as IoT Hub reported it"),
+    column(
+        "queryCondition", BaseType.STRING, "the devices the job targets (twin query WHERE part)"
+    ),
+    column("createdTime", BaseType.DATETIME, "when the job was created (UTC)"),
+    column("startTime", BaseType.DATETIME, "when the job starts (UTC)"),
+    column("endTime", BaseType.DATETIME, "when the job ended (UTC)"),
+    column("maxExecutionTimeInSeconds", BaseType.LONG, "the job window, seconds"),
+    column("methodName", BaseType.STRING, "the direct method of a deviceMethod job"),
+    column("payload", BaseType.JSON, "the method payload of a deviceMethod job"),
+    column("responseTimeoutInSeconds", BaseType.INTEGER, "method response timeout, seconds"),
+    column("connectTimeoutInSeconds", BaseType.INTEGER, "device connect timeout, seconds"),
+    column("patch", BaseType.JSON, "the twin patch of a twinUpdate job"),
+    column("deviceCount", BaseType.INTEGER, "devices the job targets"),
+    column("succeededCount", BaseType.INTEGER, "devices that succeeded"),
+    column("failedCount", BaseType.INTEGER, "devices that failed"),
+    column("runningCount", BaseType.INTEGER, "devices running the job now"),
+    column("pendingCount", BaseType.INTEGER, "devices waiting to run the job"),
+    column("failureReason", BaseType.STRING, "why the job failed, if it did"),
+    column("statusMessage", BaseType.STRING, "IoT Hub's status message"),
+    column("warnings", BaseType.STRING, "what the agent changed in the request, and why"),
+    column(
         "summary",
         BaseType.STRING,
         "the outcome in words, e.g. completed: 8 succeeded, 2 failed (2 offline)",
     ),
-    _f(
+    column(
         "continuationToken",
         BaseType.STRING,
         "FindJobs/QueryJobResults, first row only: pass it back for the next page; empty on the "
@@ -74,19 +78,19 @@ JOB_SHAPE = DataShape.of(
 )
 
 JOB_RESULT_SHAPE = DataShape.of(
-    _f("deviceId", BaseType.STRING, "the device", key=True),
-    _f("jobId", BaseType.STRING, "the job"),
-    _f("type", BaseType.STRING, "twinUpdate or deviceMethod"),
-    _f("status", BaseType.STRING, "pending, scheduled, running, completed, failed, cancelled"),
-    _f("createdTime", BaseType.DATETIME, "when the device job was created (UTC)"),
-    _f("startTime", BaseType.DATETIME, "when the job started (UTC)"),
-    _f("endTime", BaseType.DATETIME, "when the job's window ends or ended (UTC)"),
-    _f("lastUpdatedTime", BaseType.DATETIME, "last change of this row (UTC)"),
-    _f("methodStatus", BaseType.INTEGER, "the device's status answer to the method"),
-    _f("methodPayload", BaseType.JSON, "the device's payload answer to the method"),
-    _f("errorCode", BaseType.STRING, "IoT Hub's error code for this device, if it failed"),
-    _f("errorDescription", BaseType.STRING, "IoT Hub's error text for this device"),
-    _f(
+    column("deviceId", BaseType.STRING, "the device", key=True),
+    column("jobId", BaseType.STRING, "the job"),
+    column("type", BaseType.STRING, "twinUpdate or deviceMethod"),
+    column("status", BaseType.STRING, "pending, scheduled, running, completed, failed, cancelled"),
+    column("createdTime", BaseType.DATETIME, "when the device job was created (UTC)"),
+    column("startTime", BaseType.DATETIME, "when the job started (UTC)"),
+    column("endTime", BaseType.DATETIME, "when the job's window ends or ended (UTC)"),
+    column("lastUpdatedTime", BaseType.DATETIME, "last change of this row (UTC)"),
+    column("methodStatus", BaseType.INTEGER, "the device's status answer to the method"),
+    column("methodPayload", BaseType.JSON, "the device's payload answer to the method"),
+    column("errorCode", BaseType.STRING, "IoT Hub's error code for this device, if it failed"),
+    column("errorDescription", BaseType.STRING, "IoT Hub's error text for this device"),
+    column(
         "continuationToken",
         BaseType.STRING,
         "FindJobs/QueryJobResults, first row only: pass it back for the next page; empty on the "
@@ -96,18 +100,18 @@ JOB_RESULT_SHAPE = DataShape.of(
 )
 
 METHOD_RESULT_SHAPE = DataShape.of(
-    _f("deviceId", BaseType.STRING, "the device", key=True),
-    _f("status", BaseType.INTEGER, "the device's status answer"),
-    _f("payload", BaseType.JSON, "the device's payload answer"),
+    column("deviceId", BaseType.STRING, "the device", key=True),
+    column("status", BaseType.INTEGER, "the device's status answer"),
+    column("payload", BaseType.JSON, "the device's payload answer"),
     name="AzureIotDeviceMethodResult",
 )
 
 
 DEVICE_CONNECTION_SHAPE = DataShape.of(
-    _f("deviceId", BaseType.STRING, "the device", key=True),
-    _f("connectionState", BaseType.STRING, "Connected or Disconnected, as the twin says"),
-    _f("status", BaseType.STRING, "enabled or disabled, as the twin says"),
-    _f("lastActivityTime", BaseType.DATETIME, "the device's last activity (UTC), if any"),
+    column("deviceId", BaseType.STRING, "the device", key=True),
+    column("connectionState", BaseType.STRING, "Connected or Disconnected, as the twin says"),
+    column("status", BaseType.STRING, "enabled or disabled, as the twin says"),
+    column("lastActivityTime", BaseType.DATETIME, "the device's last activity (UTC), if any"),
     name="AzureIotDeviceConnection",
 )
 
