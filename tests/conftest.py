@@ -14,6 +14,8 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, settings
 
+from tests.support.postgres import PostgresCluster, find_binaries
+
 settings.register_profile(
     "default", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -46,3 +48,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for where, marker in _BY_PATH.items():
             if path == where or where in path.parents:
                 item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL server for the session (tests/support/postgres.py); skips, saying
+    why, where Debian's PostgreSQL binaries are missing."""
+    bin_dir, why = find_binaries()
+    if bin_dir is None:
+        pytest.skip(why)
+    cluster = PostgresCluster(bin_dir)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_cluster.new_database()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import socket
 
-__all__ = ["fresh_loopback"]
+__all__ = ["free_port", "fresh_loopback"]
 
 
 def fresh_loopback() -> str:
@@ -23,3 +23,10 @@ def fresh_loopback() -> str:
                 continue
         return host
     raise RuntimeError("no free loopback address for port 8883")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port of ``host`` that nothing listens on now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
