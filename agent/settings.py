@@ -41,6 +41,7 @@ __all__ = [
     "LogSettings",
     "RolloutSettings",
     "Settings",
+    "StoreSettings",
     "ThingWorxSettings",
     "default_config_path",
     "load_settings",
@@ -214,6 +215,37 @@ class RolloutSettings(_Section):
     )
 
 
+class StoreSettings(_Section):
+    """Where the agent keeps its own state (rollouts, admission, audit; docs/operations.md).
+
+    Empty ``url``: SQLite files in ``rollouts.data_dir`` (one agent, the embedded default).
+    ``postgresql://...``: a PostgreSQL database shared by several agents of one hub, one of them
+    active (it holds the leadership) and the others standby.
+    """
+
+    url: SecretStr = Field(
+        SecretStr(""), description="empty = SQLite in rollouts.data_dir; postgresql://... shared"
+    )
+    url_file: str = Field("", description="file holding the store URL (it may carry a password)")
+    takeover_seconds: float = Field(
+        15.0, gt=0, le=600, description="a standby agent takes over within this, s"
+    )
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> StoreSettings:
+        if self.url_file:
+            self.url = _read_secret_file(self.url_file)
+        url = self.url.get_secret_value()
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("store.url must be empty (SQLite) or start with postgresql://")
+        return self
+
+    @property
+    def shared(self) -> bool:
+        """True when the store is a shared PostgreSQL database."""
+        return bool(self.url.get_secret_value())
+
+
 class LogSettings(_Section):
     """structlog output."""
 
@@ -270,6 +302,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     health: HealthSettings = HealthSettings()
     rollouts: RolloutSettings = RolloutSettings()
+    store: StoreSettings = StoreSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
 
     @field_validator("thingworx")
@@ -380,7 +413,7 @@ def settings_errors(exc: ValidationError, config_file: Path | None = None) -> li
             ""
             if isinstance(got, dict)
             or got is None
-            or any(w in key for w in ("key", "secret", "connection", "password"))
+            or any(w in key for w in ("key", "secret", "connection", "password", "store.url"))
             else f"; got {got!r}"
         )
         lines.append(f"setting {key} ({source}): {message[:1].lower()}{message[1:]}{shown}")
