@@ -14,10 +14,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from iothub_query.conditions import And, Comparison, Condition
+from iothub_query.conditions import And, Comparison, Condition, Membership
 from iothub_query.values import Constant, Path
 
-__all__ = ["DEFAULT_COUNT_ALIAS", "Query", "Source", "pinned_value", "run_query"]
+__all__ = [
+    "DEFAULT_COUNT_ALIAS",
+    "Query",
+    "Source",
+    "pinned_members",
+    "pinned_value",
+    "run_query",
+]
 
 Source = Literal["devices", "devices.modules", "devices.jobs"]
 
@@ -101,3 +108,43 @@ def pinned_value(query: Query, key: str) -> str | int | float | bool | None:
             if isinstance(left, Path) and left.keys == (key,) and isinstance(right, Constant):
                 return right.value
     return None
+
+
+def pinned_members(condition: Condition, key: str) -> frozenset[Any] | None:
+    """The constants a top-level ``key IN [...]`` or ``key = constant`` limits ``key`` to.
+
+    The condition is the membership (or equality) itself or one operand of a top-level ``AND``
+    (a rollout wave's ``deviceId IN ['a', 'b', ...]``); the path is ``key`` alone, its name
+    matched case-insensitively as top-level names are. A caller may then evaluate the whole
+    condition only on the documents whose ``key`` is one of the constants (a registry's key
+    lookup instead of a scan): no other document can match. ``NIN`` pins nothing.
+
+    Args:
+        condition: a parsed WHERE condition.
+        key: a top-level property name, e.g. ``deviceId``.
+
+    Returns:
+        The constants' values (the smallest set when several operands pin ``key``), or None.
+    """
+    lowered = key.lower()
+
+    def is_key(operand: object) -> bool:
+        return (
+            isinstance(operand, Path)
+            and len(operand.keys) == 1
+            and operand.keys[0].lower() == lowered
+        )
+
+    found: frozenset[Any] | None = None
+    candidates = condition.operands if isinstance(condition, And) else (condition,)
+    for operand in candidates:
+        values: frozenset[Any] | None = None
+        if isinstance(operand, Membership) and not operand.negated and is_key(operand.operand):
+            values = frozenset(c.value for c in operand.values)
+        elif isinstance(operand, Comparison) and operand.op == "=":
+            for left, right in ((operand.left, operand.right), (operand.right, operand.left)):
+                if is_key(left) and isinstance(right, Constant):
+                    values = frozenset((right.value,))
+        if values is not None and (found is None or len(values) < len(found)):
+            found = values
+    return found

@@ -103,3 +103,24 @@ def test_grammar_ships_as_package_data() -> None:
 
     text = resources.files("iothub_query").joinpath("grammar.lark").read_text()
     assert "COMP_OP" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "pinned"),
+    [
+        ("deviceId IN ['a', 'b']", {"a", "b"}),
+        ("DeviceId = 'a'", {"a"}),
+        ("'a' = deviceId", {"a"}),
+        ("tags.x = 1 AND deviceId IN ['a', 'b', 'c'] AND deviceId = 'c'", {"c"}),
+        ("deviceId IN ['a', 1]", {"a", 1}),
+        ("deviceId NIN ['a']", None),
+        ("deviceId IN ['a'] OR deviceId = 'b'", None),
+        ("NOT (deviceId = 'a')", None),
+        ("tags.deviceId = 'a'", None),
+        ("deviceId != 'a'", None),
+        ("tags.x = 1", None),
+    ],
+)
+def test_pinned_members(text: str, pinned: set[Any] | None) -> None:
+    found = query_package.pinned_members(parse_condition(text), "deviceId")
+    assert found == (None if pinned is None else frozenset(pinned))
