@@ -15,6 +15,10 @@ Rules:
 - The store holds no logic of its own: the engine decides, the store remembers.
 - Calls are short and synchronous (SQLite on a local disk, WAL); the engine calls them on the
   event loop between hub calls.
+- A rollout's device counts (``counts``, read by every GetRollout) are counted once and kept
+  until this store writes that rollout's devices again (``create``, ``judge``): counting
+  100,000 rows took 0.3 s of the event loop per call. One agent owns the file, so no other
+  writer can change them behind the cache.
 """
 
 from __future__ import annotations
@@ -338,6 +342,7 @@ class SqliteRolloutStore:
     def __init__(self, path: Path | str) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._counts: dict[str, dict[str, int]] = {}
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -391,6 +396,7 @@ class SqliteRolloutStore:
         Raises:
             sqlite3.IntegrityError: a rollout with that id exists.
         """
+        self._counts.pop(record.rollout_id, None)
         with self._tx():
             self._db.execute(
                 f"INSERT INTO rollouts ({_ROLLOUT_COLUMNS}) VALUES "
@@ -502,6 +508,9 @@ class SqliteRolloutStore:
 
     def counts(self, rollout_id: str) -> dict[str, int]:
         """Devices by status (``pending``, ``succeeded``, ``failed``) and ``retried``."""
+        cached = self._counts.get(rollout_id)
+        if cached is not None:
+            return dict(cached)
         counts = {"pending": 0, "succeeded": 0, "failed": 0, "retried": 0}
         for status, count, retried in self._db.execute(
             "SELECT status, COUNT(*), SUM(retried > 0) FROM devices WHERE rollout_id = ? "
@@ -510,6 +519,7 @@ class SqliteRolloutStore:
         ):
             counts[status] = count
             counts["retried"] += retried or 0
+        self._counts[rollout_id] = dict(counts)
         return counts
 
     # -- rounds and parts ----------------------------------------------------------------
@@ -598,6 +608,7 @@ class SqliteRolloutStore:
     ) -> None:
         """Store a round's verdict whole: devices, the round judged, the retry round, the
         rollout's columns."""
+        self._counts.pop(rollout_id, None)
         with self._tx():
             self._db.executemany(
                 "UPDATE devices SET status = ?, attempts = ?, retried = retried + ?, "
