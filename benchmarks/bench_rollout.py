@@ -48,8 +48,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -176,10 +178,12 @@ async def run_rollout(rest: Rest, round_: int, every: float, pid: int) -> Side:
     return side
 
 
-async def _count_hub_jobs(rest: Rest, prefix: str) -> int:
-    """Hub jobs whose id starts with ``prefix`` (FindJobs, one page of up to 5,000)."""
-    answer = await rest.call("AzureIotDeviceJobFindJobs", {"maxRows": 5000})
-    return sum(1 for row in answer["rows"] if str(row.get("jobId", "")).startswith(prefix))
+def _count_hub_jobs(data_dir: Path, rollout_id: str) -> int:
+    """The rollout's hub jobs (its parts), read from the agent's store file, read-only."""
+    uri = f"file:{data_dir / 'rollouts.sqlite'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        row = db.execute("SELECT COUNT(*) FROM parts WHERE rollout_id = ?", (rollout_id,))
+        return int(row.fetchone()[0])
 
 
 async def run(devices: int, rounds: int, poll: float, watch: float) -> list[tuple[Side, Side]]:
@@ -216,8 +220,8 @@ async def run(devices: int, rounds: int, poll: float, watch: float) -> list[tupl
                         job = await run_job(agent.rest, round_, watch, pid)
                         _print_side(round_, job)
                         rollout = await run_rollout(agent.rest, round_, watch, pid)
-                        rollout.hub_jobs = await _count_hub_jobs(
-                            agent.rest, f"bench-rollout-{round_}-"
+                        rollout.hub_jobs = _count_hub_jobs(
+                            tmp / "agent-data", f"bench-rollout-{round_}"
                         )
                         _print_side(round_, rollout)
                         results.append((job, rollout))

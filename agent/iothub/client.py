@@ -700,7 +700,12 @@ class IotHubClient:
         return call
 
     async def query_job_results(
-        self, query: str, max_rows: int, *, deadline: float | None = None
+        self,
+        query: str,
+        max_rows: int,
+        *,
+        deadline: float | None = None,
+        page_size: int | None = None,
     ) -> list[DeviceJobResult]:
         """Run a ``devices.jobs`` query page by page (``query_iot_hub``), up to ``max_rows``.
 
@@ -708,6 +713,8 @@ class IotHubClient:
             query: a ``SELECT * FROM devices.jobs ...`` query (validated by the caller).
             max_rows: the most rows to return.
             deadline: the caller's deadline (event-loop time), if any.
+            page_size: rows per hub page (1..1000, as IoT Hub takes); None for
+                ``jobs.query_page_size``.
 
         Returns:
             One result per row, in the hub's order.
@@ -721,13 +728,14 @@ class IotHubClient:
         token: str | None = None
         what = "query job results"
         budget = self._budget_for(what)
+        per_page = min(max(page_size or self._jobs.query_page_size, 1), 1000)
         while len(rows) < max_rows:
-            size = min(self._jobs.query_page_size, max_rows - len(rows))
-            page, count, read, token = await self._call(
+            size = min(per_page, max_rows - len(rows))
+            found, count, read, token = await self._call(
                 what, self._results_page(query, size, token), kind=_Kind.READ, deadline=deadline
             )
             self._spend(budget, count, read)
-            rows.extend(page[: max_rows - len(rows)])
+            rows.extend(found[: max_rows - len(rows)])
             if not token or not count:
                 break
         return rows
