@@ -137,8 +137,10 @@ def parse_query(text: str) -> Query:
 
     Raises:
         QuerySyntaxError: the text is not a query.
-        QueryNotSupported: projections, aggregates other than ``COUNT()``, any non-``*`` select
-            on ``devices.jobs``, ``TOP``, ``GROUP BY``, functions other than ``IS_DEFINED``.
+        QueryNotSupported: projections other than top-level names on ``devices``
+            (``SELECT deviceId FROM devices``), aggregates other than ``COUNT()``, any
+            non-``*`` select on ``devices.jobs``, ``TOP``, ``GROUP BY``, functions other than
+            ``IS_DEFINED``.
         QueryLimitExceeded: it is longer than 8192 characters or nests too deep.
     """
     _check_text(text)
@@ -321,11 +323,31 @@ class _Builder:
             )
         if "group_by" in parts:
             raise QueryNotSupported("GROUP BY is not supported")
-        count_alias = None if select.data == "select_star" else self.count_alias(select)
+        count_alias: str | None = None
+        fields: tuple[str, ...] = ()
+        if select.data != "select_star":
+            fields = self.fields(select) if source == "devices" else ()
+            if not fields:
+                count_alias = self.count_alias(select)
         self.strip_jobs_prefix = source == "devices.jobs"
         where = parts.get("where")
         condition = self.condition(where.children[0]) if where is not None else None
-        return Query(source=source, count_alias=count_alias, where=condition, text=self.text)
+        return Query(
+            source=source, count_alias=count_alias, where=condition, text=self.text, fields=fields
+        )
+
+    def fields(self, select: Tree[Token]) -> tuple[str, ...]:
+        """The names of ``SELECT name[, name...]`` (top-level names, no alias), else ()."""
+        names: list[str] = []
+        for item in (child for child in select.children if isinstance(child, Tree)):
+            target = item.children[0]
+            if len(item.children) != 1 or not isinstance(target, Tree) or target.data != "path":
+                return ()
+            tokens = target.children
+            if len(tokens) != 1 or cast(Token, tokens[0]).type != "IDENT":
+                return ()
+            names.append(str(tokens[0]))
+        return tuple(names)
 
     def source(self, tree: Tree[Token]) -> Source:
         tokens = [cast(Token, child) for child in tree.children]
@@ -355,7 +377,8 @@ class _Builder:
                     f"function {name} is not supported in SELECT; only COUNT() is"
                 )
         raise QueryNotSupported(
-            "projections are not supported; use SELECT * or SELECT COUNT() [AS alias]"
+            "projections are not supported but of top-level names (SELECT deviceId, status "
+            "FROM devices); use SELECT *, SELECT COUNT() [AS alias] or such names"
         )
 
     # conditions

@@ -1,9 +1,10 @@
 """A parsed query and how it runs over a collection of documents.
 
 Rules: a query reads one collection (``devices``, ``devices.modules`` or ``devices.jobs``; the
-caller supplies that collection's documents); it either returns the matching documents
-unchanged (``SELECT *``) or counts them (``SELECT COUNT() [AS alias]``, one row
-``{alias: n}``, alias ``$1`` by default as IoT Hub names unnamed columns). Paging the result
+caller supplies that collection's documents); it returns the matching documents unchanged
+(``SELECT *``), counts them (``SELECT COUNT() [AS alias]``, one row ``{alias: n}``, alias
+``$1`` by default as IoT Hub names unnamed columns), or keeps named top-level properties of
+each (``SELECT deviceId FROM devices``: ``{"deviceId": ...}``). Paging the result
 (``x-ms-max-item-count`` / ``x-ms-continuation``, reference/iothub.md §1.5) is the REST layer's
 job: :func:`run_query` returns the whole result, in the documents' order.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from iothub_query.conditions import And, Comparison, Condition, Membership
-from iothub_query.values import Constant, Path
+from iothub_query.values import MISSING, Constant, Path
 
 __all__ = [
     "DEFAULT_COUNT_ALIAS",
@@ -33,7 +34,8 @@ DEFAULT_COUNT_ALIAS: Final = "$1"
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """``SELECT * | SELECT COUNT() [AS alias] FROM <source> [WHERE <condition>]``.
+    """``SELECT * | SELECT COUNT() [AS alias] | SELECT name[, name...] FROM <source> [WHERE
+    <condition>]``.
 
     Attributes:
         source: the collection read.
@@ -42,12 +44,15 @@ class Query:
         where: the condition, or None when every document is selected. On ``devices.jobs``
             its paths are already stripped of their ``devices.jobs.`` prefix.
         text: the query text as received.
+        fields: ``SELECT deviceId, status FROM devices``: the top-level names each result keeps
+            (as written; read case-insensitively like paths); () for ``*`` and ``COUNT()``.
     """
 
     source: Source
     count_alias: str | None
     where: Condition | None
     text: str
+    fields: tuple[str, ...] = ()
 
     @property
     def is_count(self) -> bool:
@@ -59,6 +64,8 @@ class Query:
         select = "*" if self.count_alias is None else f"COUNT() AS {self.count_alias}"
         if self.count_alias == DEFAULT_COUNT_ALIAS:
             select = "COUNT()"
+        if self.fields:
+            select = ", ".join(self.fields)
         where = f" WHERE {self.where.to_text()}" if self.where is not None else ""
         return f"SELECT {select} FROM {self.source}{where}"
 
@@ -72,7 +79,8 @@ def run_query(query: Query, documents: Iterable[Mapping[str, Any]]) -> list[Any]
 
     Returns:
         ``SELECT *``: the matching documents themselves, in order. ``SELECT COUNT()``:
-        ``[{alias: number of matching documents}]``.
+        ``[{alias: number of matching documents}]``. ``SELECT name, ...``: per matching
+        document, its values of those names (a name it lacks is left out).
     """
     selected: Iterable[Mapping[str, Any]] = documents
     if query.where is not None:
@@ -81,6 +89,12 @@ def run_query(query: Query, documents: Iterable[Mapping[str, Any]]) -> list[Any]
     if query.count_alias is not None:
         # Counted as they stream by: a COUNT over 100,000 twins holds one document at a time.
         return [{query.count_alias: sum(1 for _ in selected)}]
+    if query.fields:  # each result keeps the names selected that it has
+        getters = [(name, Path((name,)).getter()) for name in query.fields]
+        return [
+            {name: value for name, get in getters if (value := get(document)) is not MISSING}
+            for document in selected
+        ]
     return list(selected)
 
 

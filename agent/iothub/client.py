@@ -803,7 +803,7 @@ class IotHubClient:
         """
         what = "query device ids"
         budget = CallBudget(what, max_devices, self._settings.max_bytes_per_call * 16)
-        query = f"SELECT * FROM devices WHERE {condition}"
+        query = f"SELECT deviceId FROM devices WHERE {condition}"  # ids only: 1/20 of twins
         ids: list[str] = []
         token: str | None = None
         while True:

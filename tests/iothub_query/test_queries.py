@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -124,3 +125,20 @@ def test_grammar_ships_as_package_data() -> None:
 def test_pinned_members(text: str, pinned: set[Any] | None) -> None:
     found = query_package.pinned_members(parse_condition(text), "deviceId")
     assert found == (None if pinned is None else frozenset(pinned))
+
+
+def test_projection_of_top_level_names() -> None:
+    query = parse_query("select deviceId, STATUS, nothing from devices where tags.a = 1")
+    assert query.fields == ("deviceId", "STATUS", "nothing")
+    assert parse_query(query.to_text()) == dataclasses.replace(query, text=query.to_text())
+    twins = [
+        {"deviceId": "d1", "status": "enabled", "tags": {"a": 1}},
+        {"deviceId": "d2", "status": "disabled", "tags": {"a": 2}},
+        {"deviceId": "d3", "tags": {"a": 1}},
+    ]
+    assert run_query(query, twins) == [
+        {"deviceId": "d1", "STATUS": "enabled"},
+        {"deviceId": "d3"},
+    ]
+    assert parse_query("SELECT * FROM devices").fields == ()
+    assert parse_query("SELECT COUNT() FROM devices").fields == ()
