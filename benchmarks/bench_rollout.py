@@ -40,8 +40,13 @@ the default 2 s would add minutes (the interval is for production, where a job t
 hours and a hub read costs quota), and 0.1 s keeps the wait under the jobs' own time here while
 a step (a few store reads, one hub read) stays far below it.
 
-Run: ``python -m benchmarks.bench_rollout [--devices 100000] [--rounds 2] [--poll 0.1]
-[--watch 0.1] [--no-plan]``.
+With ``--tier S3`` both the emulator and the agent take that tier: the hub paces device
+operations (50 a second) and allows 10 jobs at once, as a real hub would; run it smaller
+(``--devices 5000 --wave 500``: about 100 s a side) to see the ratio where the hub's pace, not
+the per-job overhead, sets the time.
+
+Run: ``python -m benchmarks.bench_rollout [--devices 100000] [--wave 10000] [--rounds 2]
+[--poll 0.1] [--watch 0.1] [--tier S1|S2|S3] [--no-plan]``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -58,6 +64,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +86,8 @@ class Side:
     wall: float = 0.0
     call: float = 0.0
     hub_jobs: int = 0
+    hub_own: float = 0.0
+    hub_gaps: float = 0.0
     rss: list[float] = field(default_factory=list)
     before: float = 0.0
     after: float = 0.0
@@ -141,8 +150,8 @@ async def run_job(rest: Rest, round_: int, every: float, pid: int) -> Side:
     return side
 
 
-async def run_rollout(rest: Rest, round_: int, every: float, pid: int) -> Side:
-    """One twin rollout over every device in waves of 10,000, polled with GetRollout."""
+async def run_rollout(rest: Rest, round_: int, every: float, pid: int, wave: int) -> Side:
+    """One twin rollout over every device in waves of ``wave``, polled with GetRollout."""
     side = Side("rollout")
     rollout_id = f"bench-rollout-{round_}"
     side.before = _status(pid)["VmRSS"]
@@ -154,9 +163,9 @@ async def run_rollout(rest: Rest, round_: int, every: float, pid: int) -> Side:
             "type": "twinUpdate",
             "queryCondition": CONDITION,
             "patch": _patch(round_, "rollout"),
-            "waveSize": WAVE,
+            "waveSize": wave,
             "growthFactor": 1,
-            "maxWaveSize": WAVE,
+            "maxWaveSize": wave,
             "maxFailurePercent": 0,
             "retries": 0,
             "pauseBetweenWavesSeconds": 0,
@@ -178,16 +187,30 @@ async def run_rollout(rest: Rest, round_: int, every: float, pid: int) -> Side:
     return side
 
 
-def _count_hub_jobs(data_dir: Path, rollout_id: str) -> int:
-    """The rollout's hub jobs (its parts), read from the agent's store file, read-only."""
-    uri = f"file:{data_dir / 'rollouts.sqlite'}?mode=ro"
+def _hub_times(hub_file: Path, rollout_id: str) -> tuple[int, float, float]:
+    """The rollout's hub jobs, read-only from the emulator's database: how many, the sum of
+    their own times (created → ended) and of the gaps between one's end and the next one's
+    creation (the agent noticing the end, judging, admitting the next)."""
+    uri = f"file:{hub_file}?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-        row = db.execute("SELECT COUNT(*) FROM parts WHERE rollout_id = ?", (rollout_id,))
-        return int(row.fetchone()[0])
+        rows = db.execute(
+            "SELECT created_time, end_time FROM jobs WHERE job_id LIKE ? ORDER BY seq",
+            (f"{rollout_id}-w%",),
+        ).fetchall()
+    times = [(_utc(created), _utc(ended)) for created, ended in rows]
+    own = sum(end - start for start, end in times)
+    gaps = sum(max(0.0, nxt[0] - cur[1]) for cur, nxt in itertools.pairwise(times))
+    return len(times), own, gaps
 
 
-async def run(devices: int, rounds: int, poll: float, watch: float) -> list[tuple[Side, Side]]:
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def run(args: argparse.Namespace) -> list[tuple[Side, Side]]:
     """Every round's two sides (see the module docstring)."""
+    devices, poll, watch = args.devices, args.poll, args.watch
+    tier = ("--tier", args.tier) if args.tier else ()
     results: list[tuple[Side, Side]] = []
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp_name:
         tmp = Path(tmp_name)
@@ -199,7 +222,7 @@ async def run(devices: int, rounds: int, poll: float, watch: float) -> list[tupl
                 "emulator",
                 [
                     *("emulator.iothub", "--data-dir", str(data), "--rest-port", "0"),
-                    *("--mqtt-port", "0", "--devices", str(devices), "--no-fleet"),
+                    *("--mqtt-port", "0", "--devices", str(devices), "--no-fleet", *tier),
                     *("--log-level", "WARNING"),
                 ],
             )
@@ -209,6 +232,7 @@ async def run(devices: int, rounds: int, poll: float, watch: float) -> list[tupl
                 "JOBS_AGENT_ROLLOUTS__POLL_INTERVAL": str(poll),
                 "JOBS_AGENT_ROLLOUTS__DATA_DIR": str(tmp / "agent-data"),
                 "JOBS_AGENT_JOBS__WATCH_INTERVAL": str(poll),
+                "JOBS_AGENT_IOTHUB__TIER": args.tier or "S1",
             }
             timeout = aiohttp.ClientTimeout(total=600)
             async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -216,12 +240,12 @@ async def run(devices: int, rounds: int, poll: float, watch: float) -> list[tupl
                 pid = agent.child.proc.pid
                 print(f"agent ready, VmRSS {_status(pid)['VmRSS']:.1f} MB", flush=True)
                 try:
-                    for round_ in range(1, rounds + 1):
+                    for round_ in range(1, args.rounds + 1):
                         job = await run_job(agent.rest, round_, watch, pid)
                         _print_side(round_, job)
-                        rollout = await run_rollout(agent.rest, round_, watch, pid)
-                        rollout.hub_jobs = _count_hub_jobs(
-                            tmp / "agent-data", f"bench-rollout-{round_}"
+                        rollout = await run_rollout(agent.rest, round_, watch, pid, args.wave)
+                        rollout.hub_jobs, rollout.hub_own, rollout.hub_gaps = _hub_times(
+                            data / "hub.sqlite", f"bench-rollout-{round_}"
                         )
                         _print_side(round_, rollout)
                         results.append((job, rollout))
@@ -240,7 +264,8 @@ def _print_side(round_: int, side: Side) -> None:
     if side.name == "rollout":
         half = side.rss[len(side.rss) // 2 :] or side.rss
         extra = (
-            f"; waves {side.row.get('waveCount')}, hub jobs {side.hub_jobs}, "
+            f"; waves {side.row.get('waveCount')}, hub jobs {side.hub_jobs} "
+            f"(their own time {side.hub_own:.1f} s, between them {side.hub_gaps:.1f} s), "
             f"succeeded {side.row.get('succeededCount'):,}; agent VmRSS before {side.before:.1f}, "
             f"peak {max(side.rss):.1f}, steady {statistics.median(half):.1f}, "
             f"after {side.after:.1f} MB (VmHWM {side.hwm:.1f})"
@@ -251,18 +276,29 @@ def _print_side(round_: int, side: Side) -> None:
     )
 
 
-def report(results: list[tuple[Side, Side]], devices: int, poll: float, watch: float) -> None:
+def report(results: list[tuple[Side, Side]], args: argparse.Namespace) -> None:
     """Print the figures side by side."""
+    devices, poll, watch = args.devices, args.poll, args.watch
     print(
-        f"\n{devices:,} devices, waves of {min(WAVE, devices):,}, "
+        f"\n{devices:,} devices, waves of {min(args.wave, devices):,}, emulator tier "
+        f"{args.tier or 'none (no pace, no job quota)'}, agent tier {args.tier or 'S1'}, "
         f"rollouts.poll_interval {poll:g} s, watch every {watch:g} s"
     )
-    print(f"  {'round':>5}  {'job, s':>7}  {'rollout, s':>10}  {'ratio':>5}  {'Start call, s':>13}")
+    print(
+        f"  {'round':>5}  {'job, s':>7}  {'rollout, s':>10}  {'ratio':>5}  {'Start, s':>8}  "
+        f"{'hub jobs':>8}  {'their time, s':>13}  {'between, s':>10}"
+    )
     for n, (job, rollout) in enumerate(results, start=1):
         print(
             f"  {n:5d}  {job.wall:7.2f}  {rollout.wall:10.2f}  {rollout.wall / job.wall:5.2f}  "
-            f"{rollout.call:13.2f}"
+            f"{rollout.call:8.2f}  {rollout.hub_jobs:8d}  {rollout.hub_own:13.1f}  "
+            f"{rollout.hub_gaps:10.1f}"
         )
+    print(
+        "  (Start: the StartRollout call, which resolves the target; their time: the rollout's "
+        "hub jobs' own times, created -> ended, summed; between: from one's end to the next "
+        "one's creation, summed: the agent noticing the end, judging a wave, admitting)"
+    )
     job_med = statistics.median(j.wall for j, _ in results)
     roll_med = statistics.median(r.wall for _, r in results)
     ratio = roll_med / job_med
@@ -287,8 +323,8 @@ def _load() -> str:
 async def main(args: argparse.Namespace) -> None:
     print(__doc__.split("Run:")[0].strip(), flush=True)
     print(f"\n(load average at the start: {_load()})")
-    results = await run(args.devices, args.rounds, args.poll, args.watch)
-    report(results, args.devices, args.poll, args.watch)
+    results = await run(args)
+    report(results, args)
     print(f"(load average at the end: {_load()})")
 
 
@@ -298,6 +334,10 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2, help="job + rollout pairs")
     parser.add_argument("--poll", type=float, default=0.1, help="rollouts.poll_interval, s")
     parser.add_argument("--watch", type=float, default=0.1, help="GetJob/GetRollout poll, s")
+    parser.add_argument("--wave", type=int, default=WAVE, help="waveSize (growthFactor 1)")
+    parser.add_argument(
+        "--tier", choices=["S1", "S2", "S3"], default=None, help="the emulator's and agent's tier"
+    )
     parser.add_argument("--no-plan", action="store_true", help="skip bench_rollout_plan")
     args = parser.parse_args()
     if args.devices < 1 or args.rounds < 1:
