@@ -124,67 +124,72 @@ async def _watch(
         await asyncio.sleep(every)
 
 
-async def run_job(rest: Rest, round_: int, every: float, pid: int) -> Side:
-    """One twin job over every device, polled with GetJob until it ended."""
-    side = Side("job")
-    job_id = f"bench-job-{round_}"
+async def _run_side(
+    rest: Rest,
+    side: Side,
+    start: tuple[str, dict[str, Any]],
+    read: tuple[str, dict[str, Any]],
+    every: float,
+    pid: int,
+) -> Side:
+    """Call ``start`` (service, inputs), then ``read`` every ``every`` s until its row's status
+    is terminal; the wall time, the agent's RSS before, during and after."""
     side.before = _status(pid)["VmRSS"]
     started = time.perf_counter()
-    await rest.call(
-        "AzureIotDeviceJobScheduleTwinUpdateJob",
-        {"jobId": job_id, "patch": _patch(round_, "job"), "queryCondition": CONDITION},
-    )
+    await rest.call(*start)
     side.call = time.perf_counter() - started
 
-    async def read() -> dict[str, Any]:
-        answer = await rest.call("AzureIotDeviceJobGetJob", {"jobId": job_id})
-        row: dict[str, Any] = answer["rows"][0]
-        return row
+    async def row() -> dict[str, Any]:
+        answer = await rest.call(*read)
+        first: dict[str, Any] = answer["rows"][0]
+        return first
 
-    await _watch(read, lambda r: r["status"] in ("completed", "failed", "cancelled"), every,
-                 pid, side, started)  # fmt: skip
-    side.hub_jobs = 1
-    side.after = _status(pid)["VmRSS"]
+    terminal = ("completed", "aborted", "cancelled", "failed")
+    await _watch(row, lambda r: r["status"] in terminal, every, pid, side, started)
+    status = _status(pid)
+    side.after, side.hwm = status["VmRSS"], status["VmHWM"]
     if side.row["status"] != "completed":
-        raise SystemExit(f"job {job_id} ended {side.row['status']}: {side.row}")
+        raise SystemExit(f"{side.name} ended {side.row['status']}: {side.row}")
     return side
+
+
+async def run_job(rest: Rest, round_: int, every: float, pid: int) -> Side:
+    """One twin job over every device, polled with GetJob until it ended."""
+    job_id = f"bench-job-{round_}"
+    inputs = {"jobId": job_id, "patch": _patch(round_, "job"), "queryCondition": CONDITION}
+    return await _run_side(
+        rest,
+        Side("job", hub_jobs=1),
+        ("AzureIotDeviceJobScheduleTwinUpdateJob", inputs),
+        ("AzureIotDeviceJobGetJob", {"jobId": job_id}),
+        every,
+        pid,
+    )
 
 
 async def run_rollout(rest: Rest, round_: int, every: float, pid: int, wave: int) -> Side:
     """One twin rollout over every device in waves of ``wave``, polled with GetRollout."""
-    side = Side("rollout")
     rollout_id = f"bench-rollout-{round_}"
-    side.before = _status(pid)["VmRSS"]
-    started = time.perf_counter()
-    await rest.call(
-        "AzureIotDeviceJobStartRollout",
-        {
-            "rolloutId": rollout_id,
-            "type": "twinUpdate",
-            "queryCondition": CONDITION,
-            "patch": _patch(round_, "rollout"),
-            "waveSize": wave,
-            "growthFactor": 1,
-            "maxWaveSize": wave,
-            "maxFailurePercent": 0,
-            "retries": 0,
-            "pauseBetweenWavesSeconds": 0,
-        },
+    inputs = {
+        "rolloutId": rollout_id,
+        "type": "twinUpdate",
+        "queryCondition": CONDITION,
+        "patch": _patch(round_, "rollout"),
+        "waveSize": wave,
+        "growthFactor": 1,
+        "maxWaveSize": wave,
+        "maxFailurePercent": 0,
+        "retries": 0,
+        "pauseBetweenWavesSeconds": 0,
+    }
+    return await _run_side(
+        rest,
+        Side("rollout"),
+        ("AzureIotDeviceJobStartRollout", inputs),
+        ("AzureIotDeviceJobGetRollout", {"rolloutId": rollout_id}),
+        every,
+        pid,
     )
-    side.call = time.perf_counter() - started
-
-    async def read() -> dict[str, Any]:
-        answer = await rest.call("AzureIotDeviceJobGetRollout", {"rolloutId": rollout_id})
-        row: dict[str, Any] = answer["rows"][0]
-        return row
-
-    terminal = ("completed", "aborted", "cancelled", "failed")
-    await _watch(read, lambda r: r["status"] in terminal, every, pid, side, started)
-    status = _status(pid)
-    side.after, side.hwm = status["VmRSS"], status["VmHWM"]
-    if side.row["status"] != "completed":
-        raise SystemExit(f"rollout {rollout_id} ended {side.row['status']}: {side.row}")
-    return side
 
 
 def _hub_times(hub_file: Path, rollout_id: str) -> tuple[int, float, float]:
