@@ -22,8 +22,8 @@ import json
 import shlex
 import signal
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -48,7 +48,9 @@ from agent.settings import Settings
 from services import GET_JOB, QUERY_JOB_RESULTS
 from services.mapping import TERMINAL_STATUSES
 
-__all__ = ["CallFailed", "WaitTimeout", "call", "call_service"]
+__all__ = ["CallFailed", "WaitTimeout", "call", "call_service", "http_deadline", "interruptible"]
+
+T = TypeVar("T")
 
 _WAIT_SLACK = 120.0  # seconds --wait allows beyond the job's own window by default
 
@@ -61,7 +63,7 @@ class WaitTimeout(CallFailed):
     """``call --wait`` gave up before the job ended (the job goes on on the hub)."""
 
 
-def _http_deadline(settings: Settings, inputs: Mapping[str, Any] | None = None) -> float:
+def http_deadline(settings: Settings, inputs: Mapping[str, Any] | None = None) -> float:
     """How long one REST call may take: the agent's own deadline for it, plus a margin."""
     jobs = settings.jobs
     given = inputs or {}
@@ -216,7 +218,7 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
         err.print(f"jobs-agent call: no application key: set ${APP_KEY_ENV} or pass --app-key")
         return EXIT_USAGE
     thing = args.thing or settings.thingworx.gateway_thing
-    timeout = aiohttp.ClientTimeout(total=_http_deadline(settings, inputs))
+    timeout = aiohttp.ClientTimeout(total=http_deadline(settings, inputs))
     as_json = getattr(args, "output", "table") == "json"
 
     def emit(doc: Mapping[str, Any], title: str) -> None:
@@ -239,7 +241,7 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
             job_id = str(job["jobId"])
             if not as_json:
                 emit(doc, f"{thing}.{args.service}")
-            following = asyncio.ensure_future(
+            interrupted, final_doc = await interruptible(
                 _follow_job(
                     http,
                     root,
@@ -252,22 +254,9 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
                     show=not as_json,
                 )
             )
-            loop = asyncio.get_running_loop()
-            on_sigint = False
-            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-                # Only the main thread's loop can own SIGINT (not e.g. a test's worker thread).
-                loop.add_signal_handler(signal.SIGINT, following.cancel)
-                on_sigint = True
-            try:
-                final_doc = await following
-            except asyncio.CancelledError:
-                if following.cancelled() and not _current_task_cancelling():
-                    err.print(_stopped_watching(job_id, thing), markup=False, soft_wrap=True)
-                    return EXIT_INTERRUPTED
-                raise
-            finally:
-                if on_sigint:
-                    loop.remove_signal_handler(signal.SIGINT)
+            if interrupted or final_doc is None:
+                err.print(_stopped_watching(job_id, thing), markup=False, soft_wrap=True)
+                return EXIT_INTERRUPTED
             final = _job_row(final_doc) or job
             literal = job_id.replace("\\", "\\\\").replace("'", "\\'")
             results = await call_service(
@@ -295,6 +284,31 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
     except TimeoutError:
         err.print(f"jobs-agent call: {args.service}: no answer within {timeout.total:g} s")
         return EXIT_FAILED
+
+
+async def interruptible(work: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+    """Run ``work`` (the following of a job or rollout) until it ends or Ctrl-C stops it.
+
+    Returns:
+        ``(False, its result)``, or ``(True, None)`` when SIGINT cancelled it (on the main
+        thread's loop only; elsewhere Ctrl-C is the caller's).
+    """
+    following = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    on_sigint = False
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+        # Only the main thread's loop can own SIGINT (not e.g. a test's worker thread).
+        loop.add_signal_handler(signal.SIGINT, following.cancel)
+        on_sigint = True
+    try:
+        return False, await following
+    except asyncio.CancelledError:
+        if following.cancelled() and not _current_task_cancelling():
+            return True, None
+        raise
+    finally:
+        if on_sigint:
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 def _current_task_cancelling() -> bool:
