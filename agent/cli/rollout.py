@@ -172,7 +172,7 @@ class _Progress:
 
 async def _follow(
     client: _Client,
-    row: dict[str, Any],
+    doc: dict[str, Any],
     *,
     timeout: float | None,
     interval: float,
@@ -184,10 +184,10 @@ async def _follow(
     Raises:
         WaitTimeout: ``timeout`` passed first.
     """
+    row = _row(doc, GET_ROLLOUT)
     rollout_id = str(row["rolloutId"])
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
-    doc = {"rows": [row]}
     with _Progress(console, show=show) as progress:
         while True:
             waves = await client.waves(rollout_id)
@@ -243,11 +243,13 @@ async def rollout(settings: Settings, args: argparse.Namespace, console: Console
             args.url or f"http://{settings.embedded.host}:{settings.embedded.thingworx_port}"
         )
     except ValueError as exc:
-        err.print(f"{name}: {exc}", markup=False)
+        err.print(f"{name}: {exc}", markup=False, soft_wrap=True)
         return EXIT_USAGE
     app_key = app_key_for(settings, args.app_key)
     if not app_key:
-        err.print(f"{name}: no application key: set ${APP_KEY_ENV} or pass --app-key")
+        err.print(
+            f"{name}: no application key: set ${APP_KEY_ENV} or pass --app-key", soft_wrap=True
+        )
         return EXIT_USAGE
     default_thing = settings.thingworx.gateway_thing
     thing = args.thing or default_thing
@@ -284,7 +286,7 @@ async def rollout(settings: Settings, args: argparse.Namespace, console: Console
             interrupted, followed = await interruptible(
                 _follow(
                     client,
-                    row,
+                    doc,
                     timeout=args.timeout,
                     interval=args.poll_interval,
                     console=console,
@@ -314,5 +316,5 @@ async def rollout(settings: Settings, args: argparse.Namespace, console: Console
         err.print(f"{name}: {service}: {exc}", markup=False, soft_wrap=True)
         return EXIT_FAILED
     except TimeoutError:
-        err.print(f"{name}: {service}: no answer within {timeout.total:g} s")
+        err.print(f"{name}: {service}: no answer within {timeout.total:g} s", soft_wrap=True)
         return EXIT_FAILED
