@@ -22,7 +22,7 @@ import json
 import shlex
 import signal
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -48,7 +48,17 @@ from agent.settings import Settings
 from services import GET_JOB, QUERY_JOB_RESULTS
 from services.mapping import TERMINAL_STATUSES
 
-__all__ = ["CallFailed", "WaitTimeout", "call", "call_service", "http_deadline", "interruptible"]
+__all__ = [
+    "CallFailed",
+    "WaitTimeout",
+    "call",
+    "call_service",
+    "emitter",
+    "failure_status",
+    "http_deadline",
+    "interruptible",
+    "rest_ends",
+]
 
 T = TypeVar("T")
 
@@ -207,27 +217,14 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
     err = Console(stderr=True)
     try:
         inputs = parse_inputs(args.inputs)
-        root = rest_root(
-            args.url or f"http://{settings.embedded.host}:{settings.embedded.thingworx_port}"
-        )
+        root, app_key = rest_ends(settings, args)
     except ValueError as exc:
         err.print(f"jobs-agent call: {exc}", markup=False)
-        return EXIT_USAGE
-    app_key = app_key_for(settings, args.app_key)
-    if not app_key:
-        err.print(f"jobs-agent call: no application key: set ${APP_KEY_ENV} or pass --app-key")
         return EXIT_USAGE
     thing = args.thing or settings.thingworx.gateway_thing
     timeout = aiohttp.ClientTimeout(total=http_deadline(settings, inputs))
     as_json = getattr(args, "output", "table") == "json"
-
-    def emit(doc: Mapping[str, Any], title: str) -> None:
-        if as_json:
-            console.file.write(json.dumps(doc, separators=(",", ":")) + "\n")
-            console.file.flush()
-        else:
-            console.print(infotable_table(doc, title=title))
-
+    emit = emitter(console, as_json=as_json)
     job_id = ""
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -275,15 +272,50 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
                 if final.get("summary"):
                     console.print(str(final["summary"]), markup=False)
             return _wait_status(final)
-    except WaitTimeout as exc:
-        err.print(f"jobs-agent call: {args.service}: {exc}", markup=False)
-        return EXIT_WAIT_TIMEOUT
-    except CallFailed as exc:
-        err.print(f"jobs-agent call: {args.service}: {exc}", markup=False)
+    except (CallFailed, TimeoutError) as exc:
+        return failure_status(err, f"jobs-agent call: {args.service}", exc, timeout)
+
+
+def rest_ends(settings: Settings, args: argparse.Namespace) -> tuple[str, str]:
+    """The REST root (``--url``, else the embedded stand-in) and the application key
+    (:func:`~agent.cli.args.app_key_for`) of ``call`` and ``rollout``.
+
+    Raises:
+        ValueError: a --url that is not http(s), or no application key anywhere.
+    """
+    root = rest_root(
+        args.url or f"http://{settings.embedded.host}:{settings.embedded.thingworx_port}"
+    )
+    app_key = app_key_for(settings, args.app_key)
+    if not app_key:
+        raise ValueError(f"no application key: set ${APP_KEY_ENV} or pass --app-key")
+    return root, app_key
+
+
+def emitter(console: Console, *, as_json: bool) -> Callable[[Mapping[str, Any], str], None]:
+    """Print an InfoTable (or a document of them): a rich table titled ``title``, or one line
+    of JSON for scripts (``--output json``)."""
+
+    def emit(doc: Mapping[str, Any], title: str) -> None:
+        if as_json:
+            console.file.write(json.dumps(doc, separators=(",", ":")) + "\n")
+            console.file.flush()
+        else:
+            console.print(infotable_table(doc, title=title))
+
+    return emit
+
+
+def failure_status(
+    err: Console, prefix: str, exc: CallFailed | TimeoutError, timeout: aiohttp.ClientTimeout
+) -> int:
+    """Print a failed call or wait in one line after ``prefix``; its exit status (4 for a
+    :class:`WaitTimeout`, else 1)."""
+    if isinstance(exc, TimeoutError):
+        err.print(f"{prefix}: no answer within {timeout.total:g} s", markup=False, soft_wrap=True)
         return EXIT_FAILED
-    except TimeoutError:
-        err.print(f"jobs-agent call: {args.service}: no answer within {timeout.total:g} s")
-        return EXIT_FAILED
+    err.print(f"{prefix}: {exc}", markup=False, soft_wrap=True)
+    return EXIT_WAIT_TIMEOUT if isinstance(exc, WaitTimeout) else EXIT_FAILED
 
 
 async def interruptible(work: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:

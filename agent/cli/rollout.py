@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shlex
 from collections.abc import Mapping
 from typing import Any
@@ -30,19 +29,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from agent.cli.args import (
-    APP_KEY_ENV,
     EXIT_DEVICES_FAILED,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    EXIT_WAIT_TIMEOUT,
-    app_key_for,
-    rest_root,
     rollout_inputs,
 )
-from agent.cli.call import CallFailed, WaitTimeout, call_service, http_deadline, interruptible
-from agent.cli.tables import infotable_table
+from agent.cli.call import (
+    CallFailed,
+    WaitTimeout,
+    call_service,
+    emitter,
+    failure_status,
+    http_deadline,
+    interruptible,
+    rest_ends,
+)
 from agent.settings import Settings
 from services.rollouts import (
     CANCEL_ROLLOUT,
@@ -239,30 +242,16 @@ async def rollout(settings: Settings, args: argparse.Namespace, console: Console
             service, inputs = GET_ROLLOUT, {"rolloutId": args.rollout_id}
         else:
             service, inputs = _ACTIONS[action], {"rolloutId": args.rollout_id}
-        root = rest_root(
-            args.url or f"http://{settings.embedded.host}:{settings.embedded.thingworx_port}"
-        )
+        root, app_key = rest_ends(settings, args)
     except ValueError as exc:
         err.print(f"{name}: {exc}", markup=False, soft_wrap=True)
-        return EXIT_USAGE
-    app_key = app_key_for(settings, args.app_key)
-    if not app_key:
-        err.print(
-            f"{name}: no application key: set ${APP_KEY_ENV} or pass --app-key", soft_wrap=True
-        )
         return EXIT_USAGE
     default_thing = settings.thingworx.gateway_thing
     thing = args.thing or default_thing
     as_json = args.output == "json"
     wait = bool(getattr(args, "wait", False))
     timeout = aiohttp.ClientTimeout(total=http_deadline(settings, inputs))
-
-    def emit(doc: Mapping[str, Any], title: str) -> None:
-        if as_json:
-            console.file.write(json.dumps(doc, separators=(",", ":")) + "\n")
-            console.file.flush()
-        else:
-            console.print(infotable_table(doc, title=title))
+    emit = emitter(console, as_json=as_json)
 
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -309,12 +298,6 @@ async def rollout(settings: Settings, args: argparse.Namespace, console: Console
                 emit(waves, f"rollout {rollout_id}: waves")
                 console.print(_rollout_line(final), markup=False, highlight=False)
             return exit_status(final)
-    except WaitTimeout as exc:
-        err.print(f"{name}: {exc}", markup=False, soft_wrap=True)
-        return EXIT_WAIT_TIMEOUT
-    except CallFailed as exc:
-        err.print(f"{name}: {service}: {exc}", markup=False, soft_wrap=True)
-        return EXIT_FAILED
-    except TimeoutError:
-        err.print(f"{name}: {service}: no answer within {timeout.total:g} s", soft_wrap=True)
-        return EXIT_FAILED
+    except (CallFailed, TimeoutError) as exc:
+        where = name if isinstance(exc, WaitTimeout) else f"{name}: {service}"
+        return failure_status(err, where, exc, timeout)
