@@ -215,20 +215,23 @@ def _add_rollout(sub: Any) -> None:
         parser = described(action, text)
         target = parser.add_argument_group("target (one of)")
         target.add_argument(
-            "--devices", default=None, help="device ids: comma-separated, or a JSON array"
+            "--devices",
+            metavar="IDS",
+            default=None,
+            help="device ids: comma-separated, or a JSON array",
         )
         target.add_argument(
             "--devices-file",
+            metavar="FILE",
             type=Path,
             default=None,
             help="device ids: one per line (# comments), or a JSON array",
         )
         options = parser.add_argument_group("operation and plan (docs/rollouts.md, Inputs)")
         for flag, name, kind, text_ in ROLLOUT_OPTIONS:
-            if flag == "--query":
-                target.add_argument(flag, dest=name, type=kind, default=None, help=text_)
-            else:
-                options.add_argument(flag, dest=name, type=kind, default=None, help=text_)
+            group = target if flag == "--query" else options
+            # The metavar is the service input the option sets (--wave-size waveSize).
+            group.add_argument(flag, dest=name, metavar=name, type=kind, default=None, help=text_)
         options.add_argument(
             "--retry-device-errors",
             dest="retryDeviceErrors",
@@ -238,6 +241,7 @@ def _add_rollout(sub: Any) -> None:
         )
         options.add_argument(
             "--wrapper",
+            metavar="NAME",
             default=None,
             help="roll out a wrapper service: its <NAME>Rollout form, typed inputs as name=value",
         )
