@@ -37,6 +37,7 @@ __all__ = [
     "RoundRecord",
     "SqliteRolloutStore",
     "WaveRecord",
+    "wave_records",
 ]
 
 SCHEMA_VERSION = 1

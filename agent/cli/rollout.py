@@ -62,7 +62,7 @@ __all__ = ["FINAL_STATUSES", "rollout"]
 FINAL_STATUSES = frozenset({"completed", "aborted", "cancelled", "failed"})
 """Rollout statuses nothing follows (docs/rollouts.md, States)."""
 
-_WAVE_ROWS = 10_000  # GetRolloutWaves' maxRows while following: every wave of a large rollout
+_WAVE_ROWS = 1000  # GetRolloutWaves' maxRows: the first 1,000 rounds (the services' default)
 _ACTIONS = {"pause": PAUSE_ROLLOUT, "resume": RESUME_ROLLOUT, "cancel": CANCEL_ROLLOUT}
 
 
