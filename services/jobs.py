@@ -293,6 +293,7 @@ class JobServices:
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
                 schedule_twin,
+                audit_action="scheduleTwinJob",
             ),
             RemoteService(
                 SCHEDULE_METHOD_JOB,
@@ -306,6 +307,7 @@ class JobServices:
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
                 schedule_method,
+                audit_action="scheduleMethodJob",
             ),
             RemoteService(
                 GET_JOB,
@@ -344,6 +346,7 @@ class JobServices:
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
                 cancel_job,
+                audit_action="cancelJob",
             ),
             RemoteService(
                 QUERY_JOB_RESULTS,
