@@ -141,15 +141,14 @@ def audit_inputs(inputs: Mapping[str, Any], max_chars: int) -> str:
     text = json.dumps(_clean(inputs), ensure_ascii=False, separators=(",", ":"), default=str)
     if len(text) <= max_chars:
         return text
-    keep = max(0, max_chars - 120)
-    return json.dumps(
-        {
-            "cut": f"inputs of {len(text)} characters; the first {keep} are kept",
-            "head": text[:keep],
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    budget = max(0, max_chars - 120)  # room for the marker's own text
+    head = text[:budget]
+    quoted = json.dumps(head, ensure_ascii=False)
+    while len(quoted) > budget + 2:  # escapes grow it (at most 6-fold): shrink in proportion
+        head = head[: len(head) * budget // len(quoted)]
+        quoted = json.dumps(head, ensure_ascii=False)
+    why = json.dumps(f"inputs of {len(text)} characters; the first {len(head)} are kept")
+    return f'{{"cut":{why},"head":{quoted}}}'
 
 
 def _named(name: str, inputs: Mapping[str, Any], result: InfoTable | None) -> str:
@@ -185,7 +184,8 @@ class AuditRecorder:
         self.log = log
         self.settings = settings
         self.agent = agent
-        self._clock = clock
+        self.clock = clock
+        """The current UTC time, stamped on each entry (tests set one)."""
         self._new_key = new_key
         self._queue: deque[AuditEntry] = deque()
         self._queued = 0  # entries ever queued
@@ -211,7 +211,7 @@ class AuditRecorder:
         self.add(
             AuditEntry(
                 key=self._new_key(),
-                time=self._clock(),
+                time=self.clock(),
                 agent=self.agent,
                 thing=call.thing,
                 user=call.user[:_MAX_USER_CHARS],
@@ -287,7 +287,7 @@ class AuditRecorder:
         return [
             AuditEntry(
                 key=self._new_key(),
-                time=self._clock(),
+                time=self.clock(),
                 agent=self.agent,
                 thing="",
                 user="",
