@@ -525,7 +525,7 @@ class ThingRegistry:
             # Cut off (the agent stopping past its drain deadline): what it did is unknown.
             unknown = ServiceError(
                 f"service {service} was cut off before it answered (the agent was stopping); "
-                "its effect is unknown: check with GetJob or FindJobs",
+                "its effect is unknown: look before retrying (GetJob, FindJobs, GetRollout)",
                 Status.SERVICE_UNAVAILABLE,
             )
             self._record(declared, thing, user, inputs, None, unknown, call_log)

@@ -41,7 +41,7 @@ from agent.alwayson import BaseType, DataShape, InfoTable, Status, Variant
 from agent.registry import CallRecord, RemoteService, ServiceCall, ServiceError
 from agent.settings import AuditSettings, JobSettings
 from services import rules
-from services.jobs import field
+from services.jobs import field, page_inputs
 from services.paging import PageToken, decode_token, encode_token, scope_digest
 from services.rollouts import check_rollout_id_input
 from services.shapes import column
@@ -377,17 +377,7 @@ class AuditServices:
                 field("endTime", BaseType.DATETIME, "entries at or before this time (UTC)"),
                 field("jobId", BaseType.STRING, "only the entries of this job"),
                 field("rolloutId", BaseType.STRING, "only the entries of this rollout"),
-                field(
-                    "maxRows",
-                    BaseType.INTEGER,
-                    "the most entries to return, newest first",
-                    default=self._settings.default_max_rows,
-                ),
-                field(
-                    "continuationToken",
-                    BaseType.STRING,
-                    "the previous page's continuationToken (first row); empty: first page",
-                ),
+                *page_inputs("the most entries to return, newest first", self._settings),
             ),
             BaseType.INFOTABLE,
             AUDIT_SHAPE,
