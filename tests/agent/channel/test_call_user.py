@@ -35,17 +35,16 @@ async def test_the_user_header_is_the_calls_user_and_its_absence_is_empty() -> N
     )
     kept = Kept()
     registry.recorder = kept
-    async with MiniServer() as server:
-        async with running(AlwaysOnClient(settings(server.url), registry)):
-            await server.wait_link(1)
-            named = await server.call(
-                GATEWAY,
-                "Change",
-                text_params("a"),
-                headers=(("x-other", "1"), (SERVICE_CALL_USER_HEADER, "alice")),
-            )
-            anonymous = await server.call(GATEWAY, "Change", text_params("b"))
-            await server.call(GATEWAY, "Echo", text_params("c"), headers=(("user", "bob"),))
+    async with MiniServer() as server, running(AlwaysOnClient(settings(server.url), registry)):
+        await server.wait_link(1)
+        named = await server.call(
+            GATEWAY,
+            "Change",
+            text_params("a"),
+            headers=(("x-other", "1"), (SERVICE_CALL_USER_HEADER, "alice")),
+        )
+        anonymous = await server.call(GATEWAY, "Change", text_params("b"))
+        await server.call(GATEWAY, "Echo", text_params("c"), headers=(("user", "bob"),))
     assert named.status is Status.SUCCESS and anonymous.status is Status.SUCCESS
     assert [(r.service, r.user, dict(r.inputs)) for r in kept.records] == [
         ("Change", "alice", {"text": "a"}),
