@@ -252,11 +252,11 @@ class AuditRecorder:
             batch = list(itertools.islice(self._queue, _BATCH))
             gap, dropped = self._gap_entry(), self._gap
             self._gap = [0, None, None]  # drops from now on make the next gap entry
+            written = False
             try:
                 await asyncio.to_thread(self.log.append, [*gap, *batch])
+                written = True
             except Exception as exc:
-                later = self._gap
-                self._gap = [dropped[0] + later[0], dropped[1] or later[1], later[2] or dropped[2]]
                 message = str(exc) if isinstance(exc, AuditStoreError) else repr(exc)
                 if self.failure is None:
                     _log.warning(
@@ -269,6 +269,14 @@ class AuditRecorder:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_interval)
                 continue
+            finally:
+                if not written:  # failed or cancelled: the gap is still to be recorded
+                    later = self._gap
+                    self._gap = [
+                        dropped[0] + later[0],
+                        dropped[1] or later[1],
+                        later[2] or dropped[2],
+                    ]
             if self.failure is not None:
                 _log.info("audit store back", pending=len(self._queue))
             self.failure = None
