@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.chain import CANCEL, GATEWAY, GET, METHOD, TWIN, AgentChain
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
 AUDIT = "AzureIotDeviceJobQueryAudit"
 START = "AzureIotDeviceJobStartRollout"

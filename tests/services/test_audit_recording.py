@@ -2,7 +2,7 @@
 kept and how (answered, refused by the handler, refused inputs, reads left out), inputs masked
 and cut, and no silent loss while the store is down (the queue, the counted drop, the gap entry,
 the entries logged at exit). A real SQLite audit log throughout; the store "goes down" by a file
-standing where its directory must be."""
+standing where its directory must be, or a real PostgreSQL server killed and started again."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Stat
 from agent.registry import CallRecord, RemoteService, ServiceCall, ServiceError, ThingRegistry
 from agent.settings import AuditSettings, JobSettings
 from services.audit import GAP_ACTION, AuditRecorder, audit_inputs
-from services.store.audit import AuditQuery, SqliteAuditLog
+from services.store.audit import AuditQuery, PostgresAuditLog, SqliteAuditLog
+from tests.support.postgres import PostgresCluster, find_binaries
 
 F = FieldDefinition
 JOB = DataShape.of(F("jobId", BaseType.STRING), F("status", BaseType.STRING), name="Job")
@@ -263,3 +264,38 @@ async def test_a_call_cut_off_at_the_drain_deadline_is_recorded_as_unknown(
     (entry,) = await asyncio.to_thread(recorder.log.query, AuditQuery(job_id="cut"))
     assert entry.outcome == Status.SERVICE_UNAVAILABLE.name
     assert "its effect is unknown" in entry.message
+
+
+async def test_postgresql_killed_under_the_recorder_then_back_loses_nothing() -> None:
+    bin_dir, why = find_binaries()
+    if bin_dir is None:
+        pytest.skip(why)
+    cluster = PostgresCluster(bin_dir)  # its own server: this test kills it
+    reg = registry()
+    task: asyncio.Task[None] | None = None
+    try:
+        cluster.init()
+        cluster.start()
+        log = PostgresAuditLog(cluster.new_database(), connect_timeout=2)
+        recorder = AuditRecorder(log, settings(), agent="a")
+        reg.recorder = recorder
+        task = asyncio.create_task(recorder.run())
+        await reg.dispatch("Gw", "Schedule", params(jobId="before", count=0))
+        assert await recorder.flush(10)
+        cluster.kill()
+        for n in range(3):
+            answer = await reg.dispatch("Gw", "Schedule", params(jobId=f"while-{n}", count=n))
+            assert answer is not None  # answered while the database is down
+        assert not await recorder.flush(0.5)
+        assert recorder.pending == 3 and recorder.failure is not None
+        cluster.start()
+        assert await recorder.flush(20)
+        entries = await asyncio.to_thread(log.query, AuditQuery())
+        assert [e.job_id for e in entries] == ["while-2", "while-1", "while-0", "before"]
+        assert recorder.dropped == 0
+        log.close()
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        cluster.destroy()
