@@ -57,6 +57,11 @@ async def test_query_audit_returns_the_changing_calls_with_thing_inputs_and_outc
         (method,) = await chain.rows(
             DEVICE, METHOD, {"methodName": "reboot", "startTime": later, "payload": {"apiKey": "k"}}
         )
+        (direct,) = await chain.rows(DEVICE, "Reboot", {"delaySeconds": 0})  # a wrapper, now
+        assert direct["status"] == 200, direct
+        (wrapped,) = await chain.rows(
+            GATEWAY, "Reboot", {"queryCondition": f"deviceId = '{DEVICE}'", "startTime": later}
+        )
         status, text = await chain.call(GATEWAY, CANCEL, {"jobId": "no-such-job"})
         assert status == 404, text
         status, text = await chain.call(GATEWAY, TWIN, {"queryCondition": "deviceId = 'x'"})
@@ -81,6 +86,8 @@ async def test_query_audit_returns_the_changing_calls_with_thing_inputs_and_outc
             (START, GATEWAY, "", "audit-ro", "ok"),
             (TWIN, GATEWAY, "", "", "BAD_REQUEST"),
             (CANCEL, GATEWAY, "no-such-job", "", "NOT_FOUND"),
+            ("Reboot", GATEWAY, wrapped["jobId"], "", "ok"),
+            ("Reboot", DEVICE, "", "", "ok"),
             (METHOD, DEVICE, method["jobId"], "", "ok"),
             (CANCEL, GATEWAY, "audit-twin", "", "ok"),
             (TWIN, GATEWAY, "audit-twin", "", "ok"),
@@ -93,6 +100,10 @@ async def test_query_audit_returns_the_changing_calls_with_thing_inputs_and_outc
         assert scheduled["message"] == "" and scheduled["user"] == ""
         assert scheduled["agent"].endswith(f"/{GATEWAY}")
         assert by_service[(METHOD, "ok")]["inputs"]["payload"] == {"apiKey": "***"}
+        assert [r["action"] for r in rows if r["service"] == "Reboot"] == [
+            "scheduleMethodJob",
+            "callMethod",
+        ]
         refused = by_service[(TWIN, "BAD_REQUEST")]
         assert refused["message"].startswith("missing required input patch")
         assert refused["inputs"] == {"queryCondition": "deviceId = 'x'"}
@@ -114,7 +125,7 @@ async def test_query_audit_returns_the_changing_calls_with_thing_inputs_and_outc
 
         # Pages of 3: every entry once, in the same order.
         pages = await _all_pages(chain, {"maxRows": 3})
-        assert [len(p) for p in pages] == [3, 3, 1]
+        assert [len(p) for p in pages] == [3, 3, 3]
         assert [r["entryId"] for p in pages for r in p] == [r["entryId"] for r in rows]
         status, text = await chain.call(
             GATEWAY,
