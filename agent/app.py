@@ -10,7 +10,9 @@ them, and (``health.enabled``) the :class:`~agent.health.HealthServer` with its
 :class:`~agent.health.HubProbe`. ``async with AgentApp(settings) as app`` runs them all in one
 :class:`asyncio.TaskGroup`: the channel, the hub probe and the latency sampler, the job watchers
 (:class:`~services.watch.JobWatch`, one task reading each active job once per
-``jobs.watch_interval`` and pushing its progress through the channel), and whatever later
+``jobs.watch_interval`` and pushing its progress through the channel), the audit writer
+(:class:`~services.audit.AuditRecorder`: the registry hands it every changing call, it writes
+them to the store's audit log), and whatever later
 features add; leaving the block drains and stops them (:meth:`AgentApp.stop`), stops the health
 server and closes the IoT Hub client.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -49,10 +52,12 @@ from agent.registry import ThingRegistry
 from agent.settings import Settings
 from rollouts import HubTier
 from services import JobServices
+from services.audit import AuditRecorder, AuditServices
 from services.device import connection_state_service
 from services.rollout_engine import RolloutEngine
 from services.rollout_store import SqliteRolloutStore
 from services.rollouts import RolloutServices
+from services.store.audit import open_audit_log
 from services.watch import (
     JobWatch,
     device_events,
@@ -131,6 +136,19 @@ class AgentApp:
         )
         self.rollout_services = RolloutServices(self.rollouts, settings.jobs)
         gateway = settings.thingworx.gateway_thing
+        # The audit log: every changing call the registry serves, kept in the store.
+        self.audit_log = open_audit_log(
+            settings.store.url.get_secret_value(),
+            settings.rollouts.data_dir,
+            connect_timeout=settings.audit.store_timeout,
+        )
+        self.audit = AuditRecorder(
+            self.audit_log, settings.audit, agent=f"{socket.gethostname()}/{gateway}"
+        )
+        self.registry.recorder = self.audit
+        self.audit_services = AuditServices(
+            self.audit, settings.jobs, page_bytes=settings.thingworx.max_message_size // 2
+        )
         self._add_thing(gateway, gateway=True)
         for device in settings.thingworx.auto_bind:
             if device != gateway:
@@ -162,6 +180,7 @@ class AgentApp:
         if gateway:
             for service in self.rollout_services.declare():
                 self.registry.add_service(thing, service)
+            self.registry.add_service(thing, self.audit_services.declare())
         else:
             self.registry.add_service(thing, connection_state_service(self.client, thing))
         for prop in gateway_properties() if gateway else device_properties():
@@ -229,6 +248,7 @@ class AgentApp:
         self._background = [
             group.create_task(self.watch.run(), name="job-watch"),
             group.create_task(self.rollouts.run(), name="rollouts"),
+            group.create_task(self.audit.run(), name="audit"),
         ]
         if self.health is not None:
             self._background.append(group.create_task(self.health.run(), name="health"))
@@ -251,6 +271,8 @@ class AgentApp:
             channel = self._channel_task
             if channel is not None and not channel.done():
                 channel.cancel()
+            with contextlib.suppress(Exception):
+                await self.audit.flush(self.settings.audit.store_timeout)
             for task in self._background:
                 task.cancel()
             await group.__aexit__(exc_type, exc, tb)
@@ -260,6 +282,8 @@ class AgentApp:
                 await self.health.stop()
             await self.client.close()
             self.rollout_store.close()
+            self.audit.abandon()
+            self.audit_log.close()
             _log.info("agent stopped")
 
     async def wait_ready(self, timeout: float | None = None) -> None:

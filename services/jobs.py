@@ -120,6 +120,19 @@ def field(
     return FieldDefinition(name, base_type, description, aspects)
 
 
+def page_inputs(max_rows: str, settings: JobSettings) -> list[FieldDefinition]:
+    """The paging inputs of a listing service (:mod:`services.paging`): ``maxRows`` (described
+    as ``max_rows``; default ``jobs.default_max_rows``) and ``continuationToken``."""
+    return [
+        field("maxRows", BaseType.INTEGER, max_rows, default=settings.default_max_rows),
+        field(
+            "continuationToken",
+            BaseType.STRING,
+            "the previous page's continuationToken (first row); empty: first page",
+        ),
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodJobRequest:
     """A device-method job as the caller asked for it, checked."""
@@ -293,6 +306,7 @@ class JobServices:
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
                 schedule_twin,
+                audit_action="scheduleTwinJob",
             ),
             RemoteService(
                 SCHEDULE_METHOD_JOB,
@@ -306,6 +320,7 @@ class JobServices:
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
                 schedule_method,
+                audit_action="scheduleMethodJob",
             ),
             RemoteService(
                 GET_JOB,
@@ -321,17 +336,7 @@ class JobServices:
                 DataShape.of(
                     field("type", BaseType.STRING, "twinUpdate or deviceMethod (default: any)"),
                     field("status", BaseType.STRING, f"one of {', '.join(JOB_STATUSES)}"),
-                    field(
-                        "maxRows",
-                        BaseType.INTEGER,
-                        "the most jobs to return, newest first",
-                        default=self._settings.default_max_rows,
-                    ),
-                    field(
-                        "continuationToken",
-                        BaseType.STRING,
-                        "the previous page's continuationToken (first row); empty: first page",
-                    ),
+                    *page_inputs("the most jobs to return, newest first", self._settings),
                 ),
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
@@ -344,6 +349,7 @@ class JobServices:
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
                 cancel_job,
+                audit_action="cancelJob",
             ),
             RemoteService(
                 QUERY_JOB_RESULTS,
@@ -355,17 +361,7 @@ class JobServices:
                         "e.g. SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'j1'",
                         required=True,
                     ),
-                    field(
-                        "maxRows",
-                        BaseType.INTEGER,
-                        "the most rows to return",
-                        default=self._settings.default_max_rows,
-                    ),
-                    field(
-                        "continuationToken",
-                        BaseType.STRING,
-                        "the previous page's continuationToken (first row); empty: first page",
-                    ),
+                    *page_inputs("the most rows to return", self._settings),
                 ),
                 BaseType.INFOTABLE,
                 JOB_RESULT_SHAPE,

@@ -521,9 +521,16 @@ class RolloutServices:
         )
 
         def service(
-            name: str, text: str, inputs: DataShape, shape: DataShape, handler: Any
+            name: str,
+            text: str,
+            inputs: DataShape,
+            shape: DataShape,
+            handler: Any,
+            action: str | None = None,
         ) -> RemoteService:
-            return RemoteService(name, text, inputs, BaseType.INFOTABLE, shape, handler)
+            return RemoteService(
+                name, text, inputs, BaseType.INFOTABLE, shape, handler, audit_action=action
+            )
 
         return [
             service(
@@ -539,6 +546,7 @@ class RolloutServices:
                 start_inputs,
                 ROLLOUT_SHAPE,
                 self.start,
+                "startRollout",
             ),
             service(GET_ROLLOUT, "Get a rollout's status", rollout_id, ROLLOUT_SHAPE, self.get),
             service(
@@ -557,9 +565,15 @@ class RolloutServices:
                 rollout_id,
                 ROLLOUT_SHAPE,
                 self.pause,
+                "pauseRollout",
             ),
             service(
-                RESUME_ROLLOUT, "Resume a paused rollout", rollout_id, ROLLOUT_SHAPE, self.resume
+                RESUME_ROLLOUT,
+                "Resume a paused rollout",
+                rollout_id,
+                ROLLOUT_SHAPE,
+                self.resume,
+                "resumeRollout",
             ),
             service(
                 CANCEL_ROLLOUT,
@@ -567,6 +581,7 @@ class RolloutServices:
                 rollout_id,
                 ROLLOUT_SHAPE,
                 self.cancel,
+                "cancelRollout",
             ),
             service(
                 QUERY_ROLLOUT_RESULTS,

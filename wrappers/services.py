@@ -103,6 +103,7 @@ def wrapper_service(
             BaseType.INFOTABLE,
             JOB_SHAPE,
             schedule,
+            audit_action="scheduleMethodJob",
         )
 
     async def direct(call: ServiceCall) -> InfoTable:
@@ -120,6 +121,7 @@ def wrapper_service(
         METHOD_RESULT_SHAPE,
         direct,
         timeout=jobs.request_timeout + settings.direct_call_margin,
+        audit_action="callMethod",
     )
 
 
