@@ -165,4 +165,5 @@ def wrapper_rollout_service(
         BaseType.INFOTABLE,
         ROLLOUT_SHAPE,
         start,
+        audit_action="startRollout",
     )

@@ -76,6 +76,16 @@ async def test_a_typed_wrapper_rolls_out_in_waves_with_its_typed_payload(tmp_pat
         assert all(w["status"] == "judged" and w["failed"] == w["pending"] == 0 for w in waves)
         assert [w["succeeded"] for w in waves] == [2, 2, 1]
 
+        # Audited as a rollout start, like AzureIotDeviceJobStartRollout.
+        audit = await chain.rows(GATEWAY, "AzureIotDeviceJobQueryAudit", {})
+        (entry,) = [r for r in audit if r["service"] == ROLLOUT]
+        assert (entry["action"], entry["rolloutId"], entry["outcome"]) == (
+            "startRollout",
+            "tele",
+            "ok",
+        )
+        assert entry["inputs"]["intervalSeconds"] == 42
+
 
 async def test_bad_inputs_are_refused_before_anything_is_created(tmp_path: Path) -> None:
     async with AgentChain(tmp_path, devices=2, mqtt_host=fresh_loopback()) as chain:
