@@ -3,7 +3,8 @@
 :class:`AgentApp` builds everything from one :class:`~agent.settings.Settings`: the
 :class:`~agent.iothub.IotHubClient`, a :class:`~agent.registry.ThingRegistry` holding the gateway
 Thing and the ``thingworx.auto_bind`` device Things, each with the six job services and the
-wrapper services of ``jobs.wrappers_dir`` (device Things also with
+wrapper services of ``jobs.wrappers_dir`` (the gateway Thing also with their ``<Name>Rollout``
+forms and the rollout services; device Things also with
 ``AzureIotDeviceGetConnectionState``), the :class:`~agent.channel.AlwaysOnClient` that serves
 them, and (``health.enabled``) the :class:`~agent.health.HealthServer` with its
 :class:`~agent.health.HubProbe`. ``async with AgentApp(settings) as app`` runs them all in one
@@ -64,7 +65,12 @@ from services.watch import (
     gateway_events,
     gateway_properties,
 )
-from wrappers import WrapperDeclaration, load_wrappers, wrapper_service
+from wrappers import (
+    WrapperDeclaration,
+    load_wrappers,
+    wrapper_rollout_service,
+    wrapper_service,
+)
 
 __all__ = ["AgentApp"]
 
@@ -186,6 +192,10 @@ class AgentApp:
                 thing,
                 wrapper_service(declaration, self.jobs, self.settings.jobs, thing, gateway=gateway),
             )
+            if gateway:
+                self.registry.add_service(
+                    thing, wrapper_rollout_service(declaration, self.jobs, self.rollout_services)
+                )
 
     @property
     def ready_budget(self) -> float:
