@@ -17,7 +17,8 @@ Rules:
 - Pause and cancel wait for the round's end; a cancel also cancels the round's hub jobs that have
   not started running, and skips its parts not yet created.
 - Time comes from the injected ``clock`` (a hub job's ``startTime`` from ``hub_clock``: a job
-  starts at once whatever time the engine's clock says); nothing here sleeps but :meth:`run` between steps.
+  starts at once whatever time the engine's clock says); nothing here sleeps but :meth:`run`
+  between steps.
 - Every status change and every judged round is told to the ``listener`` (the gateway Thing's
   rollout events, :mod:`services.rollout_events`) after it is stored; a listener that fails is
   logged, never lets the engine stop.

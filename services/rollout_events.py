@@ -48,9 +48,7 @@ WAVE_ENDED_SHAPE = DataShape.of(
 def rollout_events() -> list[EventMetadata]:
     """The gateway Thing's rollout events (declared in its metadata)."""
     return [
-        EventMetadata(
-            ROLLOUT_STATUS_CHANGED_EVENT, ROLLOUT_SHAPE, "a rollout's status changed"
-        ),
+        EventMetadata(ROLLOUT_STATUS_CHANGED_EVENT, ROLLOUT_SHAPE, "a rollout's status changed"),
         EventMetadata(
             ROLLOUT_WAVE_ENDED_EVENT, WAVE_ENDED_SHAPE, "a round of a rollout's wave was judged"
         ),

@@ -13,6 +13,7 @@ in the past, so a hub job the engine creates "now" starts at once on the emulato
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -370,12 +371,12 @@ async def test_rollout_events_reach_the_gateway_thing(tmp_path: Path) -> None:
                 for e in mine
                 if e["event"] == ROLLOUT_STATUS_CHANGED_EVENT
             ]
-            if statuses and statuses[-1] == "completed" or time.monotonic() > deadline:
+            if (statuses and statuses[-1] == "completed") or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
         # queued → running → queued ... → completed, one event per change.
         assert statuses[0] == "queued" and statuses[-1] == "completed", statuses
-        assert all(a != b for a, b in zip(statuses, statuses[1:], strict=False)), statuses
+        assert all(a != b for a, b in itertools.pairwise(statuses)), statuses
         assert statuses.count("running") == 3, statuses  # wave 1, wave 2, wave ?'s retry
         last = next(
             e["data"]["rows"][0]
