@@ -397,11 +397,30 @@ class RolloutEngine:
         if record.status == RolloutStatus.QUEUED.value:
             state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
             fields["status"] = state.status.value
+        elif record.status == RolloutStatus.PAUSED.value:
+            # Paused while the job was being created: the wave runs, the pause waits for its end.
+            state = transition(_state(record), RolloutEvent.RESUME_REQUESTED)
+            state = transition(state, RolloutEvent.WAVE_ADMITTED)
+            state = transition(state, RolloutEvent.PAUSE_REQUESTED)
+            fields.update(status=state.status.value, requested=_req(state))
+        elif record.status == RolloutStatus.CANCELLED.value:
+            await self._cancel_late(part)
+            fields["current_job_id"] = None
         if record.start_time is None:
             fields["start_time"] = self.clock()
         self.store.update(record.rollout_id, **fields)
         self._status_changed(record.rollout_id, record.status)
         return True
+
+    async def _cancel_late(self, part: PartRecord) -> None:
+        """Cancel a hub job created just as its rollout was cancelled (it has not started)."""
+        try:
+            job = await self.client.cancel_job(part.job_id)
+        except IotHubError as exc:
+            _log.warning("rollout wave job not cancelled", job_id=part.job_id, error=str(exc))
+            return
+        self.store.set_part(part.job_id, "ended", job.status.lower() or "cancelled")
+        _log.info("rollout wave job cancelled", job_id=part.job_id)
 
     async def _create(self, record: RolloutRecord, part: PartRecord) -> Any:
         op = record.operation

@@ -23,8 +23,12 @@ from typing import Any
 import pytest
 
 from agent.app import AgentApp
-from agent.iothub import CallTooLarge, HubRequestError
+from agent.iothub import CallTooLarge, HubRequestError, IotHubClient, Job
+from agent.settings import IotHubSettings, JobSettings
+from rollouts import HubTier, RolloutEvent, RolloutPlan
+from services.rollout_engine import RolloutEngine
 from services.rollout_events import ROLLOUT_STATUS_CHANGED_EVENT, ROLLOUT_WAVE_ENDED_EVENT
+from services.rollout_store import SqliteRolloutStore
 from tests.support.chain import ENDED, GATEWAY, TWIN, AgentChain
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
@@ -397,3 +401,73 @@ async def test_rollout_events_reach_the_gateway_thing(tmp_path: Path) -> None:
         assert thing is not None
         declared = set(thing.metadata.events) if thing.metadata is not None else set()
         assert {ROLLOUT_STATUS_CHANGED_EVENT, ROLLOUT_WAVE_ENDED_EVENT} <= declared
+
+
+# -- a request that meets a wave's create ------------------------------------------------------
+
+
+class GatedClient(IotHubClient):
+    """The IoT Hub client, whose twin-job creates wait for the test's go: a pause or cancel can
+    land between an admission and its hub job, as it may when a call comes in at that moment."""
+
+    def __init__(self, settings: IotHubSettings, jobs: JobSettings) -> None:
+        super().__init__(settings, jobs)
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def create_twin_job(self, *args: Any, **kwargs: Any) -> Job:
+        self.entered.set()
+        await self.go.wait()
+        return await super().create_twin_job(*args, **kwargs)
+
+
+async def _steps(engine: RolloutEngine, rollout_id: str, status: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while (record := engine.store.get(rollout_id)) is not None and record.status != status:
+        assert time.monotonic() < deadline, record
+        await engine.step()
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("event", [RolloutEvent.PAUSE_REQUESTED, RolloutEvent.CANCEL_REQUESTED])
+async def test_a_request_during_a_waves_create_is_kept(tmp_path: Path, event: RolloutEvent) -> None:
+    """Paused (or cancelled) while the engine creates a wave's job: a pause lets the wave run and
+    takes effect at its end (before: the rollout stayed paused with a running wave no step
+    judged, and a resume left it queued for ever); a cancel cancels the new job."""
+    async with _chain(tmp_path, devices=4) as chain:
+        settings = chain.app.settings
+        client = GatedClient(settings.iothub, settings.jobs)
+        cancel = event is RolloutEvent.CANCEL_REQUESTED
+        later = datetime.now(UTC) + timedelta(hours=1)  # a cancelled one's job waits (scheduled)
+        engine = RolloutEngine(
+            client,
+            SqliteRolloutStore(tmp_path / "gated" / "rollouts.sqlite"),
+            settings.jobs,
+            tier=HubTier("S1"),
+            hub_clock=(lambda: later) if cancel else (lambda: datetime.now(UTC)),
+        )
+        try:
+            patch = {"patch": {"properties": {"desired": {"gate": 1}}}}
+            engine.create("rg", "twinUpdate", patch, {"waveSize": 2}, RolloutPlan(wave_size=2),
+                          _ids(1, 4))  # fmt: skip
+            stepping = asyncio.create_task(engine.step())
+            await client.entered.wait()
+            assert engine.request("rg", event).status == ("cancelled" if cancel else "paused")
+            client.go.set()
+            await stepping
+            record = engine.store.get("rg")
+            assert record is not None
+            if cancel:
+                job = await chain.app.client.get_job("rg-w1-a1-p1")
+                assert (record.status, job.status) == ("cancelled", "cancelled"), (record, job)
+                assert [p.state for p in engine.store.parts("rg", 1, 1)] == ["ended"]
+                return
+            assert (record.status, record.requested, record.wave) == ("running", "pause", 1)
+            await _steps(engine, "rg", "paused")
+            assert engine.store.counts("rg")["succeeded"] == 2
+            engine.request("rg", RolloutEvent.RESUME_REQUESTED)
+            await _steps(engine, "rg", "completed")
+            assert chain.fleets[0].patches_received == Counter(_ids(1, 4))
+        finally:
+            engine.store.close()
+            await client.close()
