@@ -59,7 +59,7 @@ from services.rollout_store import (
     RoundRecord,
 )
 
-__all__ = ["METHOD_ROLLOUT", "TWIN_ROLLOUT", "RolloutEngine", "RolloutListener"]
+__all__ = ["METHOD_ROLLOUT", "TWIN_ROLLOUT", "JudgedRound", "RolloutEngine", "RolloutListener"]
 
 TWIN_ROLLOUT = "twinUpdate"
 METHOD_ROLLOUT = "deviceMethod"
@@ -73,23 +73,27 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class JudgedRound:
+    """A round whose verdict is stored: its devices that succeeded, that failed (retried later
+    or not), and its hub jobs."""
+
+    rollout_id: str
+    wave: int
+    attempt: int
+    succeeded: int
+    failed: int
+    job_ids: tuple[str, ...]
+
+
 class RolloutListener(Protocol):
     """Told of what the engine stored: status changes and judged rounds."""
 
     def status_changed(self, record: RolloutRecord, counts: dict[str, int]) -> None:
         """``record`` (as stored) has a new status; ``counts`` are its devices by status."""
 
-    def round_judged(
-        self,
-        record: RolloutRecord,
-        wave: int,
-        attempt: int,
-        succeeded: int,
-        failed: int,
-        job_ids: Sequence[str],
-    ) -> None:
-        """A round's verdict is stored: its devices that succeeded, that failed (retried or
-        not) and its hub jobs."""
+    def round_judged(self, judged: JudgedRound) -> None:
+        """A round's verdict is stored."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -578,11 +582,14 @@ class RolloutEngine:
         if state.status.is_terminal:
             self.store.set_round_state(record.rollout_id, "dropped", where_state="planned")
         self._round_judged(
-            record.rollout_id,
-            round_,
-            len(verdict.succeeded),
-            verdict.failed_count,
-            [p.job_id for p in parts if p.state == "ended"],
+            JudgedRound(
+                record.rollout_id,
+                round_.wave,
+                round_.attempt,
+                len(verdict.succeeded),
+                verdict.failed_count,
+                tuple(p.job_id for p in parts if p.state == "ended"),
+            )
         )
         self._status_changed(record.rollout_id, record.status)
         _log.info(
@@ -623,23 +630,13 @@ class RolloutEngine:
         except Exception:
             _log.exception("rollout listener failed", rollout_id=rollout_id)
 
-    def _round_judged(
-        self,
-        rollout_id: str,
-        round_: RoundRecord,
-        succeeded: int,
-        failed: int,
-        job_ids: Sequence[str],
-    ) -> None:
-        record = self.store.get(rollout_id) if self.listener is not None else None
-        if self.listener is None or record is None:
+    def _round_judged(self, judged: JudgedRound) -> None:
+        if self.listener is None:
             return
         try:
-            self.listener.round_judged(
-                record, round_.wave, round_.attempt, succeeded, failed, job_ids
-            )
+            self.listener.round_judged(judged)
         except Exception:
-            _log.exception("rollout listener failed", rollout_id=rollout_id)
+            _log.exception("rollout listener failed", rollout_id=judged.rollout_id)
 
 
 def _state(record: RolloutRecord) -> RolloutState:

@@ -15,9 +15,8 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from agent.alwayson import BaseType, DataShape, EventMetadata, InfoTable
+from services.rollout_engine import JudgedRound
 from services.rollout_store import RolloutRecord
 from services.rollouts import ROLLOUT_SHAPE, rollout_row
 from services.shapes import column
@@ -75,23 +74,15 @@ class RolloutEvents:
             InfoTable(ROLLOUT_SHAPE, [rollout_row(record, counts)]),
         )
 
-    def round_judged(
-        self,
-        record: RolloutRecord,
-        wave: int,
-        attempt: int,
-        succeeded: int,
-        failed: int,
-        job_ids: Sequence[str],
-    ) -> None:
+    def round_judged(self, judged: JudgedRound) -> None:
         """Fire ``AzureIotDeviceRolloutWaveEnded`` for the judged round."""
         row = {
-            "rolloutId": record.rollout_id,
-            "wave": wave,
-            "attempt": attempt,
-            "succeeded": succeeded,
-            "failed": failed,
-            "jobIds": list(job_ids),
+            "rolloutId": judged.rollout_id,
+            "wave": judged.wave,
+            "attempt": judged.attempt,
+            "succeeded": judged.succeeded,
+            "failed": judged.failed,
+            "jobIds": list(judged.job_ids),
         }
         self._publisher.fire_event(
             self._gateway, ROLLOUT_WAVE_ENDED_EVENT, InfoTable(WAVE_ENDED_SHAPE, [row])
