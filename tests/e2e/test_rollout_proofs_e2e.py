@@ -239,6 +239,7 @@ async def test_two_rollouts_and_a_plain_job_share_one_s1_slot(tmp_path: Path) ->
             GATEWAY, TWIN, {**first, "jobId": "plain-2", "patch": {"tags": {"plain": 2}}}
         )
         assert status == 500 and str(text).startswith("429004 "), (running, status, text)
+        assert f"wait for job '{running}' to end" in str(text), text
         assert not await _hub_job_exists(chain, "plain-2")
         # A plain job holds the slot now and then: the rollouts wait, queued, and complete.
         for rollout_id in ("adm-a", "adm-b"):
@@ -256,7 +257,12 @@ async def test_two_rollouts_and_a_plain_job_share_one_s1_slot(tmp_path: Path) ->
 async def test_admission_counts_only_active_jobs_on_a_hub_with_a_long_history(
     tmp_path: Path,
 ) -> None:
-    async with _chain(tmp_path, devices=2, iothub={"max_rows_per_call": 3}) as chain:
+    """More ended jobs than iothub.max_rows_per_call: the rollout is still admitted (it stayed
+    queued for ever when each step listed every job), and a plain call's 429004 still names the
+    job that holds the slot."""
+    async with _chain(
+        tmp_path, devices=1, slow_devices=2, slow_delay=1.0, iothub={"max_rows_per_call": 3}
+    ) as chain:
         client = chain.app.client
         for n in range(5):
             await client.create_twin_job(
@@ -270,12 +276,21 @@ async def test_admission_counts_only_active_jobs_on_a_hub_with_a_long_history(
             START,
             {
                 "rolloutId": "hist",
-                "type": "twinUpdate",
-                "devices": _ids(1, 2),
-                "patch": {"tags": {"h": 1}},
+                "type": "deviceMethod",
+                "devices": _ids(2, 3),
+                "methodName": "reboot",
+                "connectTimeoutInSeconds": 5,
+                "responseTimeoutInSeconds": 10,
                 "waveSize": 1,
             },
         )
+        running = await _rollout_job_running(chain, "hist")
+        status, text = await chain.call(
+            GATEWAY,
+            TWIN,
+            {"queryCondition": "deviceId = 'device-0001'", "patch": {"tags": {"p": 1}}},
+        )
+        assert status == 500 and f"wait for job '{running}' to end" in str(text), (status, text)
         done = await chain.wait_rollout("hist", DONE, timeout=30)
         assert (done["status"], done["succeededCount"]) == ("completed", 2), done
 
