@@ -324,7 +324,7 @@ class RolloutEngine:
         history of ended jobs never counts against ``iothub.max_rows_per_call``; a listing that
         stops after ``max_concurrent_jobs`` jobs is enough to see that no slot is free.
         """
-        now = self.clock()
+        now = self.hub_clock()  # a scheduled job's start time is the hub's
         active = 0
         try:
             for status in _HUB_ACTIVE:
