@@ -55,6 +55,7 @@ from services import JobServices
 from services.audit import AuditRecorder, AuditServices
 from services.device import connection_state_service
 from services.rollout_engine import RolloutEngine
+from services.rollout_events import RolloutEvents, rollout_events
 from services.rollout_store import SqliteRolloutStore
 from services.rollouts import RolloutServices
 from services.store.audit import open_audit_log
@@ -158,6 +159,7 @@ class AgentApp:
         )
         devices = {t for t in self.registry.things() if t != gateway}
         self.watch = JobWatch(self.client, settings.jobs, self.channel, gateway, lambda: devices)
+        self.rollouts.listener = RolloutEvents(self.channel, gateway)
         self.jobs.watch = self.watch
         self.health: HealthServer | None = None
         if settings.health.enabled if health is None else health:
@@ -185,7 +187,7 @@ class AgentApp:
             self.registry.add_service(thing, connection_state_service(self.client, thing))
         for prop in gateway_properties() if gateway else device_properties():
             self.registry.add_property(thing, prop)
-        for event in gateway_events() if gateway else device_events():
+        for event in [*gateway_events(), *rollout_events()] if gateway else device_events():
             self.registry.add_event(thing, event)
         for declaration in self.wrappers:
             self.registry.add_service(

@@ -95,6 +95,7 @@ JOB_SERVICE_NAMES = (
 # How long a 429004 answer may spend finding the active job to name it (and GetJob the kinds of
 # an ended job's failures).
 _ACTIVE_LOOKUP_SECONDS = 5.0
+_ACTIVE_LISTED = 10  # jobs of each active status named in a 429004 (S3 runs 10 at once)
 # The most failed devices GetJob reads to tell their kinds in the summary.
 _FAILURE_ROWS = 1000
 
@@ -436,8 +437,12 @@ class JobServices:
 
     async def _active_jobs(self, call: ServiceCall, excluding: str | None) -> list[str]:
         loop_deadline = min(call.deadline, _loop_time() + _ACTIVE_LOOKUP_SECONDS)
-        try:
-            jobs = await self._client.list_jobs(deadline=loop_deadline)
+        jobs: list[Job] = []
+        try:  # active jobs only: a hub's history of ended ones may exceed max_rows_per_call
+            for active in ("running", "queued", "scheduled"):
+                jobs += await self._client.list_jobs(
+                    job_status=active, max_jobs=_ACTIVE_LISTED, deadline=loop_deadline
+                )
         except IotHubError:
             return []
         now = self._clock()

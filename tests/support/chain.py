@@ -249,6 +249,27 @@ class AgentChain:
         assert status == 200, f"{service} on {thing}: {status} {body}"
         return body["rows"]
 
+    async def wait_rollout(
+        self,
+        rollout_id: str,
+        statuses: Sequence[str],
+        *,
+        until: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """Poll GetRollout until the rollout's status is one of ``statuses`` (or ``until`` says
+        yes to its row); the row."""
+        deadline = time.monotonic() + timeout
+        while True:
+            (row,) = await self.rows(
+                GATEWAY, "AzureIotDeviceJobGetRollout", {"rolloutId": rollout_id}
+            )
+            if row["status"] in statuses or (until is not None and until(row)):
+                return dict(row)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"rollout {rollout_id} still {row['status']}: {row}")
+            await asyncio.sleep(0.1)
+
     async def job(self, job_id: str) -> dict[str, Any]:
         """GetJob's one row."""
         (row,) = await self.rows(GATEWAY, "AzureIotDeviceJobGetJob", {"jobId": job_id})
