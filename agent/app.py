@@ -3,13 +3,16 @@
 :class:`AgentApp` builds everything from one :class:`~agent.settings.Settings`: the
 :class:`~agent.iothub.IotHubClient`, a :class:`~agent.registry.ThingRegistry` holding the gateway
 Thing and the ``thingworx.auto_bind`` device Things, each with the six job services and the
-wrapper services of ``jobs.wrappers_dir`` (device Things also with
+wrapper services of ``jobs.wrappers_dir`` (the gateway Thing also with their ``<Name>Rollout``
+forms and the rollout services; device Things also with
 ``AzureIotDeviceGetConnectionState``), the :class:`~agent.channel.AlwaysOnClient` that serves
 them, and (``health.enabled``) the :class:`~agent.health.HealthServer` with its
 :class:`~agent.health.HubProbe`. ``async with AgentApp(settings) as app`` runs them all in one
 :class:`asyncio.TaskGroup`: the channel, the hub probe and the latency sampler, the job watchers
 (:class:`~services.watch.JobWatch`, one task reading each active job once per
-``jobs.watch_interval`` and pushing its progress through the channel), and whatever later
+``jobs.watch_interval`` and pushing its progress through the channel), the audit writer
+(:class:`~services.audit.AuditRecorder`: the registry hands it every changing call, it writes
+them to the store's audit log), and whatever later
 features add; leaving the block drains and stops them (:meth:`AgentApp.stop`), stops the health
 server and closes the IoT Hub client.
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -48,10 +52,13 @@ from agent.registry import ThingRegistry
 from agent.settings import Settings
 from rollouts import HubTier
 from services import JobServices
+from services.audit import AuditRecorder, AuditServices
 from services.device import connection_state_service
 from services.rollout_engine import RolloutEngine
+from services.rollout_events import RolloutEvents, rollout_events
 from services.rollout_store import SqliteRolloutStore
 from services.rollouts import RolloutServices
+from services.store.audit import open_audit_log
 from services.watch import (
     JobWatch,
     device_events,
@@ -59,7 +66,12 @@ from services.watch import (
     gateway_events,
     gateway_properties,
 )
-from wrappers import WrapperDeclaration, load_wrappers, wrapper_service
+from wrappers import (
+    WrapperDeclaration,
+    load_wrappers,
+    wrapper_rollout_service,
+    wrapper_service,
+)
 
 __all__ = ["AgentApp"]
 
@@ -125,6 +137,19 @@ class AgentApp:
         )
         self.rollout_services = RolloutServices(self.rollouts, settings.jobs)
         gateway = settings.thingworx.gateway_thing
+        # The audit log: every changing call the registry serves, kept in the store.
+        self.audit_log = open_audit_log(
+            settings.store.url.get_secret_value(),
+            settings.rollouts.data_dir,
+            connect_timeout=settings.audit.store_timeout,
+        )
+        self.audit = AuditRecorder(
+            self.audit_log, settings.audit, agent=f"{socket.gethostname()}/{gateway}"
+        )
+        self.registry.recorder = self.audit
+        self.audit_services = AuditServices(
+            self.audit, settings.jobs, page_bytes=settings.thingworx.max_message_size // 2
+        )
         self._add_thing(gateway, gateway=True)
         for device in settings.thingworx.auto_bind:
             if device != gateway:
@@ -134,6 +159,7 @@ class AgentApp:
         )
         devices = {t for t in self.registry.things() if t != gateway}
         self.watch = JobWatch(self.client, settings.jobs, self.channel, gateway, lambda: devices)
+        self.rollouts.listener = RolloutEvents(self.channel, gateway)
         self.jobs.watch = self.watch
         self.health: HealthServer | None = None
         if settings.health.enabled if health is None else health:
@@ -156,17 +182,22 @@ class AgentApp:
         if gateway:
             for service in self.rollout_services.declare():
                 self.registry.add_service(thing, service)
+            self.registry.add_service(thing, self.audit_services.declare())
         else:
             self.registry.add_service(thing, connection_state_service(self.client, thing))
         for prop in gateway_properties() if gateway else device_properties():
             self.registry.add_property(thing, prop)
-        for event in gateway_events() if gateway else device_events():
+        for event in [*gateway_events(), *rollout_events()] if gateway else device_events():
             self.registry.add_event(thing, event)
         for declaration in self.wrappers:
             self.registry.add_service(
                 thing,
                 wrapper_service(declaration, self.jobs, self.settings.jobs, thing, gateway=gateway),
             )
+            if gateway:
+                self.registry.add_service(
+                    thing, wrapper_rollout_service(declaration, self.jobs, self.rollout_services)
+                )
 
     @property
     def ready_budget(self) -> float:
@@ -219,6 +250,7 @@ class AgentApp:
         self._background = [
             group.create_task(self.watch.run(), name="job-watch"),
             group.create_task(self.rollouts.run(), name="rollouts"),
+            group.create_task(self.audit.run(), name="audit"),
         ]
         if self.health is not None:
             self._background.append(group.create_task(self.health.run(), name="health"))
@@ -241,6 +273,8 @@ class AgentApp:
             channel = self._channel_task
             if channel is not None and not channel.done():
                 channel.cancel()
+            with contextlib.suppress(Exception):
+                await self.audit.flush(self.settings.audit.store_timeout)
             for task in self._background:
                 task.cancel()
             await group.__aexit__(exc_type, exc, tb)
@@ -250,6 +284,8 @@ class AgentApp:
                 await self.health.stop()
             await self.client.close()
             self.rollout_store.close()
+            self.audit.abandon()
+            self.audit_log.close()
             _log.info("agent stopped")
 
     async def wait_ready(self, timeout: float | None = None) -> None:

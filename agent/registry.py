@@ -20,6 +20,11 @@ Rules:
   logged with their traceback and reach the caller only as a one-line INTERNAL_SERVER_ERROR.
 - Programming mistakes in declarations (a bad name, a default of the wrong type, a duplicate
   service) raise :class:`RegistryError` when the service is added, never at call time.
+- A service declared with an ``audit_action`` changes something (schedules, cancels, starts...):
+  every call of it that reaches the Thing, answered or refused (a bad input included), is handed
+  once to the registry's :class:`CallRecorder` as a :class:`CallRecord` after its answer is known.
+  Recording never changes the answer: a recorder that raises is logged and ignored. Reads
+  (``audit_action`` None) are not recorded.
 
 Input typing (reference §4, §12): a cell normally carries the declared base type. Also accepted,
 in :data:`ACCEPTED_INPUT_TYPES` and nowhere else: a NOTHING cell (the input is absent), a VARIANT
@@ -36,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from structlog.typing import FilteringBoundLogger
@@ -65,6 +70,8 @@ __all__ = [
     "IS_REQUIRED_ASPECT",
     "NOTIFY_PROPERTY_UPDATE",
     "RESULT_FIELD",
+    "CallRecord",
+    "CallRecorder",
     "RegistryError",
     "RemoteService",
     "ServiceCall",
@@ -131,6 +138,8 @@ class ServiceCall:
         deadline: event-loop time (``asyncio.get_running_loop().time()``) by which the answer
             must be sent; the dispatcher cancels the handler then.
         log: a structlog logger bound with ``thing``, ``service`` and ``call_id``.
+        user: the calling user when the platform names one (see
+            :data:`agent.alwayson.unconfirmed.SERVICE_CALL_USER_HEADER`), else "".
     """
 
     thing: str
@@ -138,6 +147,7 @@ class ServiceCall:
     inputs: dict[str, Any]
     deadline: float
     log: FilteringBoundLogger
+    user: str = ""
 
     def time_left(self) -> float:
         """Seconds until :attr:`deadline` (never negative)."""
@@ -147,6 +157,42 @@ class ServiceCall:
 ServiceHandler = Callable[[ServiceCall], Awaitable[Any]]
 """A service implementation: returns an ``InfoTable`` or a plain value of the result base type
 (``None`` for NOTHING), or raises :class:`ServiceError`."""
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One answered call of a service declared with an ``audit_action``.
+
+    Attributes:
+        thing: the Thing the call came to.
+        service: the service name.
+        action: the service's ``audit_action``.
+        user: the calling user when the platform names one, else "".
+        inputs: the typed inputs (defaults applied); when the inputs were refused, the cells
+            the caller sent, as far as they could be read.
+        result: the answer's InfoTable (None for a refused call or a NOTHING result).
+        error: the refusal, None when the call succeeded.
+    """
+
+    thing: str
+    service: str
+    action: str
+    user: str
+    inputs: Mapping[str, Any]
+    result: InfoTable | None
+    error: ServiceError | None
+
+
+class CallRecorder(Protocol):
+    """Receives the :class:`CallRecord` of every audited call (the audit log's seam).
+
+    ``record`` runs on the event loop right after the answer is known: it must not block (queue
+    the record and write it elsewhere) and should not raise (the registry logs and ignores it).
+    """
+
+    def record(self, call: CallRecord) -> None:
+        """Take one record."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -163,6 +209,9 @@ class RemoteService:
             as ``aspects.dataShape`` in the metadata); None otherwise.
         handler: the implementation.
         timeout: the call's deadline in seconds; None → ``jobs.call_deadline``.
+        audit_action: what a call changes, in a word (``scheduleTwinJob``, ``cancelJob``,
+            ``startRollout``...): its calls are handed to the registry's :class:`CallRecorder`
+            (the audit log); None for a read, which is not recorded.
 
     Raises:
         RegistryError: an inconsistent declaration (bad name, a default that does not fit its
@@ -176,6 +225,7 @@ class RemoteService:
     result_shape: DataShape | None
     handler: ServiceHandler = field(compare=False)
     timeout: float | None = None
+    audit_action: str | None = None
 
     def __post_init__(self) -> None:
         _check_name("service", self.name)
@@ -296,6 +346,8 @@ class ThingRegistry:
     """
 
     def __init__(self, jobs: JobSettings) -> None:
+        self.recorder: CallRecorder | None = None
+        """Where the calls of services with an ``audit_action`` go; None records nothing."""
         self._default_timeout = jobs.call_deadline
         self._things: dict[str, dict[str, RemoteService]] = {}
         self._properties: dict[str, dict[str, PropertyMetadata]] = {}
@@ -425,14 +477,17 @@ class ThingRegistry:
         params: InfoTable | None,
         *,
         log: FilteringBoundLogger | None = None,
+        user: str = "",
     ) -> InfoTable | None:
-        """Validate the inputs, run the handler under its deadline and shape its result.
+        """Validate the inputs, run the handler under its deadline and shape its result; hand
+        the call of an audited service to :attr:`recorder`.
 
         Args:
             thing: the Thing the call is for.
             service: the service name.
             params: the input InfoTable (its first row holds the inputs) or None.
             log: a logger to bind the call's context to (e.g. the connection's).
+            user: the calling user, when the platform names one.
 
         Returns:
             The result InfoTable (a primitive wrapped in the one-row ``result`` table), or None
@@ -453,10 +508,45 @@ class ThingRegistry:
         call_id = next(self._call_ids)
         base = log if log is not None else self._log
         call_log: FilteringBoundLogger = base.bind(thing=thing, service=service, call_id=call_id)
-        inputs = _validate_inputs(declared, params)
+        if declared.audit_action is None or self.recorder is None:
+            inputs = _validate_inputs(declared, params)
+            return await self._run(declared, thing, inputs, call_log, call_id, user)
+        try:
+            inputs = _validate_inputs(declared, params)
+        except ServiceError as exc:
+            self._record(declared, thing, user, _given_cells(params), None, exc, call_log)
+            raise
+        try:
+            result = await self._run(declared, thing, inputs, call_log, call_id, user)
+        except ServiceError as exc:
+            self._record(declared, thing, user, inputs, None, exc, call_log)
+            raise
+        except asyncio.CancelledError:
+            # Cut off (the agent stopping past its drain deadline): what it did is unknown.
+            unknown = ServiceError(
+                f"service {service} was cut off before it answered (the agent was stopping); "
+                "its effect is unknown: look before retrying (GetJob, FindJobs, GetRollout)",
+                Status.SERVICE_UNAVAILABLE,
+            )
+            self._record(declared, thing, user, inputs, None, unknown, call_log)
+            raise
+        self._record(declared, thing, user, inputs, result, None, call_log)
+        return result
+
+    async def _run(
+        self,
+        declared: RemoteService,
+        thing: str,
+        inputs: dict[str, Any],
+        call_log: FilteringBoundLogger,
+        call_id: int,
+        user: str,
+    ) -> InfoTable | None:
+        """Run the handler on valid inputs under the service's deadline; shape its result."""
+        service = declared.name
         timeout = declared.timeout if declared.timeout is not None else self._default_timeout
         deadline = asyncio.get_running_loop().time() + timeout
-        call = ServiceCall(thing, service, inputs, deadline, call_log)
+        call = ServiceCall(thing, service, inputs, deadline, call_log, user)
         try:
             async with asyncio.timeout_at(deadline) as scope:
                 value = await declared.handler(call)
@@ -473,6 +563,27 @@ class ThingRegistry:
         except Exception:
             raise self._internal(call_log, service, call_id) from None
         return _shape_result(declared, value, call_log, call_id)
+
+    def _record(
+        self,
+        declared: RemoteService,
+        thing: str,
+        user: str,
+        inputs: Mapping[str, Any],
+        result: InfoTable | None,
+        error: ServiceError | None,
+        log: FilteringBoundLogger,
+    ) -> None:
+        recorder = self.recorder
+        if recorder is None or declared.audit_action is None:
+            return
+        record = CallRecord(
+            thing, declared.name, declared.audit_action, user, inputs, result, error
+        )
+        try:
+            recorder.record(record)
+        except Exception:
+            log.exception("call not recorded: the recorder failed")
 
     @staticmethod
     def _internal(log: FilteringBoundLogger, service: str, call_id: int) -> ServiceError:
@@ -497,6 +608,14 @@ def _shown(value: Any, limit: int = 40) -> str:
 async def _notify_property_update(call: ServiceCall) -> None:
     # The agent's Things have no remote properties: nothing to re-synchronise (reference §7.2).
     return None
+
+
+def _given_cells(params: InfoTable | None) -> dict[str, Any]:
+    """The cells a caller sent, as they came (what a refused call is recorded with)."""
+    if params is None or not params.rows:
+        return {}
+    row = params.first_row()
+    return {name: row.get(name) for name in params.shape.names if row.get(name) is not None}
 
 
 def _validate_inputs(declared: RemoteService, params: InfoTable | None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "AuditSettings",
     "EmbeddedSettings",
     "HealthSettings",
     "IotHubSettings",
@@ -246,6 +247,29 @@ class StoreSettings(_Section):
         return bool(self.url.get_secret_value())
 
 
+class AuditSettings(_Section):
+    """The audit log of changing calls (docs/operations.md "The audit log"); kept in the store."""
+
+    queue_size: int = Field(
+        10_000, ge=1, le=1_000_000, description="entries kept in memory while the store is down"
+    )
+    max_inputs_chars: int = Field(
+        4096, ge=256, le=1_000_000, description="a call's inputs are cut past this, with a marker"
+    )
+    retry_interval: float = Field(
+        1.0, gt=0, le=60, description="first wait before writing again to a store that failed, s"
+    )
+    retry_max_interval: float = Field(
+        30.0, gt=0, le=600, description="longest wait between two writes to a failed store, s"
+    )
+    store_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="a store connection attempt; QueryAudit's and the exit's wait for the queue, s",
+    )
+
+
 class LogSettings(_Section):
     """structlog output."""
 
@@ -303,6 +327,7 @@ class Settings(BaseSettings):
     health: HealthSettings = HealthSettings()
     rollouts: RolloutSettings = RolloutSettings()
     store: StoreSettings = StoreSettings()
+    audit: AuditSettings = AuditSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
 
     @field_validator("thingworx")

@@ -95,6 +95,7 @@ JOB_SERVICE_NAMES = (
 # How long a 429004 answer may spend finding the active job to name it (and GetJob the kinds of
 # an ended job's failures).
 _ACTIVE_LOOKUP_SECONDS = 5.0
+_ACTIVE_LISTED = 10  # jobs of each active status named in a 429004 (S3 runs 10 at once)
 # The most failed devices GetJob reads to tell their kinds in the summary.
 _FAILURE_ROWS = 1000
 
@@ -118,6 +119,19 @@ def field(
     if default is not None:
         aspects[DEFAULT_VALUE_ASPECT] = default
     return FieldDefinition(name, base_type, description, aspects)
+
+
+def page_inputs(max_rows: str, settings: JobSettings) -> list[FieldDefinition]:
+    """The paging inputs of a listing service (:mod:`services.paging`): ``maxRows`` (described
+    as ``max_rows``; default ``jobs.default_max_rows``) and ``continuationToken``."""
+    return [
+        field("maxRows", BaseType.INTEGER, max_rows, default=settings.default_max_rows),
+        field(
+            "continuationToken",
+            BaseType.STRING,
+            "the previous page's continuationToken (first row); empty: first page",
+        ),
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,6 +307,7 @@ class JobServices:
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
                 schedule_twin,
+                audit_action="scheduleTwinJob",
             ),
             RemoteService(
                 SCHEDULE_METHOD_JOB,
@@ -306,6 +321,7 @@ class JobServices:
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
                 schedule_method,
+                audit_action="scheduleMethodJob",
             ),
             RemoteService(
                 GET_JOB,
@@ -321,17 +337,7 @@ class JobServices:
                 DataShape.of(
                     field("type", BaseType.STRING, "twinUpdate or deviceMethod (default: any)"),
                     field("status", BaseType.STRING, f"one of {', '.join(JOB_STATUSES)}"),
-                    field(
-                        "maxRows",
-                        BaseType.INTEGER,
-                        "the most jobs to return, newest first",
-                        default=self._settings.default_max_rows,
-                    ),
-                    field(
-                        "continuationToken",
-                        BaseType.STRING,
-                        "the previous page's continuationToken (first row); empty: first page",
-                    ),
+                    *page_inputs("the most jobs to return, newest first", self._settings),
                 ),
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
@@ -344,6 +350,7 @@ class JobServices:
                 BaseType.INFOTABLE,
                 JOB_SHAPE,
                 cancel_job,
+                audit_action="cancelJob",
             ),
             RemoteService(
                 QUERY_JOB_RESULTS,
@@ -355,17 +362,7 @@ class JobServices:
                         "e.g. SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'j1'",
                         required=True,
                     ),
-                    field(
-                        "maxRows",
-                        BaseType.INTEGER,
-                        "the most rows to return",
-                        default=self._settings.default_max_rows,
-                    ),
-                    field(
-                        "continuationToken",
-                        BaseType.STRING,
-                        "the previous page's continuationToken (first row); empty: first page",
-                    ),
+                    *page_inputs("the most rows to return", self._settings),
                 ),
                 BaseType.INFOTABLE,
                 JOB_RESULT_SHAPE,
@@ -440,8 +437,12 @@ class JobServices:
 
     async def _active_jobs(self, call: ServiceCall, excluding: str | None) -> list[str]:
         loop_deadline = min(call.deadline, _loop_time() + _ACTIVE_LOOKUP_SECONDS)
-        try:
-            jobs = await self._client.list_jobs(deadline=loop_deadline)
+        jobs: list[Job] = []
+        try:  # active jobs only: a hub's history of ended ones may exceed max_rows_per_call
+            for active in ("running", "queued", "scheduled"):
+                jobs += await self._client.list_jobs(
+                    job_status=active, max_jobs=_ACTIVE_LISTED, deadline=loop_deadline
+                )
         except IotHubError:
             return []
         now = self._clock()

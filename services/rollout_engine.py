@@ -11,12 +11,17 @@ Rules:
   created its part is stored as an ``intent``; a create that meets ``409104`` JobAlreadyExists
   (after a crash) attaches to the job instead. On start, intents are first looked up on the hub
   (a job created just before a crash holds the slot it would wait for).
-- Admission: hub jobs queued or running are counted with one job listing per step against
+- Admission: hub jobs queued, running or due are counted (listed by status) against
   ``iothub.max_concurrent_jobs`` (0: the tier's quota); a ``429004`` on create leaves the rollout
   ``queued`` and is never surfaced. Rollouts are admitted by ``priority``, then age.
 - Pause and cancel wait for the round's end; a cancel also cancels the round's hub jobs that have
   not started running, and skips its parts not yet created.
-- Time comes from the injected ``clock``; nothing here sleeps but :meth:`run` between steps.
+- Time comes from the injected ``clock`` (a hub job's ``startTime`` from ``hub_clock``: a job
+  starts at once whatever time the engine's clock says); nothing here sleeps but :meth:`run`
+  between steps.
+- Every status change and every judged round is told to the ``listener`` (the gateway Thing's
+  rollout events, :mod:`services.rollout_events`) after it is stored; a listener that fails is
+  logged, never lets the engine stop.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -54,11 +59,13 @@ from services.rollout_store import (
     RoundRecord,
 )
 
-__all__ = ["METHOD_ROLLOUT", "TWIN_ROLLOUT", "RolloutEngine"]
+__all__ = ["METHOD_ROLLOUT", "TWIN_ROLLOUT", "JudgedRound", "RolloutEngine", "RolloutListener"]
 
 TWIN_ROLLOUT = "twinUpdate"
 METHOD_ROLLOUT = "deviceMethod"
 _HUB_ENDED = frozenset({"completed", "failed", "cancelled", "canceled"})
+# The job statuses that hold a slot (a scheduled job once its start time has come).
+_HUB_ACTIVE = ("running", "queued", "scheduled")
 _JUDGE_PAGE = 1000
 """Rows per hub page when a round's ``devices.jobs`` rows are read (IoT Hub's most; a part of
 an 8 KB IN list holds about 500 devices: one page, where ``jobs.query_page_size`` 100 took 6)."""
@@ -67,6 +74,29 @@ _log = structlog.get_logger("services.rollout_engine")
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JudgedRound:
+    """A round whose verdict is stored: its devices that succeeded, that failed (retried later
+    or not), and its hub jobs."""
+
+    rollout_id: str
+    wave: int
+    attempt: int
+    succeeded: int
+    failed: int
+    job_ids: tuple[str, ...]
+
+
+class RolloutListener(Protocol):
+    """Told of what the engine stored: status changes and judged rounds."""
+
+    def status_changed(self, record: RolloutRecord, counts: dict[str, int]) -> None:
+        """``record`` (as stored) has a new status; ``counts`` are its devices by status."""
+
+    def round_judged(self, judged: JudgedRound) -> None:
+        """A round's verdict is stored."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,7 +119,11 @@ class RolloutEngine:
         tier: the hub's tier (its job quota when ``max_concurrent_jobs`` is 0).
         max_concurrent_jobs: hub jobs queued or running at once; 0 for the tier's quota.
         poll_interval: seconds between two steps.
-        clock: the current UTC time.
+        clock: the current UTC time, for the engine's decisions (pauses, retry delays, the
+            window, stored times).
+        hub_clock: the current UTC time on the hub, the ``startTime`` of the hub jobs (which
+            start at once); the real clock unless a test runs the hub on another.
+        listener: told of status changes and judged rounds (may be set later), or None.
     """
 
     def __init__(
@@ -102,6 +136,8 @@ class RolloutEngine:
         max_concurrent_jobs: int = 0,
         poll_interval: float = 2.0,
         clock: Callable[[], datetime] = _utcnow,
+        hub_clock: Callable[[], datetime] = _utcnow,
+        listener: RolloutListener | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -109,6 +145,8 @@ class RolloutEngine:
         self.max_concurrent_jobs = max_concurrent_jobs or self.tier.max_concurrent_jobs
         self.poll_interval = poll_interval
         self.clock = clock
+        self.hub_clock = hub_clock
+        self.listener = listener
         self._jobs = jobs
         self._wake = asyncio.Event()
         self._recovered = False
@@ -151,6 +189,7 @@ class RolloutEngine:
         )
         self.store.create(record, devices)
         _log.info("rollout created", rollout_id=rollout_id, devices=len(device_ids))
+        self._status_changed(rollout_id, None)
         self.wake()
         return record
 
@@ -171,6 +210,7 @@ class RolloutEngine:
             self.store.set_round_state(rollout_id, "dropped", where_state="planned")
         self.store.update(rollout_id, **fields)
         _log.info("rollout request", rollout_id=rollout_id, request=event.value, **fields)
+        self._status_changed(rollout_id, record.status)
         self.wake()
         updated = self.store.get(rollout_id)
         assert updated is not None
@@ -242,6 +282,7 @@ class RolloutEngine:
                         status=RolloutStatus.RUNNING.value,
                         current_job_id=part.job_id,
                     )
+                    self._status_changed(record.rollout_id, record.status)
 
     def _current_round(self, rollout_id: str) -> RoundRecord | None:
         rounds = self.store.rounds(rollout_id, "running")
@@ -280,12 +321,29 @@ class RolloutEngine:
         return RoundRecord(record.rollout_id, wave, 1, members, now, "planned")
 
     async def _free_slots(self) -> int:
+        """Job slots free on the hub: the quota less the jobs queued, running or due.
+
+        Only active jobs are listed (``jobStatus`` filter, one listing per status), so a hub's
+        history of ended jobs never counts against ``iothub.max_rows_per_call``; a listing that
+        stops after ``max_concurrent_jobs`` jobs is enough to see that no slot is free.
+        """
+        now = self.hub_clock()  # a scheduled job's start time is the hub's
+        active = 0
         try:
-            jobs = await self.client.list_jobs()
+            for status in _HUB_ACTIVE:
+                jobs = await self.client.list_jobs(
+                    job_status=status, max_jobs=self.max_concurrent_jobs
+                )
+                active += sum(
+                    1
+                    for job in jobs
+                    if status != "scheduled" or job.start_time is None or job.start_time <= now
+                )
+                if active >= self.max_concurrent_jobs:
+                    return 0
         except IotHubError as exc:
             _log.info("rollout admission waits: jobs not listed", error=str(exc))
             return 0
-        active = sum(1 for job in jobs if job.status.lower() not in _HUB_ENDED)
         return self.max_concurrent_jobs - active
 
     async def _admit(self, record: RolloutRecord) -> bool:
@@ -346,14 +404,34 @@ class RolloutEngine:
         if record.status == RolloutStatus.QUEUED.value:
             state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
             fields["status"] = state.status.value
+        elif record.status == RolloutStatus.PAUSED.value:
+            # Paused while the job was being created: the wave runs, the pause waits for its end.
+            state = transition(_state(record), RolloutEvent.RESUME_REQUESTED)
+            state = transition(state, RolloutEvent.WAVE_ADMITTED)
+            state = transition(state, RolloutEvent.PAUSE_REQUESTED)
+            fields.update(status=state.status.value, requested=_req(state))
+        elif record.status == RolloutStatus.CANCELLED.value:
+            await self._cancel_late(part)
+            fields["current_job_id"] = None
         if record.start_time is None:
             fields["start_time"] = self.clock()
         self.store.update(record.rollout_id, **fields)
+        self._status_changed(record.rollout_id, record.status)
         return True
+
+    async def _cancel_late(self, part: PartRecord) -> None:
+        """Cancel a hub job created just as its rollout was cancelled (it has not started)."""
+        try:
+            job = await self.client.cancel_job(part.job_id)
+        except IotHubError as exc:
+            _log.warning("rollout wave job not cancelled", job_id=part.job_id, error=str(exc))
+            return
+        self.store.set_part(part.job_id, "ended", job.status.lower() or "cancelled")
+        _log.info("rollout wave job cancelled", job_id=part.job_id)
 
     async def _create(self, record: RolloutRecord, part: PartRecord) -> Any:
         op = record.operation
-        start = self.clock()
+        start = self.hub_clock()
         window = self._jobs.default_max_execution_time
         if record.type == TWIN_ROLLOUT:
             return await self.client.create_twin_job(
@@ -507,6 +585,17 @@ class RolloutEngine:
         )
         if state.status.is_terminal:
             self.store.set_round_state(record.rollout_id, "dropped", where_state="planned")
+        self._round_judged(
+            JudgedRound(
+                record.rollout_id,
+                round_.wave,
+                round_.attempt,
+                len(verdict.succeeded),
+                verdict.failed_count,
+                tuple(p.job_id for p in parts if p.state == "ended"),
+            )
+        )
+        self._status_changed(record.rollout_id, record.status)
         _log.info(
             "rollout round judged",
             rollout_id=record.rollout_id,
@@ -531,6 +620,27 @@ class RolloutEngine:
             end_time=self.clock(),
         )
         _log.warning("rollout failed", rollout_id=record.rollout_id, reason=reason)
+        self._status_changed(record.rollout_id, record.status)
+
+    def _status_changed(self, rollout_id: str, before: str | None) -> None:
+        """Tell the listener when the stored status of ``rollout_id`` differs from ``before``."""
+        if self.listener is None:
+            return
+        record = self.store.get(rollout_id)
+        if record is None or record.status == before:
+            return
+        try:
+            self.listener.status_changed(record, self.store.counts(rollout_id))
+        except Exception:
+            _log.exception("rollout listener failed", rollout_id=rollout_id)
+
+    def _round_judged(self, judged: JudgedRound) -> None:
+        if self.listener is None:
+            return
+        try:
+            self.listener.round_judged(judged)
+        except Exception:
+            _log.exception("rollout listener failed", rollout_id=judged.rollout_id)
 
 
 def _state(record: RolloutRecord) -> RolloutState:

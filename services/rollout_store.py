@@ -40,6 +40,8 @@ __all__ = [
     "RolloutStore",
     "RoundRecord",
     "SqliteRolloutStore",
+    "WaveRecord",
+    "wave_records",
 ]
 
 SCHEMA_VERSION = 1
@@ -287,6 +289,11 @@ class RolloutStore(Protocol):
 
     def close(self) -> None:
         """Close the store."""
+        ...
+
+    def waves(self, rollout_id: str, limit: int | None = None) -> list[WaveRecord]:
+        """One :class:`WaveRecord` per round (wave and attempt), then one per wave not yet
+        planned, by wave and attempt; at most ``limit``."""
         ...
 
 
@@ -641,6 +648,30 @@ class SqliteRolloutStore:
                 self._put_round(next_round)
             self._update(rollout_id, rollout)
 
+    def waves(self, rollout_id: str, limit: int | None = None) -> list[WaveRecord]:
+        """One row per round (wave and attempt), then one per wave not planned yet.
+
+        A member of a judged round counts as the device's stored status when this round is the
+        last it was in, and as failed when a later round retries it; every member of a round
+        not judged (planned, running, dropped) is pending. One pass over the rollout's rounds,
+        parts and devices: linear in their size.
+        """
+        db = self._db
+        db.execute("BEGIN")  # deferred: one read snapshot of the three tables, no write lock
+        try:
+            rounds = self.rounds(rollout_id)
+            parts = db.execute(
+                "SELECT wave, attempt, job_id, state FROM parts WHERE rollout_id = ? "
+                "ORDER BY wave, attempt, part",
+                (rollout_id,),
+            ).fetchall()
+            devices = db.execute(
+                "SELECT device_id, wave, status FROM devices WHERE rollout_id = ?", (rollout_id,)
+            ).fetchall()
+        finally:
+            db.execute("COMMIT")
+        return wave_records(rounds, parts, devices, limit)
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -656,3 +687,78 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+@dataclass(frozen=True)
+class WaveRecord:
+    """One round of a rollout's wave as a progress row (``AzureIotDeviceJobGetRolloutWaves``).
+
+    ``status`` is the round's state (``planned``, ``running``, ``judged``, ``dropped``), or
+    ``waiting`` for a wave whose first round is not planned yet (``attempt`` 1, no job).
+    """
+
+    wave: int
+    attempt: int
+    device_count: int
+    succeeded: int
+    failed: int
+    pending: int
+    job_ids: tuple[str, ...]
+    status: str
+
+
+def wave_records(
+    rounds: Sequence[RoundRecord],
+    parts: Iterable[Sequence[Any]],
+    devices: Iterable[Sequence[Any]],
+    limit: int | None = None,
+) -> list[WaveRecord]:
+    """The per-round progress rows of :meth:`RolloutStore.waves`, from the rollout's rounds,
+    its parts (``wave, attempt, job_id, state``) and its devices (``device_id, wave, status``).
+
+    Shared by every store: only the reading of the three tables differs.
+    """
+    jobs: dict[tuple[int, int], list[str]] = {}
+    for wave, attempt, job_id, state in parts:
+        if state != "skipped":
+            jobs.setdefault((wave, attempt), []).append(job_id)
+    status_of: dict[str, str] = {}
+    per_wave: dict[int, int] = {}
+    for device_id, wave, status in devices:
+        status_of[device_id] = status
+        per_wave[wave] = per_wave.get(wave, 0) + 1
+    last: dict[str, tuple[int, int]] = {}
+    for round_ in rounds:
+        for device_id in round_.members:
+            last[device_id] = (round_.wave, round_.attempt)
+    records: list[WaveRecord] = []
+    for round_ in rounds:
+        key = (round_.wave, round_.attempt)
+        counts = dict.fromkeys(("succeeded", "failed", "pending"), 0)
+        for device_id in round_.members:
+            if round_.state != "judged":
+                counts["pending"] += 1
+            elif last.get(device_id) != key:
+                counts["failed"] += 1  # retried in a later round: this attempt failed
+            else:
+                status = status_of.get(device_id, "pending")
+                counts[status] = counts.get(status, 0) + 1
+        records.append(
+            WaveRecord(
+                round_.wave,
+                round_.attempt,
+                len(round_.members),
+                counts["succeeded"],
+                counts["failed"],
+                counts["pending"],
+                tuple(jobs.get(key, ())),
+                round_.state,
+            )
+        )
+    started = {r.wave for r in rounds}
+    for wave in sorted(per_wave):
+        if wave not in started:
+            count = per_wave[wave]
+            records.append(WaveRecord(wave, 1, count, 0, 0, count, (), "waiting"))
+    records.sort(key=lambda r: (r.wave, r.attempt))
+    return records if limit is None else records[:limit]

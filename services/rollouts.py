@@ -3,9 +3,11 @@
 ``AzureIotDeviceJobPlanRollout``, ``AzureIotDeviceJobStartRollout``,
 ``AzureIotDeviceJobGetRollout``,
 ``AzureIotDeviceJobFindRollouts``, ``AzureIotDeviceJobPauseRollout``,
-``AzureIotDeviceJobResumeRollout``, ``AzureIotDeviceJobCancelRollout`` and
-``AzureIotDeviceJobQueryRolloutResults``, with the ``AzureIotDeviceRollout`` and
-``AzureIotDeviceRolloutResult`` shapes.
+``AzureIotDeviceJobResumeRollout``, ``AzureIotDeviceJobCancelRollout``,
+``AzureIotDeviceJobQueryRolloutResults`` and ``AzureIotDeviceJobGetRolloutWaves``, with the
+``AzureIotDeviceRollout``, ``AzureIotDeviceRolloutResult`` and ``AzureIotDeviceRolloutWave``
+shapes. :meth:`RolloutServices.start_operation` is the seam the ``<Name>Rollout`` wrapper
+services start through (their typed inputs checked by the wrapper, the rest here).
 
 Rules:
 - Every input is checked before anything is sent: the operation's inputs by the Schedule
@@ -49,14 +51,18 @@ __all__ = [
     "CANCEL_ROLLOUT",
     "FIND_ROLLOUTS",
     "GET_ROLLOUT",
+    "GET_ROLLOUT_WAVES",
     "PAUSE_ROLLOUT",
     "PLAN_ROLLOUT",
     "QUERY_ROLLOUT_RESULTS",
     "RESUME_ROLLOUT",
+    "ROLLOUT_ONLY_INPUTS",
     "ROLLOUT_RESULT_SHAPE",
     "ROLLOUT_SERVICE_NAMES",
     "ROLLOUT_SHAPE",
+    "ROLLOUT_STATUSES",
     "START_ROLLOUT",
+    "WAVE_SHAPE",
     "RolloutServices",
 ]
 
@@ -68,6 +74,7 @@ PAUSE_ROLLOUT = "AzureIotDeviceJobPauseRollout"
 RESUME_ROLLOUT = "AzureIotDeviceJobResumeRollout"
 CANCEL_ROLLOUT = "AzureIotDeviceJobCancelRollout"
 QUERY_ROLLOUT_RESULTS = "AzureIotDeviceJobQueryRolloutResults"
+GET_ROLLOUT_WAVES = "AzureIotDeviceJobGetRolloutWaves"
 ROLLOUT_SERVICE_NAMES = (
     PLAN_ROLLOUT,
     START_ROLLOUT,
@@ -77,6 +84,7 @@ ROLLOUT_SERVICE_NAMES = (
     RESUME_ROLLOUT,
     CANCEL_ROLLOUT,
     QUERY_ROLLOUT_RESULTS,
+    GET_ROLLOUT_WAVES,
 )
 ROLLOUT_STATUSES = ("queued", "running", "paused", "completed", "aborted", "cancelled", "failed")
 _DEVICE_STATUSES = ("pending", "succeeded", "failed")
@@ -113,6 +121,17 @@ ROLLOUT_RESULT_SHAPE = DataShape.of(
     column("endTime", BaseType.DATETIME, "when the device was done (UTC)"),
     name="AzureIotDeviceRolloutResult",
 )
+WAVE_SHAPE = DataShape.of(
+    column("wave", BaseType.INTEGER, "the wave", key=True),
+    column("attempt", BaseType.INTEGER, "1 for the wave, 2.. for its retry rounds", key=True),
+    column("deviceCount", BaseType.INTEGER, "devices in this round"),
+    column("succeeded", BaseType.INTEGER, "devices that succeeded in this round"),
+    column("failed", BaseType.INTEGER, "devices that failed in it (retried later or for good)"),
+    column("pending", BaseType.INTEGER, "devices whose outcome in it is not known yet"),
+    column("jobIds", BaseType.JSON, "the round's hub jobs (JSON array)"),
+    column("status", BaseType.STRING, "waiting, planned, running, judged or dropped"),
+    name="AzureIotDeviceRolloutWave",
+)
 PLAN_SHAPE = DataShape.of(
     column("valid", BaseType.BOOLEAN, "true when starting it would do something"),
     column("deviceCount", BaseType.INTEGER, "devices targeted"),
@@ -137,6 +156,8 @@ _PLAN_INPUTS = (
     "windowStart",
     "windowEnd",
 )
+ROLLOUT_ONLY_INPUTS = frozenset({"rolloutId", "devices", *_PLAN_INPUTS} - {"startTime"})
+"""Inputs a ``<Name>Rollout`` wrapper service adds that its Schedule form does not have."""
 
 
 def _utcnow() -> datetime:
@@ -165,7 +186,7 @@ def rollout_row(record: RolloutRecord, counts: dict[str, int]) -> dict[str, Any]
 
 
 class RolloutServices:
-    """The eight rollout services over one :class:`RolloutEngine`.
+    """The nine rollout services over one :class:`RolloutEngine`.
 
     Args:
         engine: the running engine (its store and IoT Hub client).
@@ -189,13 +210,40 @@ class RolloutServices:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def _inputs(self) -> list[FieldDefinition]:
-        s = self._settings
+    def target_inputs(self) -> list[FieldDefinition]:
+        """``rolloutId``, ``queryCondition`` and ``devices``: the inputs naming a rollout and its
+        target (Start's, and every ``<Name>Rollout`` wrapper's)."""
         return [
             field("rolloutId", BaseType.STRING, "1..36 letters, digits and '-' (default: new)"),
-            field("type", BaseType.STRING, "twinUpdate or deviceMethod", required=True),
             field("queryCondition", BaseType.STRING, "WHERE part of a twin query (or devices)"),
             field("devices", BaseType.JSON, "JSON array of device ids (or queryCondition)"),
+        ]
+
+    def plan_inputs(self) -> list[FieldDefinition]:
+        """The plan's inputs, ``waveSize`` .. ``windowEnd`` (Start's, and every wrapper's)."""
+        return [
+            field("waveSize", BaseType.INTEGER, "devices in the first wave (default 100)"),
+            field("growthFactor", BaseType.NUMBER, "each wave's size over the last (1..10)"),
+            field("maxWaveSize", BaseType.INTEGER, "the cap on any wave"),
+            field("maxFailurePercent", BaseType.NUMBER, "abort above this failed share (0..100)"),
+            field("retries", BaseType.INTEGER, "retries of retryable failures (0..10)"),
+            field("retryDelaySeconds", BaseType.INTEGER, "least delay before a retry round"),
+            field("retryDeviceErrors", BaseType.BOOLEAN, "also retry device error statuses"),
+            field("pauseBetweenWavesSeconds", BaseType.INTEGER, "pause between waves, s"),
+            field("priority", BaseType.INTEGER, "1 (first) .. 1000 (last), default 500"),
+            field("startTime", BaseType.DATETIME, "when the first wave may start"),
+            field("windowStart", BaseType.STRING, "daily window start, HH:MM UTC"),
+            field("windowEnd", BaseType.STRING, "daily window end, HH:MM UTC"),
+        ]
+
+    def _inputs(self) -> list[FieldDefinition]:
+        s = self._settings
+        rollout_id, condition, devices = self.target_inputs()
+        return [
+            rollout_id,
+            field("type", BaseType.STRING, "twinUpdate or deviceMethod", required=True),
+            condition,
+            devices,
             field("patch", BaseType.JSON, "twin patch of a twinUpdate rollout"),
             field("methodName", BaseType.STRING, "direct method of a deviceMethod rollout"),
             field("payload", BaseType.JSON, "the method's JSON payload"),
@@ -211,24 +259,11 @@ class RolloutServices:
                 "seconds to wait for an offline device to connect (0..300)",
                 default=s.default_connect_timeout,
             ),
-            field("waveSize", BaseType.INTEGER, "devices in the first wave (default 100)"),
-            field("growthFactor", BaseType.NUMBER, "each wave's size over the last (1..10)"),
-            field("maxWaveSize", BaseType.INTEGER, "the cap on any wave"),
-            field("maxFailurePercent", BaseType.NUMBER, "abort above this failed share (0..100)"),
-            field("retries", BaseType.INTEGER, "retries of retryable failures (0..10)"),
-            field("retryDelaySeconds", BaseType.INTEGER, "least delay before a retry round"),
-            field("retryDeviceErrors", BaseType.BOOLEAN, "also retry device error statuses"),
-            field("pauseBetweenWavesSeconds", BaseType.INTEGER, "pause between waves, s"),
-            field("priority", BaseType.INTEGER, "1 (first) .. 1000 (last), default 500"),
-            field("startTime", BaseType.DATETIME, "when the first wave may start"),
-            field("windowStart", BaseType.STRING, "daily window start, HH:MM UTC"),
-            field("windowEnd", BaseType.STRING, "daily window end, HH:MM UTC"),
+            *self.plan_inputs(),
         ]
 
-    def _request(
-        self, call: ServiceCall
-    ) -> tuple[str, dict[str, Any], dict[str, Any], RolloutPlan]:
-        """The checked type, operation, plan inputs (JSON-ready) and plan."""
+    def _operation(self, call: ServiceCall) -> tuple[str, dict[str, Any]]:
+        """The checked type and operation of Plan and Start."""
         inputs = call.inputs
         rollout_type = (inputs.get("type") or "").strip()
         operation: dict[str, Any]
@@ -254,6 +289,12 @@ class RolloutServices:
             raise ServiceError(
                 f"input type {rollout_type!r} is not a rollout type: use twinUpdate or deviceMethod"
             )
+        return rollout_type, operation
+
+    @staticmethod
+    def _plan(call: ServiceCall) -> tuple[dict[str, Any], RolloutPlan]:
+        """The checked plan inputs (JSON-ready) and plan."""
+        inputs = call.inputs
         plan_inputs = {k: inputs[k] for k in _PLAN_INPUTS if inputs.get(k) is not None}
         try:
             plan = RolloutPlan.from_inputs(plan_inputs)
@@ -261,7 +302,7 @@ class RolloutServices:
             raise ServiceError(str(exc)) from None
         if isinstance(plan_inputs.get("startTime"), datetime):
             plan_inputs["startTime"] = plan_inputs["startTime"].isoformat()
-        return rollout_type, operation, plan_inputs, plan
+        return plan_inputs, plan
 
     async def _target(self, call: ServiceCall) -> tuple[list[str], list[str]]:
         """The target's device ids (resolved once) and the warnings."""
@@ -310,7 +351,8 @@ class RolloutServices:
 
     async def plan(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobPlanRollout: the dry run; creates nothing."""
-        rollout_type, operation, _, plan = self._request(call)
+        rollout_type, operation = self._operation(call)
+        _, plan = self._plan(call)
         ids, warnings = await self._target(call)
         timeout = 0
         if rollout_type == METHOD_ROLLOUT:
@@ -339,9 +381,33 @@ class RolloutServices:
 
     async def start(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobStartRollout: store the rollout; the engine runs it."""
+        return await self.start_operation(call, *self._operation(call))
+
+    async def start_operation(
+        self, call: ServiceCall, rollout_type: str, operation: dict[str, Any]
+    ) -> InfoTable:
+        """Start a rollout of an operation the caller has checked already: the seam of Start
+        and of the ``<Name>Rollout`` wrapper services (:mod:`wrappers.services`).
+
+        ``call`` carries the target and plan inputs (:meth:`target_inputs`,
+        :meth:`plan_inputs`), checked here as Start checks them.
+
+        Args:
+            call: the service call.
+            rollout_type: ``twinUpdate`` or ``deviceMethod``.
+            operation: ``{"patch": ...}``, or ``methodName``, ``payload``,
+                ``responseTimeoutInSeconds`` and ``connectTimeoutInSeconds``, all checked.
+
+        Returns:
+            One ``AzureIotDeviceRollout`` row.
+
+        Raises:
+            ServiceError: a bad input (BAD_REQUEST naming it), a rollout of that id exists, or
+                the device query failed.
+        """
         given = call.inputs.get("rolloutId")
         rollout_id = check_rollout_id_input(given) if given is not None else self._new_id()
-        rollout_type, operation, plan_inputs, plan = self._request(call)
+        plan_inputs, plan = self._plan(call)
         if self.engine.store.get(rollout_id) is not None:
             raise ServiceError(
                 f"rollout '{rollout_id}' exists already: give another rolloutId or leave it out"
@@ -422,10 +488,30 @@ class RolloutServices:
         ]
         return InfoTable(ROLLOUT_RESULT_SHAPE, rows)
 
+    async def waves(self, call: ServiceCall) -> InfoTable:
+        """AzureIotDeviceJobGetRolloutWaves: one row per wave and attempt (the store's
+        :meth:`~services.rollout_store.RolloutStore.waves`)."""
+        record = self._record(call)
+        max_rows = rules.check_max_rows(call.inputs["maxRows"])
+        rows = [
+            {
+                "wave": w.wave,
+                "attempt": w.attempt,
+                "deviceCount": w.device_count,
+                "succeeded": w.succeeded,
+                "failed": w.failed,
+                "pending": w.pending,
+                "jobIds": list(w.job_ids),
+                "status": w.status,
+            }
+            for w in self.engine.store.waves(record.rollout_id, limit=max_rows)
+        ]
+        return InfoTable(WAVE_SHAPE, rows)
+
     # -- declaration -------------------------------------------------------------------------
 
     def declare(self) -> list[RemoteService]:
-        """The eight services of the gateway Thing."""
+        """The nine services of the gateway Thing."""
         start_inputs = DataShape.of(*self._inputs())
         rollout_id = DataShape.of(
             field("rolloutId", BaseType.STRING, "the rollout's id", required=True)
@@ -435,9 +521,16 @@ class RolloutServices:
         )
 
         def service(
-            name: str, text: str, inputs: DataShape, shape: DataShape, handler: Any
+            name: str,
+            text: str,
+            inputs: DataShape,
+            shape: DataShape,
+            handler: Any,
+            action: str | None = None,
         ) -> RemoteService:
-            return RemoteService(name, text, inputs, BaseType.INFOTABLE, shape, handler)
+            return RemoteService(
+                name, text, inputs, BaseType.INFOTABLE, shape, handler, audit_action=action
+            )
 
         return [
             service(
@@ -453,6 +546,7 @@ class RolloutServices:
                 start_inputs,
                 ROLLOUT_SHAPE,
                 self.start,
+                "startRollout",
             ),
             service(GET_ROLLOUT, "Get a rollout's status", rollout_id, ROLLOUT_SHAPE, self.get),
             service(
@@ -471,9 +565,15 @@ class RolloutServices:
                 rollout_id,
                 ROLLOUT_SHAPE,
                 self.pause,
+                "pauseRollout",
             ),
             service(
-                RESUME_ROLLOUT, "Resume a paused rollout", rollout_id, ROLLOUT_SHAPE, self.resume
+                RESUME_ROLLOUT,
+                "Resume a paused rollout",
+                rollout_id,
+                ROLLOUT_SHAPE,
+                self.resume,
+                "resumeRollout",
             ),
             service(
                 CANCEL_ROLLOUT,
@@ -481,6 +581,7 @@ class RolloutServices:
                 rollout_id,
                 ROLLOUT_SHAPE,
                 self.cancel,
+                "cancelRollout",
             ),
             service(
                 QUERY_ROLLOUT_RESULTS,
@@ -492,6 +593,16 @@ class RolloutServices:
                 ),
                 ROLLOUT_RESULT_SHAPE,
                 self.results,
+            ),
+            service(
+                GET_ROLLOUT_WAVES,
+                "A rollout's progress per wave and attempt",
+                DataShape.of(
+                    field("rolloutId", BaseType.STRING, "the rollout's id", required=True),
+                    max_rows,
+                ),
+                WAVE_SHAPE,
+                self.waves,
             ),
         ]
 

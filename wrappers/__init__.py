@@ -2,7 +2,8 @@
 
 :func:`load_wrappers` reads and checks the declarations (a wrong one stops start-up with
 :class:`WrapperConfigError`); :func:`wrapper_service` builds the service of one declaration for
-one Thing (a direct call on a device Thing, a method job on the gateway Thing).
+one Thing (a direct call on a device Thing, a method job on the gateway Thing), and
+:func:`wrapper_rollout_service` its rollout form ``<Name>Rollout`` on the gateway Thing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from wrappers.declarations import (
     load_wrappers,
     parse_wrappers,
 )
-from wrappers.services import build_payload, wrapper_service
+from wrappers.services import build_payload, wrapper_rollout_service, wrapper_service
 
 __all__ = [
     "RESERVED_INPUTS",
@@ -25,5 +26,6 @@ __all__ = [
     "build_payload",
     "load_wrappers",
     "parse_wrappers",
+    "wrapper_rollout_service",
     "wrapper_service",
 ]

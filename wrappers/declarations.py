@@ -15,9 +15,10 @@ A file holds ``[[service]]`` entries::
 
 Rules: the files are a trust boundary, parsed with pydantic (unknown keys are errors); a default
 must fit its type; an input may not reuse a name the wrapper services add themselves
-(:data:`RESERVED_INPUTS`); service names are unique across all files and never start with
-``AzureIotDeviceJob``. Any mistake stops start-up with :class:`WrapperConfigError` naming the file,
-the entry and the problem.
+(:data:`RESERVED_INPUTS`, which holds the rollout form's inputs too); service names are unique
+across all files, never start with ``AzureIotDeviceJob`` and never take the name of another
+wrapper's rollout form (``<Name>Rollout``). Any mistake stops start-up with
+:class:`WrapperConfigError` naming the file, the entry and the problem.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.alwayson import AlwaysOnError, BaseType, coerce_value
 from agent.errors import ConfigError
 from agent.registry import GET_METADATA, NOTIFY_PROPERTY_UPDATE
+from services.rollouts import ROLLOUT_ONLY_INPUTS
 from services.rules import METHOD_NAME
 
 __all__ = [
     "INPUT_TYPES",
     "RESERVED_INPUTS",
+    "ROLLOUT_SUFFIX",
     "WrapperConfigError",
     "WrapperDeclaration",
     "WrapperInput",
@@ -55,9 +58,12 @@ RESERVED_INPUTS = frozenset(
         "jobId",
         "responseTimeoutInSeconds",
         "connectTimeoutInSeconds",
+        *ROLLOUT_ONLY_INPUTS,
     }
 )
-"""Inputs the wrapper services declare themselves."""
+"""Inputs the wrapper services declare themselves (the ``<Name>Rollout`` form's included)."""
+ROLLOUT_SUFFIX = "Rollout"
+"""``<Name>Rollout`` is the rollout form of the wrapper ``<Name>`` on the gateway Thing."""
 
 # pydantic matches ``pattern`` with Rust's regex, where ``$`` is the end of the text (a trailing
 # newline is refused, tests/wrappers); METHOD_NAME is Python's re, used with fullmatch.
@@ -219,4 +225,11 @@ def load_wrappers(directory: Path) -> list[WrapperDeclaration]:
                     f"declared in {found[declaration.name].source}"
                 )
             found[declaration.name] = _Located(declaration, str(path))
+    for name, located in found.items():
+        other = found.get(name + ROLLOUT_SUFFIX)
+        if other is not None:
+            raise WrapperConfigError(
+                f"{other.source}: {other.declaration.name}: the name is taken by the rollout form "
+                f"of {name} (declared in {located.source}) on the gateway Thing: rename it"
+            )
     return [located.declaration for located in found.values()]

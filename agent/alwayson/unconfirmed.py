@@ -25,6 +25,7 @@ __all__ = [
     "PASSWORD_CLAIM",
     "SCHEDULE_IS_STRING",
     "SERVICE_CALL_METHOD",
+    "SERVICE_CALL_USER_HEADER",
     "SERVICE_IS_ASYNC_ASPECT",
     "TAGS_IS_STRING",
     "TIMESPAN_STRUCT",
@@ -64,6 +65,12 @@ BIND_REFUSED_STATUS: Final = 0x83
 # §5.3, §13: claim names for user/password authentication (appKey is confirmed).
 USER_CLAIM: Final = "userid"
 PASSWORD_CLAIM: Final = "password"
+
+# §5.1, §13: a service request's body has (name, value) headers, empty in practice (the C SDK
+# never reads them); no source says the platform names the calling user there. Inference: it
+# does not, so the audit log's user is empty; should a platform send the user, it is expected
+# under this header name, which the agent records as the call's user.
+SERVICE_CALL_USER_HEADER: Final = "user"
 
 # §6.4, §13: whether a multipart BIND/UNBIND is reassembled like a response (the C SDK's own
 # parser never does; a stand-in server should).

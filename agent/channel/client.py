@@ -98,6 +98,7 @@ from agent.alwayson import (
     UnsupportedMessage,
     read_subscriptions,
 )
+from agent.alwayson.unconfirmed import SERVICE_CALL_USER_HEADER
 from agent.channel.backoff import Backoff
 from agent.channel.errors import (
     AuthRefused,
@@ -930,7 +931,7 @@ class AlwaysOnClient:
         log = link.log.bind(request_id=request.request_id)
         try:
             content = await self._registry.dispatch(
-                request.entity_name, service, request.params, log=log
+                request.entity_name, service, request.params, log=log, user=_caller(request)
             )
             response = link.conn.response(
                 request.request_id,
@@ -1074,3 +1075,11 @@ _PUSH_IDLE_CHECK = 1.0  # s: an idle sender looks at its link this often
 _SWEEPS_PER_STALE_PERIOD = 10  # a stale set is gone at most 10% after stale_multipart_after
 _KEEPALIVE_TIMEOUT = "keepalive ping timeout"  # the close reason websockets sends on pong timeout
 _AUTHENTICATED = frozenset({ChannelState.BINDING, ChannelState.READY, ChannelState.CLOSING})
+
+
+def _caller(request: Request) -> str:
+    """The calling user a service request names (unconfirmed: platforms send no headers)."""
+    for name, value in request.headers:
+        if name == SERVICE_CALL_USER_HEADER:
+            return value
+    return ""

@@ -22,8 +22,8 @@ import json
 import shlex
 import signal
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -48,7 +48,19 @@ from agent.settings import Settings
 from services import GET_JOB, QUERY_JOB_RESULTS
 from services.mapping import TERMINAL_STATUSES
 
-__all__ = ["CallFailed", "WaitTimeout", "call", "call_service"]
+__all__ = [
+    "CallFailed",
+    "WaitTimeout",
+    "call",
+    "call_service",
+    "emitter",
+    "failure_status",
+    "http_deadline",
+    "interruptible",
+    "rest_ends",
+]
+
+T = TypeVar("T")
 
 _WAIT_SLACK = 120.0  # seconds --wait allows beyond the job's own window by default
 
@@ -61,7 +73,7 @@ class WaitTimeout(CallFailed):
     """``call --wait`` gave up before the job ended (the job goes on on the hub)."""
 
 
-def _http_deadline(settings: Settings, inputs: Mapping[str, Any] | None = None) -> float:
+def http_deadline(settings: Settings, inputs: Mapping[str, Any] | None = None) -> float:
     """How long one REST call may take: the agent's own deadline for it, plus a margin."""
     jobs = settings.jobs
     given = inputs or {}
@@ -205,27 +217,14 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
     err = Console(stderr=True)
     try:
         inputs = parse_inputs(args.inputs)
-        root = rest_root(
-            args.url or f"http://{settings.embedded.host}:{settings.embedded.thingworx_port}"
-        )
+        root, app_key = rest_ends(settings, args)
     except ValueError as exc:
         err.print(f"jobs-agent call: {exc}", markup=False)
         return EXIT_USAGE
-    app_key = app_key_for(settings, args.app_key)
-    if not app_key:
-        err.print(f"jobs-agent call: no application key: set ${APP_KEY_ENV} or pass --app-key")
-        return EXIT_USAGE
     thing = args.thing or settings.thingworx.gateway_thing
-    timeout = aiohttp.ClientTimeout(total=_http_deadline(settings, inputs))
+    timeout = aiohttp.ClientTimeout(total=http_deadline(settings, inputs))
     as_json = getattr(args, "output", "table") == "json"
-
-    def emit(doc: Mapping[str, Any], title: str) -> None:
-        if as_json:
-            console.file.write(json.dumps(doc, separators=(",", ":")) + "\n")
-            console.file.flush()
-        else:
-            console.print(infotable_table(doc, title=title))
-
+    emit = emitter(console, as_json=as_json)
     job_id = ""
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -239,7 +238,7 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
             job_id = str(job["jobId"])
             if not as_json:
                 emit(doc, f"{thing}.{args.service}")
-            following = asyncio.ensure_future(
+            interrupted, final_doc = await interruptible(
                 _follow_job(
                     http,
                     root,
@@ -252,22 +251,9 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
                     show=not as_json,
                 )
             )
-            loop = asyncio.get_running_loop()
-            on_sigint = False
-            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-                # Only the main thread's loop can own SIGINT (not e.g. a test's worker thread).
-                loop.add_signal_handler(signal.SIGINT, following.cancel)
-                on_sigint = True
-            try:
-                final_doc = await following
-            except asyncio.CancelledError:
-                if following.cancelled() and not _current_task_cancelling():
-                    err.print(_stopped_watching(job_id, thing), markup=False, soft_wrap=True)
-                    return EXIT_INTERRUPTED
-                raise
-            finally:
-                if on_sigint:
-                    loop.remove_signal_handler(signal.SIGINT)
+            if interrupted or final_doc is None:
+                err.print(_stopped_watching(job_id, thing), markup=False, soft_wrap=True)
+                return EXIT_INTERRUPTED
             final = _job_row(final_doc) or job
             literal = job_id.replace("\\", "\\\\").replace("'", "\\'")
             results = await call_service(
@@ -286,15 +272,75 @@ async def call(settings: Settings, args: argparse.Namespace, console: Console) -
                 if final.get("summary"):
                     console.print(str(final["summary"]), markup=False)
             return _wait_status(final)
-    except WaitTimeout as exc:
-        err.print(f"jobs-agent call: {args.service}: {exc}", markup=False)
-        return EXIT_WAIT_TIMEOUT
-    except CallFailed as exc:
-        err.print(f"jobs-agent call: {args.service}: {exc}", markup=False)
+    except (CallFailed, TimeoutError) as exc:
+        return failure_status(err, f"jobs-agent call: {args.service}", exc, timeout)
+
+
+def rest_ends(settings: Settings, args: argparse.Namespace) -> tuple[str, str]:
+    """The REST root (``--url``, else the embedded stand-in) and the application key
+    (:func:`~agent.cli.args.app_key_for`) of ``call`` and ``rollout``.
+
+    Raises:
+        ValueError: a --url that is not http(s), or no application key anywhere.
+    """
+    root = rest_root(
+        args.url or f"http://{settings.embedded.host}:{settings.embedded.thingworx_port}"
+    )
+    app_key = app_key_for(settings, args.app_key)
+    if not app_key:
+        raise ValueError(f"no application key: set ${APP_KEY_ENV} or pass --app-key")
+    return root, app_key
+
+
+def emitter(console: Console, *, as_json: bool) -> Callable[[Mapping[str, Any], str], None]:
+    """Print an InfoTable (or a document of them): a rich table titled ``title``, or one line
+    of JSON for scripts (``--output json``)."""
+
+    def emit(doc: Mapping[str, Any], title: str) -> None:
+        if as_json:
+            console.file.write(json.dumps(doc, separators=(",", ":")) + "\n")
+            console.file.flush()
+        else:
+            console.print(infotable_table(doc, title=title))
+
+    return emit
+
+
+def failure_status(
+    err: Console, prefix: str, exc: CallFailed | TimeoutError, timeout: aiohttp.ClientTimeout
+) -> int:
+    """Print a failed call or wait in one line after ``prefix``; its exit status (4 for a
+    :class:`WaitTimeout`, else 1)."""
+    if isinstance(exc, TimeoutError):
+        err.print(f"{prefix}: no answer within {timeout.total:g} s", markup=False, soft_wrap=True)
         return EXIT_FAILED
-    except TimeoutError:
-        err.print(f"jobs-agent call: {args.service}: no answer within {timeout.total:g} s")
-        return EXIT_FAILED
+    err.print(f"{prefix}: {exc}", markup=False, soft_wrap=True)
+    return EXIT_WAIT_TIMEOUT if isinstance(exc, WaitTimeout) else EXIT_FAILED
+
+
+async def interruptible(work: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+    """Run ``work`` (the following of a job or rollout) until it ends or Ctrl-C stops it.
+
+    Returns:
+        ``(False, its result)``, or ``(True, None)`` when SIGINT cancelled it (on the main
+        thread's loop only; elsewhere Ctrl-C is the caller's).
+    """
+    following = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    on_sigint = False
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+        # Only the main thread's loop can own SIGINT (not e.g. a test's worker thread).
+        loop.add_signal_handler(signal.SIGINT, following.cancel)
+        on_sigint = True
+    try:
+        return False, await following
+    except asyncio.CancelledError:
+        if following.cancelled() and not _current_task_cancelling():
+            return True, None
+        raise
+    finally:
+        if on_sigint:
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 def _current_task_cancelling() -> bool:

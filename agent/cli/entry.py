@@ -1,5 +1,5 @@
 """The ``jobs-agent`` entry point: parse the arguments, load the settings, configure logging
-once, and hand over to ``run``, ``check`` or ``call``."""
+once, and hand over to ``run``, ``check``, ``call`` or ``rollout``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from agent.cli.args import build_parser
 from agent.cli.call import call
 from agent.cli.check import check
+from agent.cli.rollout import rollout
 from agent.cli.run import run
 from agent.settings import Settings, load_settings, settings_errors
 from logsetup import configure_logging
@@ -57,4 +58,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(level, settings.log.format)
         return asyncio.run(check(settings, console, force_bind=args.bind))
     configure_logging("WARNING", settings.log.format)
+    if args.command == "rollout":
+        return asyncio.run(rollout(settings, args, console))
     return asyncio.run(call(settings, args, console))

@@ -85,9 +85,31 @@ METHOD_JOB = "scheduleDeviceMethod"
 _T = TypeVar("_T")
 _log = structlog.get_logger("agent.iothub")
 
+_ID_PAGE = 1000  # device ids per query page (a rollout resolves its target once)
+
 # asyncio's guard around a worker fires this much after the requests timeout would have.
 _GUARD_SLACK = 0.5
 _RETRYABLE_5XX = frozenset({500, 502, 503, 504})
+
+
+def _result_rows(items: list[Any]) -> list[DeviceJobResult]:
+    """The ``devices.jobs`` rows of a query page; an unreadable item is logged and skipped."""
+    page: list[DeviceJobResult] = []
+    for item in items:
+        try:
+            page.append(DeviceJobResult.from_json(item))
+        except (ValueError, TypeError, AttributeError):
+            _log.warning("job result row skipped", item=str(item)[:200])
+    return page
+
+
+def _device_ids(items: list[Any]) -> list[str]:
+    """The device ids of a ``SELECT deviceId FROM devices`` page."""
+    return [
+        item["deviceId"]
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("deviceId"), str)
+    ]
 
 
 def _no_retries(policy: Any) -> None:
@@ -672,13 +694,13 @@ class IotHubClient:
             byte_bound = min(byte_bound, max_bytes)
         return self._settings.max_rows_per_call, byte_bound
 
-    def _results_page(
-        self, query: str, size: int, token: str | None
-    ) -> Callable[[float], tuple[list[DeviceJobResult], int, int, str | None]]:
-        """One ``POST /devices/query`` page of ``size`` rows from ``token``: (rows, items,
-        bytes, next token)."""
+    def _query_page(
+        self, query: str, size: int, token: str | None, read: Callable[[list[Any]], list[_T]]
+    ) -> Callable[[float], tuple[list[_T], int, int, str | None]]:
+        """One ``POST /devices/query`` page of ``size`` rows from ``token``: (what ``read``
+        makes of its items, items, bytes, next token)."""
 
-        def call(timeout: float) -> tuple[list[DeviceJobResult], int, int, str | None]:
+        def call(timeout: float) -> tuple[list[_T], int, int, str | None]:
             headers = {"x-ms-max-item-count": str(size)}
             if token:
                 headers["x-ms-continuation"] = token
@@ -687,17 +709,41 @@ class IotHubClient:
             items = json.loads(reply.text) if reply.text.strip() else []
             if not isinstance(items, list):
                 raise HubResponseError("IoT Hub answered a query with a non-list body")
-            # Rows are read here, in the worker, not on the event loop.
-            page: list[DeviceJobResult] = []
-            for item in items:
-                try:
-                    page.append(DeviceJobResult.from_json(item))
-                except (ValueError, TypeError, AttributeError):
-                    _log.warning("job result row skipped", item=str(item)[:200])
+            # Items are read here, in the worker, not on the event loop.
             continuation = reply.headers.get("x-ms-continuation") or None
-            return page, len(items), len(reply.text), continuation
+            return read(items), len(items), len(reply.text), continuation
 
         return call
+
+    def _results_page(
+        self, query: str, size: int, token: str | None
+    ) -> Callable[[float], tuple[list[DeviceJobResult], int, int, str | None]]:
+        """One ``devices.jobs`` page of ``size`` rows from ``token``."""
+        return self._query_page(query, size, token, _result_rows)
+
+    async def _query_all(
+        self,
+        what: str,
+        query: str,
+        budget: CallBudget,
+        max_rows: int,
+        page_size: int,
+        read: Callable[[list[Any]], list[_T]],
+        deadline: float | None,
+    ) -> list[_T]:
+        """Every page of a query up to ``max_rows`` rows, each page counted against ``budget``."""
+        rows: list[_T] = []
+        token: str | None = None
+        while len(rows) < max_rows:
+            size = min(page_size, max_rows - len(rows))
+            page, count, got, token = await self._call(
+                what, self._query_page(query, size, token, read), kind=_Kind.READ, deadline=deadline
+            )
+            self._spend(budget, count, got)
+            rows.extend(page[: max_rows - len(rows)])
+            if not token or not count:
+                break
+        return rows
 
     async def query_job_results(
         self,
@@ -724,21 +770,16 @@ class IotHubClient:
                 ``iothub.max_bytes_per_call`` bytes.
             IotHubError: the hub refused the query (e.g. a syntax error), was unreachable...
         """
-        rows: list[DeviceJobResult] = []
-        token: str | None = None
         what = "query job results"
-        budget = self._budget_for(what)
-        per_page = min(max(page_size or self._jobs.query_page_size, 1), 1000)
-        while len(rows) < max_rows:
-            size = min(per_page, max_rows - len(rows))
-            found, count, read, token = await self._call(
-                what, self._results_page(query, size, token), kind=_Kind.READ, deadline=deadline
-            )
-            self._spend(budget, count, read)
-            rows.extend(found[: max_rows - len(rows)])
-            if not token or not count:
-                break
-        return rows
+        return await self._query_all(
+            what,
+            query,
+            self._budget_for(what),
+            max_rows,
+            min(max(page_size or self._jobs.query_page_size, 1), 1000),
+            _result_rows,
+            deadline,
+        )
 
     async def query_job_results_page(
         self,
@@ -786,7 +827,8 @@ class IotHubClient:
     async def query_device_ids(
         self, condition: str, max_devices: int, *, deadline: float | None = None
     ) -> list[str]:
-        """The ids of the devices a twin query's WHERE part selects (``SELECT * FROM devices``).
+        """The ids of the devices a twin query's WHERE part selects (``SELECT deviceId FROM
+        devices WHERE ...``).
 
         Pages through the answer like :meth:`query_job_results`; a rollout resolves its target
         with it once. Only ``iothub.max_bytes_per_call`` bounds it (ids are small), not the
@@ -803,38 +845,16 @@ class IotHubClient:
         """
         what = "query device ids"
         budget = CallBudget(what, max_devices, self._settings.max_bytes_per_call * 16)
-        query = f"SELECT deviceId FROM devices WHERE {condition}"  # ids only: 1/20 of twins
-        ids: list[str] = []
-        token: str | None = None
-        while True:
-
-            def call(
-                timeout: float, token: str | None = token
-            ) -> tuple[list[str], int, int, str | None]:
-                headers = {"x-ms-max-item-count": "1000"}
-                if token:
-                    headers["x-ms-continuation"] = token
-                reply = self._send(
-                    "POST", "/devices/query", {}, headers, timeout, body={"query": query}
-                )
-                items = json.loads(reply.text) if reply.text.strip() else []
-                if not isinstance(items, list):
-                    raise HubResponseError("IoT Hub answered a query with a non-list body")
-                page = [
-                    item["deviceId"]
-                    for item in items
-                    if isinstance(item, dict) and isinstance(item.get("deviceId"), str)
-                ]
-                continuation = reply.headers.get("x-ms-continuation") or None
-                return page, len(items), len(reply.text), continuation
-
-            page, count, size, token = await self._call(
-                what, call, kind=_Kind.READ, deadline=deadline
-            )
-            self._spend(budget, count, size)
-            ids.extend(page)
-            if not token or not count:
-                return ids
+        # One row past the bound is read, so that the budget sees it and refuses.
+        return await self._query_all(
+            what,
+            f"SELECT deviceId FROM devices WHERE {condition}",  # ids only: 1/20 of whole twins
+            budget,
+            max_devices + 1,
+            _ID_PAGE,
+            _device_ids,
+            deadline,
+        )
 
     # -- devices -------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,16 +23,6 @@ pytestmark = pytest.mark.asyncio
 START = "AzureIotDeviceJobStartRollout"
 GET = "AzureIotDeviceJobGetRollout"
 RESULTS = "AzureIotDeviceJobQueryRolloutResults"
-
-
-async def _wait(chain: AgentChain, rollout_id: str, statuses: set[str], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        (row,) = await chain.rows(GATEWAY, GET, {"rolloutId": rollout_id})
-        if row["status"] in statuses:
-            return row
-        assert time.monotonic() < deadline, f"rollout still {row['status']}: {row}"
-        await asyncio.sleep(0.2)
 
 
 async def _device_rows(chain: AgentChain, prefix: str) -> Counter[str]:
@@ -58,7 +47,7 @@ async def test_waves_run_as_separate_hub_jobs_of_the_planned_sizes(tmp_path: Pat
             },
         )
         assert row["waveCount"] == 3 and row["status"] == "queued"
-        done = await _wait(chain, "ro1", {"completed", "aborted", "failed"})
+        done = await chain.wait_rollout("ro1", ("completed", "aborted", "failed"))
         assert done["status"] == "completed", done
         assert done["succeededCount"] == 10 and done["pendingCount"] == 0
         jobs = {j.job_id: j for j in await chain.app.client.list_jobs()}
@@ -86,7 +75,7 @@ async def test_offline_devices_abort_the_rollout_at_the_threshold(tmp_path: Path
                 "maxFailurePercent": 20,
             },
         )
-        done = await _wait(chain, "ro2", {"completed", "aborted", "failed"})
+        done = await chain.wait_rollout("ro2", ("completed", "aborted", "failed"))
         assert done["status"] == "aborted", done
         assert "wave 1: 5 of 10 devices failed" in done["reason"]
         assert done["failedCount"] == 5 and done["succeededCount"] == 5
@@ -102,15 +91,17 @@ async def test_pause_and_cancel_take_effect_at_wave_boundaries(tmp_path: Path) -
             "pauseBetweenWavesSeconds": 1,
         }
         await chain.rows(GATEWAY, START, {"rolloutId": "ro3", **inputs})
+        # Paused once wave 1 is admitted (a pause before it would pause at wave 0).
+        await chain.wait_rollout("ro3", (), until=lambda row: row["wave"] == 1)
         await chain.rows(GATEWAY, "AzureIotDeviceJobPauseRollout", {"rolloutId": "ro3"})
-        paused = await _wait(chain, "ro3", {"paused"})
+        paused = await chain.wait_rollout("ro3", ("paused",))
         assert paused["wave"] == 1 and paused["succeededCount"] in (0, 2)
         await asyncio.sleep(1.5)
         (still,) = await chain.rows(GATEWAY, GET, {"rolloutId": "ro3"})
         assert still["wave"] == 1 and still["status"] == "paused"
         await chain.rows(GATEWAY, "AzureIotDeviceJobResumeRollout", {"rolloutId": "ro3"})
         await chain.rows(GATEWAY, "AzureIotDeviceJobCancelRollout", {"rolloutId": "ro3"})
-        cancelled = await _wait(chain, "ro3", {"cancelled", "completed"})
+        cancelled = await chain.wait_rollout("ro3", ("cancelled", "completed"))
         assert cancelled["status"] == "cancelled", cancelled
         assert cancelled["pendingCount"] >= 2
         status, body = await chain.call(

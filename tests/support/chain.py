@@ -87,6 +87,7 @@ class AgentChain:
         prepare: called with the app before it starts (to add a service).
         app_key: the stand-in's application key.
         rollouts: overrides of the agent's ``[rollouts]`` (its data dir is ``data_dir/agent``).
+        store: the agent's ``[store]`` (a PostgreSQL ``url``); None: SQLite in its data dir.
     """
 
     def __init__(
@@ -110,8 +111,10 @@ class AgentChain:
         prepare: Callable[[AgentApp], None] | None = None,
         app_key: str = APP_KEY,
         rollouts: Mapping[str, Any] | None = None,
+        store: Mapping[str, Any] | None = None,
     ) -> None:
         self.app_key = app_key
+        self._store = dict(store or {})
         self._rollouts = dict(rollouts or {})
         self._data_dir = data_dir
         self._mqtt_host = mqtt_host
@@ -205,6 +208,7 @@ class AgentChain:
             iothub=self._iothub,
             jobs=self._jobs,
             rollouts={"data_dir": str(self._data_dir / "agent"), **self._rollouts},
+            store=self._store,
         )
         app = AgentApp(settings)
         if self._prepare is not None:
@@ -244,6 +248,27 @@ class AgentChain:
         status, body = await self.call(thing, service, inputs)
         assert status == 200, f"{service} on {thing}: {status} {body}"
         return body["rows"]
+
+    async def wait_rollout(
+        self,
+        rollout_id: str,
+        statuses: Sequence[str],
+        *,
+        until: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """Poll GetRollout until the rollout's status is one of ``statuses`` (or ``until`` says
+        yes to its row); the row."""
+        deadline = time.monotonic() + timeout
+        while True:
+            (row,) = await self.rows(
+                GATEWAY, "AzureIotDeviceJobGetRollout", {"rolloutId": rollout_id}
+            )
+            if row["status"] in statuses or (until is not None and until(row)):
+                return dict(row)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"rollout {rollout_id} still {row['status']}: {row}")
+            await asyncio.sleep(0.1)
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """GetJob's one row."""

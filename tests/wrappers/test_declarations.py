@@ -68,6 +68,15 @@ ENTRY = '[[service]]\nname = "Blink"\nmethod = "blink"\n'
             '[[service.inputs]]\nname = "n"\ntype = "STRING"\n',
             "declared twice",
         ),
+        # The <Name>Rollout form's own inputs are taken too.
+        (
+            ENTRY + '[[service.inputs]]\nname = "waveSize"\ntype = "INTEGER"\n',
+            "already has",
+        ),
+        (
+            ENTRY + '[[service.inputs]]\nname = "devices"\ntype = "JSON"\n',
+            "already has",
+        ),
     ],
 )
 def test_wrong_declarations_name_file_entry_problem(text: str, words: str) -> None:
@@ -83,6 +92,13 @@ def test_duplicate_names_across_files(tmp_path: Path) -> None:
     with pytest.raises(WrapperConfigError, match=r"b\.toml: \[\[service\]\] #1 \(Blink\).*a\.toml"):
         load_wrappers(tmp_path)
     assert load_wrappers(tmp_path / "missing") == []
+
+
+def test_a_name_taken_by_another_wrappers_rollout_form(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(ENTRY)
+    (tmp_path / "b.toml").write_text('[[service]]\nname = "BlinkRollout"\nmethod = "m"\n')
+    with pytest.raises(WrapperConfigError, match=r"b\.toml: BlinkRollout: .*rollout form of Blink"):
+        load_wrappers(tmp_path)
 
 
 def test_payload_is_the_typed_inputs_exactly() -> None:

@@ -16,6 +16,10 @@
  * - Result grids keep what matters in view: the row action (Watch) at the left, then the
  *   columns of PRIMARY_COLUMNS; a wide DataShape's other columns wait behind "More columns".
  * - The job panel belongs to one Thing: picking another Thing closes it (and stops polling).
+ * - The rollouts view (a Thing with AzureIotDeviceJobFindRollouts): the list, one rollout's waves
+ *   (AzureIotDeviceJobGetRolloutWaves) and its pause/resume/cancel buttons. No rollout events are
+ *   pushed yet: it re-reads the shown rollout every 2 s while it is active, and stops when it
+ *   ends. It belongs to one Thing, as the job panel does.
  * - "bound" is the stand-in's view (an agent serves the Thing); "device online" is the device
  *   twin's connectionState, read with AzureIotDeviceGetConnectionState where the Thing has it.
  */
@@ -38,6 +42,27 @@
   const EVENTS = "/standin/events";
   const FIND_JOBS = "AzureIotDeviceJobFindJobs";
   const GET_CONNECTION_STATE = "AzureIotDeviceGetConnectionState";
+  // The rollouts view (docs/rollouts.md): the gateway Thing's rollout services.
+  const FIND_ROLLOUTS = "AzureIotDeviceJobFindRollouts";
+  const GET_ROLLOUT = "AzureIotDeviceJobGetRollout";
+  const GET_ROLLOUT_WAVES = "AzureIotDeviceJobGetRolloutWaves";
+  const ROLLOUT_ACTIONS = [
+    ["pause", "AzureIotDeviceJobPauseRollout", "Pause", new Set(["queued", "running"])],
+    ["resume", "AzureIotDeviceJobResumeRollout", "Resume", new Set(["paused"])],
+    ["cancel", "AzureIotDeviceJobCancelRollout", "Cancel", new Set(["queued", "running", "paused"])],
+  ];
+  const ROLLOUT_STATUSES = ["queued", "running", "paused", "completed", "aborted", "cancelled", "failed"];
+  const ROLLOUT_FINAL = new Set(["completed", "aborted", "cancelled", "failed"]);
+  const ROLLOUT_POLL_MS = 2000;
+  const ROLLOUT_LIST_ROWS = 50;
+  const ROLLOUT_WAVE_ROWS = 500;
+  const ROLLOUT_COUNTERS = [
+    ["deviceCount", "Devices"],
+    ["succeededCount", "Succeeded"],
+    ["failedCount", "Failed"],
+    ["pendingCount", "Pending"],
+    ["retriedCount", "Retried"],
+  ];
   // The choices of the FindJobs filters (docs/services.md): shown as drop-downs, "any" not sent.
   const INPUT_CHOICES = {
     [FIND_JOBS]: {
@@ -82,6 +107,7 @@
     thingsTimer: null,
     job: null,
     deviceToken: 0,
+    rollouts: null,
   };
 
   // -- small DOM helpers ----------------------------------------------------------------------
@@ -401,6 +427,8 @@
     byId("device-state").hidden = true;
     renderBound();
     if (state.job && state.job.thing !== name) closeJob();
+    if (state.rollouts && state.rollouts.thing !== name) closeRollouts();
+    byId("open-rollouts").hidden = true;
     clearCall();
     let answer;
     try {
@@ -419,6 +447,7 @@
       resultType: row.resultType || {},
     }));
     renderServices();
+    byId("open-rollouts").hidden = !state.services.some((s) => s.name === FIND_ROLLOUTS);
     refreshDeviceState();
   }
 
@@ -1134,6 +1163,282 @@
     }
   }
 
+  // -- rollouts view ----------------------------------------------------------------------------
+
+  /** A two-colour bar (succeeded green, failed red) over a total; data-outcome says which. */
+  function outcomeBar(testid, label) {
+    const ok = el("span", { className: "bar-ok", "data-testid": `${testid}-ok` });
+    const fail = el("span", { className: "bar-fail", "data-testid": `${testid}-fail` });
+    const bar = el("div", { className: "bar", role: "progressbar", "aria-label": label, "aria-valuemin": "0", "data-testid": testid }, ok, fail);
+    return { bar, ok, fail };
+  }
+
+  function setBar(parts, total, succeeded, failed) {
+    const okShare = total > 0 ? Math.min(succeeded, total) / total : 0;
+    const failShare = total > 0 ? Math.min(failed, total - Math.min(succeeded, total)) / total : 0;
+    parts.ok.style.width = `${100 * okShare}%`;
+    parts.fail.style.width = `${100 * failShare}%`;
+    parts.bar.setAttribute("aria-valuemax", String(total));
+    parts.bar.setAttribute("aria-valuenow", String(succeeded + failed));
+    parts.bar.setAttribute("aria-valuetext", `${succeeded + failed} of ${total} devices done: ${succeeded} succeeded, ${failed} failed`);
+    parts.bar.dataset.outcome = failShare > 0 ? (okShare > 0 ? "partial" : "failed") : (okShare > 0 ? "ok" : "none");
+  }
+
+  function statusBadge(status, testid) {
+    const text = String(status || "unknown");
+    return el("span", { className: "badge status status-" + text.replace(/[^a-z]/gi, ""), "data-testid": testid, text });
+  }
+
+  const count = (row, name) => Number(row[name]) || 0;
+
+  function stopRolloutPolling() {
+    const view = state.rollouts;
+    if (view && view.timer !== null) clearTimeout(view.timer);
+    if (view) view.timer = null;
+  }
+
+  /** Take the rollouts view away (another Thing was picked, or Close). */
+  function closeRollouts() {
+    stopRolloutPolling();
+    state.rollouts = null;
+    const panel = byId("rollouts-panel");
+    panel.replaceChildren();
+    panel.hidden = true;
+    panel.dataset.state = "closed";
+  }
+
+  /** Open the rollouts view of a Thing that has the rollout services: the list, then a rollout. */
+  function openRollouts(thing) {
+    closeRollouts();
+    const panel = byId("rollouts-panel");
+    const view = { thing, timer: null, selected: null, polls: 0, token: 0, lastStatus: null, nodes: {} };
+    state.rollouts = view;
+    const n = view.nodes;
+    n.filter = el("select", { id: "rollouts-filter", "data-testid": "rollouts-filter", onchange: () => loadRolloutList(view) },
+      el("option", { value: "", text: "(any status)" }),
+      ...ROLLOUT_STATUSES.map((status) => el("option", { value: status, text: status })));
+    n.list = el("div", { className: "rollouts-list", "data-testid": "rollouts-list", "aria-live": "polite" });
+    n.detail = el("div", { className: "rollout-detail", "data-testid": "rollout-detail" },
+      el("p", { className: "hint", text: "Pick a rollout to see its waves." }));
+    panel.replaceChildren(
+      el("div", { className: "panel-head" },
+        el("h3", { id: "rollouts-title", tabindex: "-1" }, `Rollouts on ${thing}`),
+        el("button", { type: "button", className: "secondary small", "data-testid": "close-rollouts", onclick: closeRollouts }, "Close")),
+      el("div", { className: "rollouts-tools" },
+        el("label", { for: "rollouts-filter", text: "Status" }), n.filter,
+        el("button", { type: "button", className: "secondary small", "data-testid": "refresh-rollouts", onclick: () => loadRolloutList(view) }, "Refresh")),
+      n.list,
+      n.detail,
+    );
+    panel.hidden = false;
+    panel.dataset.state = "open";
+    panel.scrollIntoView({ block: "nearest" });
+    byId("rollouts-title").focus({ preventScroll: true });
+    loadRolloutList(view);
+  }
+
+  async function loadRolloutList(view) {
+    const inputs = { maxRows: ROLLOUT_LIST_ROWS };
+    if (view.nodes.filter.value) inputs.status = view.nodes.filter.value;
+    const token = ++view.token;
+    try {
+      const { doc } = await api("POST", servicePath(view.thing, FIND_ROLLOUTS), inputs);
+      if (state.rollouts !== view || token !== view.token) return;
+      view.nodes.list.replaceChildren(renderRolloutList(view, doc.rows || []));
+    } catch (error) {
+      if (state.rollouts !== view || token !== view.token) return;
+      view.nodes.list.replaceChildren(renderError(FIND_ROLLOUTS, error));
+    }
+  }
+
+  function renderRolloutList(view, rows) {
+    if (rows.length === 0) return el("p", { className: "hint", "data-testid": "rollouts-empty", text: "No rollout (with this status) on this Thing yet." });
+    const head = el("tr", {}, ...["", "rolloutId", "status", "devices", "wave", "created (UTC)"].map((name) =>
+      el("th", { scope: "col", className: name ? null : "action", text: name })));
+    const body = el("tbody");
+    for (const row of rows) {
+      const id = String(row.rolloutId);
+      const total = count(row, "deviceCount");
+      const bar = outcomeBar("rollout-row-bar", `Devices done of rollout ${id}`);
+      setBar(bar, total, count(row, "succeededCount"), count(row, "failedCount"));
+      body.append(el("tr", { "data-testid": "rollouts-grid-row", "data-rollout-id": id, className: view.selected === id ? "selected" : null },
+        el("td", { className: "action" }, el("button", {
+          type: "button", className: "small", "data-testid": "view-rollout", "data-rollout-id": id,
+          "aria-label": `View rollout ${id}`, onclick: () => viewRollout(view, id),
+        }, "View")),
+        el("td", { "data-col": "rolloutId", text: id }),
+        el("td", { "data-col": "status" }, statusBadge(row.status, "rollouts-grid-status"),
+          el("span", { className: "hint rollout-type", text: row.type || "" })),
+        el("td", { "data-col": "devices" }, bar.bar,
+          el("span", { className: "hint", text: `${count(row, "succeededCount")} ok · ${count(row, "failedCount")} failed · ${count(row, "pendingCount")} pending of ${total}` })),
+        el("td", { "data-col": "wave", text: `${count(row, "wave")} of ${count(row, "waveCount")}` }),
+        el("td", { "data-col": "createdTime" }, row.createdTime ? el("time", { dateTime: isoUtc(row.createdTime), text: isoUtc(row.createdTime).replace("T", " ").slice(0, 19) + "Z" }) : "—"),
+      ));
+    }
+    return el("div", { className: "grid-wrap", "data-testid": "rollouts-grid-wrap" },
+      el("table", { className: "grid rollouts-grid", "data-testid": "rollouts-grid" },
+        el("caption", { className: "visually-hidden", text: `Rollouts on ${view.thing}, newest first` }),
+        el("thead", {}, head), body));
+  }
+
+  function viewRollout(view, rolloutId) {
+    if (state.rollouts !== view) return;
+    stopRolloutPolling();
+    view.selected = rolloutId;
+    view.polls = 0;
+    view.lastStatus = null;
+    for (const tr of view.nodes.list.querySelectorAll("tr[data-rollout-id]")) {
+      tr.classList.toggle("selected", tr.dataset.rolloutId === rolloutId);
+    }
+    const n = view.nodes;
+    n.status = statusBadge("…", "rollout-status");
+    n.bar = outcomeBar("rollout-progress", "Devices done");
+    n.progressText = el("p", { className: "progress-text", "data-testid": "rollout-progress-text", text: "Loading…" });
+    n.counters = {};
+    const counters = el("dl", { className: "counters" });
+    for (const [name, label] of ROLLOUT_COUNTERS) {
+      n.counters[name] = el("dd", { "data-testid": `rollout-${name}`, text: "–" });
+      counters.append(el("div", { className: "counter counter-" + name }, el("dt", { text: label }), n.counters[name]));
+    }
+    n.details = el("dl", { className: "job-details", "data-testid": "rollout-details" });
+    n.actions = {};
+    const actions = el("div", { className: "form-actions" });
+    for (const [action, service, label] of ROLLOUT_ACTIONS) {
+      n.actions[action] = el("button", {
+        type: "button", className: action === "cancel" ? "secondary danger" : "secondary",
+        "data-testid": `rollout-${action}`, disabled: true,
+        onclick: () => rolloutAction(view, rolloutId, action, service, label),
+      }, label);
+      actions.append(n.actions[action]);
+    }
+    n.message = el("p", { className: "hint", "data-testid": "rollout-action-message", "aria-live": "polite", hidden: true });
+    n.error = el("div", { "data-testid": "rollout-error" });
+    n.waves = el("div", { className: "rollout-waves", "data-testid": "rollout-waves-box" });
+    n.source = el("p", { className: "hint", "data-testid": "rollout-source" });
+    n.updated = el("p", { className: "hint", "data-testid": "rollout-updated" });
+    n.detail.replaceChildren(
+      el("div", { className: "panel-head" },
+        el("h4", { id: "rollout-title", tabindex: "-1" }, "Rollout ", el("code", { "data-testid": "rollout-id", text: rolloutId })),
+        n.status),
+      n.bar.bar, n.progressText, counters, n.details, actions, n.message, n.error,
+      el("h4", { text: "Waves" }), n.waves, n.source, n.updated,
+    );
+    n.detail.dataset.rolloutId = rolloutId;
+    n.detail.scrollIntoView({ block: "nearest" });
+    refreshRollout(view, rolloutId);
+  }
+
+  /** GetRollout and GetRolloutWaves; again every ROLLOUT_POLL_MS while the rollout is active. */
+  async function refreshRollout(view, rolloutId) {
+    view.timer = null;
+    if (state.rollouts !== view || view.selected !== rolloutId) return;
+    const n = view.nodes;
+    let active = true;
+    try {
+      const [one, waves] = await Promise.all([
+        api("POST", servicePath(view.thing, GET_ROLLOUT), { rolloutId }),
+        api("POST", servicePath(view.thing, GET_ROLLOUT_WAVES), { rolloutId, maxRows: ROLLOUT_WAVE_ROWS }),
+      ]);
+      if (state.rollouts !== view || view.selected !== rolloutId) return;
+      const row = (one.doc.rows || [])[0];
+      if (!row) throw new HttpError(200, "OK", `${GET_ROLLOUT} returned no row for rollout ${rolloutId}`);
+      view.polls += 1;
+      n.error.replaceChildren();
+      updateRollout(view, row);
+      renderWaves(view, waves.doc.rows || []);
+      active = !ROLLOUT_FINAL.has(String(row.status));
+      if (view.lastStatus !== null && view.lastStatus !== row.status) loadRolloutList(view);
+      view.lastStatus = row.status;
+    } catch (error) {
+      if (state.rollouts !== view || view.selected !== rolloutId) return;
+      n.error.replaceChildren(renderError(GET_ROLLOUT, error));
+    }
+    n.source.textContent = active
+      ? `Refreshed every ${ROLLOUT_POLL_MS / 1000} s while the rollout is active (GetRollout and GetRolloutWaves; the agent pushes no rollout events yet).`
+      : "The rollout has ended: no more refreshing.";
+    n.source.dataset.source = active ? "polling" : "ended";
+    n.updated.textContent = `Updated ${new Date().toISOString().slice(11, 19)} UTC · ${view.polls} read${view.polls === 1 ? "" : "s"}`;
+    n.updated.dataset.polls = String(view.polls);
+    byId("rollouts-panel").dataset.state = active ? "following" : "ended";
+    if (active) view.timer = setTimeout(() => refreshRollout(view, rolloutId), ROLLOUT_POLL_MS);
+  }
+
+  function updateRollout(view, row) {
+    const n = view.nodes;
+    const status = String(row.status || "unknown");
+    n.status.textContent = status;
+    n.status.className = "badge status status-" + status.replace(/[^a-z]/gi, "");
+    for (const [name] of ROLLOUT_COUNTERS) n.counters[name].textContent = row[name] === null || row[name] === undefined ? "–" : String(row[name]);
+    const total = count(row, "deviceCount");
+    const succeeded = count(row, "succeededCount");
+    const failed = count(row, "failedCount");
+    setBar(n.bar, total, succeeded, failed);
+    n.progressText.textContent = `${succeeded + failed} of ${total} devices done · wave ${count(row, "wave")} of ${count(row, "waveCount")}`;
+    const details = [
+      ["type", row.type], ["current job", row.currentJobId], ["reason", row.reason],
+      ["created", row.createdTime ? isoUtc(row.createdTime) : null],
+      ["start", row.startTime ? isoUtc(row.startTime) : null], ["end", row.endTime ? isoUtc(row.endTime) : null],
+    ].filter(([, value]) => value !== null && value !== undefined && value !== "");
+    n.details.replaceChildren(...details.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+    for (const [action, , , allowed] of ROLLOUT_ACTIONS) n.actions[action].disabled = !allowed.has(status);
+    n.detail.dataset.status = status;
+  }
+
+  function renderWaves(view, rows) {
+    const n = view.nodes;
+    if (rows.length === 0) {
+      n.waves.replaceChildren(el("p", { className: "hint", text: "No wave yet." }));
+      return;
+    }
+    const head = el("tr", {}, ...["wave", "status", "devices", "succeeded", "failed", "pending", "hub jobs"].map((name) =>
+      el("th", { scope: "col", text: name })));
+    const body = el("tbody");
+    for (const w of rows) {
+      const attempt = count(w, "attempt");
+      const total = count(w, "deviceCount");
+      const bar = outcomeBar("wave-bar", `Devices done in wave ${w.wave}`);
+      setBar(bar, total, count(w, "succeeded"), count(w, "failed"));
+      const jobs = Array.isArray(w.jobIds) ? w.jobIds : [];
+      body.append(el("tr", { "data-testid": "rollout-waves-row", "data-wave": String(w.wave), "data-attempt": String(attempt) },
+        el("td", { "data-col": "wave", text: attempt > 1 ? `${w.wave} · retry ${attempt - 1}` : String(w.wave) }),
+        el("td", { "data-col": "status" }, statusBadge(w.status, "wave-status")),
+        el("td", { "data-col": "devices" }, bar.bar, el("span", { className: "hint", text: `${count(w, "succeeded") + count(w, "failed")} of ${total} done` })),
+        el("td", { "data-col": "succeeded", text: String(count(w, "succeeded")) }),
+        el("td", { "data-col": "failed", text: String(count(w, "failed")) }),
+        el("td", { "data-col": "pending", text: String(count(w, "pending")) }),
+        el("td", { "data-col": "jobIds" }, ...(jobs.length ? jobs.map((id) => el("code", { className: "job-id", text: String(id) })) : ["—"])),
+      ));
+    }
+    n.waves.replaceChildren(el("div", { className: "grid-wrap", "data-testid": "rollout-waves-wrap" },
+      el("table", { className: "grid waves-grid", "data-testid": "rollout-waves" },
+        el("caption", { className: "visually-hidden", text: `Waves of rollout ${view.selected}` }),
+        el("thead", {}, head), body)));
+  }
+
+  /** Pause, resume or cancel: call the service, show the status it answers, follow again. */
+  async function rolloutAction(view, rolloutId, action, service, label) {
+    if (state.rollouts !== view || view.selected !== rolloutId) return;
+    const n = view.nodes;
+    for (const button of Object.values(n.actions)) button.disabled = true;
+    try {
+      const { doc } = await api("POST", servicePath(view.thing, service), { rolloutId });
+      if (state.rollouts !== view || view.selected !== rolloutId) return;
+      const row = (doc.rows || [])[0] || {};
+      n.error.replaceChildren();
+      const later = action !== "resume" && !ROLLOUT_FINAL.has(String(row.status)) && row.status !== "paused";
+      showText(n.message, `${label}: the rollout is now ${row.status}${later ? ` (the ${action} takes effect at the next wave boundary)` : ""}.`);
+      n.message.dataset.status = String(row.status);
+      updateRollout(view, row);
+    } catch (error) {
+      if (state.rollouts !== view || view.selected !== rolloutId) return;
+      n.error.replaceChildren(renderError(service, error));
+      showText(n.message, "");
+    }
+    loadRolloutList(view);
+    stopRolloutPolling();
+    refreshRollout(view, rolloutId);
+  }
+
   // -- start ------------------------------------------------------------------------------------
 
   function start() {
@@ -1153,6 +1458,9 @@
     });
     byId("refresh-things").addEventListener("click", () => refreshThings(true));
     byId("service-filter").addEventListener("input", renderServices);
+    byId("open-rollouts").addEventListener("click", () => {
+      if (state.thing) openRollouts(state.thing);
+    });
     const key = keyFromHash() || sessionStorage.getItem(KEY_STORAGE);
     if (key) useKey(key);
     else showKeyForm("");

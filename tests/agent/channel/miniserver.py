@@ -183,8 +183,9 @@ class MiniServer:
         characteristic: Characteristic = Characteristic.SERVICES,
         timeout: float = 10.0,
         chunk_size: int = SERVER_CHUNK,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> Response:
-        """Call a service on the agent and wait for the answer."""
+        """Call a service on the agent and wait for the answer (``headers``: the request's)."""
         link = link or self.link
         request_id = next(self._ids)
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
@@ -198,7 +199,7 @@ class MiniServer:
             thing,
             characteristic,
             service,
-            (),
+            headers,
             params,
         )
         await self.send(link, request, chunk_size)

@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from agent.iothub import (
+    CallTooLarge,
     HubRequestError,
     HubTimeout,
     HubUnreachable,
@@ -311,6 +312,33 @@ async def test_job_results_query_pages_through_the_sdk_client(scripted: Scripted
     assert pages[1][0]["x-ms-continuation"] == "c1"
     # at most the rows still wanted: 10, then 10 - 2
     assert [h["x-ms-max-item-count"] for h, _ in pages] == ["10", "8"]
+
+
+async def test_device_id_query_pages_and_stops_past_its_bound(scripted: Scripted) -> None:
+    """query_device_ids reads every page of SELECT deviceId FROM devices (ids only, other items
+    skipped) and refuses with CallTooLarge once the pages hold more than max_devices."""
+
+    def answers() -> list[web.Response]:
+        return [
+            web.json_response([{"deviceId": "a"}, {"deviceId": "b"}, {"etag": "x"}],
+                              headers={"x-ms-continuation": "c1"}),
+            web.json_response([{"deviceId": "c"}]),
+        ]  # fmt: skip
+
+    scripted.answers["POST /devices/query"] = answers()
+    client = scripted.client()
+    try:
+        assert await client.query_device_ids("tags.site = 'a'", 4) == ["a", "b", "c"]
+        pages = [(h, b) for key, h, b in scripted.seen if key == "POST /devices/query"]
+        assert [json.loads(b) for _, b in pages] == [
+            {"query": "SELECT deviceId FROM devices WHERE tags.site = 'a'"}
+        ] * 2
+        assert pages[1][0]["x-ms-continuation"] == "c1"
+        scripted.answers["POST /devices/query"] = answers()
+        with pytest.raises(CallTooLarge, match="more than 2 rows"):
+            await client.query_device_ids("tags.site = 'a'", 2)
+    finally:
+        await client.close()
 
 
 async def test_job_results_query_error_is_the_hubs(scripted: Scripted) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
@@ -95,6 +96,10 @@ async def test_fifty_devices_twenty_percent_offline_answer_and_report(
             hub.push_desired(device_id, twins.desired_patch(device_id, {"interval": 7}))
         await eventually(lambda: all(twins.reported[d].get("interval") == 7 for d in online))
         assert all("interval" not in twins.reported[d] for d in offline)
+        # What each device received is counted: the reboot for all, 3 more for the first two.
+        extra = Counter({online[0]: 2, online[1]: 1})
+        assert fleet.methods_received == Counter(online) + extra
+        assert fleet.patches_received == Counter(online)
     finally:
         await fleet.stop()
     await eventually(lambda: hub.connected_count() == 0)

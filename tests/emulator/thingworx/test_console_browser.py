@@ -1061,6 +1061,165 @@ async def test_full_stack_twin_job_watched_to_completion(tab: Tab, tmp_path: Pat
         tab.assert_no_script_errors()
 
 
+# -- the rollouts view (issue 11) -----------------------------------------------------------
+
+ROLLOUT_SERVICES = "AzureIotDeviceJob{}Rollout"
+
+
+def count_requests(page: Any, service: str) -> list[str]:
+    """The requests of one service the page makes from now on."""
+    sent: list[str] = []
+    page.on(
+        "request",
+        lambda request: sent.append(request.url) if request.url.endswith(f"/{service}") else None,
+    )
+    return sent
+
+
+async def start_rollout(chain: AgentChain, rollout_id: str, devices: int, **plan: Any) -> None:
+    ids = [f"device-{n:04d}" for n in range(1, devices + 1)]
+    await chain.rows(
+        "AzureIotHub",
+        ROLLOUT_SERVICES.format("Start"),
+        {"rolloutId": rollout_id, "type": "twinUpdate", "devices": ids,
+         "patch": {"tags": {"ring": rollout_id}}, "waveSize": 2, **plan},
+    )  # fmt: skip
+
+
+async def wait_rollout(chain: AgentChain, rollout_id: str, done: Any, timeout: float = 30) -> None:
+    """Until ``done(rollout row, wave rows)``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        (row,) = await chain.rows(
+            "AzureIotHub", ROLLOUT_SERVICES.format("Get"), {"rolloutId": rollout_id}
+        )
+        waves = await chain.rows(
+            "AzureIotHub", "AzureIotDeviceJobGetRolloutWaves", {"rolloutId": rollout_id}
+        )
+        if done(row, waves):
+            return
+        assert loop.time() < deadline, f"rollout {rollout_id}: {row} {waves}"
+        await asyncio.sleep(0.2)
+
+
+async def test_rollouts_view_lists_shows_waves_and_pauses_resumes_cancels(
+    tab: Tab, tmp_path: Path
+) -> None:
+    async with AgentChain(
+        tmp_path, devices=6, mqtt_port=0, tier="S1", bind=["device-0001"], call_timeout=30.0
+    ) as chain:
+        await start_rollout(chain, "ro-done", 4)
+        await wait_rollout(chain, "ro-done", lambda row, _: row["status"] == "completed")
+        # Held between waves 1 and 2 by a long pause: active, with one wave judged.
+        await start_rollout(chain, "ro-held", 6, pauseBetweenWavesSeconds=600)
+        await wait_rollout(
+            chain, "ro-held", lambda _, waves: waves and waves[0]["status"] == "judged"
+        )
+        page = tab.page
+        await page.set_viewport_size(LAYOUT_VIEWPORT)
+        await page.goto(f"http://127.0.0.1:{chain.standin.port}/#appKey={CHAIN_APP_KEY}")
+        await page.get_by_test_id("thing-AzureIotHub").click()
+        opener = page.get_by_test_id("open-rollouts")
+        await opener.click()
+        panel = page.get_by_test_id("rollouts-panel")
+        rows = panel.get_by_test_id("rollouts-grid-row")
+        await expect(rows).to_have_count(2)
+        # The list (FindRollouts): newest first, status, devices done and wave.
+        assert await rows.evaluate_all("rs => rs.map(r => r.dataset.rolloutId)") == [
+            "ro-held",
+            "ro-done",
+        ]
+        await expect(rows.nth(1).get_by_test_id("rollouts-grid-status")).to_have_text("completed")
+        await expect(rows.nth(1).locator('td[data-col="devices"]')).to_contain_text(
+            "4 ok · 0 failed · 0 pending of 4"
+        )
+        await expect(rows.nth(0).locator('td[data-col="wave"]')).to_have_text("1 of 3")
+        call_panel = await box(page.locator("#call-panel"))
+        inside(await box(panel.get_by_test_id("rollouts-grid")), call_panel, "the rollouts grid")
+        scroll = await panel.get_by_test_id("rollouts-grid-wrap").evaluate(
+            "w => [w.scrollWidth, w.clientWidth]"
+        )
+        assert scroll[0] <= scroll[1], f"the rollouts grid scrolls sideways: {scroll}"
+
+        # A finished rollout: its waves with their hub jobs, no buttons, no more reading.
+        detail = panel.get_by_test_id("rollout-detail")
+        await rows.nth(1).get_by_test_id("view-rollout").click()
+        await expect(detail.get_by_test_id("rollout-status")).to_have_text("completed")
+        await expect(detail.get_by_test_id("rollout-succeededCount")).to_have_text("4")
+        waves = detail.get_by_test_id("rollout-waves-row")
+        await expect(waves).to_have_count(2)
+        jobs = await detail.locator('td[data-col="jobIds"]').all_inner_texts()
+        assert jobs == ["ro-done-w1-a1-p1", "ro-done-w2-a1-p1"]
+        assert await detail.locator('td[data-col="succeeded"]').all_inner_texts() == ["2", "2"]
+        await expect(detail.get_by_test_id("rollout-source")).to_have_attribute(
+            "data-source", "ended"
+        )
+        for action in ("pause", "resume", "cancel"):
+            await expect(detail.get_by_test_id(f"rollout-{action}")).to_be_disabled()
+        await expect(waves.nth(0).get_by_test_id("wave-bar")).to_have_attribute(
+            "data-outcome", "ok"
+        )
+
+        # The held rollout: wave 1 judged, waves 2 and 3 waiting; refreshed while active.
+        reads = count_requests(page, "AzureIotDeviceJobGetRolloutWaves")
+        await rows.nth(0).get_by_test_id("view-rollout").click()
+        await expect(detail.get_by_test_id("rollout-id")).to_have_text("ro-held")
+        # Between waves it waits for its next slot: queued (running while a wave runs).
+        await expect(detail.get_by_test_id("rollout-status")).to_have_text(
+            re.compile(r"^(queued|running)$")
+        )
+        await expect(waves).to_have_count(3)
+        statuses = await detail.get_by_test_id("wave-status").all_inner_texts()
+        assert statuses == ["judged", "waiting", "waiting"]
+        assert await detail.locator('td[data-col="pending"]').all_inner_texts() == ["0", "2", "2"]
+        await expect(detail.get_by_test_id("rollout-source")).to_have_attribute(
+            "data-source", "polling"
+        )
+        await expect(detail.get_by_test_id("rollout-updated")).to_have_attribute(
+            "data-polls", "2", timeout=5_000
+        )
+        inside(await box(detail.get_by_test_id("rollout-waves")), call_panel, "the waves grid")
+        await page.screenshot(path=str(shot_path(tmp_path, "console-rollout.png")), full_page=True)
+
+        # Pause, resume, cancel: each calls its service and shows the status it answered.
+        pause = detail.get_by_test_id("rollout-pause")
+        await expect(pause).to_be_enabled()
+        await expect(detail.get_by_test_id("rollout-resume")).to_be_disabled()
+        await pause.click()
+        message = detail.get_by_test_id("rollout-action-message")
+        await expect(message).to_contain_text("Pause: the rollout is now")
+        await expect(detail.get_by_test_id("rollout-status")).to_have_text("paused")
+        await wait_rollout(chain, "ro-held", lambda row, _: row["status"] == "paused")
+        await expect(pause).to_be_disabled()
+        resume = detail.get_by_test_id("rollout-resume")
+        await expect(resume).to_be_enabled()
+        await resume.click()
+        await expect(message).to_contain_text("Resume: the rollout is now")
+        await expect(detail.get_by_test_id("rollout-status")).not_to_have_text("paused")
+        (row,) = await chain.rows("AzureIotHub", ROLLOUT_SERVICES.format("Get"),
+                                  {"rolloutId": "ro-held"})  # fmt: skip
+        assert row["status"] in ("running", "queued"), row
+        await detail.get_by_test_id("rollout-cancel").click()
+        await expect(message).to_contain_text("Cancel: the rollout is now")
+        await expect(detail.get_by_test_id("rollout-status")).to_have_text("cancelled")
+        await wait_rollout(chain, "ro-held", lambda row, _: row["status"] == "cancelled")
+        await expect(rows.nth(0).get_by_test_id("rollouts-grid-status")).to_have_text("cancelled")
+        await expect(detail.get_by_test_id("rollout-source")).to_have_attribute(
+            "data-source", "ended"
+        )
+        # Ended: the view stops reading.
+        settled = len(reads)
+        await asyncio.sleep(2.5)
+        assert len(reads) == settled, "the view kept reading an ended rollout"
+
+        # Another Thing (no rollout services): the view closes and its button goes.
+        await page.get_by_test_id("thing-device-0001").click()
+        await expect(panel).to_be_hidden()
+        await expect(opener).to_be_hidden()
+        tab.assert_no_script_errors()
+
+
 # -- the routes alone ----------------------------------------------------------------------
 
 
