@@ -50,8 +50,8 @@ from rollouts import HubTier
 from services import JobServices
 from services.device import connection_state_service
 from services.rollout_engine import RolloutEngine
-from services.rollout_store import SqliteRolloutStore
 from services.rollouts import RolloutServices
+from services.store import open_store
 from services.watch import (
     JobWatch,
     device_events,
@@ -112,9 +112,7 @@ class AgentApp:
         )
         self.registry = ThingRegistry(settings.jobs)
         hub = settings.iothub
-        self.rollout_store = SqliteRolloutStore(
-            Path(settings.rollouts.data_dir) / "rollouts.sqlite"
-        )
+        self.rollout_store = open_store(settings)
         self.rollouts = RolloutEngine(
             self.client,
             self.rollout_store,
@@ -249,7 +247,7 @@ class AgentApp:
             if self.health is not None:
                 await self.health.stop()
             await self.client.close()
-            self.rollout_store.close()
+            self.rollouts.store.close()
             _log.info("agent stopped")
 
     async def wait_ready(self, timeout: float | None = None) -> None:
