@@ -17,6 +17,10 @@ device). Devices behave like SDK devices with handlers set (reference/iothub.md 
 - A desired-properties patch is reported back (the same members, without ``$version``) as a
   reported-properties PATCH.
 
+What the devices received is counted, per device: :attr:`Fleet.methods_received` (method requests,
+each answered) and :attr:`Fleet.patches_received` (desired-properties patches), so a test can
+prove that no device got an operation twice, or none.
+
 Which devices start offline is deterministic: with ``n`` devices, share ``s`` and seed ``k``, the
 device at index ``i`` is offline iff ``floor((j + 1) * s) > floor(j * s)`` where
 ``j = (i + k) mod n``, so exactly ``floor(n * s)`` devices, evenly spread (every 5th one for 20 %
@@ -33,6 +37,7 @@ import json
 import math
 import ssl
 import time
+from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -117,6 +122,8 @@ class Fleet:
         self._max_handshakes = max_handshakes
         self._offline = _offline_indexes(len(self._order), offline_share, seed)
         self._clients: dict[str, _DeviceClient] = {}
+        self.methods_received: Counter[str] = Counter()
+        self.patches_received: Counter[str] = Counter()
         self._renewals: set[asyncio.Task[None]] = set()
 
     def offline_at_start(self) -> list[str]:
@@ -348,6 +355,7 @@ class _DeviceClient(asyncio.Protocol):
     def _on_method(self, packet: Publish) -> None:
         name = packet.topic[len(topics.METHOD_REQUEST_PREFIX) :].split("/", 1)[0]
         rid = topics.property_bag(packet.topic).get("$rid", "")
+        self._fleet.methods_received[self.device_id] += 1
         try:
             payload = json.loads(packet.payload) if packet.payload.strip() else None
         except ValueError:
@@ -372,6 +380,7 @@ class _DeviceClient(asyncio.Protocol):
             return
         if not isinstance(patch, dict):
             return
+        self._fleet.patches_received[self.device_id] += 1
         reported = {k: v for k, v in patch.items() if not k.startswith("$")}
         rid = format(next(self._packet_ids), "x")
         self._send(

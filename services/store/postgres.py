@@ -132,7 +132,6 @@ class PostgresRolloutStore(RolloutTables):
             except _UNAVAILABLE as exc:
                 self._drop()
                 reason = " ".join(str(exc).split()) or type(exc).__name__
-                _log.warning("rollout store unavailable", store=self.where, error=reason)
                 raise StoreUnavailable(
                     f"the rollout store ({self.where}) is unavailable: {reason}; "
                     "the agent retries when it is back"

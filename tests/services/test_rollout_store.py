@@ -227,6 +227,19 @@ def test_a_verdict_is_stored_whole_or_not_at_all(backend: Backend) -> None:
     assert store.counts("ro1")["succeeded"] == 1
 
 
+def test_a_created_part_and_its_rollout_change_together(backend: Backend) -> None:
+    store = backend.open()
+    store.create(_record(), _DEVICES)
+    store.add_round(_round(), [_part()], wave=1)
+    with pytest.raises(ValueError, match="cannot be updated"):
+        store.set_part("ro1-w1-a1-p1", "created", "queued", status="running", bogus=1)
+    assert store.parts("ro1", 1, 1)[0].state == "intent"
+    store.set_part("ro1-w1-a1-p1", "created", "queued", status="running", current_job_id="j")
+    record = store.get("ro1")
+    assert record is not None and (record.status, record.current_job_id) == ("running", "j")
+    assert store.parts("ro1", 1, 1)[0].state == "created"
+
+
 def test_reopened_it_reads_back_what_was_stored(backend: Backend) -> None:
     first = backend.open()
     first.create(_record(), _DEVICES)
