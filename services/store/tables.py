@@ -214,19 +214,13 @@ class RolloutTables:
         limit: int | None = None,
     ) -> list[DeviceRecord]:
         """A rollout's devices in plan order, filtered by wave and/or status."""
-        text = (
-            "SELECT device_id, wave, status, attempts, retried, last_job_id, error_code, "
-            "error_description, method_status, method_payload, end_time FROM devices "
-            "WHERE rollout_id = ?"
+        text, args = _of_rollout(
+            "device_id, wave, status, attempts, retried, last_job_id, error_code, "
+            "error_description, method_status, method_payload, end_time FROM devices",
+            rollout_id,
+            {"wave": wave, "status": status},
+            "seq",
         )
-        args: list[Any] = [rollout_id]
-        if wave is not None:
-            text += " AND wave = ?"
-            args.append(wave)
-        if status is not None:
-            text += " AND status = ?"
-            args.append(status)
-        text += " ORDER BY seq"
         if limit is not None:
             text += " LIMIT ?"
             args.append(limit)
@@ -267,15 +261,12 @@ class RolloutTables:
 
     def rounds(self, rollout_id: str, state: str | None = None) -> list[RoundRecord]:
         """A rollout's rounds (in ``state`` when given), by wave and attempt."""
-        text = (
-            "SELECT rollout_id, wave, attempt, members, not_before, state FROM rounds "
-            "WHERE rollout_id = ?"
+        text, args = _of_rollout(
+            "rollout_id, wave, attempt, members, not_before, state FROM rounds",
+            rollout_id,
+            {"state": state},
+            "wave, attempt",
         )
-        args: list[Any] = [rollout_id]
-        if state is not None:
-            text += " AND state = ?"
-            args.append(state)
-        text += " ORDER BY wave, attempt"
         with self._tx(write=False) as sql:
             rows = sql.run(text, args).rows()
         return [
@@ -377,6 +368,20 @@ class RolloutTables:
             if next_round is not None:
                 _put_round(sql, next_round)
             _update(sql, rollout_id, rollout)
+
+
+def _of_rollout(
+    source: str, rollout_id: str, filters: dict[str, Any], order: str
+) -> tuple[str, list[Any]]:
+    """``SELECT source`` of one rollout's rows, with ``column = value`` for each filter given
+    (not None), ordered by ``order``: the statement and its arguments."""
+    text = f"SELECT {source} WHERE rollout_id = ?"
+    args: list[Any] = [rollout_id]
+    for column, value in filters.items():
+        if value is not None:
+            text += f" AND {column} = ?"
+            args.append(value)
+    return f"{text} ORDER BY {order}", args
 
 
 def _check_columns(fields: dict[str, Any]) -> None:
