@@ -79,16 +79,23 @@ class PostgresRolloutStore(RolloutTables):
 
     def _open(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(
-                self._url,
-                autocommit=True,
-                connect_timeout=self._connect_timeout,
-                keepalives=1,
-                keepalives_idle=10,
-                keepalives_interval=5,
-                keepalives_count=3,
-                application_name="jobs-agent rollouts",
-            )
+            try:
+                conn = psycopg.connect(
+                    self._url,
+                    autocommit=True,
+                    connect_timeout=self._connect_timeout,
+                    keepalives=1,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                    application_name="jobs-agent rollouts",
+                )
+            except psycopg.ProgrammingError:
+                # libpq quotes a URL it cannot parse, password and all: say so without it.
+                raise StoreError(
+                    "store.url is not a valid postgresql:// URL (not shown: it may hold a "
+                    "password); check it, and percent-encode special characters"
+                ) from None
             try:
                 migrate(conn, COMPONENT, MIGRATIONS)
             except BaseException:
