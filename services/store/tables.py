@@ -30,7 +30,7 @@ from services.store.rollouts import (
     RoundRecord,
 )
 
-__all__ = ["RolloutTables", "Sql"]
+__all__ = ["DeviceRow", "RolloutTables", "Sql"]
 
 _ROLLOUT_COLUMNS = (
     "rollout_id, type, operation, inputs, status, requested, reason, priority, device_count, "
@@ -49,6 +49,12 @@ _UPDATABLE = frozenset(
     }
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+DeviceRow = tuple[
+    str, str, int, int, str | None, str | None, str | None, int | None, str | None, str | None
+]
+"""A judged device as stored: ``device_id, status, attempts, retried (0/1), last_job_id,
+error_code, error_description, method_status, method_payload (JSON), end_time (ISO)``."""
 
 
 def _time(value: datetime | None) -> str | None:
@@ -136,6 +142,16 @@ class RolloutTables:
     def _insert_devices(self, sql: Sql, rows: Iterable[tuple[str, str, int, int]]) -> None:
         """Insert ``(rollout_id, device_id, seq, wave)`` rows."""
         sql.many("INSERT INTO devices (rollout_id, device_id, seq, wave) VALUES (?, ?, ?, ?)", rows)
+
+    def _update_devices(self, sql: Sql, rollout_id: str, rows: list[DeviceRow]) -> None:
+        """Store a verdict's device rows (:data:`DeviceRow`: the ``UPDATE``'s values)."""
+        sql.many(
+            "UPDATE devices SET status = ?, attempts = ?, retried = retried + ?, "
+            "last_job_id = COALESCE(?, last_job_id), error_code = ?, error_description = ?, "
+            "method_status = ?, method_payload = ?, end_time = ? "
+            "WHERE rollout_id = ? AND device_id = ?",
+            [(*row[1:], rollout_id, row[0]) for row in rows],
+        )
 
     # -- rollouts ------------------------------------------------------------------------
 
@@ -337,29 +353,23 @@ class RolloutTables:
         """Store a round's verdict whole: devices, the round judged, the retry round, the
         rollout's columns."""
         _check_columns(rollout)
-        with self._tx(write=True) as sql:
-            sql.many(
-                "UPDATE devices SET status = ?, attempts = ?, retried = retried + ?, "
-                "last_job_id = COALESCE(?, last_job_id), error_code = ?, error_description = ?, "
-                "method_status = ?, method_payload = ?, end_time = ? "
-                "WHERE rollout_id = ? AND device_id = ?",
-                [
-                    (
-                        u.status,
-                        u.attempts,
-                        1 if u.retried else 0,
-                        u.last_job_id,
-                        u.error_code,
-                        u.error_description,
-                        u.method_status,
-                        None if u.method_payload is None else json.dumps(u.method_payload),
-                        _time(u.end_time),
-                        rollout_id,
-                        u.device_id,
-                    )
-                    for u in updates
-                ],
+        rows = [
+            (
+                u.device_id,
+                u.status,
+                u.attempts,
+                1 if u.retried else 0,
+                u.last_job_id,
+                u.error_code,
+                u.error_description,
+                u.method_status,
+                None if u.method_payload is None else json.dumps(u.method_payload),
+                _time(u.end_time),
             )
+            for u in updates
+        ]
+        with self._tx(write=True) as sql:
+            self._update_devices(sql, rollout_id, rows)
             sql.run(
                 "UPDATE rounds SET state = 'judged' WHERE rollout_id = ? AND wave = ? "
                 "AND attempt = ?",
