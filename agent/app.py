@@ -56,8 +56,8 @@ from services.audit import AuditRecorder, AuditServices
 from services.device import connection_state_service
 from services.rollout_engine import RolloutEngine
 from services.rollout_events import RolloutEvents, rollout_events
-from services.rollout_store import SqliteRolloutStore
 from services.rollouts import RolloutServices
+from services.store import open_store
 from services.store.audit import open_audit_log
 from services.watch import (
     JobWatch,
@@ -124,9 +124,7 @@ class AgentApp:
         )
         self.registry = ThingRegistry(settings.jobs)
         hub = settings.iothub
-        self.rollout_store = SqliteRolloutStore(
-            Path(settings.rollouts.data_dir) / "rollouts.sqlite"
-        )
+        self.rollout_store = open_store(settings)
         self.rollouts = RolloutEngine(
             self.client,
             self.rollout_store,
@@ -283,7 +281,7 @@ class AgentApp:
             if self.health is not None:
                 await self.health.stop()
             await self.client.close()
-            self.rollout_store.close()
+            self.rollouts.store.close()
             self.audit.abandon()
             self.audit_log.close()
             _log.info("agent stopped")
