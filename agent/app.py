@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +54,8 @@ from services.device import connection_state_service
 from services.rollout_engine import RolloutEngine
 from services.rollout_store import SqliteRolloutStore
 from services.rollouts import RolloutServices
+from services.store.admission import Admission, LocalAdmission, PostgresAdmission
+from services.store.leadership import Leadership, LocalLeadership, PostgresLeadership
 from services.watch import (
     JobWatch,
     device_events,
@@ -115,14 +119,21 @@ class AgentApp:
         self.rollout_store = SqliteRolloutStore(
             Path(settings.rollouts.data_dir) / "rollouts.sqlite"
         )
+        tier = HubTier(hub.tier, hub.tier_units)
+        self.leadership, self.admission = self._sharing(
+            hub.max_concurrent_jobs or tier.max_concurrent_jobs
+        )
         self.rollouts = RolloutEngine(
             self.client,
             self.rollout_store,
             settings.jobs,
-            tier=HubTier(hub.tier, hub.tier_units),
+            tier=tier,
             max_concurrent_jobs=hub.max_concurrent_jobs,
             poll_interval=settings.rollouts.poll_interval,
+            leadership=self.leadership,
+            admission=self.admission,
         )
+        self.leadership.on_change = self.rollouts.wake
         self.rollout_services = RolloutServices(self.rollouts, settings.jobs)
         gateway = settings.thingworx.gateway_thing
         self._add_thing(gateway, gateway=True)
@@ -144,10 +155,26 @@ class AgentApp:
                 settings.thingworx.url,
                 HubProbe.for_client(client, interval=settings.health.probe_interval),
                 load=lambda: client.load,
+                leadership=self.leadership,
+                store="postgresql" if settings.store.shared else "sqlite",
             )
         self._group: asyncio.TaskGroup | None = None
         self._channel_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
+
+    def _sharing(self, slots: int) -> tuple[Leadership, Admission]:
+        """The rollout leadership and the admission slots: shared through ``store.url``'s
+        PostgreSQL database, or this agent's own (SQLite: always the leader)."""
+        store = self.settings.store
+        if not store.shared:
+            return LocalLeadership(), LocalAdmission()
+        url = store.url.get_secret_value()
+        host = self.client.host
+        agent = f"{socket.gethostname()}:{os.getpid()}"
+        return (
+            PostgresLeadership(url, host, store.takeover_seconds),
+            PostgresAdmission(url, host, slots, agent=agent),
+        )
 
     def _add_thing(self, thing: str, *, gateway: bool) -> None:
         self.registry.add_thing(thing)
@@ -219,6 +246,7 @@ class AgentApp:
         self._background = [
             group.create_task(self.watch.run(), name="job-watch"),
             group.create_task(self.rollouts.run(), name="rollouts"),
+            group.create_task(self.leadership.run(), name="rollout-leadership"),
         ]
         if self.health is not None:
             self._background.append(group.create_task(self.health.run(), name="health"))
@@ -249,6 +277,8 @@ class AgentApp:
             if self.health is not None:
                 await self.health.stop()
             await self.client.close()
+            await self.leadership.close()
+            await self.admission.close()
             self.rollout_store.close()
             _log.info("agent stopped")
 

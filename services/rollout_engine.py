@@ -17,6 +17,11 @@ Rules:
 - Pause and cancel wait for the round's end; a cancel also cancels the round's hub jobs that have
   not started running, and skips its parts not yet created.
 - Time comes from the injected ``clock``; nothing here sleeps but :meth:`run` between steps.
+- Several agents (a shared store): only the hub's rollout leader steps
+  (:mod:`services.store.leadership`); it confirms its leadership at the start of every step and
+  before every wave it starts, and stops at once when it cannot. Becoming the leader again runs
+  the recovery above. A wave's hub job first takes a shared admission slot
+  (:mod:`services.store.admission`).
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ from services.rollout_store import (
     RolloutStore,
     RoundRecord,
 )
+from services.store.admission import Admission, LocalAdmission
+from services.store.leadership import Leadership, LocalLeadership
 
 __all__ = ["METHOD_ROLLOUT", "TWIN_ROLLOUT", "RolloutEngine"]
 
@@ -87,6 +94,8 @@ class RolloutEngine:
         max_concurrent_jobs: hub jobs queued or running at once; 0 for the tier's quota.
         poll_interval: seconds between two steps.
         clock: the current UTC time.
+        leadership: whether this agent drives the hub's rollouts now (default: always).
+        admission: the shared admission slots (default: the hub's job list alone).
     """
 
     def __init__(
@@ -99,6 +108,8 @@ class RolloutEngine:
         max_concurrent_jobs: int = 0,
         poll_interval: float = 2.0,
         clock: Callable[[], datetime] = _utcnow,
+        leadership: Leadership | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -109,6 +120,9 @@ class RolloutEngine:
         self._jobs = jobs
         self._wake = asyncio.Event()
         self._recovered = False
+        self.leadership: Leadership = leadership or LocalLeadership()
+        self.admission: Admission = admission or LocalAdmission()
+        self._listing: tuple[frozenset[str], datetime | None] = (frozenset(), None)
 
     # -- for the services ------------------------------------------------------------------
 
@@ -196,7 +210,10 @@ class RolloutEngine:
                 pass
 
     async def step(self) -> None:
-        """One look at every active rollout: poll, judge, admit."""
+        """One look at every active rollout: poll, judge, admit (the leader only)."""
+        if not await self.leadership.confirm():
+            self._recovered = False  # when it leads again, intents are looked up first
+            return
         if not self._recovered:
             await self._recover()
             self._recovered = True
@@ -216,6 +233,8 @@ class RolloutEngine:
         for record in waiting:
             if free <= 0:
                 break
+            if not await self.leadership.confirm():
+                return
             if await self._admit(record):
                 free -= 1
 
@@ -233,6 +252,7 @@ class RolloutEngine:
                             continue
                         raise
                     _log.info("rollout job attached after restart", job_id=part.job_id)
+                    await self.admission.created(part.job_id)
                     self.store.set_part(part.job_id, "created", job.status)
                     self.store.update(
                         record.rollout_id,
@@ -277,13 +297,15 @@ class RolloutEngine:
         return RoundRecord(record.rollout_id, wave, 1, members, now, "planned")
 
     async def _free_slots(self) -> int:
+        listed_at = await self.admission.listing_started()
         try:
             jobs = await self.client.list_jobs()
         except IotHubError as exc:
             _log.info("rollout admission waits: jobs not listed", error=str(exc))
             return 0
-        active = sum(1 for job in jobs if job.status.lower() not in _HUB_ENDED)
-        return self.max_concurrent_jobs - active
+        active = frozenset(job.job_id for job in jobs if job.status.lower() not in _HUB_ENDED)
+        self._listing = (active, listed_at)
+        return self.max_concurrent_jobs - len(active)
 
     async def _admit(self, record: RolloutRecord) -> bool:
         """Create the next hub job of ``record``; True when one was created (a slot taken)."""
@@ -317,6 +339,9 @@ class RolloutEngine:
             for p in self.store.parts(record.rollout_id, round_.wave, round_.attempt)
             if p.state == "intent"
         )
+        if not await self.admission.take(part.job_id, *self._listing):
+            _log.info("rollout queued: no shared admission slot", rollout_id=record.rollout_id)
+            return False
         try:
             job = await self._create(record, part)
         except HubRequestError as exc:
@@ -325,8 +350,10 @@ class RolloutEngine:
                 job_status = ""
             elif exc.http_status == 429 or exc.code == 429004:
                 _log.info("rollout queued: no hub job slot", rollout_id=record.rollout_id)
+                await self.admission.release(part.job_id)
                 return False
             elif 400 <= exc.http_status < 500:
+                await self.admission.release(part.job_id)
                 self._fail(record, f"IoT Hub refused wave job '{part.job_id}': {exc}")
                 return False
             else:
@@ -337,6 +364,7 @@ class RolloutEngine:
             return False
         else:
             job_status = job.status
+        await self.admission.created(part.job_id)
         self.store.set_part(part.job_id, "created", job_status or None)
         fields["current_job_id"] = part.job_id
         record = self.store.get(record.rollout_id) or record  # a request may have come in
