@@ -271,7 +271,7 @@ def test_metrics_count_calls_refused_for_capacity_and_over_the_per_call_bound() 
     assert bare["jobs_agent_calls_too_large_total"] == 0
 
 
-# --- the rollout leadership ------------------------------------------------------------------------
+# --- the rollout leadership ---------------------------------------------------------------------
 
 
 @dataclasses.dataclass
