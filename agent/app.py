@@ -52,8 +52,8 @@ from rollouts import HubTier
 from services import JobServices
 from services.device import connection_state_service
 from services.rollout_engine import RolloutEngine
-from services.rollout_store import SqliteRolloutStore
 from services.rollouts import RolloutServices
+from services.store import open_store
 from services.store.admission import Admission, LocalAdmission, PostgresAdmission
 from services.store.leadership import Leadership, LocalLeadership, PostgresLeadership
 from services.watch import (
@@ -116,9 +116,7 @@ class AgentApp:
         )
         self.registry = ThingRegistry(settings.jobs)
         hub = settings.iothub
-        self.rollout_store = SqliteRolloutStore(
-            Path(settings.rollouts.data_dir) / "rollouts.sqlite"
-        )
+        self.rollout_store = open_store(settings)
         tier = HubTier(hub.tier, hub.tier_units)
         self.leadership, self.admission = self._sharing(
             hub.max_concurrent_jobs or tier.max_concurrent_jobs
@@ -279,7 +277,7 @@ class AgentApp:
             await self.client.close()
             await self.leadership.close()
             await self.admission.close()
-            self.rollout_store.close()
+            self.rollouts.store.close()
             _log.info("agent stopped")
 
     async def wait_ready(self, timeout: float | None = None) -> None:

@@ -1,13 +1,54 @@
 """The agent's own state: rollouts, hub-job admission and the audit log, in SQLite (one agent) or
 a PostgreSQL database shared by several agents (``store.url``; docs/operations.md).
 
+Layout: :mod:`~services.store.schema` (versioned schemas per component),
+:mod:`~services.store.rollouts` (the rollout store's interface, records and schema, and the
+:class:`~services.store.rollouts.AsyncRolloutStore` seam), :mod:`~services.store.tables` (its SQL,
+shared), :mod:`~services.store.sqlite` and :mod:`~services.store.postgres` (the two backends),
+:mod:`~services.store.errors`. :func:`open_store` picks the backend from the settings.
+
 Rules:
 - One schema per component (``rollouts``, ``audit``, ...), each versioned by its own row of
   ``schema_versions`` and migrated forward on open (:func:`services.store.schema.migrate`), the
   same migrations on both databases.
 - Stores hold no logic: the engine and the services decide, the store remembers.
+- The store URL is a secret: never logged; a store names itself by host and database only.
 """
 
-from services.store.schema import migrate
+from __future__ import annotations
 
-__all__ = ["migrate"]
+from pathlib import Path
+
+from agent.settings import Settings
+from services.store.errors import RolloutExistsError, StoreError, StoreUnavailable
+from services.store.postgres import PostgresRolloutStore
+from services.store.rollouts import AsyncRolloutStore, RolloutStore
+from services.store.schema import migrate
+from services.store.sqlite import SqliteRolloutStore
+
+__all__ = [
+    "AsyncRolloutStore",
+    "PostgresRolloutStore",
+    "RolloutExistsError",
+    "RolloutStore",
+    "SqliteRolloutStore",
+    "StoreError",
+    "StoreUnavailable",
+    "migrate",
+    "open_store",
+]
+
+SQLITE_FILE = "rollouts.sqlite"
+
+
+def open_store(settings: Settings) -> RolloutStore:
+    """The agent's rollout store: PostgreSQL when ``store.url`` is set, else the SQLite file
+    ``rollouts.sqlite`` in ``rollouts.data_dir``. Nothing is opened until the first call.
+
+    Args:
+        settings: the agent's settings.
+    """
+    url = settings.store.url.get_secret_value()
+    if url:
+        return PostgresRolloutStore(url)
+    return SqliteRolloutStore(Path(settings.rollouts.data_dir) / SQLITE_FILE)

@@ -18,7 +18,7 @@ from agent.settings import IotHubSettings, JobSettings
 from emulator.iothub import IoTHubEmulator
 from rollouts import RolloutPlan
 from services.rollout_engine import RolloutEngine
-from services.rollout_store import SqliteRolloutStore
+from services.store import SqliteRolloutStore
 from services.store.admission import LocalAdmission, PostgresAdmission
 from services.store.schema import schema_version
 from tests.support.network import fresh_loopback
@@ -144,13 +144,13 @@ async def test_two_engines_racing_for_one_free_slot_start_one_wave(
                 max_concurrent_jobs=1,
                 admission=admission,
             )
-            engine.create(f"ro-{name}", "twinUpdate", {"patch": {"tags": {"x": 1}}}, {},
+            await engine.create(f"ro-{name}", "twinUpdate", {"patch": {"tags": {"x": 1}}}, {},
                           RolloutPlan(wave_size=2), ids)  # fmt: skip
             engines.append(engine)
         try:
             await asyncio.gather(*(e.step() for e in engines))
             created = [j.job_id for j in await client.list_jobs() if j.job_id.startswith("ro-")]
-            statuses = sorted(e.store.find()[0].status for e in engines)
+            statuses = sorted([(await e.store.find())[0].status for e in engines])
             if shared:
                 assert len(created) == 1, created
                 assert statuses == ["queued", "running"]  # the other waits for the next step

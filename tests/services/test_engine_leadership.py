@@ -1,7 +1,7 @@
-"""The rollout engine under a shared leadership (real PostgreSQL, the IoT Hub emulator): a standby
-engine starts no wave; when the leader goes it takes over, attaches to the wave job the leader
-created just before dying (its intent not yet recorded as created), and finishes the rollout with
-no device operation doubled."""
+"""The rollout engine under a shared leadership (a real PostgreSQL store, the IoT Hub emulator):
+a standby engine starts no wave; when the leader goes it takes over, attaches to the wave job the
+leader created just before dying (its intent not yet recorded as created), and finishes the
+rollout with no device operation doubled."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from agent.settings import IotHubSettings, JobSettings
 from emulator.iothub import IoTHubEmulator
 from rollouts import RolloutPlan
 from services.rollout_engine import RolloutEngine
-from services.rollout_store import SqliteRolloutStore
+from services.store import PostgresRolloutStore
 from services.store.admission import PostgresAdmission
 from services.store.leadership import PostgresLeadership
 from tests.support.network import fresh_loopback
@@ -38,12 +38,11 @@ async def test_a_standby_engine_waits_then_takes_over_without_doubling(
             ),
             JobSettings(),
         )
-        store_path = tmp_path / "shared" / "rollouts.sqlite"
         leads = [PostgresLeadership(postgres_url, client.host, 2.0) for _ in range(2)]
         engines = [
             RolloutEngine(
                 client,
-                SqliteRolloutStore(store_path),
+                PostgresRolloutStore(postgres_url),
                 JobSettings(),
                 max_concurrent_jobs=2,
                 leadership=lead,
@@ -55,19 +54,21 @@ async def test_a_standby_engine_waits_then_takes_over_without_doubling(
         try:
             assert await leads[0].try_acquire()
             assert not await leads[1].try_acquire()
-            leader.create("ro", "twinUpdate", {"patch": {"tags": {"v": 2}}}, {"waveSize": 2},
+            await leader.create("ro", "twinUpdate", {"patch": {"tags": {"v": 2}}}, {"waveSize": 2},
                           RolloutPlan(wave_size=2), ids)  # fmt: skip
             await standby.step()
             assert await client.list_jobs() == []  # a standby starts nothing
             await leader.step()
-            (part,) = leader.store.parts("ro", 1, 1)
+            (part,) = await leader.store.parts("ro", 1, 1)
             assert part.state == "created"
             # The leader dies right after creating the job, before recording it.
-            leader.store.set_part(part.job_id, "intent")
+            await leader.store.set_part(part.job_id, "intent")
             await leads[0].close()
             assert await leads[1].try_acquire()
             deadline = time.monotonic() + 60
-            while (record := standby.store.get("ro")) is not None and record.status != "completed":
+            while (
+                record := await standby.store.get("ro")
+            ) is not None and record.status != "completed":
                 assert time.monotonic() < deadline, record
                 await standby.step()
                 await asyncio.sleep(0.2)

@@ -1,0 +1,104 @@
+"""The rollout store in one SQLite file: the embedded default (one agent, ``store.url`` empty).
+
+``rollouts.sqlite`` in ``rollouts.data_dir``, in WAL mode with ``synchronous=FULL``, opened (and
+its schema migrated) on first use, so an agent that never runs (``jobs-agent check``) creates no
+file.
+
+Rules:
+- The schema is component ``rollouts`` of :func:`services.store.schema.migrate`. A file of the
+  agent before that (``PRAGMA user_version = 1``, no ``schema_versions`` row) is adopted as
+  version 1 with its rows; ``user_version`` is not read again.
+- Transactions are ``BEGIN IMMEDIATE`` for writes (the write lock first, no upgrade deadlock) and
+  ``BEGIN`` for reads; ``sqlite3`` errors leave as :mod:`services.store.errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from services.store.errors import RolloutExistsError, StoreUnavailable
+from services.store.rollouts import COMPONENT, MIGRATIONS
+from services.store.schema import migrate, schema_version
+from services.store.tables import RolloutTables, Sql
+
+__all__ = ["SqliteRolloutStore"]
+
+
+class SqliteRolloutStore(RolloutTables):
+    """:class:`~services.store.rollouts.RolloutStore` in one SQLite file.
+
+    Args:
+        path: the database file (its directory is created), or ``:memory:``.
+
+    Raises:
+        SchemaTooNewError: (on first use) the file's schema is newer than this agent knows.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__()
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, opened (and the schema migrated) on first use."""
+        if self._conn is None:
+            path = self.path
+            if str(path) != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                _adopt_user_version(db)
+                migrate(db, COMPONENT, MIGRATIONS)
+            except BaseException:
+                db.close()
+                raise
+            self._conn = db
+        return self._conn
+
+    @property
+    def schema_version(self) -> int:
+        """The version of the rollout schema the file holds."""
+        with self._lock:
+            return schema_version(self._db, COMPONENT)
+
+    @contextlib.contextmanager
+    def _tx(self, *, write: bool) -> Iterator[Sql]:
+        with self._lock:
+            try:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield Sql(db.cursor(), "?")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                raise RolloutExistsError(f"the rollout is stored already ({exc})") from None
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(
+                    f"the rollout store {self.path} failed: {exc}; check the disk and the file"
+                ) from exc
+
+    def close(self) -> None:
+        """Close the database (if it was opened)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _adopt_user_version(db: sqlite3.Connection) -> None:
+    """A file of the agent before ``schema_versions``: record its ``user_version`` (1) as the
+    ``rollouts`` component's version, so :func:`migrate` goes on from there."""
+    (old,) = db.execute("PRAGMA user_version").fetchone()
+    if old and schema_version(db, COMPONENT) == 0:
+        db.execute(
+            "INSERT INTO schema_versions (component, version) VALUES (?, ?)", (COMPONENT, old)
+        )
