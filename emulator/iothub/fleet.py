@@ -14,6 +14,8 @@ device). Devices behave like SDK devices with handlers set (reference/iothub.md 
   ``{"rebooting": true, "delaySeconds": <payload delaySeconds or 0>}``; ``setTelemetryInterval`` →
   200 ``{"intervalSeconds": n}`` for a positive number ``n``, else 400 with an error text; any other
   method → 200 echoing the request payload.
+- Every method request a device receives is counted in :attr:`Fleet.methods_received`
+  (``(device id, method name)`` -> count), so a test can tell an operation delivered twice.
 - A desired-properties patch is reported back (the same members, without ``$version``) as a
   reported-properties PATCH.
 
@@ -33,6 +35,7 @@ import json
 import math
 import ssl
 import time
+from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -118,6 +121,7 @@ class Fleet:
         self._offline = _offline_indexes(len(self._order), offline_share, seed)
         self._clients: dict[str, _DeviceClient] = {}
         self._renewals: set[asyncio.Task[None]] = set()
+        self.methods_received: Counter[tuple[str, str]] = Counter()
 
     def offline_at_start(self) -> list[str]:
         """The ids :meth:`start` leaves offline (see the module docstring for the rule)."""
@@ -347,6 +351,7 @@ class _DeviceClient(asyncio.Protocol):
 
     def _on_method(self, packet: Publish) -> None:
         name = packet.topic[len(topics.METHOD_REQUEST_PREFIX) :].split("/", 1)[0]
+        self._fleet.methods_received[(self.device_id, name)] += 1
         rid = topics.property_bag(packet.topic).get("$rid", "")
         try:
             payload = json.loads(packet.payload) if packet.payload.strip() else None
