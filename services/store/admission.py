@@ -219,8 +219,7 @@ class PostgresAdmission:
             try:
                 async with asyncio.timeout(self.timeout):
                     conn = await self._connection()
-                    async with conn.transaction():
-                        return await self._take(conn, job_id, list(active), listed_at)
+                    return await self._take(conn, job_id, list(active), listed_at)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 await self._failed("take", exc)
                 return False
@@ -232,40 +231,41 @@ class PostgresAdmission:
         active: list[str],
         listed_at: datetime | None,
     ) -> bool:
-        mine = await (
+        # One statement, one round trip: the slot this job holds already (a retry, or the new
+        # leader retrying a dead one's part), else the first free one that no other agent has
+        # locked right now; reserved for the job in the same statement.
+        row = await (
             await conn.execute(
-                "SELECT slot FROM admission_slots WHERE hub = %s AND job_id = %s FOR UPDATE",
-                (self.hub, job_id),
+                "WITH mine AS ("
+                "  SELECT slot FROM admission_slots WHERE hub = %(hub)s AND job_id = %(job)s"
+                "  FOR UPDATE"
+                "), free AS ("
+                "  SELECT slot FROM admission_slots WHERE hub = %(hub)s AND slot <= %(n)s AND ("
+                "   state = 'free'"
+                "   OR (state = 'created' AND %(listed)s::timestamptz IS NOT NULL"
+                "       AND changed_at < %(listed)s::timestamptz"
+                "       AND NOT (job_id = ANY(%(active)s::text[])))"
+                "   OR (state = 'reserved'"
+                "       AND changed_at < now() - make_interval(secs => %(reservation)s))"
+                "  ) ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED"
+                "), chosen AS ("
+                "  (SELECT slot FROM mine) UNION ALL (SELECT slot FROM free) LIMIT 1"
+                ") UPDATE admission_slots SET state = 'reserved', job_id = %(job)s,"
+                " agent = %(agent)s, changed_at = now()"
+                " FROM chosen WHERE admission_slots.hub = %(hub)s"
+                " AND admission_slots.slot = chosen.slot RETURNING admission_slots.slot",
+                {
+                    "hub": self.hub,
+                    "job": job_id,
+                    "agent": self.agent,
+                    "n": self.slots,
+                    "listed": listed_at,
+                    "active": active,
+                    "reservation": self.reservation_seconds,
+                },
             )
         ).fetchone()
-        if mine is None:
-            mine = await (
-                await conn.execute(
-                    "SELECT slot FROM admission_slots WHERE hub = %(hub)s AND slot <= %(n)s AND ("
-                    " state = 'free'"
-                    " OR (state = 'created' AND %(listed)s::timestamptz IS NOT NULL"
-                    "     AND changed_at < %(listed)s::timestamptz"
-                    "     AND NOT (job_id = ANY(%(active)s::text[])))"
-                    " OR (state = 'reserved'"
-                    "     AND changed_at < now() - make_interval(secs => %(reservation)s))"
-                    ") ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED",
-                    {
-                        "hub": self.hub,
-                        "n": self.slots,
-                        "listed": listed_at,
-                        "active": active,
-                        "reservation": self.reservation_seconds,
-                    },
-                )
-            ).fetchone()
-            if mine is None:
-                return False
-        await conn.execute(
-            "UPDATE admission_slots SET state = 'reserved', job_id = %s, agent = %s, "
-            "changed_at = now() WHERE hub = %s AND slot = %s",
-            (job_id, self.agent, self.hub, mine[0]),
-        )
-        return True
+        return row is not None
 
     async def created(self, job_id: str) -> None:
         """Mark ``job_id``'s slot ``created`` (a listing begun later frees it once it ended)."""
