@@ -85,7 +85,7 @@ async def takeover(url: str, kills: int, takeover_seconds: float) -> list[float]
 async def admission(url: str, agents: int, seconds: float, slots: int = 5) -> tuple[int, int]:
     """(decisions, most slots held at once) with ``agents`` agents for ``seconds``."""
     opened = [
-        await PostgresAdmission.open(url, HUB, slots, agent=f"bench{n}") for n in range(agents)
+        await PostgresAdmission(url, HUB, slots, agent=f"bench{n}").prepare() for n in range(agents)
     ]
     decisions = 0
     holding = 0

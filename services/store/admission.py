@@ -38,7 +38,8 @@ from typing import Protocol
 import psycopg
 import structlog
 
-from services.store.leadership import session_conninfo, store_location
+from services.store.leadership import session_conninfo
+from services.store.postgres import describe
 from services.store.schema import migrate
 
 __all__ = ["MIGRATIONS", "Admission", "LocalAdmission", "PostgresAdmission"]
@@ -110,7 +111,7 @@ class PostgresAdmission:
     """The hub's admission slots in the shared PostgreSQL store.
 
     The first decision migrates the ``admission`` schema and creates the hub's slot rows (so an
-    agent starts while its database is down, and waits for it; :meth:`open` does it at once).
+    agent starts while its database is down, and waits for it; :meth:`prepare` does it at once).
 
     Args:
         url: the store's ``postgresql://`` URL (a secret: never logged).
@@ -137,31 +138,21 @@ class PostgresAdmission:
         self.agent = agent
         self.timeout = timeout
         self.reservation_seconds = reservation_seconds
-        self.location = store_location(url)
+        self.location = describe(url)
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._lock = asyncio.Lock()
         self._prepared = False
 
-    @classmethod
-    async def open(
-        cls,
-        url: str,
-        hub_host: str,
-        slots: int,
-        *,
-        agent: str,
-        timeout: float = 5.0,
-        reservation_seconds: float = 120.0,
-    ) -> PostgresAdmission:
-        """Migrate the ``admission`` schema and make sure the hub has its ``slots`` rows.
+    async def prepare(self) -> PostgresAdmission:
+        """Migrate the ``admission`` schema and create the hub's slot rows now (rather than at
+        the first decision).
+
+        Returns:
+            This object.
 
         Raises:
             psycopg.Error: the store cannot be reached or refused the migration.
         """
-        self = cls(
-            url, hub_host, slots, agent=agent, timeout=timeout,
-            reservation_seconds=reservation_seconds,
-        )  # fmt: skip
         async with self._lock:
             await self._prepare()
         return self

@@ -41,6 +41,8 @@ from typing import Protocol
 import psycopg
 import structlog
 
+from services.store.postgres import describe
+
 __all__ = [
     "Leadership",
     "LocalLeadership",
@@ -48,7 +50,6 @@ __all__ = [
     "leadership_key",
     "session_conninfo",
     "session_options",
-    "store_location",
 ]
 
 _log = structlog.get_logger("services.store.leadership")
@@ -58,17 +59,6 @@ def leadership_key(hub_host: str) -> int:
     """The advisory-lock key (a positive 63-bit integer) of ``hub_host``'s rollout leadership."""
     digest = hashlib.sha256(f"jobs-agent rollouts {hub_host.lower()}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def store_location(url: str) -> str:
-    """``host:port/database`` of a ``postgresql://`` URL, without user or password (for logs)."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "(unparsable store URL)"
-    host = info.get("host") or "localhost"
-    port = info.get("port") or "5432"
-    return f"{host}:{port}/{info.get('dbname') or ''}"
 
 
 def session_options(takeover_seconds: float) -> dict[str, str | int]:
@@ -186,7 +176,7 @@ class PostgresLeadership:
         self._confirmed_at: float | None = None
         self._lock = asyncio.Lock()
         self._changes = 0
-        self.location = store_location(url)
+        self.location = describe(url)
         self.last_error: str | None = None
 
     @property

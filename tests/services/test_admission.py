@@ -27,7 +27,7 @@ HUB = "contoso-hub.azure-devices.net"
 
 
 async def _open(url: str, agent: str, slots: int = 1, **kw: float) -> PostgresAdmission:
-    return await PostgresAdmission.open(url, HUB, slots, agent=agent, **kw)
+    return await PostgresAdmission(url, HUB, slots, agent=agent, **kw).prepare()
 
 
 async def test_two_agents_never_take_one_slot(postgres_url: str) -> None:
