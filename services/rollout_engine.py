@@ -185,8 +185,9 @@ class RolloutEngine:
         fields: dict[str, Any] = {"status": state.status.value, "requested": _req(state)}
         if state.status.is_terminal:
             fields["end_time"] = self.clock()
-            await self.store.set_round_state(rollout_id, "dropped", where_state="planned")
         await self.store.update(rollout_id, **fields)
+        if state.status.is_terminal:  # after the status: lost between, rounds stay harmlessly
+            await self.store.set_round_state(rollout_id, "dropped", where_state="planned")
         _log.info("rollout request", rollout_id=rollout_id, request=event.value, **fields)
         self.wake()
         updated = await self.store.get(rollout_id)
@@ -265,9 +266,10 @@ class RolloutEngine:
                         raise
                     _log.info("rollout job attached after restart", job_id=part.job_id)
                     await self.admission.created(part.job_id)
-                    await self.store.set_part(part.job_id, "created", job.status)
-                    await self.store.update(
-                        record.rollout_id,
+                    await self.store.set_part(
+                        part.job_id,
+                        "created",
+                        job.status,
                         status=RolloutStatus.RUNNING.value,
                         current_job_id=part.job_id,
                     )
@@ -376,7 +378,6 @@ class RolloutEngine:
         else:
             job_status = job.status
         await self.admission.created(part.job_id)
-        await self.store.set_part(part.job_id, "created", job_status or None)
         fields["current_job_id"] = part.job_id
         record = await self.store.get(record.rollout_id) or record  # a request may have come in
         if record.status == RolloutStatus.QUEUED.value:
@@ -384,7 +385,8 @@ class RolloutEngine:
             fields["status"] = state.status.value
         if record.start_time is None:
             fields["start_time"] = self.clock()
-        await self.store.update(record.rollout_id, **fields)
+        # One transaction: a created part of a rollout still "queued" would never be polled.
+        await self.store.set_part(part.job_id, "created", job_status or None, **fields)
         return True
 
     async def _create(self, record: RolloutRecord, part: PartRecord) -> Any:

@@ -14,10 +14,12 @@ device). Devices behave like SDK devices with handlers set (reference/iothub.md 
   ``{"rebooting": true, "delaySeconds": <payload delaySeconds or 0>}``; ``setTelemetryInterval`` →
   200 ``{"intervalSeconds": n}`` for a positive number ``n``, else 400 with an error text; any other
   method → 200 echoing the request payload.
-- Every method request a device receives is counted in :attr:`Fleet.methods_received`
-  (``(device id, method name)`` -> count), so a test can tell an operation delivered twice.
 - A desired-properties patch is reported back (the same members, without ``$version``) as a
   reported-properties PATCH.
+
+What the devices received is counted, per device: :attr:`Fleet.methods_received` (method requests,
+each answered) and :attr:`Fleet.patches_received` (desired-properties patches), so a test can
+prove that no device got an operation twice, or none.
 
 Which devices start offline is deterministic: with ``n`` devices, share ``s`` and seed ``k``, the
 device at index ``i`` is offline iff ``floor((j + 1) * s) > floor(j * s)`` where
@@ -120,8 +122,9 @@ class Fleet:
         self._max_handshakes = max_handshakes
         self._offline = _offline_indexes(len(self._order), offline_share, seed)
         self._clients: dict[str, _DeviceClient] = {}
+        self.methods_received: Counter[str] = Counter()
+        self.patches_received: Counter[str] = Counter()
         self._renewals: set[asyncio.Task[None]] = set()
-        self.methods_received: Counter[tuple[str, str]] = Counter()
 
     def offline_at_start(self) -> list[str]:
         """The ids :meth:`start` leaves offline (see the module docstring for the rule)."""
@@ -351,8 +354,8 @@ class _DeviceClient(asyncio.Protocol):
 
     def _on_method(self, packet: Publish) -> None:
         name = packet.topic[len(topics.METHOD_REQUEST_PREFIX) :].split("/", 1)[0]
-        self._fleet.methods_received[(self.device_id, name)] += 1
         rid = topics.property_bag(packet.topic).get("$rid", "")
+        self._fleet.methods_received[self.device_id] += 1
         try:
             payload = json.loads(packet.payload) if packet.payload.strip() else None
         except ValueError:
@@ -377,6 +380,7 @@ class _DeviceClient(asyncio.Protocol):
             return
         if not isinstance(patch, dict):
             return
+        self._fleet.patches_received[self.device_id] += 1
         reported = {k: v for k, v in patch.items() if not k.startswith("$")}
         rid = format(next(self._packet_ids), "x")
         self._send(

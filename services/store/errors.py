@@ -2,7 +2,7 @@
 
 ::
 
-    StoreError
+    StoreError                the database refused or failed a call (rolled back)
     ├── StoreUnavailable      the database cannot be reached or failed a call (the call's
     │                         transaction stored all or nothing; the next call reconnects)
     └── RolloutExistsError    a rollout with that id is stored already

@@ -28,7 +28,7 @@ import psycopg
 import structlog
 from psycopg import errors as pg_errors
 
-from services.store.errors import RolloutExistsError, StoreUnavailable
+from services.store.errors import RolloutExistsError, StoreError, StoreUnavailable
 from services.store.rollouts import COMPONENT, MIGRATIONS
 from services.store.schema import migrate
 from services.store.tables import RolloutTables, Sql
@@ -52,6 +52,10 @@ def describe(url: str) -> str:
     host = info.get("host") or "localhost"
     port = info.get("port") or "5432"
     return f"PostgreSQL at {host}:{port}/{info.get('dbname') or '(default database)'}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class PostgresRolloutStore(RolloutTables):
@@ -130,12 +134,15 @@ class PostgresRolloutStore(RolloutTables):
                     f"the rollout is stored already ({exc.diag.message_primary})"
                 ) from None
             except _UNAVAILABLE as exc:
-                self._drop()
-                reason = " ".join(str(exc).split()) or type(exc).__name__
-                _log.warning("rollout store unavailable", store=self.where, error=reason)
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._drop()
                 raise StoreUnavailable(
-                    f"the rollout store ({self.where}) is unavailable: {reason}; "
+                    f"the rollout store ({self.where}) is unavailable: {_one_line(exc)}; "
                     "the agent retries when it is back"
+                ) from exc
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"the rollout store ({self.where}) failed: {_one_line(exc)}"
                 ) from exc
 
     def _insert_devices(self, sql: Sql, rows: Iterable[tuple[str, str, int, int]]) -> None:

@@ -273,8 +273,10 @@ class RolloutStore(Protocol):
         """The parts of one round, in order."""
         ...
 
-    def set_part(self, job_id: str, state: str, hub_status: str | None = None) -> None:
-        """Record a part's new state."""
+    def set_part(
+        self, job_id: str, state: str, hub_status: str | None = None, **rollout: Any
+    ) -> None:
+        """Record a part's new state and its rollout's changed columns, together."""
         ...
 
     def judge(
@@ -367,9 +369,11 @@ class AsyncRolloutStore:
         """:meth:`RolloutStore.parts`."""
         return await self._call(self.sync.parts, rollout_id, wave, attempt)
 
-    async def set_part(self, job_id: str, state: str, hub_status: str | None = None) -> None:
+    async def set_part(
+        self, job_id: str, state: str, hub_status: str | None = None, **rollout: Any
+    ) -> None:
         """:meth:`RolloutStore.set_part`."""
-        await self._call(self.sync.set_part, job_id, state, hub_status)
+        await self._call(self.sync.set_part, job_id, state, hub_status, **rollout)
 
     async def judge(
         self,

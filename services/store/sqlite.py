@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.store.errors import RolloutExistsError, StoreUnavailable
+from services.store.errors import RolloutExistsError, StoreError, StoreUnavailable
 from services.store.rollouts import COMPONENT, MIGRATIONS
 from services.store.schema import migrate, schema_version
 from services.store.tables import RolloutTables, Sql
@@ -80,11 +80,17 @@ class SqliteRolloutStore(RolloutTables):
                     raise
                 db.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
+                if "UNIQUE" not in str(exc):
+                    raise StoreError(
+                        f"the rollout store {self.path} refused a write: {exc}"
+                    ) from exc
                 raise RolloutExistsError(f"the rollout is stored already ({exc})") from None
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(
                     f"the rollout store {self.path} failed: {exc}; check the disk and the file"
                 ) from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"the rollout store {self.path} failed: {exc}") from exc
 
     def close(self) -> None:
         """Close the database (if it was opened)."""

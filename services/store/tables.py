@@ -318,13 +318,21 @@ class RolloutTables:
             ).rows()
         return [PartRecord(*row) for row in rows]
 
-    def set_part(self, job_id: str, state: str, hub_status: str | None = None) -> None:
-        """Record a part's new state (and the hub's status of its job)."""
+    def set_part(
+        self, job_id: str, state: str, hub_status: str | None = None, **rollout: Any
+    ) -> None:
+        """Record a part's new state (and the hub's status of its job), and its rollout's
+        changed columns with it."""
+        _check_columns(rollout)
         with self._tx(write=True) as sql:
             sql.run(
                 "UPDATE parts SET state = ?, hub_status = COALESCE(?, hub_status) WHERE job_id = ?",
                 (state, hub_status, job_id),
             )
+            if rollout:
+                row = sql.run("SELECT rollout_id FROM parts WHERE job_id = ?", (job_id,)).one()
+                if row is not None:
+                    _update(sql, row[0], rollout)
 
     def judge(
         self,

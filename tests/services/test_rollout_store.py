@@ -21,6 +21,7 @@ from services.store import (
     PostgresRolloutStore,
     RolloutExistsError,
     SqliteRolloutStore,
+    StoreError,
     StoreUnavailable,
     open_store,
 )
@@ -201,30 +202,53 @@ def test_devices_counts_rounds_parts_and_judge(backend: Backend) -> None:
     assert [r.state for r in store.rounds("ro1")] == ["judged", "dropped"]
 
 
+_FAIL_ROLLOUT_UPDATES = {
+    # The database itself fails the verdict's last statement, after its device and round writes.
+    "sqlite": "CREATE TRIGGER fail_verdict BEFORE UPDATE ON rollouts "
+    "BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    "postgres": "CREATE FUNCTION fail_verdict() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; "
+    "CREATE TRIGGER fail_verdict BEFORE UPDATE ON rollouts "
+    "FOR EACH ROW EXECUTE FUNCTION fail_verdict()",
+}
+
+
 def test_a_verdict_is_stored_whole_or_not_at_all(backend: Backend) -> None:
     store = backend.open()
     store.create(_record(), _DEVICES)
     store.add_round(_round(), [_part()], wave=1, status="running")
-    broken = _update("dev-2", "failed")
-    broken = DeviceUpdate(**{**broken.__dict__, "method_payload": {1, 2}})  # not JSON: fails
-    with pytest.raises(TypeError):
-        store.judge(
-            "ro1",
-            1,
-            1,
-            [_update("dev-1", "succeeded"), broken],
-            RoundRecord("ro1", 1, 2, ("dev-2",), T0, "planned"),
-            status="completed",
-        )
+    backend.execute(_FAIL_ROLLOUT_UPDATES[backend.kind])
+    verdict = [_update("dev-1", "succeeded"), _update("dev-2", "failed")]
+    retry = RoundRecord("ro1", 1, 2, ("dev-2",), T0, "planned")
+    with pytest.raises(StoreError, match="injected failure"):
+        store.judge("ro1", 1, 1, verdict, retry, status="completed", current_job_id=None)
     # Nothing of it: devices, the round, the retry round and the rollout are as before.
     assert store.counts("ro1") == {"pending": 3, "succeeded": 0, "failed": 0, "retried": 0}
     assert [(r.attempt, r.state) for r in store.rounds("ro1")] == [(1, "running")]
     assert store.get("ro1").status == "running"  # type: ignore[union-attr]
+
+    backend.execute(
+        "DROP TRIGGER fail_verdict" + (" ON rollouts" if backend.kind != "sqlite" else "")
+    )
     with pytest.raises(ValueError, match="cannot be updated"):  # refused before any write
-        store.judge("ro1", 1, 1, [_update("dev-1", "succeeded")], None, bogus=1)
+        store.judge("ro1", 1, 1, verdict, None, bogus=1)
     assert store.counts("ro1")["succeeded"] == 0
-    store.judge("ro1", 1, 1, [_update("dev-1", "succeeded")], None)  # the store still works
-    assert store.counts("ro1")["succeeded"] == 1
+    store.judge("ro1", 1, 1, verdict, retry, status="running")  # the same store goes on
+    assert store.counts("ro1") == {"pending": 1, "succeeded": 1, "failed": 1, "retried": 0}
+    assert [(r.attempt, r.state) for r in store.rounds("ro1")] == [(1, "judged"), (2, "planned")]
+
+
+def test_a_created_part_and_its_rollout_change_together(backend: Backend) -> None:
+    store = backend.open()
+    store.create(_record(), _DEVICES)
+    store.add_round(_round(), [_part()], wave=1)
+    with pytest.raises(ValueError, match="cannot be updated"):
+        store.set_part("ro1-w1-a1-p1", "created", "queued", status="running", bogus=1)
+    assert store.parts("ro1", 1, 1)[0].state == "intent"
+    store.set_part("ro1-w1-a1-p1", "created", "queued", status="running", current_job_id="j")
+    record = store.get("ro1")
+    assert record is not None and (record.status, record.current_job_id) == ("running", "j")
+    assert store.parts("ro1", 1, 1)[0].state == "created"
 
 
 def test_reopened_it_reads_back_what_was_stored(backend: Backend) -> None:

@@ -87,6 +87,7 @@ class AgentChain:
         prepare: called with the app before it starts (to add a service).
         app_key: the stand-in's application key.
         rollouts: overrides of the agent's ``[rollouts]`` (its data dir is ``data_dir/agent``).
+        store: the agent's ``[store]`` (a PostgreSQL ``url``); none: SQLite in its data dir.
     """
 
     def __init__(
@@ -110,9 +111,11 @@ class AgentChain:
         prepare: Callable[[AgentApp], None] | None = None,
         app_key: str = APP_KEY,
         rollouts: Mapping[str, Any] | None = None,
+        store: Mapping[str, Any] | None = None,
     ) -> None:
         self.app_key = app_key
         self._rollouts = dict(rollouts or {})
+        self._store = dict(store or {})
         self._data_dir = data_dir
         self._mqtt_host = mqtt_host
         self._mqtt_port = mqtt_port
@@ -205,6 +208,7 @@ class AgentChain:
             iothub=self._iothub,
             jobs=self._jobs,
             rollouts={"data_dir": str(self._data_dir / "agent"), **self._rollouts},
+            store=self._store,
         )
         app = AgentApp(settings)
         if self._prepare is not None:

@@ -50,6 +50,7 @@ def chain_settings(
     iothub: Mapping[str, Any] | None = None,
     jobs: Mapping[str, Any] | None = None,
     rollouts: Mapping[str, Any] | None = None,
+    store: Mapping[str, Any] | None = None,
 ) -> Settings:
     """The agent's settings for the whole chain on loopback (the health server off).
 
@@ -65,6 +66,7 @@ def chain_settings(
         iothub: overrides of ``[iothub]`` (lanes, bounds, workers).
         jobs: overrides of ``[jobs]`` (e.g. ``watch_interval``).
         rollouts: ``[rollouts]`` (``data_dir`` above all: tests never write to ./data).
+        store: ``[store]`` (``url`` of a test's PostgreSQL database; none: SQLite).
     """
     return Settings(
         thingworx=ThingWorxSettings(
@@ -97,4 +99,5 @@ def chain_settings(
         ),
         health={"enabled": False},
         rollouts={"poll_interval": 0.2, **(rollouts or {})},
+        store=dict(store or {}),
     )
