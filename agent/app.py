@@ -83,6 +83,8 @@ class AgentApp:
             ``jobs.wrappers_dir``.
         channel_logger: the channel's logger (``check`` passes a silent one), None for the
             default.
+        rollouts: False to run neither the rollout engine nor its leadership (``jobs-agent
+            check``: it must never drive rollouts nor take the leadership from the agent).
 
     Raises:
         agent.iothub.IotHubError: the IoT Hub connection string is missing or malformed.
@@ -99,8 +101,10 @@ class AgentApp:
         health: bool | None = None,
         wrappers: Sequence[WrapperDeclaration] | None = None,
         channel_logger: FilteringBoundLogger | None = None,
+        rollouts: bool = True,
     ) -> None:
         self.settings = settings
+        self._run_rollouts = rollouts
         self.wrappers: list[WrapperDeclaration] = (
             load_wrappers(Path(settings.jobs.wrappers_dir)) if wrappers is None else list(wrappers)
         )
@@ -241,11 +245,12 @@ class AgentApp:
         await group.__aenter__()
         self._group = group
         self._channel_task = group.create_task(self.channel.run(), name="channel")
-        self._background = [
-            group.create_task(self.watch.run(), name="job-watch"),
-            group.create_task(self.rollouts.run(), name="rollouts"),
-            group.create_task(self.leadership.run(), name="rollout-leadership"),
-        ]
+        self._background = [group.create_task(self.watch.run(), name="job-watch")]
+        if self._run_rollouts:
+            self._background += [
+                group.create_task(self.rollouts.run(), name="rollouts"),
+                group.create_task(self.leadership.run(), name="rollout-leadership"),
+            ]
         if self.health is not None:
             self._background.append(group.create_task(self.health.run(), name="health"))
         return self
