@@ -21,10 +21,10 @@ Rules:
   A store that fails (:class:`~services.store.errors.StoreUnavailable`) stops the step where it
   is; each verdict being one transaction, the next step starts again from what was stored.
 - Several agents (a shared store): only the hub's rollout leader steps
-  (:mod:`services.store.leadership`); it confirms its leadership at the start of every step and
-  before every wave it starts, and stops at once when it cannot. Becoming the leader again runs
-  the recovery above. A wave's hub job first takes a shared admission slot
-  (:mod:`services.store.admission`).
+  (:mod:`services.store.leadership`); it confirms its leadership at the start of every step,
+  before every wave it starts and before it stores a verdict, and stops at once when it
+  cannot. Becoming the leader again runs the recovery above. A wave's hub job first takes a
+  shared admission slot (:mod:`services.store.admission`).
 """
 
 from __future__ import annotations
@@ -542,6 +542,8 @@ class RolloutEngine:
         fields["requested"] = _req(state)
         if state.status.is_terminal:
             fields["end_time"] = now
+        if not await self.leadership.confirm():
+            return  # the new leader judges this round from the same rows
         await self.store.judge(
             record.rollout_id, round_.wave, round_.attempt, updates, next_round, **fields
         )
