@@ -17,16 +17,20 @@ Rules:
 
 from __future__ import annotations
 
-from pathlib import Path
+import pathlib
+import typing
 
-from agent.settings import Settings
 from services.store.errors import RolloutExistsError, StoreError, StoreUnavailable
 from services.store.postgres import PostgresRolloutStore
 from services.store.rollouts import AsyncRolloutStore, RolloutStore
 from services.store.schema import migrate
 from services.store.sqlite import SqliteRolloutStore
 
+if typing.TYPE_CHECKING:
+    from agent.settings import Settings
+
 __all__ = [
+    "SQLITE_FILE",
     "AsyncRolloutStore",
     "PostgresRolloutStore",
     "RolloutExistsError",
@@ -39,6 +43,7 @@ __all__ = [
 ]
 
 SQLITE_FILE = "rollouts.sqlite"
+"""The SQLite store's file name in ``rollouts.data_dir``."""
 
 
 def open_store(settings: Settings) -> RolloutStore:
@@ -51,4 +56,4 @@ def open_store(settings: Settings) -> RolloutStore:
     url = settings.store.url.get_secret_value()
     if url:
         return PostgresRolloutStore(url)
-    return SqliteRolloutStore(Path(settings.rollouts.data_dir) / SQLITE_FILE)
+    return SqliteRolloutStore(pathlib.Path(settings.rollouts.data_dir) / SQLITE_FILE)

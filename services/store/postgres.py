@@ -4,8 +4,9 @@ The same tables, schema and SQL as the SQLite store (:mod:`services.store.tables
 one connection per store, in autocommit mode with explicit ``BEGIN`` … ``COMMIT`` per call.
 
 Dialect differences (the only ones): ``%s`` parameters (:class:`~services.store.tables.Sql`),
-a new rollout's devices are written with ``COPY`` (one round trip for 100,000 rows, where an
-``INSERT`` per row would be one each), and migrations take an advisory lock
+a new rollout's devices are written with ``COPY`` and a verdict's with one ``UPDATE ... FROM
+unnest(arrays)`` (one round trip for 10,000 rows, where a statement per row would be one each;
+benchmarks/bench_rollout_store.py), and migrations take an advisory lock
 (:func:`services.store.schema.migrate`).
 
 Rules:
@@ -31,7 +32,7 @@ from psycopg import errors as pg_errors
 from services.store.errors import RolloutExistsError, StoreError, StoreUnavailable
 from services.store.rollouts import COMPONENT, MIGRATIONS
 from services.store.schema import migrate
-from services.store.tables import RolloutTables, Sql
+from services.store.tables import DeviceRow, RolloutTables, Sql
 
 __all__ = ["PostgresRolloutStore", "describe"]
 
@@ -79,16 +80,23 @@ class PostgresRolloutStore(RolloutTables):
 
     def _open(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(
-                self._url,
-                autocommit=True,
-                connect_timeout=self._connect_timeout,
-                keepalives=1,
-                keepalives_idle=10,
-                keepalives_interval=5,
-                keepalives_count=3,
-                application_name="jobs-agent rollouts",
-            )
+            try:
+                conn = psycopg.connect(
+                    self._url,
+                    autocommit=True,
+                    connect_timeout=self._connect_timeout,
+                    keepalives=1,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                    application_name="jobs-agent rollouts",
+                )
+            except psycopg.ProgrammingError:
+                # libpq quotes a URL it cannot parse, password and all: say so without it.
+                raise StoreError(
+                    "store.url is not a valid postgresql:// URL (not shown: it may hold a "
+                    "password); check it, and percent-encode special characters"
+                ) from None
             try:
                 migrate(conn, COMPONENT, MIGRATIONS)
             except BaseException:
@@ -149,6 +157,25 @@ class PostgresRolloutStore(RolloutTables):
         with sql.cursor.copy("COPY devices (rollout_id, device_id, seq, wave) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def _update_devices(self, sql: Sql, rollout_id: str, rows: list[DeviceRow]) -> None:
+        # One statement over arrays: an UPDATE per device costs a round trip each.
+        if not rows:
+            return
+        columns = list(zip(*rows, strict=True))
+        sql.run(
+            "UPDATE devices AS d SET status = u.status, attempts = u.attempts, "
+            "retried = d.retried + u.retried, "
+            "last_job_id = COALESCE(u.last_job_id, d.last_job_id), "
+            "error_code = u.error_code, error_description = u.error_description, "
+            "method_status = u.method_status, method_payload = u.method_payload, "
+            "end_time = u.end_time "
+            "FROM unnest(?::text[], ?::text[], ?::integer[], ?::integer[], ?::text[], ?::text[], "
+            "?::text[], ?::integer[], ?::text[], ?::text[]) AS u(device_id, status, attempts, "
+            "retried, last_job_id, error_code, error_description, method_status, method_payload, "
+            "end_time) WHERE d.rollout_id = ? AND d.device_id = u.device_id",
+            [*(list(column) for column in columns), rollout_id],
+        )
 
     def close(self) -> None:
         """Close the connection (if it was opened)."""

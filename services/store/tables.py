@@ -30,7 +30,7 @@ from services.store.rollouts import (
     RoundRecord,
 )
 
-__all__ = ["RolloutTables", "Sql"]
+__all__ = ["DeviceRow", "RolloutTables", "Sql"]
 
 _ROLLOUT_COLUMNS = (
     "rollout_id, type, operation, inputs, status, requested, reason, priority, device_count, "
@@ -49,6 +49,12 @@ _UPDATABLE = frozenset(
     }
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+DeviceRow = tuple[
+    str, str, int, int, str | None, str | None, str | None, int | None, str | None, str | None
+]
+"""A judged device as stored: ``device_id, status, attempts, retried (0/1), last_job_id,
+error_code, error_description, method_status, method_payload (JSON), end_time (ISO)``."""
 
 
 def _time(value: datetime | None) -> str | None:
@@ -137,6 +143,16 @@ class RolloutTables:
         """Insert ``(rollout_id, device_id, seq, wave)`` rows."""
         sql.many("INSERT INTO devices (rollout_id, device_id, seq, wave) VALUES (?, ?, ?, ?)", rows)
 
+    def _update_devices(self, sql: Sql, rollout_id: str, rows: list[DeviceRow]) -> None:
+        """Store a verdict's device rows (:data:`DeviceRow`: the ``UPDATE``'s values)."""
+        sql.many(
+            "UPDATE devices SET status = ?, attempts = ?, retried = retried + ?, "
+            "last_job_id = COALESCE(?, last_job_id), error_code = ?, error_description = ?, "
+            "method_status = ?, method_payload = ?, end_time = ? "
+            "WHERE rollout_id = ? AND device_id = ?",
+            [(*row[1:], rollout_id, row[0]) for row in rows],
+        )
+
     # -- rollouts ------------------------------------------------------------------------
 
     def create(self, record: RolloutRecord, devices: Sequence[tuple[str, int]]) -> None:
@@ -214,19 +230,13 @@ class RolloutTables:
         limit: int | None = None,
     ) -> list[DeviceRecord]:
         """A rollout's devices in plan order, filtered by wave and/or status."""
-        text = (
-            "SELECT device_id, wave, status, attempts, retried, last_job_id, error_code, "
-            "error_description, method_status, method_payload, end_time FROM devices "
-            "WHERE rollout_id = ?"
+        text, args = _of_rollout(
+            "device_id, wave, status, attempts, retried, last_job_id, error_code, "
+            "error_description, method_status, method_payload, end_time FROM devices",
+            rollout_id,
+            {"wave": wave, "status": status},
+            "seq",
         )
-        args: list[Any] = [rollout_id]
-        if wave is not None:
-            text += " AND wave = ?"
-            args.append(wave)
-        if status is not None:
-            text += " AND status = ?"
-            args.append(status)
-        text += " ORDER BY seq"
         if limit is not None:
             text += " LIMIT ?"
             args.append(limit)
@@ -267,15 +277,12 @@ class RolloutTables:
 
     def rounds(self, rollout_id: str, state: str | None = None) -> list[RoundRecord]:
         """A rollout's rounds (in ``state`` when given), by wave and attempt."""
-        text = (
-            "SELECT rollout_id, wave, attempt, members, not_before, state FROM rounds "
-            "WHERE rollout_id = ?"
+        text, args = _of_rollout(
+            "rollout_id, wave, attempt, members, not_before, state FROM rounds",
+            rollout_id,
+            {"state": state},
+            "wave, attempt",
         )
-        args: list[Any] = [rollout_id]
-        if state is not None:
-            text += " AND state = ?"
-            args.append(state)
-        text += " ORDER BY wave, attempt"
         with self._tx(write=False) as sql:
             rows = sql.run(text, args).rows()
         return [
@@ -346,29 +353,23 @@ class RolloutTables:
         """Store a round's verdict whole: devices, the round judged, the retry round, the
         rollout's columns."""
         _check_columns(rollout)
-        with self._tx(write=True) as sql:
-            sql.many(
-                "UPDATE devices SET status = ?, attempts = ?, retried = retried + ?, "
-                "last_job_id = COALESCE(?, last_job_id), error_code = ?, error_description = ?, "
-                "method_status = ?, method_payload = ?, end_time = ? "
-                "WHERE rollout_id = ? AND device_id = ?",
-                [
-                    (
-                        u.status,
-                        u.attempts,
-                        1 if u.retried else 0,
-                        u.last_job_id,
-                        u.error_code,
-                        u.error_description,
-                        u.method_status,
-                        None if u.method_payload is None else json.dumps(u.method_payload),
-                        _time(u.end_time),
-                        rollout_id,
-                        u.device_id,
-                    )
-                    for u in updates
-                ],
+        rows = [
+            (
+                u.device_id,
+                u.status,
+                u.attempts,
+                1 if u.retried else 0,
+                u.last_job_id,
+                u.error_code,
+                u.error_description,
+                u.method_status,
+                None if u.method_payload is None else json.dumps(u.method_payload),
+                _time(u.end_time),
             )
+            for u in updates
+        ]
+        with self._tx(write=True) as sql:
+            self._update_devices(sql, rollout_id, rows)
             sql.run(
                 "UPDATE rounds SET state = 'judged' WHERE rollout_id = ? AND wave = ? "
                 "AND attempt = ?",
@@ -377,6 +378,20 @@ class RolloutTables:
             if next_round is not None:
                 _put_round(sql, next_round)
             _update(sql, rollout_id, rollout)
+
+
+def _of_rollout(
+    source: str, rollout_id: str, filters: dict[str, Any], order: str
+) -> tuple[str, list[Any]]:
+    """``SELECT source`` of one rollout's rows, with ``column = value`` for each filter given
+    (not None), ordered by ``order``: the statement and its arguments."""
+    text = f"SELECT {source} WHERE rollout_id = ?"
+    args: list[Any] = [rollout_id]
+    for column, value in filters.items():
+        if value is not None:
+            text += f" AND {column} = ?"
+            args.append(value)
+    return f"{text} ORDER BY {order}", args
 
 
 def _check_columns(fields: dict[str, Any]) -> None:

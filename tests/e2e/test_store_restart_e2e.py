@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.chain import GATEWAY, AgentChain
 from tests.support.network import fresh_loopback
-from tests.support.postgres import PostgresCluster, find_binaries
+from tests.support.postgres import PostgresCluster, running_cluster
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,16 +26,8 @@ GET = "AzureIotDeviceJobGetRollout"
 @pytest.fixture
 def own_cluster() -> Iterator[PostgresCluster]:
     """A PostgreSQL server for this test alone (it is killed)."""
-    bin_dir, why = find_binaries()
-    if bin_dir is None:
-        pytest.skip(why)
-    cluster = PostgresCluster(bin_dir)
-    try:
-        cluster.init()
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 async def _row(chain: AgentChain, rollout_id: str) -> dict[str, Any]:

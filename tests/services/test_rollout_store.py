@@ -356,6 +356,19 @@ def test_the_url_is_never_in_an_error(tmp_path: Path) -> None:
     assert "PostgreSQL at 127.0.0.1:1/jobs" in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://agent:s3cret-pw@[::1/jobs",  # libpq quotes a URL it cannot parse
+        "postgresql://agent:s3cret-pw%zz@127.0.0.1:1/jobs",
+    ],
+)
+def test_a_malformed_url_is_not_in_the_error(url: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        PostgresRolloutStore(url).get("ro1")
+    assert "s3cret-pw" not in str(caught.value) and "store.url" in str(caught.value)
+
+
 def test_open_store_follows_store_url(tmp_path: Path, postgres_url: str) -> None:
     sqlite_store = open_store(Settings(rollouts={"data_dir": str(tmp_path)}))
     assert isinstance(sqlite_store, SqliteRolloutStore)
