@@ -26,7 +26,7 @@ import pytest
 from agent.embedded import EmbeddedEnds
 from agent.settings import EmbeddedSettings
 from tests.support.network import free_port, fresh_loopback
-from tests.support.postgres import PostgresCluster, find_binaries
+from tests.support.postgres import PostgresCluster, running_cluster
 from tests.support.settings import CATALOGUE
 
 APP_KEY = "takeover-key"
@@ -137,12 +137,11 @@ async def _call(
 
 
 async def test_ten_kill_9s_of_the_rollout_leader_lose_and_double_nothing(tmp_path: Path) -> None:
-    bin_dir, why = find_binaries()
-    if bin_dir is None:
-        pytest.skip(why)
-    cluster = PostgresCluster(bin_dir)
-    cluster.init()
-    cluster.start()
+    with running_cluster() as cluster:
+        await _kill_the_leader_ten_times(tmp_path, cluster)
+
+
+async def _kill_the_leader_ten_times(tmp_path: Path, cluster: PostgresCluster) -> None:
     host = fresh_loopback()
     embedded = EmbeddedSettings(
         host=host, thingworx_port=0, iothub_rest_port=0, devices=DEVICES, offline_share=0.0,
@@ -241,4 +240,3 @@ async def test_ten_kill_9s_of_the_rollout_leader_lose_and_double_nothing(tmp_pat
     finally:
         if agents is not None:
             await agents.stop_all()
-        cluster.destroy()
