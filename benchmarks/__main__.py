@@ -27,6 +27,7 @@ BENCHMARKS = [
     "bench_getjob_chain",
     "bench_agent_footprint",
     "bench_push",
+    "bench_takeover",
 ]
 
 

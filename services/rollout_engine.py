@@ -25,6 +25,11 @@ Rules:
 - The store is called through :class:`~services.store.rollouts.AsyncRolloutStore`, off the loop.
   A store that fails (:class:`~services.store.errors.StoreUnavailable`) stops the step where it
   is; each verdict being one transaction, the next step starts again from what was stored.
+- Several agents (a shared store): only the hub's rollout leader steps
+  (:mod:`services.store.leadership`); it confirms its leadership at the start of every step,
+  before every wave it starts and before it stores a verdict, and stops at once when it
+  cannot. Becoming the leader again runs the recovery above. A wave's hub job first takes a
+  shared admission slot (:mod:`services.store.admission`).
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ from rollouts import (
 )
 from rollouts.plan import pause_after
 from rollouts.states import Request
+from services.store.admission import Admission, LocalAdmission
 from services.store.errors import StoreUnavailable
+from services.store.leadership import Leadership, LocalLeadership
 from services.store.rollouts import (
     AsyncRolloutStore,
     DeviceUpdate,
@@ -127,6 +134,8 @@ class RolloutEngine:
         hub_clock: the current UTC time on the hub, the ``startTime`` of the hub jobs (which
             start at once); the real clock unless a test runs the hub on another.
         listener: told of status changes and judged rounds (may be set later), or None.
+        leadership: whether this agent drives the hub's rollouts now (default: always).
+        admission: the shared admission slots (default: the hub's job list alone).
     """
 
     def __init__(
@@ -141,6 +150,8 @@ class RolloutEngine:
         clock: Callable[[], datetime] = _utcnow,
         hub_clock: Callable[[], datetime] = _utcnow,
         listener: RolloutListener | None = None,
+        leadership: Leadership | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.client = client
         self.store = store if isinstance(store, AsyncRolloutStore) else AsyncRolloutStore(store)
@@ -153,6 +164,9 @@ class RolloutEngine:
         self._jobs = jobs
         self._wake = asyncio.Event()
         self._recovered = False
+        self.leadership: Leadership = leadership or LocalLeadership()
+        self.admission: Admission = admission or LocalAdmission()
+        self._listing: tuple[frozenset[str], datetime | None] = (frozenset(), None)
 
     # -- for the services ------------------------------------------------------------------
 
@@ -245,7 +259,10 @@ class RolloutEngine:
                 pass
 
     async def step(self) -> None:
-        """One look at every active rollout: poll, judge, admit."""
+        """One look at every active rollout: poll, judge, admit (the leader only)."""
+        if not await self.leadership.confirm():
+            self._recovered = False  # when it leads again, intents are looked up first
+            return
         if not self._recovered:
             await self._recover()
             self._recovered = True
@@ -267,6 +284,8 @@ class RolloutEngine:
         for record in waiting:
             if free <= 0:
                 break
+            if not await self.leadership.confirm():
+                return
             if await self._admit(record):
                 free -= 1
 
@@ -286,6 +305,7 @@ class RolloutEngine:
                             continue
                         raise
                     _log.info("rollout job attached after restart", job_id=part.job_id)
+                    await self.admission.created(part.job_id)
                     await self.store.set_part(
                         part.job_id,
                         "created",
@@ -335,15 +355,19 @@ class RolloutEngine:
 
         Only active jobs are listed (``jobStatus`` filter, one listing per status), so a hub's
         history of ended jobs never counts against ``iothub.max_rows_per_call``; a listing that
-        stops after ``max_concurrent_jobs`` jobs is enough to see that no slot is free.
+        stops after ``max_concurrent_jobs`` jobs is enough to see that no slot is free. The jobs
+        listed (due or not) are what the shared admission slots see as alive (``_listing``).
         """
+        listed_at = await self.admission.listing_started()
         now = self.hub_clock()  # a scheduled job's start time is the hub's
         active = 0
+        alive: set[str] = set()
         try:
             for status in _HUB_ACTIVE:
                 jobs = await self.client.list_jobs(
                     job_status=status, max_jobs=self.max_concurrent_jobs
                 )
+                alive.update(job.job_id for job in jobs)
                 active += sum(
                     1
                     for job in jobs
@@ -354,6 +378,7 @@ class RolloutEngine:
         except IotHubError as exc:
             _log.info("rollout admission waits: jobs not listed", error=str(exc))
             return 0
+        self._listing = (frozenset(alive), listed_at)
         return self.max_concurrent_jobs - active
 
     async def _admit(self, record: RolloutRecord) -> bool:
@@ -388,6 +413,9 @@ class RolloutEngine:
             for p in await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
             if p.state == "intent"
         )
+        if not await self.admission.take(part.job_id, *self._listing):
+            _log.info("rollout queued: no shared admission slot", rollout_id=record.rollout_id)
+            return False
         try:
             job = await self._create(record, part)
         except HubRequestError as exc:
@@ -396,8 +424,10 @@ class RolloutEngine:
                 job_status = ""
             elif exc.http_status == 429 or exc.code == 429004:
                 _log.info("rollout queued: no hub job slot", rollout_id=record.rollout_id)
+                await self.admission.release(part.job_id)
                 return False
             elif 400 <= exc.http_status < 500:
+                await self.admission.release(part.job_id)
                 await self._fail(record, f"IoT Hub refused wave job '{part.job_id}': {exc}")
                 return False
             else:
@@ -408,6 +438,7 @@ class RolloutEngine:
             return False
         else:
             job_status = job.status
+        await self.admission.created(part.job_id)
         fields["current_job_id"] = part.job_id
         record = await self.store.get(record.rollout_id) or record  # a request may have come in
         if record.status == RolloutStatus.QUEUED.value:
@@ -594,6 +625,8 @@ class RolloutEngine:
         fields["requested"] = _req(state)
         if state.status.is_terminal:
             fields["end_time"] = now
+        if not await self.leadership.confirm():
+            return  # the new leader judges this round from the same rows
         await self.store.judge(
             record.rollout_id, round_.wave, round_.attempt, updates, next_round, **fields
         )

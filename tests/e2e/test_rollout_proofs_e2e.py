@@ -463,8 +463,8 @@ async def test_a_request_during_a_waves_create_is_kept(tmp_path: Path, event: Ro
         )
         try:
             patch = {"patch": {"properties": {"desired": {"gate": 1}}}}
-            await engine.create("rg", "twinUpdate", patch, {"waveSize": 2}, RolloutPlan(wave_size=2),
-                          _ids(1, 4))  # fmt: skip
+            plan = RolloutPlan(wave_size=2)
+            await engine.create("rg", "twinUpdate", patch, {"waveSize": 2}, plan, _ids(1, 4))
             stepping = asyncio.create_task(engine.step())
             await client.entered.wait()
             assert (await engine.request("rg", event)).status == (
