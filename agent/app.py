@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,9 +57,11 @@ from services.audit import AuditRecorder, AuditServices
 from services.device import connection_state_service
 from services.rollout_engine import RolloutEngine
 from services.rollout_events import RolloutEvents, rollout_events
-from services.rollout_store import SqliteRolloutStore
 from services.rollouts import RolloutServices
+from services.store import open_store
+from services.store.admission import Admission, LocalAdmission, PostgresAdmission
 from services.store.audit import open_audit_log
+from services.store.leadership import Leadership, LocalLeadership, PostgresLeadership
 from services.watch import (
     JobWatch,
     device_events,
@@ -91,6 +94,8 @@ class AgentApp:
             ``jobs.wrappers_dir``.
         channel_logger: the channel's logger (``check`` passes a silent one), None for the
             default.
+        rollouts: False to run neither the rollout engine nor its leadership (``jobs-agent
+            check``: it must never drive rollouts nor take the leadership from the agent).
 
     Raises:
         agent.iothub.IotHubError: the IoT Hub connection string is missing or malformed.
@@ -107,8 +112,10 @@ class AgentApp:
         health: bool | None = None,
         wrappers: Sequence[WrapperDeclaration] | None = None,
         channel_logger: FilteringBoundLogger | None = None,
+        rollouts: bool = True,
     ) -> None:
         self.settings = settings
+        self._run_rollouts = rollouts
         self.wrappers: list[WrapperDeclaration] = (
             load_wrappers(Path(settings.jobs.wrappers_dir)) if wrappers is None else list(wrappers)
         )
@@ -124,17 +131,22 @@ class AgentApp:
         )
         self.registry = ThingRegistry(settings.jobs)
         hub = settings.iothub
-        self.rollout_store = SqliteRolloutStore(
-            Path(settings.rollouts.data_dir) / "rollouts.sqlite"
+        self.rollout_store = open_store(settings)
+        tier = HubTier(hub.tier, hub.tier_units)
+        self.leadership, self.admission = self._sharing(
+            hub.max_concurrent_jobs or tier.max_concurrent_jobs
         )
         self.rollouts = RolloutEngine(
             self.client,
             self.rollout_store,
             settings.jobs,
-            tier=HubTier(hub.tier, hub.tier_units),
+            tier=tier,
             max_concurrent_jobs=hub.max_concurrent_jobs,
             poll_interval=settings.rollouts.poll_interval,
+            leadership=self.leadership,
+            admission=self.admission,
         )
+        self.leadership.on_change = self.rollouts.wake
         self.rollout_services = RolloutServices(self.rollouts, settings.jobs)
         gateway = settings.thingworx.gateway_thing
         # The audit log: every changing call the registry serves, kept in the store.
@@ -170,10 +182,26 @@ class AgentApp:
                 settings.thingworx.url,
                 HubProbe.for_client(client, interval=settings.health.probe_interval),
                 load=lambda: client.load,
+                leadership=self.leadership,
+                store="postgresql" if settings.store.shared else "sqlite",
             )
         self._group: asyncio.TaskGroup | None = None
         self._channel_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
+
+    def _sharing(self, slots: int) -> tuple[Leadership, Admission]:
+        """The rollout leadership and the admission slots: shared through ``store.url``'s
+        PostgreSQL database, or this agent's own (SQLite: always the leader)."""
+        store = self.settings.store
+        if not store.shared:
+            return LocalLeadership(), LocalAdmission()
+        url = store.url.get_secret_value()
+        host = self.client.host
+        agent = f"{socket.gethostname()}:{os.getpid()}"
+        return (
+            PostgresLeadership(url, host, store.takeover_seconds),
+            PostgresAdmission(url, host, slots, agent=agent),
+        )
 
     def _add_thing(self, thing: str, *, gateway: bool) -> None:
         self.registry.add_thing(thing)
@@ -249,9 +277,13 @@ class AgentApp:
         self._channel_task = group.create_task(self.channel.run(), name="channel")
         self._background = [
             group.create_task(self.watch.run(), name="job-watch"),
-            group.create_task(self.rollouts.run(), name="rollouts"),
             group.create_task(self.audit.run(), name="audit"),
         ]
+        if self._run_rollouts:
+            self._background += [
+                group.create_task(self.rollouts.run(), name="rollouts"),
+                group.create_task(self.leadership.run(), name="rollout-leadership"),
+            ]
         if self.health is not None:
             self._background.append(group.create_task(self.health.run(), name="health"))
         return self
@@ -283,7 +315,9 @@ class AgentApp:
             if self.health is not None:
                 await self.health.stop()
             await self.client.close()
-            self.rollout_store.close()
+            await self.leadership.close()
+            await self.admission.close()
+            self.rollouts.store.close()
             self.audit.abandon()
             self.audit_log.close()
             _log.info("agent stopped")

@@ -17,8 +17,10 @@ Rules:
   It answers 200 when the channel is READY, or a standby, and the hub was reached last time it
   was tried (a standby is waiting as designed, so a liveness probe must not restart it), 503
   otherwise (also before the first probe or call has answered), with the state of both
-  ends as JSON. Secrets never appear in it: the hub is named by its host, ThingWorx by its URL,
-  errors are the clients' one-line messages (which never carry keys).
+  ends as JSON. With several agents sharing a store it also says the agent's rollout role
+  (``rollouts.role``: ``active`` while it holds the hub's rollout leadership, else ``standby``),
+  which never makes it unhealthy. Secrets never appear in it: the hub is named by its host,
+  ThingWorx by its URL, errors are the clients' one-line messages (which never carry keys).
 - ``/metrics`` is Prometheus text exposition format 0.0.4, written here (no client library).
   The call-latency histogram is cumulative over the process: each scrape (and a one-second
   sampler) folds in the latencies recorded since the last look. The channel keeps only its
@@ -63,6 +65,7 @@ __all__ = [
     "HubHealth",
     "HubProbe",
     "LatencyHistogram",
+    "LeadershipView",
     "health_report",
     "merge_activity",
     "render_metrics",
@@ -119,6 +122,20 @@ class ChannelView(Protocol):
 
 
 # --- the hub ---------------------------------------------------------------------------------
+
+
+class LeadershipView(Protocol):
+    """What ``/healthz`` and ``/metrics`` read of the rollout leadership."""
+
+    @property
+    def role(self) -> str:
+        """``active`` (this agent drives the hub's rollouts) or ``standby``."""
+        ...
+
+    @property
+    def changes(self) -> int:
+        """Times this agent became or stopped being the leader."""
+        ...
 
 
 class HubActivity(Protocol):
@@ -397,6 +414,7 @@ def render_metrics(
     state: ChannelState,
     hub: HubHealth,
     load: LoadCounters | None = None,
+    leadership: LeadershipView | None = None,
 ) -> str:
     """The Prometheus text exposition (format 0.0.4) of the agent's figures.
 
@@ -406,6 +424,7 @@ def render_metrics(
         state: the channel's state now.
         hub: the IoT Hub's health as last probed or called.
         load: the IoT Hub client's lanes and refusals; None when there is no client (zeros).
+        leadership: the rollout leadership; None leaves its two families out.
 
     Returns:
         The text, ending with a newline.
@@ -521,6 +540,19 @@ def render_metrics(
         "IoT Hub probes that failed.",
         [("", {"hub": hub.host}, hub.probe_errors)],
     )
+    if leadership is not None:
+        out.family(
+            "jobs_agent_rollout_leader",
+            "gauge",
+            "1 while this agent holds the hub's rollout leadership (it drives the rollouts).",
+            [("", {"hub": hub.host}, int(leadership.role == "active"))],
+        )
+        out.family(
+            "jobs_agent_rollout_leadership_changes_total",
+            "counter",
+            "Times this agent became or stopped being the hub's rollout leader.",
+            [("", {"hub": hub.host}, leadership.changes)],
+        )
     return out.text()
 
 
@@ -539,6 +571,7 @@ def health_report(
     channel_error: str | None = None,
     role: str | None = None,
     holder: str | None = None,
+    rollouts: Mapping[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The ``/healthz`` answer.
 
@@ -552,6 +585,8 @@ def health_report(
         role: ``active``, ``standby`` (another agent holds the Things: first-in-wins) or
             ``none``; shown as ``role`` (default: ``active`` when READY, else ``none``).
         holder: while a standby, the server's word on who holds the Things.
+        rollouts: the rollout leadership (``role``, ``store``), shown as ``rollouts``; it never
+            makes the answer unhealthy (a standby waits as designed).
 
     Returns:
         ``(HTTP status, JSON document)``: 200 when the channel is READY, or a standby, and the
@@ -597,6 +632,8 @@ def health_report(
             "probeErrors": hub.probe_errors,
         },
     }
+    if rollouts is not None:
+        doc["rollouts"] = dict(rollouts)
     return (200 if healthy else 503), doc
 
 
@@ -612,6 +649,8 @@ class HealthServer:
         thingworx_url: the URL the channel connects to (shown in ``/healthz``).
         probe: the IoT Hub probe; :meth:`start` runs it in the background.
         load: reads the IoT Hub client's lanes and refusals (``lambda: client.load``), or None.
+        leadership: the rollout leadership (its role in ``/healthz``, a gauge in ``/metrics``).
+        store: ``sqlite`` or ``postgresql``: where the rollouts are kept (shown beside the role).
     """
 
     def __init__(
@@ -622,9 +661,13 @@ class HealthServer:
         probe: HubProbe,
         *,
         load: Callable[[], LoadCounters] | None = None,
+        leadership: LeadershipView | None = None,
+        store: str = "sqlite",
     ) -> None:
         self._settings = settings
         self._load = load
+        self._leadership = leadership
+        self._store = store
         self._channel = channel
         self._url = thingworx_url
         self.probe = probe
@@ -716,6 +759,11 @@ class HealthServer:
             channel_error=self._channel.last_error,
             role=self._channel.role,
             holder=self._channel.holder,
+            rollouts=(
+                None
+                if self._leadership is None
+                else {"role": self._leadership.role, "store": self._store}
+            ),
         )
 
     def metrics(self) -> str:
@@ -724,7 +772,7 @@ class HealthServer:
         self.histogram.fold(snapshot)
         load = self._load() if self._load is not None else None
         return render_metrics(
-            snapshot, self.histogram, self._channel.state, self.probe.health, load
+            snapshot, self.histogram, self._channel.state, self.probe.health, load, self._leadership
         )
 
     async def _healthz(self, _request: web.Request) -> web.Response:

@@ -23,9 +23,11 @@ BENCHMARKS = [
     "bench_hub_queries",
     "bench_job_results",
     "bench_hub_memory",
+    "bench_rollout_store",
     "bench_getjob_chain",
     "bench_agent_footprint",
     "bench_push",
+    "bench_takeover",
     "bench_rollout",
 ]
 

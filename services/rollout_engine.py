@@ -22,6 +22,14 @@ Rules:
 - Every status change and every judged round is told to the ``listener`` (the gateway Thing's
   rollout events, :mod:`services.rollout_events`) after it is stored; a listener that fails is
   logged, never lets the engine stop.
+- The store is called through :class:`~services.store.rollouts.AsyncRolloutStore`, off the loop.
+  A store that fails (:class:`~services.store.errors.StoreUnavailable`) stops the step where it
+  is; each verdict being one transaction, the next step starts again from what was stored.
+- Several agents (a shared store): only the hub's rollout leader steps
+  (:mod:`services.store.leadership`); it confirms its leadership at the start of every step,
+  before every wave it starts and before it stores a verdict, and stops at once when it
+  cannot. Becoming the leader again runs the recovery above. A wave's hub job first takes a
+  shared admission slot (:mod:`services.store.admission`).
 """
 
 from __future__ import annotations
@@ -51,7 +59,11 @@ from rollouts import (
 )
 from rollouts.plan import pause_after
 from rollouts.states import Request
-from services.rollout_store import (
+from services.store.admission import Admission, LocalAdmission
+from services.store.errors import StoreUnavailable
+from services.store.leadership import Leadership, LocalLeadership
+from services.store.rollouts import (
+    AsyncRolloutStore,
     DeviceUpdate,
     PartRecord,
     RolloutRecord,
@@ -114,7 +126,8 @@ class RolloutEngine:
 
     Args:
         client: the agent's IoT Hub client.
-        store: where rollouts are kept.
+        store: where rollouts are kept (a synchronous store is wrapped, its calls run off the
+            loop).
         jobs: the ``[jobs]`` settings (the hub jobs' window).
         tier: the hub's tier (its job quota when ``max_concurrent_jobs`` is 0).
         max_concurrent_jobs: hub jobs queued or running at once; 0 for the tier's quota.
@@ -124,12 +137,14 @@ class RolloutEngine:
         hub_clock: the current UTC time on the hub, the ``startTime`` of the hub jobs (which
             start at once); the real clock unless a test runs the hub on another.
         listener: told of status changes and judged rounds (may be set later), or None.
+        leadership: whether this agent drives the hub's rollouts now (default: always).
+        admission: the shared admission slots (default: the hub's job list alone).
     """
 
     def __init__(
         self,
         client: IotHubClient,
-        store: RolloutStore,
+        store: RolloutStore | AsyncRolloutStore,
         jobs: JobSettings,
         *,
         tier: HubTier | None = None,
@@ -138,9 +153,11 @@ class RolloutEngine:
         clock: Callable[[], datetime] = _utcnow,
         hub_clock: Callable[[], datetime] = _utcnow,
         listener: RolloutListener | None = None,
+        leadership: Leadership | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.client = client
-        self.store = store
+        self.store = store if isinstance(store, AsyncRolloutStore) else AsyncRolloutStore(store)
         self.tier = tier or HubTier()
         self.max_concurrent_jobs = max_concurrent_jobs or self.tier.max_concurrent_jobs
         self.poll_interval = poll_interval
@@ -150,10 +167,13 @@ class RolloutEngine:
         self._jobs = jobs
         self._wake = asyncio.Event()
         self._recovered = False
+        self.leadership: Leadership = leadership or LocalLeadership()
+        self.admission: Admission = admission or LocalAdmission()
+        self._listing: tuple[frozenset[str], datetime | None] = (frozenset(), None)
 
     # -- for the services ------------------------------------------------------------------
 
-    def create(
+    async def create(
         self,
         rollout_id: str,
         rollout_type: str,
@@ -187,32 +207,33 @@ class RolloutEngine:
             end_time=None,
             last_wave_end=None,
         )
-        self.store.create(record, devices)
+        await self.store.create(record, devices)
         _log.info("rollout created", rollout_id=rollout_id, devices=len(device_ids))
-        self._status_changed(rollout_id, None)
+        await self._status_changed(rollout_id, None)
         self.wake()
         return record
 
-    def request(self, rollout_id: str, event: RolloutEvent) -> RolloutRecord:
+    async def request(self, rollout_id: str, event: RolloutEvent) -> RolloutRecord:
         """Apply a pause, resume or cancel (at the next wave boundary while a wave runs).
 
         Raises:
             KeyError: no such rollout.
             IllegalTransitionError: the rollout's status does not take ``event``.
         """
-        record = self.store.get(rollout_id)
+        record = await self.store.get(rollout_id)
         if record is None:
             raise KeyError(rollout_id)
         state = transition(_state(record), event)
         fields: dict[str, Any] = {"status": state.status.value, "requested": _req(state)}
         if state.status.is_terminal:
             fields["end_time"] = self.clock()
-            self.store.set_round_state(rollout_id, "dropped", where_state="planned")
-        self.store.update(rollout_id, **fields)
+        await self.store.update(rollout_id, **fields)
+        if state.status.is_terminal:  # after the status: lost between, rounds stay harmlessly
+            await self.store.set_round_state(rollout_id, "dropped", where_state="planned")
         _log.info("rollout request", rollout_id=rollout_id, request=event.value, **fields)
-        self._status_changed(rollout_id, record.status)
+        await self._status_changed(rollout_id, record.status)
         self.wake()
-        updated = self.store.get(rollout_id)
+        updated = await self.store.get(rollout_id)
         assert updated is not None
         return updated
 
@@ -230,6 +251,8 @@ class RolloutEngine:
                 await self.step()
             except IotHubError as exc:
                 _log.warning("rollout step stopped by the hub", error=str(exc))
+            except StoreUnavailable as exc:
+                _log.warning("rollout step stopped by the store", error=str(exc))
             except Exception:
                 _log.exception("rollout step failed")
             try:
@@ -239,18 +262,23 @@ class RolloutEngine:
                 pass
 
     async def step(self) -> None:
-        """One look at every active rollout: poll, judge, admit."""
+        """One look at every active rollout: poll, judge, admit (the leader only)."""
+        if not await self.leadership.confirm():
+            self._recovered = False  # when it leads again, intents are looked up first
+            return
         if not self._recovered:
             await self._recover()
             self._recovered = True
-        active = self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value])
+        active = await self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value])
         for record in active:
             if record.status == RolloutStatus.RUNNING.value:
                 await self._advance(record)
         waiting = [
             r
-            for r in self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value])
-            if self._wants_slot(r)
+            for r in await self.store.find(
+                [RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value]
+            )
+            if await self._wants_slot(r)
         ]
         if not waiting:
             return
@@ -259,14 +287,18 @@ class RolloutEngine:
         for record in waiting:
             if free <= 0:
                 break
+            if not await self.leadership.confirm():
+                return
             if await self._admit(record):
                 free -= 1
 
     async def _recover(self) -> None:
         """Intents stored before a crash: a job that exists on the hub is attached to."""
-        for record in self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value]):
-            for round_ in self.store.rounds(record.rollout_id, "running"):
-                for part in self.store.parts(record.rollout_id, round_.wave, round_.attempt):
+        for record in await self.store.find(
+            [RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value]
+        ):
+            for round_ in await self.store.rounds(record.rollout_id, "running"):
+                for part in await self.store.parts(record.rollout_id, round_.wave, round_.attempt):
                     if part.state != "intent":
                         continue
                     try:
@@ -276,34 +308,36 @@ class RolloutEngine:
                             continue
                         raise
                     _log.info("rollout job attached after restart", job_id=part.job_id)
-                    self.store.set_part(part.job_id, "created", job.status)
-                    self.store.update(
-                        record.rollout_id,
+                    await self.admission.created(part.job_id)
+                    await self.store.set_part(
+                        part.job_id,
+                        "created",
+                        job.status,
                         status=RolloutStatus.RUNNING.value,
                         current_job_id=part.job_id,
                     )
-                    self._status_changed(record.rollout_id, record.status)
+                    await self._status_changed(record.rollout_id, record.status)
 
-    def _current_round(self, rollout_id: str) -> RoundRecord | None:
-        rounds = self.store.rounds(rollout_id, "running")
+    async def _current_round(self, rollout_id: str) -> RoundRecord | None:
+        rounds = await self.store.rounds(rollout_id, "running")
         return rounds[0] if rounds else None
 
-    def _wants_slot(self, record: RolloutRecord) -> bool:
+    async def _wants_slot(self, record: RolloutRecord) -> bool:
         """True when the rollout's next step is creating a hub job (now, time permitting)."""
-        round_ = self._current_round(record.rollout_id)
+        round_ = await self._current_round(record.rollout_id)
         if round_ is not None:
-            parts = self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+            parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
             in_flight = any(p.state == "created" for p in parts)
             return not in_flight and any(p.state == "intent" for p in parts)
         if record.status != RolloutStatus.QUEUED.value:
             return False
-        return self._next_round(record) is not None
+        return await self._next_round(record) is not None
 
-    def _next_round(self, record: RolloutRecord) -> RoundRecord | None:
+    async def _next_round(self, record: RolloutRecord) -> RoundRecord | None:
         """The round to start now (a due retry round first, then the next wave), or None."""
         plan = _plan(record)
         now = self.clock()
-        for round_ in self.store.rounds(record.rollout_id, "planned"):
+        for round_ in await self.store.rounds(record.rollout_id, "planned"):
             if earliest_wave_start(now, not_before=round_.not_before, window=plan.window) <= now:
                 return round_
         if record.wave >= record.wave_count:
@@ -315,9 +349,8 @@ class RolloutEngine:
         if earliest_wave_start(now, not_before=not_before, window=plan.window) > now:
             return None
         wave = record.wave + 1
-        members = tuple(
-            d.device_id for d in self.store.devices(record.rollout_id, wave=wave, status="pending")
-        )
+        pending = await self.store.devices(record.rollout_id, wave=wave, status="pending")
+        members = tuple(d.device_id for d in pending)
         return RoundRecord(record.rollout_id, wave, 1, members, now, "planned")
 
     async def _free_slots(self) -> int:
@@ -325,15 +358,19 @@ class RolloutEngine:
 
         Only active jobs are listed (``jobStatus`` filter, one listing per status), so a hub's
         history of ended jobs never counts against ``iothub.max_rows_per_call``; a listing that
-        stops after ``max_concurrent_jobs`` jobs is enough to see that no slot is free.
+        stops after ``max_concurrent_jobs`` jobs is enough to see that no slot is free. The jobs
+        listed (due or not) are what the shared admission slots see as alive (``_listing``).
         """
+        listed_at = await self.admission.listing_started()
         now = self.hub_clock()  # a scheduled job's start time is the hub's
         active = 0
+        alive: set[str] = set()
         try:
             for status in _HUB_ACTIVE:
                 jobs = await self.client.list_jobs(
                     job_status=status, max_jobs=self.max_concurrent_jobs
                 )
+                alive.update(job.job_id for job in jobs)
                 active += sum(
                     1
                     for job in jobs
@@ -344,14 +381,15 @@ class RolloutEngine:
         except IotHubError as exc:
             _log.info("rollout admission waits: jobs not listed", error=str(exc))
             return 0
+        self._listing = (frozenset(alive), listed_at)
         return self.max_concurrent_jobs - active
 
     async def _admit(self, record: RolloutRecord) -> bool:
         """Create the next hub job of ``record``; True when one was created (a slot taken)."""
-        round_ = self._current_round(record.rollout_id)
+        round_ = await self._current_round(record.rollout_id)
         fields: dict[str, Any] = {}
         if round_ is None:
-            round_ = self._next_round(record)
+            round_ = await self._next_round(record)
             if round_ is None:
                 return False
             round_ = dataclasses.replace(round_, state="running")
@@ -369,15 +407,18 @@ class RolloutEngine:
                 )
                 for n, j in enumerate(jobs, start=1)
             ]
-            self.store.add_round(round_, parts, wave=max(record.wave, round_.wave))
+            await self.store.add_round(round_, parts, wave=max(record.wave, round_.wave))
             if not parts:  # every member gone: judge the empty round at once
                 await self._judge(record, round_)
                 return False
         part = next(
             p
-            for p in self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+            for p in await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
             if p.state == "intent"
         )
+        if not await self.admission.take(part.job_id, *self._listing):
+            _log.info("rollout queued: no shared admission slot", rollout_id=record.rollout_id)
+            return False
         try:
             job = await self._create(record, part)
         except HubRequestError as exc:
@@ -386,9 +427,11 @@ class RolloutEngine:
                 job_status = ""
             elif exc.http_status == 429 or exc.code == 429004:
                 _log.info("rollout queued: no hub job slot", rollout_id=record.rollout_id)
+                await self.admission.release(part.job_id)
                 return False
             elif 400 <= exc.http_status < 500:
-                self._fail(record, f"IoT Hub refused wave job '{part.job_id}': {exc}")
+                await self.admission.release(part.job_id)
+                await self._fail(record, f"IoT Hub refused wave job '{part.job_id}': {exc}")
                 return False
             else:
                 _log.warning("rollout job not created", job_id=part.job_id, error=str(exc))
@@ -398,9 +441,9 @@ class RolloutEngine:
             return False
         else:
             job_status = job.status
-        self.store.set_part(part.job_id, "created", job_status or None)
+        await self.admission.created(part.job_id)
         fields["current_job_id"] = part.job_id
-        record = self.store.get(record.rollout_id) or record  # a request may have come in
+        record = await self.store.get(record.rollout_id) or record  # a request may have come in
         if record.status == RolloutStatus.QUEUED.value:
             state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
             fields["status"] = state.status.value
@@ -410,13 +453,16 @@ class RolloutEngine:
             state = transition(state, RolloutEvent.WAVE_ADMITTED)
             state = transition(state, RolloutEvent.PAUSE_REQUESTED)
             fields.update(status=state.status.value, requested=_req(state))
-        elif record.status == RolloutStatus.CANCELLED.value:
-            await self._cancel_late(part)
+        cancel_late = record.status == RolloutStatus.CANCELLED.value
+        if cancel_late:
             fields["current_job_id"] = None
         if record.start_time is None:
             fields["start_time"] = self.clock()
-        self.store.update(record.rollout_id, **fields)
-        self._status_changed(record.rollout_id, record.status)
+        # One transaction: a created part of a rollout still "queued" would never be polled.
+        await self.store.set_part(part.job_id, "created", job_status or None, **fields)
+        if cancel_late:  # cancelled while the job was being created: cancel it (not started)
+            await self._cancel_late(part)
+        await self._status_changed(record.rollout_id, record.status)
         return True
 
     async def _cancel_late(self, part: PartRecord) -> None:
@@ -426,7 +472,7 @@ class RolloutEngine:
         except IotHubError as exc:
             _log.warning("rollout wave job not cancelled", job_id=part.job_id, error=str(exc))
             return
-        self.store.set_part(part.job_id, "ended", job.status.lower() or "cancelled")
+        await self.store.set_part(part.job_id, "ended", job.status.lower() or "cancelled")
         _log.info("rollout wave job cancelled", job_id=part.job_id)
 
     async def _create(self, record: RolloutRecord, part: PartRecord) -> Any:
@@ -450,14 +496,14 @@ class RolloutEngine:
 
     async def _advance(self, record: RolloutRecord) -> None:
         """Poll the running round's hub jobs; judge the round once all of them ended."""
-        round_ = self._current_round(record.rollout_id)
+        round_ = await self._current_round(record.rollout_id)
         if round_ is None:
             return
         cancel = record.requested == Request.CANCEL.value
-        parts = self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         for part in parts:
             if part.state == "intent" and cancel:
-                self.store.set_part(part.job_id, "skipped")
+                await self.store.set_part(part.job_id, "skipped")
             elif part.state == "created":
                 job = await self.client.get_job(part.job_id)
                 status = job.status.lower()
@@ -471,8 +517,8 @@ class RolloutEngine:
                             "rollout wave job not cancelled", job_id=part.job_id, error=str(exc)
                         )
                 if status in _HUB_ENDED:
-                    self.store.set_part(part.job_id, "ended", status)
-        parts = self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+                    await self.store.set_part(part.job_id, "ended", status)
+        parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         if all(p.state in ("ended", "skipped") for p in parts):
             await self._judge(record, round_)
 
@@ -480,7 +526,7 @@ class RolloutEngine:
         """Read the round's rows, judge them, store the verdict and the rollout's next status."""
         plan = _plan(record)
         method = record.type == METHOD_ROLLOUT
-        parts = self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         jobs = wave_jobs(record.rollout_id, round_.wave, round_.attempt, round_.members)
         members_of = {j.job_id: j.device_ids for j in jobs}
         rows: list[Any] = []
@@ -500,7 +546,8 @@ class RolloutEngine:
             if part.state == "skipped" or part.hub_status in ("cancelled", "canceled"):
                 rows.extend(_NotRun(d) for d in members if d not in seen)
         before = {
-            d.device_id: d.attempts for d in self.store.devices(record.rollout_id, wave=round_.wave)
+            d.device_id: d.attempts
+            for d in await self.store.devices(record.rollout_id, wave=round_.wave)
         }
         now = self.clock()
         verdict = judge_wave(
@@ -558,13 +605,15 @@ class RolloutEngine:
                 verdict.retry.not_before,
                 "planned",
             )
-        record = self.store.get(record.rollout_id) or record  # a pause/cancel may have come in
+        record = (
+            await self.store.get(record.rollout_id) or record
+        )  # a pause/cancel may have come in
         state = _state(record)
         fields: dict[str, Any] = {"current_job_id": None, "last_wave_end": now}
         more = (
             record.wave < record.wave_count
             or next_round is not None
-            or bool(self.store.rounds(record.rollout_id, "planned"))
+            or bool(await self.store.rounds(record.rollout_id, "planned"))
         )
         if state.status is RolloutStatus.QUEUED:  # an empty round judged before any job
             state = RolloutState(RolloutStatus.RUNNING)
@@ -580,11 +629,13 @@ class RolloutEngine:
         fields["requested"] = _req(state)
         if state.status.is_terminal:
             fields["end_time"] = now
-        self.store.judge(
+        if not await self.leadership.confirm():
+            return  # the new leader judges this round from the same rows
+        await self.store.judge(
             record.rollout_id, round_.wave, round_.attempt, updates, next_round, **fields
         )
         if state.status.is_terminal:
-            self.store.set_round_state(record.rollout_id, "dropped", where_state="planned")
+            await self.store.set_round_state(record.rollout_id, "dropped", where_state="planned")
         self._round_judged(
             JudgedRound(
                 record.rollout_id,
@@ -595,7 +646,7 @@ class RolloutEngine:
                 tuple(p.job_id for p in parts if p.state == "ended"),
             )
         )
-        self._status_changed(record.rollout_id, record.status)
+        await self._status_changed(record.rollout_id, record.status)
         _log.info(
             "rollout round judged",
             rollout_id=record.rollout_id,
@@ -607,12 +658,12 @@ class RolloutEngine:
             status=state.status.value,
         )
 
-    def _fail(self, record: RolloutRecord, reason: str) -> None:
+    async def _fail(self, record: RolloutRecord, reason: str) -> None:
         try:
             state = transition(_state(record), RolloutEvent.UNRECOVERABLE_ERROR)
         except IllegalTransitionError:
             return
-        self.store.update(
+        await self.store.update(
             record.rollout_id,
             status=state.status.value,
             requested=None,
@@ -620,17 +671,18 @@ class RolloutEngine:
             end_time=self.clock(),
         )
         _log.warning("rollout failed", rollout_id=record.rollout_id, reason=reason)
-        self._status_changed(record.rollout_id, record.status)
+        await self._status_changed(record.rollout_id, record.status)
 
-    def _status_changed(self, rollout_id: str, before: str | None) -> None:
+    async def _status_changed(self, rollout_id: str, before: str | None) -> None:
         """Tell the listener when the stored status of ``rollout_id`` differs from ``before``."""
         if self.listener is None:
             return
-        record = self.store.get(rollout_id)
+        record = await self.store.get(rollout_id)
         if record is None or record.status == before:
             return
+        counts = await self.store.counts(rollout_id)
         try:
-            self.listener.status_changed(record, self.store.counts(rollout_id))
+            self.listener.status_changed(record, counts)
         except Exception:
             _log.exception("rollout listener failed", rollout_id=rollout_id)
 

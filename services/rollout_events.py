@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from agent.alwayson import BaseType, DataShape, EventMetadata, InfoTable
 from services.rollout_engine import JudgedRound
-from services.rollout_store import RolloutRecord
 from services.rollouts import ROLLOUT_SHAPE, rollout_row
 from services.shapes import column
+from services.store.rollouts import RolloutRecord
 from services.watch import Publisher
 
 __all__ = [

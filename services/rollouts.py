@@ -16,13 +16,17 @@ Rules:
   its position, before the device query.
 - Plan creates nothing; Start resolves the target once (the device query, or ``devices``) and
   stores the rollout; the engine (:mod:`services.rollout_engine`) runs it.
+- The store is read and written off the event loop (the engine's
+  :class:`~services.store.rollouts.AsyncRolloutStore`); a store that cannot answer makes the
+  call a SERVICE_UNAVAILABLE naming the store (never its URL), not an internal error.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,8 +48,9 @@ from services import rules
 from services.jobs import field
 from services.mapping import ErrorContext, hub_failure
 from services.rollout_engine import METHOD_ROLLOUT, TWIN_ROLLOUT, RolloutEngine
-from services.rollout_store import RolloutRecord
 from services.shapes import column
+from services.store.errors import RolloutExistsError, StoreUnavailable
+from services.store.rollouts import RolloutRecord
 
 __all__ = [
     "CANCEL_ROLLOUT",
@@ -162,6 +167,22 @@ ROLLOUT_ONLY_INPUTS = frozenset({"rolloutId", "devices", *_PLAN_INPUTS} - {"star
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_Handler = Callable[["RolloutServices", ServiceCall], Awaitable[InfoTable]]
+
+
+def _answers_store_errors(handler: _Handler) -> _Handler:
+    """A service whose store fails answers SERVICE_UNAVAILABLE, one line naming the store."""
+
+    @functools.wraps(handler)
+    async def answer(self: RolloutServices, call: ServiceCall) -> InfoTable:
+        try:
+            return await handler(self, call)
+        except StoreUnavailable as exc:
+            raise ServiceError(str(exc), Status.SERVICE_UNAVAILABLE) from None
+
+    return answer
 
 
 def rollout_row(record: RolloutRecord, counts: dict[str, int]) -> dict[str, Any]:
@@ -334,21 +355,22 @@ class RolloutServices:
             raise hub_failure(exc, ErrorContext()) from None
         return list(dict.fromkeys(ids)), []
 
-    def _record(self, call: ServiceCall) -> RolloutRecord:
+    async def _record(self, call: ServiceCall) -> RolloutRecord:
         rollout_id = check_rollout_id_input(call.inputs.get("rolloutId"))
-        record = self.engine.store.get(rollout_id)
+        record = await self.engine.store.get(rollout_id)
         if record is None:
             raise ServiceError(f"rollout '{rollout_id}' does not exist", Status.NOT_FOUND)
         return record
 
-    def _table(self, records: list[RolloutRecord]) -> InfoTable:
+    async def _table(self, records: list[RolloutRecord]) -> InfoTable:
         store = self.engine.store
         return InfoTable(
-            ROLLOUT_SHAPE, [rollout_row(r, store.counts(r.rollout_id)) for r in records]
+            ROLLOUT_SHAPE, [rollout_row(r, await store.counts(r.rollout_id)) for r in records]
         )
 
     # -- the services ------------------------------------------------------------------------
 
+    @_answers_store_errors
     async def plan(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobPlanRollout: the dry run; creates nothing."""
         rollout_type, operation = self._operation(call)
@@ -379,6 +401,7 @@ class RolloutServices:
         }
         return InfoTable(PLAN_SHAPE, [row])
 
+    @_answers_store_errors
     async def start(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobStartRollout: store the rollout; the engine runs it."""
         return await self.start_operation(call, *self._operation(call))
@@ -408,7 +431,7 @@ class RolloutServices:
         given = call.inputs.get("rolloutId")
         rollout_id = check_rollout_id_input(given) if given is not None else self._new_id()
         plan_inputs, plan = self._plan(call)
-        if self.engine.store.get(rollout_id) is not None:
+        if await self.engine.store.get(rollout_id) is not None:
             raise ServiceError(
                 f"rollout '{rollout_id}' exists already: give another rolloutId or leave it out"
             )
@@ -419,13 +442,22 @@ class RolloutServices:
             plan.wave_sizes(len(ids))
         except PlanError as exc:
             raise ServiceError(str(exc)) from None
-        record = self.engine.create(rollout_id, rollout_type, operation, plan_inputs, plan, ids)
-        return self._table([record])
+        try:
+            record = await self.engine.create(
+                rollout_id, rollout_type, operation, plan_inputs, plan, ids
+            )
+        except RolloutExistsError:  # started by another call (or agent) since the check above
+            raise ServiceError(
+                f"rollout '{rollout_id}' exists already: give another rolloutId or leave it out"
+            ) from None
+        return await self._table([record])
 
+    @_answers_store_errors
     async def get(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobGetRollout."""
-        return self._table([self._record(call)])
+        return await self._table([await self._record(call)])
 
+    @_answers_store_errors
     async def find(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobFindRollouts: newest first, by status when given."""
         status = (call.inputs.get("status") or "").strip()
@@ -435,34 +467,38 @@ class RolloutServices:
                 f"{', '.join(ROLLOUT_STATUSES)}"
             )
         max_rows = rules.check_max_rows(call.inputs["maxRows"])
-        records = self.engine.store.find([status] if status else None)
+        records = await self.engine.store.find([status] if status else None)
         records.reverse()
-        return self._table(records[:max_rows])
+        return await self._table(records[:max_rows])
 
     async def _event(self, call: ServiceCall, event: RolloutEvent) -> InfoTable:
-        record = self._record(call)
+        record = await self._record(call)
         try:
-            updated = self.engine.request(record.rollout_id, event)
+            updated = await self.engine.request(record.rollout_id, event)
         except IllegalTransitionError as exc:
             raise ServiceError(f"rollout '{record.rollout_id}': {exc}") from None
-        return self._table([updated])
+        return await self._table([updated])
 
+    @_answers_store_errors
     async def pause(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobPauseRollout: at the next wave boundary."""
         return await self._event(call, RolloutEvent.PAUSE_REQUESTED)
 
+    @_answers_store_errors
     async def resume(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobResumeRollout."""
         return await self._event(call, RolloutEvent.RESUME_REQUESTED)
 
+    @_answers_store_errors
     async def cancel(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobCancelRollout: at the next wave boundary; the current wave's hub
         job is cancelled too if it has not started running."""
         return await self._event(call, RolloutEvent.CANCEL_REQUESTED)
 
+    @_answers_store_errors
     async def results(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobQueryRolloutResults: a row per device, in plan order."""
-        record = self._record(call)
+        record = await self._record(call)
         status = (call.inputs.get("status") or "").strip() or None
         if status is not None and status not in _DEVICE_STATUSES:
             raise ServiceError(
@@ -470,7 +506,7 @@ class RolloutServices:
                 f"{', '.join(_DEVICE_STATUSES)}"
             )
         max_rows = rules.check_max_rows(call.inputs["maxRows"])
-        devices = self.engine.store.devices(record.rollout_id, status=status, limit=max_rows)
+        devices = await self.engine.store.devices(record.rollout_id, status=status, limit=max_rows)
         rows = [
             {
                 "deviceId": d.device_id,
@@ -488,10 +524,11 @@ class RolloutServices:
         ]
         return InfoTable(ROLLOUT_RESULT_SHAPE, rows)
 
+    @_answers_store_errors
     async def waves(self, call: ServiceCall) -> InfoTable:
         """AzureIotDeviceJobGetRolloutWaves: one row per wave and attempt (the store's
-        :meth:`~services.rollout_store.RolloutStore.waves`)."""
-        record = self._record(call)
+        :meth:`~services.store.rollouts.RolloutStore.waves`)."""
+        record = await self._record(call)
         max_rows = rules.check_max_rows(call.inputs["maxRows"])
         rows = [
             {
@@ -504,7 +541,7 @@ class RolloutServices:
                 "jobIds": list(w.job_ids),
                 "status": w.status,
             }
-            for w in self.engine.store.waves(record.rollout_id, limit=max_rows)
+            for w in await self.engine.store.waves(record.rollout_id, limit=max_rows)
         ]
         return InfoTable(WAVE_SHAPE, rows)
 

@@ -14,7 +14,7 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, settings
 
-from tests.support.postgres import PostgresCluster, find_binaries
+from tests.support.postgres import PostgresCluster, running_cluster
 
 settings.register_profile(
     "default", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
@@ -54,16 +54,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """One throwaway PostgreSQL server for the session (tests/support/postgres.py); skips, saying
     why, where Debian's PostgreSQL binaries are missing."""
-    bin_dir, why = find_binaries()
-    if bin_dir is None:
-        pytest.skip(why)
-    cluster = PostgresCluster(bin_dir)
-    try:
-        cluster.init()
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture

@@ -144,6 +144,7 @@ async def check(settings: Settings, console: Console, *, force_bind: bool = Fals
             health=False,
             wrappers=wrappers,
             channel_logger=quiet,
+            rollouts=False,  # never drive rollouts nor take a shared store's leadership
         )
     except IotHubError as exc:
         fail("iothub.connection_string", str(exc), "use the hub's service connection string")

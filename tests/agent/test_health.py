@@ -269,3 +269,33 @@ def test_metrics_count_calls_refused_for_capacity_and_over_the_per_call_bound() 
         render_metrics(_snapshot(), LatencyHistogram(), ChannelState.READY, HubHealth("h"))
     )
     assert bare["jobs_agent_calls_too_large_total"] == 0
+
+
+# --- the rollout leadership ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Leadership:
+    role: str
+    changes: int
+
+
+def test_the_rollout_role_is_shown_and_a_rollout_standby_stays_healthy() -> None:
+    ok = HubHealth("h", True, 10.0)
+    standby = {"role": "standby", "store": "postgresql"}
+    status, doc = health_report(ChannelState.READY, ["A"], "ws://x", ok, rollouts=standby)
+    assert status == 200 and doc["status"] == "ok"
+    assert doc["rollouts"] == standby and doc["role"] == "active"  # binding and leadership
+    _, alone = health_report(ChannelState.READY, ["A"], "ws://x", ok)
+    assert "rollouts" not in alone
+
+
+def test_metrics_show_the_rollout_leader_gauge_and_its_changes() -> None:
+    hub = HubHealth("hub.example", True, 1.0)
+    args = (_snapshot(), LatencyHistogram(), ChannelState.READY, hub)
+    leader = _samples(render_metrics(*args, leadership=_Leadership("active", 3)))
+    assert leader['jobs_agent_rollout_leader{hub="hub.example"}'] == 1
+    assert leader['jobs_agent_rollout_leadership_changes_total{hub="hub.example"}'] == 3
+    standby = _samples(render_metrics(*args, leadership=_Leadership("standby", 4)))
+    assert standby['jobs_agent_rollout_leader{hub="hub.example"}'] == 0
+    assert not any("rollout_leader" in k for k in _samples(render_metrics(*args)))

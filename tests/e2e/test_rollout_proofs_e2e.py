@@ -28,7 +28,7 @@ from agent.settings import IotHubSettings, JobSettings
 from rollouts import HubTier, RolloutEvent, RolloutPlan
 from services.rollout_engine import RolloutEngine
 from services.rollout_events import ROLLOUT_STATUS_CHANGED_EVENT, ROLLOUT_WAVE_ENDED_EVENT
-from services.rollout_store import SqliteRolloutStore
+from services.store.sqlite import SqliteRolloutStore
 from tests.support.chain import ENDED, GATEWAY, TWIN, AgentChain
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
@@ -438,7 +438,7 @@ class GatedClient(IotHubClient):
 
 async def _steps(engine: RolloutEngine, rollout_id: str, status: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while (record := engine.store.get(rollout_id)) is not None and record.status != status:
+    while (record := engine.store.sync.get(rollout_id)) is not None and record.status != status:
         assert time.monotonic() < deadline, record
         await engine.step()
         await asyncio.sleep(0.1)
@@ -463,24 +463,26 @@ async def test_a_request_during_a_waves_create_is_kept(tmp_path: Path, event: Ro
         )
         try:
             patch = {"patch": {"properties": {"desired": {"gate": 1}}}}
-            engine.create("rg", "twinUpdate", patch, {"waveSize": 2}, RolloutPlan(wave_size=2),
-                          _ids(1, 4))  # fmt: skip
+            plan = RolloutPlan(wave_size=2)
+            await engine.create("rg", "twinUpdate", patch, {"waveSize": 2}, plan, _ids(1, 4))
             stepping = asyncio.create_task(engine.step())
             await client.entered.wait()
-            assert engine.request("rg", event).status == ("cancelled" if cancel else "paused")
+            assert (await engine.request("rg", event)).status == (
+                "cancelled" if cancel else "paused"
+            )
             client.go.set()
             await stepping
-            record = engine.store.get("rg")
+            record = engine.store.sync.get("rg")
             assert record is not None
             if cancel:
                 job = await chain.app.client.get_job("rg-w1-a1-p1")
                 assert (record.status, job.status) == ("cancelled", "cancelled"), (record, job)
-                assert [p.state for p in engine.store.parts("rg", 1, 1)] == ["ended"]
+                assert [p.state for p in engine.store.sync.parts("rg", 1, 1)] == ["ended"]
                 return
             assert (record.status, record.requested, record.wave) == ("running", "pause", 1)
             await _steps(engine, "rg", "paused")
-            assert engine.store.counts("rg")["succeeded"] == 2
-            engine.request("rg", RolloutEvent.RESUME_REQUESTED)
+            assert engine.store.sync.counts("rg")["succeeded"] == 2
+            await engine.request("rg", RolloutEvent.RESUME_REQUESTED)
             await _steps(engine, "rg", "completed")
             assert chain.fleets[0].patches_received == Counter(_ids(1, 4))
         finally:

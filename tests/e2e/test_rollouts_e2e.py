@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from services.rollout_engine import RolloutEngine
-from services.rollout_store import SqliteRolloutStore
+from services.store import SqliteRolloutStore
 from tests.support.chain import GATEWAY, AgentChain
+from tests.support.network import fresh_loopback
 
 pytestmark = pytest.mark.asyncio
 
@@ -32,7 +33,7 @@ async def _device_rows(chain: AgentChain, prefix: str) -> Counter[str]:
 
 
 async def test_waves_run_as_separate_hub_jobs_of_the_planned_sizes(tmp_path: Path) -> None:
-    async with AgentChain(tmp_path, devices=10) as chain:
+    async with AgentChain(tmp_path, mqtt_host=fresh_loopback(), devices=10) as chain:
         devices = [f"device-{n:04d}" for n in range(1, 11)]
         (row,) = await chain.rows(
             GATEWAY,
@@ -60,7 +61,9 @@ async def test_waves_run_as_separate_hub_jobs_of_the_planned_sizes(tmp_path: Pat
 
 
 async def test_offline_devices_abort_the_rollout_at_the_threshold(tmp_path: Path) -> None:
-    async with AgentChain(tmp_path, devices=10, offline_share=0.5) as chain:
+    async with AgentChain(
+        tmp_path, mqtt_host=fresh_loopback(), devices=10, offline_share=0.5
+    ) as chain:
         await chain.rows(
             GATEWAY,
             START,
@@ -82,7 +85,7 @@ async def test_offline_devices_abort_the_rollout_at_the_threshold(tmp_path: Path
 
 
 async def test_pause_and_cancel_take_effect_at_wave_boundaries(tmp_path: Path) -> None:
-    async with AgentChain(tmp_path, devices=6) as chain:
+    async with AgentChain(tmp_path, mqtt_host=fresh_loopback(), devices=6) as chain:
         inputs = {
             "type": "twinUpdate",
             "queryCondition": "IS_DEFINED(deviceId)",
@@ -111,7 +114,7 @@ async def test_pause_and_cancel_take_effect_at_wave_boundaries(tmp_path: Path) -
 
 
 async def test_a_new_engine_over_the_same_store_resumes_without_doubling(tmp_path: Path) -> None:
-    async with AgentChain(tmp_path, devices=6) as chain:
+    async with AgentChain(tmp_path, mqtt_host=fresh_loopback(), devices=6) as chain:
         path = tmp_path / "crash" / "rollouts.sqlite"
         client = chain.app.client
         first = RolloutEngine(client, SqliteRolloutStore(path), chain.app.settings.jobs)
@@ -119,17 +122,21 @@ async def test_a_new_engine_over_the_same_store_resumes_without_doubling(tmp_pat
 
         plan = RolloutPlan(wave_size=2)
         ids = [f"device-{n:04d}" for n in range(1, 7)]
-        first.create("ro4", "twinUpdate", {"patch": {"tags": {"x": 1}}}, {"waveSize": 2}, plan, ids)
+        await first.create(
+            "ro4", "twinUpdate", {"patch": {"tags": {"x": 1}}}, {"waveSize": 2}, plan, ids
+        )
         await first.step()  # wave 1's job created; then the "process" dies
-        part = first.store.parts("ro4", 1, 1)[0]
+        part = (await first.store.parts("ro4", 1, 1))[0]
         assert part.state == "created"
-        first.store.set_part(part.job_id, "intent")  # as if it died before recording it
+        await first.store.set_part(part.job_id, "intent")  # as if it died before recording it
         first.store.close()
         second = RolloutEngine(client, SqliteRolloutStore(path), chain.app.settings.jobs)
         deadline = time.monotonic() + 60
-        while (record := second.store.get("ro4")) is not None and record.status != "completed":
+        while (
+            record := await second.store.get("ro4")
+        ) is not None and record.status != "completed":
             assert time.monotonic() < deadline, record
             await second.step()
             await asyncio.sleep(0.2)
         assert await _device_rows(chain, "ro4") == Counter({d: 1 for d in ids})
-        assert second.store.counts("ro4")["succeeded"] == 6
+        assert (await second.store.counts("ro4"))["succeeded"] == 6

@@ -1,4 +1,4 @@
-"""The rollout store's device counts: counted once per change of the rollout's devices.
+"""The SQLite rollout store's device counts: counted once per change of the rollout's devices.
 
 GetRollout reads them on every call; counting 100,000 device rows held the agent's event loop
 for about 0.3 s per call (benchmarks/bench_rollout.py). The store now counts once and keeps the
@@ -11,7 +11,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.rollout_store import DeviceUpdate, RolloutRecord, SqliteRolloutStore
+from services.store import SqliteRolloutStore
+from services.store.rollouts import DeviceUpdate, RolloutRecord
 
 _NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.rollout_store import (
+from services.store.rollouts import (
     DeviceUpdate,
     PartRecord,
     RolloutRecord,
     RoundRecord,
-    SqliteRolloutStore,
     WaveRecord,
 )
+from services.store.sqlite import SqliteRolloutStore
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -116,6 +116,7 @@ class AgentChain:
         self.app_key = app_key
         self._store = dict(store or {})
         self._rollouts = dict(rollouts or {})
+        self._store = dict(store or {})
         self._data_dir = data_dir
         self._mqtt_host = mqtt_host
         self._mqtt_port = mqtt_port

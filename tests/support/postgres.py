@@ -29,11 +29,14 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.support.network import free_port
 
-__all__ = ["PostgresCluster", "find_binaries"]
+__all__ = ["PostgresCluster", "find_binaries", "running_cluster"]
 
 _SERVER_USER = "postgres"
 
@@ -56,6 +59,22 @@ def find_binaries() -> tuple[Path | None, str]:
     return None, (
         "PostgreSQL server binaries not found (Debian package 'postgresql'; .ci/run installs it)"
     )
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[PostgresCluster]:
+    """A new cluster, initialised and started, destroyed on exit; the test skips (saying why)
+    where Debian's PostgreSQL binaries are missing."""
+    bin_dir, why = find_binaries()
+    if bin_dir is None:
+        pytest.skip(why)
+    cluster = PostgresCluster(bin_dir)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 class PostgresCluster:

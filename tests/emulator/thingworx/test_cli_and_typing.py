@@ -87,6 +87,18 @@ def test_infotable_without_datashape_is_inferred() -> None:
     ]  # fmt: skip
 
 
+def _not_json_text(value: Any) -> bool:
+    """A JSON cell's string that holds JSON text is parsed on the way in (json_typing's rule for
+    JSON: "a string holding JSON text is parsed first"), so it cannot round-trip as a string."""
+    if not isinstance(value, str):
+        return True
+    try:
+        json.loads(value)
+    except ValueError:
+        return True
+    return False
+
+
 _cells: dict[BaseType, st.SearchStrategy[Any]] = {
     BaseType.STRING: st.text(alphabet=st.characters(blacklist_characters="\x00", codec="utf-8")),
     BaseType.NUMBER: st.floats(allow_nan=False, allow_infinity=False),
@@ -102,7 +114,7 @@ _cells: dict[BaseType, st.SearchStrategy[Any]] = {
             st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
         ),
         max_leaves=5,
-    ),
+    ).filter(_not_json_text),
 }
 
 
@@ -159,3 +171,10 @@ def test_nesting_scan_stops_at_the_limit() -> None:
     assert json_nesting_exceeds("[" * 1_500_000, 256)
     assert not json_nesting_exceeds('["[[[[", "\\"[[[["]', 1)
     assert json_nesting_exceeds('[{"a": [1]}]', 2) and not json_nesting_exceeds('[{"a": 1}]', 2)
+
+
+def test_a_json_cell_holding_json_text_is_parsed_and_other_text_kept() -> None:
+    shape = DataShape((F("c0", BaseType.JSON),))
+    for text, value in (("0", 0), ('{"a": [1]}', {"a": [1]}), ("ab", "ab")):
+        back = infotable_from_json(infotable_to_json(InfoTable(shape, [{"c0": text}])))
+        assert back.rows[0]["c0"] == value

@@ -1,0 +1,29 @@
+"""What the agent's stores raise: their drivers' errors translated at the store's boundary.
+
+::
+
+    StoreError                the database refused or failed a call (rolled back)
+    ├── StoreUnavailable      the database cannot be reached or failed a call (the call's
+    │                         transaction stored all or nothing; the next call reconnects)
+    └── RolloutExistsError    a rollout with that id is stored already
+"""
+
+from __future__ import annotations
+
+__all__ = ["RolloutExistsError", "StoreError", "StoreUnavailable"]
+
+
+class StoreError(RuntimeError):
+    """A store call that failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's database is unreachable or failed the call.
+
+    The call's one transaction was rolled back (or, when the connection died during its
+    ``COMMIT``, committed whole): never half. The next call opens a new connection.
+    """
+
+
+class RolloutExistsError(StoreError):
+    """A rollout with that id is stored already."""
