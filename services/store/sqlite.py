@@ -26,13 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from services.store.errors import RolloutExistsError, StoreError, StoreUnavailable
-from services.store.rollouts import (
-    COMPONENT,
-    MIGRATIONS,
-    DeviceUpdate,
-    RolloutRecord,
-    RoundRecord,
-)
+from services.store.rollouts import COMPONENT, MIGRATIONS, RolloutRecord
 from services.store.schema import migrate, schema_version
 from services.store.tables import RolloutTables, Sql
 
@@ -88,19 +82,11 @@ class SqliteRolloutStore(RolloutTables):
                 cached = self._counts[rollout_id] = super().counts(rollout_id)
             return dict(cached)
 
-    def judge(
-        self,
-        rollout_id: str,
-        wave: int,
-        attempt: int,
-        updates: Sequence[DeviceUpdate],
-        next_round: RoundRecord | None,
-        **rollout: Any,
-    ) -> None:
+    def judge(self, rollout_id: str, *verdict: Any, **rollout: Any) -> None:
         """Store a round's verdict whole (see :class:`RolloutTables`)."""
         with self._lock:
             self._counts.pop(rollout_id, None)
-            super().judge(rollout_id, wave, attempt, updates, next_round, **rollout)
+            super().judge(rollout_id, *verdict, **rollout)
 
     @property
     def schema_version(self) -> int:
