@@ -78,6 +78,9 @@ METHOD_ROLLOUT = "deviceMethod"
 _HUB_ENDED = frozenset({"completed", "failed", "cancelled", "canceled"})
 # The job statuses that hold a slot (a scheduled job once its start time has come).
 _HUB_ACTIVE = ("running", "queued", "scheduled")
+_JUDGE_PAGE = 1000
+"""Rows per hub page when a round's ``devices.jobs`` rows are read (IoT Hub's most; a part of
+an 8 KB IN list holds about 500 devices: one page, where ``jobs.query_page_size`` 100 took 6)."""
 _log = structlog.get_logger("services.rollout_engine")
 
 
@@ -535,6 +538,7 @@ class RolloutEngine:
                 found = await self.client.query_job_results(
                     f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{part.job_id}'",
                     len(members) + 1,
+                    page_size=_JUDGE_PAGE,
                 )
             seen = {r.device_id for r in found}
             rows.extend(found)
