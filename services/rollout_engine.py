@@ -12,8 +12,13 @@ Rules:
   (after a crash) attaches to the job instead. On start, intents are first looked up on the hub
   (a job created just before a crash holds the slot it would wait for).
 - Admission: hub jobs queued, running or due are counted (listed by status) against
-  ``iothub.max_concurrent_jobs`` (0: the tier's quota); a ``429004`` on create leaves the rollout
-  ``queued`` and is never surfaced. Rollouts are admitted by ``priority``, then age.
+  ``iothub.max_concurrent_jobs`` (0: the tier's quota); a ``429004`` on create leaves the part an
+  intent (the rollout ``queued`` if it was) and is never surfaced. A round's parts run side by
+  side, as many as there are free slots, each taking its own slot. Rollouts are admitted by
+  ``priority``, then age, strictly: the first takes every free slot its round can use before
+  the next one gets any (a running lower-priority part is never stopped). When the step saw the
+  engine's own jobs end, the last listing's count (kept with the engine's own creates and ends)
+  stands in for a new listing; ``429004`` stays the guard against others' jobs.
 - Pause and cancel wait for the round's end; a cancel also cancels the round's hub jobs that have
   not started running, and skips its parts not yet created.
 - Time comes from the injected ``clock`` (a hub job's ``startTime`` from ``hub_clock``: a job
@@ -111,6 +116,10 @@ class RolloutListener(Protocol):
         """A round's verdict is stored."""
 
 
+class _HubFull(Exception):
+    """No hub job slot for anyone this step: a ``429004``, no shared slot, or no answer."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _NotRun:
     """A member of a cancelled hub job that has no ``devices.jobs`` row: it never ran."""
@@ -170,6 +179,9 @@ class RolloutEngine:
         self.leadership: Leadership = leadership or LocalLeadership()
         self.admission: Admission = admission or LocalAdmission()
         self._listing: tuple[frozenset[str], datetime | None] = (frozenset(), None)
+        self._active_known: int | None = None
+        """Hub jobs holding a slot: the last listing's count, with the engine's own creates
+        and ends since (None: list before the next admission)."""
 
     # -- for the services ------------------------------------------------------------------
 
@@ -270,9 +282,10 @@ class RolloutEngine:
             await self._recover()
             self._recovered = True
         active = await self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value])
+        freed = 0
         for record in active:
             if record.status == RolloutStatus.RUNNING.value:
-                await self._advance(record)
+                freed += await self._advance(record)
         waiting = [
             r
             for r in await self.store.find(
@@ -283,17 +296,20 @@ class RolloutEngine:
         if not waiting:
             return
         waiting.sort(key=lambda r: (r.priority, r.created_time, r.rollout_id))
-        free = await self._free_slots()
-        for record in waiting:
+        free = await self._free_slots(reuse=freed > 0)
+        for record in waiting:  # strict priority: the first takes all it can use, then the next
             if free <= 0:
                 break
             if not await self.leadership.confirm():
                 return
-            if await self._admit(record):
-                free -= 1
+            taken, hub_full = await self._admit(record, free)
+            free -= taken
+            if hub_full:
+                break
 
     async def _recover(self) -> None:
         """Intents stored before a crash: a job that exists on the hub is attached to."""
+        self._active_known = None  # jobs attached here were not counted: list afresh
         for record in await self.store.find(
             [RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value]
         ):
@@ -323,12 +339,12 @@ class RolloutEngine:
         return rounds[0] if rounds else None
 
     async def _wants_slot(self, record: RolloutRecord) -> bool:
-        """True when the rollout's next step is creating a hub job (now, time permitting)."""
+        """True when the rollout's next step is creating a hub job (now, time permitting): a
+        part of its round not created yet (beside the parts running), or its next round."""
         round_ = await self._current_round(record.rollout_id)
         if round_ is not None:
             parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
-            in_flight = any(p.state == "created" for p in parts)
-            return not in_flight and any(p.state == "intent" for p in parts)
+            return any(p.state == "intent" for p in parts)
         if record.status != RolloutStatus.QUEUED.value:
             return False
         return await self._next_round(record) is not None
@@ -353,14 +369,22 @@ class RolloutEngine:
         members = tuple(d.device_id for d in pending)
         return RoundRecord(record.rollout_id, wave, 1, members, now, "planned")
 
-    async def _free_slots(self) -> int:
+    async def _free_slots(self, *, reuse: bool = False) -> int:
         """Job slots free on the hub: the quota less the jobs queued, running or due.
 
         Only active jobs are listed (``jobStatus`` filter, one listing per status), so a hub's
         history of ended jobs never counts against ``iothub.max_rows_per_call``; a listing that
         stops after ``max_concurrent_jobs`` jobs is enough to see that no slot is free. The jobs
         listed (due or not) are what the shared admission slots see as alive (``_listing``).
+
+        With ``reuse`` (this step saw some of the engine's own hub jobs end) the last listing's
+        count is used, kept up to date with the engine's own creates and ends, instead of a new
+        listing: a job created by someone else since then meets ``429004`` on create, which
+        leaves the part an intent and makes the next step list again.
         """
+        if reuse and self._active_known is not None:
+            return max(0, self.max_concurrent_jobs - self._active_known)
+        self._active_known = None
         listed_at = await self.admission.listing_started()
         now = self.hub_clock()  # a scheduled job's start time is the hub's
         active = 0
@@ -377,21 +401,43 @@ class RolloutEngine:
                     if status != "scheduled" or job.start_time is None or job.start_time <= now
                 )
                 if active >= self.max_concurrent_jobs:
+                    # Not every status listed: the ids are no proof that a job ended (no time).
+                    self._listing = (frozenset(alive), None)
+                    self._active_known = active
                     return 0
         except IotHubError as exc:
             _log.info("rollout admission waits: jobs not listed", error=str(exc))
             return 0
         self._listing = (frozenset(alive), listed_at)
+        self._active_known = active
         return self.max_concurrent_jobs - active
 
-    async def _admit(self, record: RolloutRecord) -> bool:
-        """Create the next hub job of ``record``; True when one was created (a slot taken)."""
+    def _counted(self, job_id: str, *, created: bool) -> None:
+        """Keep the last listing's count and ids in step with a job the engine created or saw
+        end (the ``reuse`` of :meth:`_free_slots`)."""
+        alive, listed_at = self._listing
+        if created:
+            self._listing = (alive | {job_id}, listed_at)
+            if self._active_known is not None:
+                self._active_known += 1
+        elif job_id in alive:
+            self._listing = (alive - {job_id}, listed_at)
+            if self._active_known is not None:
+                self._active_known = max(0, self._active_known - 1)
+
+    async def _admit(self, record: RolloutRecord, free: int) -> tuple[int, bool]:
+        """Create up to ``free`` hub jobs of ``record``'s round (its parts not created yet, in
+        order), starting the next round when none runs.
+
+        Returns:
+            How many slots were taken, and True when the hub has no slot left for anyone this
+            step (a ``429004``, or a hub that did not answer).
+        """
         round_ = await self._current_round(record.rollout_id)
-        fields: dict[str, Any] = {}
         if round_ is None:
             round_ = await self._next_round(record)
             if round_ is None:
-                return False
+                return 0, False
             round_ = dataclasses.replace(round_, state="running")
             jobs = wave_jobs(record.rollout_id, round_.wave, round_.attempt, round_.members)
             parts = [
@@ -410,15 +456,39 @@ class RolloutEngine:
             await self.store.add_round(round_, parts, wave=max(record.wave, round_.wave))
             if not parts:  # every member gone: judge the empty round at once
                 await self._judge(record, round_)
-                return False
-        part = next(
-            p
-            for p in await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
-            if p.state == "intent"
-        )
+                return 0, False
+        else:
+            parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        taken = 0
+        for part in [p for p in parts if p.state == "intent"][:free]:
+            if taken and not await self.leadership.confirm():
+                return taken, True
+            try:
+                outcome = await self._start_part(record, part)
+            except _HubFull:
+                return taken, True
+            if outcome is None:
+                return taken, False
+            taken += 1
+            record = outcome
+            if record.status != RolloutStatus.RUNNING.value or (
+                record.requested == Request.CANCEL.value
+            ):
+                break  # cancelled (or paused) while this part was created: create no more
+        return taken, False
+
+    async def _start_part(self, record: RolloutRecord, part: PartRecord) -> RolloutRecord | None:
+        """Take a slot and create ``part``'s hub job; the rollout as stored after, or None when
+        the part stays an intent (or the rollout failed).
+
+        Raises:
+            _HubFull: the hub refused the job for want of a slot (``429004``) or did not answer;
+                the part stays an intent.
+        """
+        fields: dict[str, Any] = {}
         if not await self.admission.take(part.job_id, *self._listing):
             _log.info("rollout queued: no shared admission slot", rollout_id=record.rollout_id)
-            return False
+            raise _HubFull
         try:
             job = await self._create(record, part)
         except HubRequestError as exc:
@@ -428,20 +498,22 @@ class RolloutEngine:
             elif exc.http_status == 429 or exc.code == 429004:
                 _log.info("rollout queued: no hub job slot", rollout_id=record.rollout_id)
                 await self.admission.release(part.job_id)
-                return False
+                self._active_known = None  # someone else's job holds it: list afresh
+                raise _HubFull from None
             elif 400 <= exc.http_status < 500:
                 await self.admission.release(part.job_id)
                 await self._fail(record, f"IoT Hub refused wave job '{part.job_id}': {exc}")
-                return False
+                return None
             else:
                 _log.warning("rollout job not created", job_id=part.job_id, error=str(exc))
-                return False
+                raise _HubFull from None
         except IotHubError as exc:
             _log.warning("rollout job not created", job_id=part.job_id, error=str(exc))
-            return False
+            raise _HubFull from None
         else:
             job_status = job.status
         await self.admission.created(part.job_id)
+        self._counted(part.job_id, created=True)
         fields["current_job_id"] = part.job_id
         record = await self.store.get(record.rollout_id) or record  # a request may have come in
         if record.status == RolloutStatus.QUEUED.value:
@@ -463,7 +535,7 @@ class RolloutEngine:
         if cancel_late:  # cancelled while the job was being created: cancel it (not started)
             await self._cancel_late(part)
         await self._status_changed(record.rollout_id, record.status)
-        return True
+        return dataclasses.replace(record, **fields)
 
     async def _cancel_late(self, part: PartRecord) -> None:
         """Cancel a hub job created just as its rollout was cancelled (it has not started)."""
@@ -494,18 +566,32 @@ class RolloutEngine:
             window,
         )
 
-    async def _advance(self, record: RolloutRecord) -> None:
-        """Poll the running round's hub jobs; judge the round once all of them ended."""
+    async def _advance(self, record: RolloutRecord) -> int:
+        """Poll the running round's hub jobs; judge the round once all of them ended.
+
+        Returns:
+            How many of its hub jobs were seen to end (slots the engine itself freed).
+        """
         round_ = await self._current_round(record.rollout_id)
         if round_ is None:
-            return
+            return 0
         cancel = record.requested == Request.CANCEL.value
         parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        created = [p for p in parts if p.state == "created"]
+        # The parts running side by side are read together (one request each, concurrently).
+        polled = dict(
+            zip(
+                (p.job_id for p in created),
+                await asyncio.gather(*(self.client.get_job(p.job_id) for p in created)),
+                strict=True,
+            )
+        )
+        ended = 0
         for part in parts:
             if part.state == "intent" and cancel:
                 await self.store.set_part(part.job_id, "skipped")
             elif part.state == "created":
-                job = await self.client.get_job(part.job_id)
+                job = polled[part.job_id]
                 status = job.status.lower()
                 if cancel and status in ("queued", "scheduled", "enqueued"):
                     try:
@@ -518,9 +604,13 @@ class RolloutEngine:
                         )
                 if status in _HUB_ENDED:
                     await self.store.set_part(part.job_id, "ended", status)
+                    await self.admission.release(part.job_id)  # its hub slot is free
+                    self._counted(part.job_id, created=False)
+                    ended += 1
         parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         if all(p.state in ("ended", "skipped") for p in parts):
             await self._judge(record, round_)
+        return ended
 
     async def _judge(self, record: RolloutRecord, round_: RoundRecord) -> None:
         """Read the round's rows, judge them, store the verdict and the rollout's next status."""
