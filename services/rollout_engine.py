@@ -83,6 +83,8 @@ METHOD_ROLLOUT = "deviceMethod"
 _HUB_ENDED = frozenset({"completed", "failed", "cancelled", "canceled"})
 # The job statuses that hold a slot (a scheduled job once its start time has come).
 _HUB_ACTIVE = ("running", "queued", "scheduled")
+_QUICK = 10
+"""The first wait after a hub job is created: ``poll_interval`` / this (then doubled)."""
 _JUDGE_PAGE = 1000
 """Rows per hub page when a round's ``devices.jobs`` rows are read (IoT Hub's most; a part of
 an 8 KB IN list holds about 500 devices: one page, where ``jobs.query_page_size`` 100 took 6)."""
@@ -180,6 +182,9 @@ class RolloutEngine:
         self.admission: Admission = admission or LocalAdmission()
         self._listing: tuple[frozenset[str], datetime | None] = (frozenset(), None)
         self._active_known: int | None = None
+        self._pace = poll_interval
+        """Seconds until the next step: ``poll_interval``, or less while hub jobs of the
+        engine run (:meth:`_paced`)."""
         """Hub jobs holding a slot: the last listing's count, with the engine's own creates
         and ends since (None: list before the next admission)."""
 
@@ -268,7 +273,7 @@ class RolloutEngine:
             except Exception:
                 _log.exception("rollout step failed")
             try:
-                async with asyncio.timeout(self.poll_interval):
+                async with asyncio.timeout(self._pace):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -282,10 +287,12 @@ class RolloutEngine:
             await self._recover()
             self._recovered = True
         active = await self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value])
-        freed = 0
+        freed = running = 0
         for record in active:
             if record.status == RolloutStatus.RUNNING.value:
-                freed += await self._advance(record)
+                ended, still = await self._advance(record)
+                freed, running = freed + ended, running + still
+        self._paced(running, created=False)
         waiting = [
             r
             for r in await self.store.find(
@@ -304,8 +311,22 @@ class RolloutEngine:
                 return
             taken, hub_full = await self._admit(record, free)
             free -= taken
+            if taken:
+                self._paced(running + taken, created=True)
             if hub_full:
                 break
+
+    def _paced(self, running: int, *, created: bool) -> None:
+        """Set the wait before the next step: a tenth of ``poll_interval`` after a hub job was
+        created, doubled at every step while the engine's jobs run, ``poll_interval`` at most
+        (and when none runs). A job that ends quickly is seen soon after its end; one that runs
+        long costs at most four reads more than at ``poll_interval``."""
+        if created:
+            self._pace = self.poll_interval / _QUICK
+        elif running:
+            self._pace = min(self.poll_interval, self._pace * 2)
+        else:
+            self._pace = self.poll_interval
 
     async def _recover(self) -> None:
         """Intents stored before a crash: a job that exists on the hub is attached to."""
@@ -459,18 +480,27 @@ class RolloutEngine:
                 return 0, False
         else:
             parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        intents = [p for p in parts if p.state == "intent"][:free]
         taken = 0
-        for part in [p for p in parts if p.state == "intent"][:free]:
+        # The first part alone (it moves the rollout to running), then the others together.
+        for group in (intents[:1], intents[1:]):
+            if not group:
+                break
             if taken and not await self.leadership.confirm():
                 return taken, True
-            try:
-                outcome = await self._start_part(record, part)
-            except _HubFull:
+            outcomes = await asyncio.gather(
+                *(self._start_part(record, p) for p in group), return_exceptions=True
+            )
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            started = [o for o in outcomes if isinstance(o, RolloutRecord)]
+            taken += len(started)
+            if other := next((e for e in errors if not isinstance(e, _HubFull)), None):
+                raise other
+            if errors:
                 return taken, True
-            if outcome is None:
+            if len(started) < len(group):  # the rollout failed
                 return taken, False
-            taken += 1
-            record = outcome
+            record = started[-1]
             if record.status != RolloutStatus.RUNNING.value or (
                 record.requested == Request.CANCEL.value
             ):
@@ -566,15 +596,16 @@ class RolloutEngine:
             window,
         )
 
-    async def _advance(self, record: RolloutRecord) -> int:
+    async def _advance(self, record: RolloutRecord) -> tuple[int, int]:
         """Poll the running round's hub jobs; judge the round once all of them ended.
 
         Returns:
-            How many of its hub jobs were seen to end (slots the engine itself freed).
+            How many of its hub jobs were seen to end (slots the engine itself freed), and how
+            many still run.
         """
         round_ = await self._current_round(record.rollout_id)
         if round_ is None:
-            return 0
+            return 0, 0
         cancel = record.requested == Request.CANCEL.value
         parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         created = [p for p in parts if p.state == "created"]
@@ -610,7 +641,7 @@ class RolloutEngine:
         parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         if all(p.state in ("ended", "skipped") for p in parts):
             await self._judge(record, round_)
-        return ended
+        return ended, sum(1 for p in parts if p.state == "created")
 
     async def _judge(self, record: RolloutRecord, round_: RoundRecord) -> None:
         """Read the round's rows, judge them, store the verdict and the rollout's next status."""
@@ -621,15 +652,20 @@ class RolloutEngine:
         members_of = {j.job_id: j.device_ids for j in jobs}
         rows: list[Any] = []
         by_device: dict[str, DeviceJobResult] = {}
-        for part in parts:
+
+        async def rows_of(part: PartRecord) -> list[DeviceJobResult]:
+            if part.state != "ended":
+                return []
+            return await self.client.query_job_results(
+                f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{part.job_id}'",
+                len(members_of.get(part.job_id, ())) + 1,
+                page_size=_JUDGE_PAGE,
+            )
+
+        # The parts' rows are read together (the parts ran side by side, they ended together).
+        read = await asyncio.gather(*(rows_of(p) for p in parts))
+        for part, found in zip(parts, read, strict=True):
             members = members_of.get(part.job_id, ())
-            found: list[DeviceJobResult] = []
-            if part.state == "ended":
-                found = await self.client.query_job_results(
-                    f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{part.job_id}'",
-                    len(members) + 1,
-                    page_size=_JUDGE_PAGE,
-                )
             seen = {r.device_id for r in found}
             rows.extend(found)
             by_device.update({r.device_id: r for r in found})
