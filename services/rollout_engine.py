@@ -183,6 +183,8 @@ class RolloutEngine:
         self._listing: tuple[frozenset[str], datetime | None] = (frozenset(), None)
         self._active_known: int | None = None
         self._pace = poll_interval
+        self._reads: dict[str, asyncio.Task[list[DeviceJobResult]]] = {}
+        """``devices.jobs`` reads begun as a part ended, by hub job id (taken by the judge)."""
         """Seconds until the next step: ``poll_interval``, or less while hub jobs of the
         engine run (:meth:`_paced`)."""
         """Hub jobs holding a slot: the last listing's count, with the engine's own creates
@@ -282,6 +284,7 @@ class RolloutEngine:
         """One look at every active rollout: poll, judge, admit (the leader only)."""
         if not await self.leadership.confirm():
             self._recovered = False  # when it leads again, intents are looked up first
+            self._drop_reads()
             return
         if not self._recovered:
             await self._recover()
@@ -638,10 +641,31 @@ class RolloutEngine:
                     await self.admission.release(part.job_id)  # its hub slot is free
                     self._counted(part.job_id, created=False)
                     ended += 1
+                    if job.statistics is not None and job.statistics.device_count is not None:
+                        self._read_early(part.job_id, job.statistics.device_count)
         parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         if all(p.state in ("ended", "skipped") for p in parts):
             await self._judge(record, round_)
         return ended, sum(1 for p in parts if p.state == "created")
+
+    async def _read_rows(self, job_id: str, members: int) -> list[DeviceJobResult]:
+        """The ``devices.jobs`` rows of an ended hub job (final: its devices are done)."""
+        return await self.client.query_job_results(
+            f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'",
+            members + 1,
+            page_size=_JUDGE_PAGE,
+        )
+
+    def _read_early(self, job_id: str, members: int) -> None:
+        """Start reading an ended part's rows now, while the round's other parts run; the
+        round's judge takes them (or reads them itself when this read failed or was lost)."""
+        if job_id not in self._reads:
+            self._reads[job_id] = asyncio.create_task(self._read_rows(job_id, members))
+
+    def _drop_reads(self) -> None:
+        reads, self._reads = self._reads, {}
+        for task in reads.values():
+            task.cancel()
 
     async def _judge(self, record: RolloutRecord, round_: RoundRecord) -> None:
         """Read the round's rows, judge them, store the verdict and the rollout's next status."""
@@ -656,13 +680,15 @@ class RolloutEngine:
         async def rows_of(part: PartRecord) -> list[DeviceJobResult]:
             if part.state != "ended":
                 return []
-            return await self.client.query_job_results(
-                f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{part.job_id}'",
-                len(members_of.get(part.job_id, ())) + 1,
-                page_size=_JUDGE_PAGE,
-            )
+            early = self._reads.pop(part.job_id, None)
+            if early is not None:
+                try:
+                    return await early
+                except IotHubError:
+                    pass  # read again below
+            return await self._read_rows(part.job_id, len(members_of.get(part.job_id, ())))
 
-        # The parts' rows are read together (the parts ran side by side, they ended together).
+        # Rows read as each part ended (while the others ran), the rest read together now.
         read = await asyncio.gather(*(rows_of(p) for p in parts))
         for part, found in zip(parts, read, strict=True):
             members = members_of.get(part.job_id, ())
