@@ -14,20 +14,21 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from agent.iothub import IotHubClient
-from agent.settings import IotHubSettings, JobSettings
+from agent.settings import JobSettings
 from emulator.iothub import IoTHubEmulator
 from rollouts import HubTier, RolloutPlan
 from rollouts.plan import device_in_conditions
 from services.rollout_engine import RolloutEngine
 from services.store import SqliteRolloutStore
 from tests.support.network import fresh_loopback
+from tests.support.settings import hub_client
 
 pytestmark = pytest.mark.asyncio
 
@@ -38,15 +39,26 @@ def _long_ids(n: int) -> list[str]:
     return [f"{i:04d}-" + "x" * 123 for i in range(n)]  # 128 characters, IoT Hub's longest
 
 
-def _client(hub: IoTHubEmulator) -> IotHubClient:
-    return IotHubClient(
-        IotHubSettings(
-            connection_string=SecretStr(hub.owner_connection_string),
-            ca_file=str(hub.ca_pem_path),
-            request_timeout=10.0,
-        ),
-        JobSettings(),
-    )
+@contextlib.asynccontextmanager
+async def _engine(
+    tmp_path: Path, ids: list[str], tier: str, quota: int
+) -> AsyncIterator[RolloutEngine]:
+    """An emulated hub of ``tier`` holding ``ids``, and an engine over it with ``quota``."""
+    async with IoTHubEmulator(
+        tmp_path / "hub", host=fresh_loopback(), rest_port=0, mqtt_port=0, tier=tier
+    ) as hub:
+        hub.registry.create_devices(ids)
+        client = hub_client(hub.owner_connection_string, hub.ca_pem_path)
+        store = SqliteRolloutStore(tmp_path / "rollouts.sqlite")
+        engine = RolloutEngine(
+            client, store, JobSettings(), tier=HubTier(tier), max_concurrent_jobs=quota,
+            poll_interval=0.1,
+        )  # fmt: skip
+        try:
+            yield engine
+        finally:
+            store.close()
+            await client.close()
 
 
 async def _run_to_end(engine: RolloutEngine, rollout_id: str, timeout: float = 60) -> str:
@@ -94,36 +106,22 @@ async def _device_rows(client: IotHubClient, prefix: str) -> Counter[str]:
 async def test_an_s3_rounds_parts_run_side_by_side_within_the_quota(tmp_path: Path) -> None:
     ids = _long_ids(290)
     assert len(device_in_conditions(ids)) == 5  # 61 + 61 + 61 + 61 + 46
-    async with IoTHubEmulator(
-        tmp_path / "hub", host=fresh_loopback(), rest_port=0, mqtt_port=0, tier="S3"
-    ) as hub:
-        hub.registry.create_devices(ids)
-        client = _client(hub)
-        engine = RolloutEngine(
-            client,
-            SqliteRolloutStore(tmp_path / "rollouts.sqlite"),
-            JobSettings(),
-            tier=HubTier("S3"),
-            max_concurrent_jobs=3,  # less than the hub's 10: the engine's own bound is tested
-            poll_interval=0.1,
-        )
-        try:
-            plan = RolloutPlan(wave_size=len(ids))
-            await engine.create("side", "twinUpdate", {"patch": PATCH}, {}, plan, ids)
-            assert await _run_to_end(engine, "side") == "completed"
-            spans = await _hub_jobs(client, "side-")
-            assert sorted(spans) == [f"side-w1-a1-p{n}" for n in range(1, 6)]
-            # Side by side: as many at once as the quota allows, never more.
-            assert _most_at_once(list(spans.values())) == 3, spans
-            first_end = min(end for _, end in spans.values())
-            started_together = [j for j, (created, _) in spans.items() if created < first_end]
-            assert len(started_together) == 3, spans
-            assert await _device_rows(client, "side-") == Counter({d: 1 for d in ids})
-            counts = await engine.store.counts("side")
-            assert counts.get("succeeded") == len(ids), counts
-        finally:
-            engine.store.close()
-            await client.close()
+    # The engine's quota less than the hub's 10: its own bound is what is tested.
+    async with _engine(tmp_path, ids, "S3", 3) as engine:
+        client = engine.client
+        plan = RolloutPlan(wave_size=len(ids))
+        await engine.create("side", "twinUpdate", {"patch": PATCH}, {}, plan, ids)
+        assert await _run_to_end(engine, "side") == "completed"
+        spans = await _hub_jobs(client, "side-")
+        assert sorted(spans) == [f"side-w1-a1-p{n}" for n in range(1, 6)]
+        # Side by side: as many at once as the quota allows, never more.
+        assert _most_at_once(list(spans.values())) == 3, spans
+        first_end = min(end for _, end in spans.values())
+        started_together = [j for j, (created, _) in spans.items() if created < first_end]
+        assert len(started_together) == 3, spans
+        assert await _device_rows(client, "side-") == Counter({d: 1 for d in ids})
+        counts = await engine.store.counts("side")
+        assert counts.get("succeeded") == len(ids), counts
 
 
 async def test_a_part_refused_with_429004_waits_as_an_intent_and_runs_later(
@@ -133,33 +131,18 @@ async def test_a_part_refused_with_429004_waits_as_an_intent_and_runs_later(
     an intent (the rollout running, no reason, nothing failed) and runs after the first."""
     ids = _long_ids(70)
     assert [c for _, c in device_in_conditions(ids)] == [61, 9]
-    async with IoTHubEmulator(
-        tmp_path / "hub", host=fresh_loopback(), rest_port=0, mqtt_port=0, tier="S1"
-    ) as hub:
-        hub.registry.create_devices(ids)
-        client = _client(hub)
-        engine = RolloutEngine(
-            client,
-            SqliteRolloutStore(tmp_path / "rollouts.sqlite"),
-            JobSettings(),
-            tier=HubTier("S1"),
-            max_concurrent_jobs=2,
-            poll_interval=0.1,
-        )
-        try:
-            plan = RolloutPlan(wave_size=len(ids))
-            await engine.create("full", "twinUpdate", {"patch": PATCH}, {}, plan, ids)
-            await engine.step()  # part 1 created, part 2 refused by the hub
-            parts = {p.job_id: p.state for p in await engine.store.parts("full", 1, 1)}
-            assert parts == {"full-w1-a1-p1": "created", "full-w1-a1-p2": "intent"}
-            record = await engine.store.get("full")
-            assert record is not None
-            assert (record.status, record.reason) == ("running", None)
-            assert await _run_to_end(engine, "full") == "completed"
-            spans = await _hub_jobs(client, "full-")
-            assert _most_at_once(list(spans.values())) == 1, spans
-            assert spans["full-w1-a1-p2"][0] >= spans["full-w1-a1-p1"][1], spans
-            assert await _device_rows(client, "full-") == Counter({d: 1 for d in ids})
-        finally:
-            engine.store.close()
-            await client.close()
+    async with _engine(tmp_path, ids, "S1", 2) as engine:
+        client = engine.client
+        plan = RolloutPlan(wave_size=len(ids))
+        await engine.create("full", "twinUpdate", {"patch": PATCH}, {}, plan, ids)
+        await engine.step()  # part 1 created, part 2 refused by the hub
+        parts = {p.job_id: p.state for p in await engine.store.parts("full", 1, 1)}
+        assert parts == {"full-w1-a1-p1": "created", "full-w1-a1-p2": "intent"}
+        record = await engine.store.get("full")
+        assert record is not None
+        assert (record.status, record.reason) == ("running", None)
+        assert await _run_to_end(engine, "full") == "completed"
+        spans = await _hub_jobs(client, "full-")
+        assert _most_at_once(list(spans.values())) == 1, spans
+        assert spans["full-w1-a1-p2"][0] >= spans["full-w1-a1-p1"][1], spans
+        assert await _device_rows(client, "full-") == Counter({d: 1 for d in ids})
