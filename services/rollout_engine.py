@@ -441,9 +441,10 @@ class RolloutEngine:
         end (the ``reuse`` of :meth:`_free_slots`)."""
         alive, listed_at = self._listing
         if created:
-            self._listing = (alive | {job_id}, listed_at)
-            if self._active_known is not None:
-                self._active_known += 1
+            if job_id not in alive:  # a 409104 attach may be listed already
+                self._listing = (alive | {job_id}, listed_at)
+                if self._active_known is not None:
+                    self._active_known += 1
         elif job_id in alive:
             self._listing = (alive - {job_id}, listed_at)
             if self._active_known is not None:
