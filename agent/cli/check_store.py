@@ -88,6 +88,8 @@ def _versions_line(versions: dict[str, int], components: list[str]) -> tuple[str
         parts.append(f"{component} v{have}{note}")
         if have > known and too_new is None:
             too_new = f"the '{component}' schema is v{have}, newer than this agent's v{known}"
+    unknown = sorted(set(versions) - set(components) - set(KNOWN_SCHEMAS))
+    parts.extend(f"{name} v{versions[name]} (not this agent's)" for name in unknown)
     return "; ".join(parts), too_new
 
 

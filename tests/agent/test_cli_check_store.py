@@ -109,6 +109,8 @@ async def test_postgres_reachable_versions_and_the_leadership_held_elsewhere(
 
     store = PostgresRolloutStore(postgres_url)
     assert _open_with_one_read(store) == []
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a newer agent's component
+        conn.execute("INSERT INTO schema_versions (component, version) VALUES ('future', 3)")
     leader = PostgresLeadership(postgres_url, HUB, 4.0)
     other_hub = PostgresLeadership(postgres_url, "other.azure-devices.net", 4.0)
     try:
@@ -119,7 +121,8 @@ async def test_postgres_reachable_versions_and_the_leadership_held_elsewhere(
         assert await check_store(settings, HUB, printed.console, printed.fail) == 0
         assert printed.lines[1] == (
             f"✓ store {where} schemas: rollouts v{KNOWN_SCHEMAS['rollouts']}; audit absent "
-            "(created on first use); admission absent (created on first use)"
+            "(created on first use); admission absent (created on first use); future v3 (not "
+            "this agent's)"
         )
         assert printed.lines[2].startswith(
             f"✓ store {where} rollout leadership of {HUB}: held by another agent "
