@@ -179,6 +179,11 @@ class RolloutEngine:
         self.listener = listener
         self._jobs = jobs
         self._wake = asyncio.Event()
+        # Held from reading a rollout's status to storing the status decided from it, by the
+        # services' requests and the engine's verdicts alike: without it a pause stored between
+        # a verdict's read and its write was overwritten (lost), and a request decided from a
+        # status the engine had just changed stored a stale one.
+        self._decide = asyncio.Lock()
         self._recovered = False
         self.leadership: Leadership = leadership or LocalLeadership()
         self.admission: Admission = admission or LocalAdmission()
@@ -235,16 +240,17 @@ class RolloutEngine:
             KeyError: no such rollout.
             IllegalTransitionError: the rollout's status does not take ``event``.
         """
-        record = await self.store.get(rollout_id)
-        if record is None:
-            raise KeyError(rollout_id)
-        state = transition(_state(record), event)
-        fields: dict[str, Any] = {"status": state.status.value, "requested": _req(state)}
-        if state.status.is_terminal:
-            fields["end_time"] = self.clock()
-        await self.store.update(rollout_id, **fields)
-        if state.status.is_terminal:  # after the status: lost between, rounds stay harmlessly
-            await self.store.set_round_state(rollout_id, "dropped", where_state="planned")
+        async with self._decide:
+            record = await self.store.get(rollout_id)
+            if record is None:
+                raise KeyError(rollout_id)
+            state = transition(_state(record), event)
+            fields: dict[str, Any] = {"status": state.status.value, "requested": _req(state)}
+            if state.status.is_terminal:
+                fields["end_time"] = self.clock()
+            await self.store.update(rollout_id, **fields)
+            if state.status.is_terminal:  # after the status: lost between, rounds stay harmlessly
+                await self.store.set_round_state(rollout_id, "dropped", where_state="planned")
         _log.info("rollout request", rollout_id=rollout_id, request=event.value, **fields)
         await self._status_changed(rollout_id, record.status)
         self.wake()
@@ -492,23 +498,25 @@ class RolloutEngine:
             job_status = job.status
         await self.admission.created(part.job_id)
         fields["current_job_id"] = part.job_id
-        record = await self.store.get(record.rollout_id) or record  # a request may have come in
-        if record.status == RolloutStatus.QUEUED.value:
-            state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
-            fields["status"] = state.status.value
-        elif record.status == RolloutStatus.PAUSED.value:
-            # Paused while the job was being created: the wave runs, the pause waits for its end.
-            state = transition(_state(record), RolloutEvent.RESUME_REQUESTED)
-            state = transition(state, RolloutEvent.WAVE_ADMITTED)
-            state = transition(state, RolloutEvent.PAUSE_REQUESTED)
-            fields.update(status=state.status.value, requested=_req(state))
-        cancel_late = record.status == RolloutStatus.CANCELLED.value
-        if cancel_late:
-            fields["current_job_id"] = None
-        if record.start_time is None:
-            fields["start_time"] = self.clock()
-        # One transaction: a created part of a rollout still "queued" would never be polled.
-        await self.store.set_part(part.job_id, "created", job_status or None, **fields)
+        async with self._decide:
+            record = await self.store.get(record.rollout_id) or record  # a request may have come in
+            if record.status == RolloutStatus.QUEUED.value:
+                state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
+                fields["status"] = state.status.value
+            elif record.status == RolloutStatus.PAUSED.value:
+                # Paused while the job was being created: the wave runs, the pause waits for its
+                # end.
+                state = transition(_state(record), RolloutEvent.RESUME_REQUESTED)
+                state = transition(state, RolloutEvent.WAVE_ADMITTED)
+                state = transition(state, RolloutEvent.PAUSE_REQUESTED)
+                fields.update(status=state.status.value, requested=_req(state))
+            cancel_late = record.status == RolloutStatus.CANCELLED.value
+            if cancel_late:
+                fields["current_job_id"] = None
+            if record.start_time is None:
+                fields["start_time"] = self.clock()
+            # One transaction: a created part of a rollout still "queued" would never be polled.
+            await self.store.set_part(part.job_id, "created", job_status or None, **fields)
         if cancel_late:  # cancelled while the job was being created: cancel it (not started)
             await self._cancel_late(part)
         await self._status_changed(record.rollout_id, record.status)
@@ -654,37 +662,40 @@ class RolloutEngine:
                 verdict.retry.not_before,
                 "planned",
             )
-        record = (
-            await self.store.get(record.rollout_id) or record
-        )  # a pause/cancel may have come in
-        state = _state(record)
-        fields: dict[str, Any] = {"current_job_id": None, "last_wave_end": now}
-        more = (
-            record.wave < record.wave_count
-            or next_round is not None
-            or bool(await self.store.rounds(record.rollout_id, "planned"))
-        )
-        if state.status is RolloutStatus.QUEUED:  # an empty round judged before any job
-            state = RolloutState(RolloutStatus.RUNNING)
-        if verdict.abort:
-            state = transition(state, RolloutEvent.THRESHOLD_EXCEEDED)
-            fields["reason"] = verdict.abort_reason
-            next_round = None
-        elif not more:
-            state = transition(state, RolloutEvent.ALL_DEVICES_DONE)
-        else:
-            state = transition(state, RolloutEvent.WAVE_ENDED)
-        fields["status"] = state.status.value
-        fields["requested"] = _req(state)
-        if state.status.is_terminal:
-            fields["end_time"] = now
-        if not await self.leadership.confirm():
-            return  # the new leader judges this round from the same rows
-        await self.store.judge(
-            record.rollout_id, round_.wave, round_.attempt, updates, next_round, **fields
-        )
-        if state.status.is_terminal:
-            await self.store.set_round_state(record.rollout_id, "dropped", where_state="planned")
+        async with self._decide:
+            record = (
+                await self.store.get(record.rollout_id) or record
+            )  # a pause/cancel may have come in
+            state = _state(record)
+            fields: dict[str, Any] = {"current_job_id": None, "last_wave_end": now}
+            more = (
+                record.wave < record.wave_count
+                or next_round is not None
+                or bool(await self.store.rounds(record.rollout_id, "planned"))
+            )
+            if state.status is RolloutStatus.QUEUED:  # an empty round judged before any job
+                state = RolloutState(RolloutStatus.RUNNING)
+            if verdict.abort:
+                state = transition(state, RolloutEvent.THRESHOLD_EXCEEDED)
+                fields["reason"] = verdict.abort_reason
+                next_round = None
+            elif not more:
+                state = transition(state, RolloutEvent.ALL_DEVICES_DONE)
+            else:
+                state = transition(state, RolloutEvent.WAVE_ENDED)
+            fields["status"] = state.status.value
+            fields["requested"] = _req(state)
+            if state.status.is_terminal:
+                fields["end_time"] = now
+            if not await self.leadership.confirm():
+                return  # the new leader judges this round from the same rows
+            await self.store.judge(
+                record.rollout_id, round_.wave, round_.attempt, updates, next_round, **fields
+            )
+            if state.status.is_terminal:
+                await self.store.set_round_state(
+                    record.rollout_id, "dropped", where_state="planned"
+                )
         self._round_judged(
             JudgedRound(
                 record.rollout_id,
@@ -708,17 +719,19 @@ class RolloutEngine:
         )
 
     async def _fail(self, record: RolloutRecord, reason: str) -> None:
-        try:
-            state = transition(_state(record), RolloutEvent.UNRECOVERABLE_ERROR)
-        except IllegalTransitionError:
-            return
-        await self.store.update(
-            record.rollout_id,
-            status=state.status.value,
-            requested=None,
-            reason=reason,
-            end_time=self.clock(),
-        )
+        async with self._decide:
+            record = await self.store.get(record.rollout_id) or record
+            try:
+                state = transition(_state(record), RolloutEvent.UNRECOVERABLE_ERROR)
+            except IllegalTransitionError:
+                return
+            await self.store.update(
+                record.rollout_id,
+                status=state.status.value,
+                requested=None,
+                reason=reason,
+                end_time=self.clock(),
+            )
         _log.warning("rollout failed", rollout_id=record.rollout_id, reason=reason)
         await self._status_changed(record.rollout_id, record.status)
 
