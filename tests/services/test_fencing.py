@@ -91,12 +91,11 @@ async def test_an_old_leaders_write_after_a_takeover_is_refused_and_leaves_nothi
         _end_leadership_sessions(postgres_url)
         assert await new.try_acquire() and new.epoch == 2
         before = _rows(postgres_url)
-        with pytest.raises(FencedError, match=r"epoch 1, .* at epoch 2 now"):
-            with store_old.fenced(stale):
-                store_old.update("ro", status="paused", reason="late")
-        with pytest.raises(FencedError):
-            with store_old.fenced(stale):
-                store_old.create(_record("ro2"), [("d3", 1)])
+        refused = pytest.raises(FencedError, match=r"epoch 1, .* at epoch 2 now")
+        with refused, store_old.fenced(stale):
+            store_old.update("ro", status="paused", reason="late")
+        with pytest.raises(FencedError), store_old.fenced(stale):
+            store_old.create(_record("ro2"), [("d3", 1)])
         assert _rows(postgres_url) == before  # nothing written, not even the first statement
         with store_new.fenced(new.fence):
             store_new.update("ro", status="paused")
@@ -210,7 +209,7 @@ async def test_an_engine_step_that_outlived_its_leadership_writes_nothing(
                 max_concurrent_jobs=2,
                 leadership=lead,
                 admission=PostgresAdmission(postgres_url, HUB, 2, agent=f"agent{n}"),
-            )  # fmt: skip
+            )
             for n, (c, lead) in enumerate(zip(clients, leads, strict=True))
         ]
         try:
