@@ -37,6 +37,7 @@ class Partition:
         """Chunks read while cut and not yet delivered (a test waits for traffic in flight)."""
         self._open = asyncio.Event()
         self._open.set()
+        self._armed: tuple[bytes, ...] = ()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -48,6 +49,11 @@ class Partition:
     def cut(self) -> None:
         """Stop forwarding, silently."""
         self._open.clear()
+
+    def cut_at_next_request(self, *containing: bytes) -> None:
+        """Cut when a client next sends bytes (holding one of ``containing``, for a protocol in
+        clear such as PostgreSQL's on loopback): that request is held, its client waits in it."""
+        self._armed = containing or (b"",)
 
     def heal(self) -> None:
         """Deliver what was held and forward again."""
@@ -84,14 +90,19 @@ class Partition:
         except OSError:
             client_w.close()
             return
-        self._spawn(self._pipe(client_r, server_w))
-        self._spawn(self._pipe(server_r, client_w))
+        self._spawn(self._pipe(client_r, server_w, upstream=True))
+        self._spawn(self._pipe(server_r, client_w, upstream=False))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
         try:
             while True:
                 await self._open.wait()
                 data = await reader.read(65536)
+                if upstream and data and any(marker in data for marker in self._armed):
+                    self._armed = ()
+                    self.cut()
                 if self.is_cut:  # arrived while cut (an end of stream too): held until healed
                     self.held += 1
                     await self._open.wait()
