@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,6 +45,18 @@ def _record(rollout_id: str = "ro") -> RolloutRecord:
     )  # fmt: skip
 
 
+@pytest.fixture
+async def pair(postgres_url: str) -> AsyncIterator[tuple[PostgresLeadership, PostgresLeadership]]:
+    """Two agents' leadership of one hub (closed after the test)."""
+    leaderships = (
+        PostgresLeadership(postgres_url, HUB, T),
+        PostgresLeadership(postgres_url, HUB, T),
+    )
+    yield leaderships
+    for leadership in leaderships:
+        await leadership.close()
+
+
 def _rows(url: str) -> dict[str, list[tuple[object, ...]]]:
     """Every row of the rollout tables, in a stable order."""
     with psycopg.connect(url) as conn:
@@ -59,28 +72,26 @@ def _end_leadership_sessions(url: str) -> None:
         )
 
 
-async def test_every_takeover_moves_the_epoch_on(postgres_url: str) -> None:
-    first, second = (PostgresLeadership(postgres_url, HUB, T) for _ in range(2))
-    try:
-        assert first.fence is None  # a standby carries no token
-        assert await first.try_acquire()
-        assert first.fence == Fence(HUB, 1)
-        assert not await second.try_acquire()
-        await first.close()
-        assert first.fence is None
-        assert await second.try_acquire() and second.epoch == 2
-        await second.close()
-        assert await first.try_acquire() and first.epoch == 3
-        assert await first.confirm()  # the renewal checks the epoch is still its own
-    finally:
-        await first.close()
-        await second.close()
+async def test_every_takeover_moves_the_epoch_on(
+    pair: tuple[PostgresLeadership, PostgresLeadership],
+) -> None:
+    first, second = pair
+    assert first.fence is None  # a standby carries no token
+    assert await first.try_acquire()
+    assert first.fence == Fence(HUB, 1)
+    assert not await second.try_acquire()
+    await first.close()
+    assert first.fence is None
+    assert await second.try_acquire() and second.epoch == 2
+    await second.close()
+    assert await first.try_acquire() and first.epoch == 3
+    assert await first.confirm()  # the renewal checks the epoch is still its own
 
 
 async def test_an_old_leaders_write_after_a_takeover_is_refused_and_leaves_nothing(
-    postgres_url: str,
+    postgres_url: str, pair: tuple[PostgresLeadership, PostgresLeadership]
 ) -> None:
-    old, new = (PostgresLeadership(postgres_url, HUB, T) for _ in range(2))
+    old, new = pair
     store_old, store_new = PostgresRolloutStore(postgres_url), PostgresRolloutStore(postgres_url)
     try:
         assert await old.try_acquire()
@@ -105,14 +116,12 @@ async def test_an_old_leaders_write_after_a_takeover_is_refused_and_leaves_nothi
     finally:
         store_old.close()
         store_new.close()
-        await old.close()
-        await new.close()
 
 
 async def test_an_old_leaders_write_in_flight_at_the_takeover_is_rolled_back(
-    postgres_url: str,
+    postgres_url: str, pair: tuple[PostgresLeadership, PostgresLeadership]
 ) -> None:
-    old, new = (PostgresLeadership(postgres_url, HUB, T) for _ in range(2))
+    old, new = pair
     store = PostgresRolloutStore(postgres_url)
     try:
         assert await old.try_acquire()
@@ -134,8 +143,6 @@ async def test_an_old_leaders_write_in_flight_at_the_takeover_is_rolled_back(
         assert record is not None and record.status == "queued"
     finally:
         store.close()
-        await old.close()
-        await new.close()
 
 
 async def test_a_leader_silent_behind_a_cut_relay_is_ended_by_the_standby(

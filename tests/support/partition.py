@@ -1,11 +1,15 @@
-"""A network partition on loopback: a TCP relay that a test cuts and heals.
+"""A network partition (or a slow link) on loopback: a TCP relay that a test cuts and heals.
 
 Put between a client (an agent's store connections, or its hub client) and a server, it relays
-bytes both ways while healed. :meth:`Partition.cut` stops all forwarding silently: no FIN, no
-RST, bytes already sent stay where they are and new connections are accepted but not carried on,
-so neither end is told anything (the relay's own kernel still acknowledges what arrives, as a
-middlebox would). :meth:`Partition.heal` delivers what was held, in order, and carries on: late
-bytes, as TCP delivers them after a partition ends. TLS passes through untouched.
+bytes both ways while healed; with ``delay`` it hands on what the server sends that many seconds
+late, in order (what the client sends goes at once), so every call through it takes at least
+``delay`` and is reliably in flight when a test acts.
+
+:meth:`Partition.cut` stops all forwarding silently: no FIN, no RST, bytes already sent stay
+where they are and new connections are accepted but not carried on, so neither end is told
+anything (the relay's own kernel still acknowledges what arrives, as a middlebox would).
+:meth:`Partition.heal` delivers what was held, in order, and carries on: late bytes, as TCP
+delivers them after a partition ends. TLS passes through untouched.
 
 Rules: only 127.0.0.0/8; the relay owns its tasks and ends them on exit.
 """
@@ -26,12 +30,17 @@ class Partition:
     Args:
         target_host: the server's address (loopback).
         target_port: the server's port.
-        host: where the relay listens (default: the server's address).
+        host: where the relay listens (default: the server's address, so a TLS server's
+            certificate still matches).
+        delay: seconds the server's bytes are held before they are handed on.
     """
 
-    def __init__(self, target_host: str, target_port: int, host: str | None = None) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, host: str | None = None, *, delay: float = 0.0
+    ) -> None:
         self.target = (target_host, target_port)
         self.host = host or target_host
+        self.delay = delay
         self.port = 0
         self.held = 0
         """Chunks read while cut and not yet delivered (a test waits for traffic in flight)."""
@@ -96,7 +105,11 @@ class Partition:
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
     ) -> None:
-        try:
+        loop = asyncio.get_running_loop()
+        delay = 0.0 if upstream else self.delay
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def read() -> None:
             while True:
                 await self._open.wait()
                 data = await reader.read(65536)
@@ -107,6 +120,16 @@ class Partition:
                     self.held += 1
                     await self._open.wait()
                     self.held -= 1
+                await queue.put((loop.time() + delay, data))
+                if not data:
+                    return
+
+        reading = asyncio.create_task(read())
+        try:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                await self._open.wait()
                 if not data:
                     break
                 writer.write(data)
@@ -114,5 +137,6 @@ class Partition:
         except (ConnectionError, OSError):
             pass
         finally:
+            reading.cancel()
             with contextlib.suppress(Exception):
                 writer.close()
