@@ -28,6 +28,7 @@ BENCHMARKS = [
     "bench_agent_footprint",
     "bench_push",
     "bench_takeover",
+    "bench_rollout",
 ]
 
 

@@ -450,9 +450,15 @@ async def _reconnect(
 
 
 async def _start_agent(
-    children: Children, http: aiohttp.ClientSession, hub: dict[str, Any], n: int, label: str
+    children: Children,
+    http: aiohttp.ClientSession,
+    hub: dict[str, Any],
+    n: int,
+    label: str,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[Agent, Footprint]:
-    """A fresh stand-in and an agent with ``n`` device Things; time the agent's start."""
+    """A fresh stand-in and an agent with ``n`` device Things (``extra_env`` on top of the
+    environment below); time the agent's start."""
     standin, line, _ = await _standin(children, 0)
     ws_url = line.split()[1]
     health_port = _free_port()
@@ -467,6 +473,7 @@ async def _start_agent(
         "JOBS_AGENT_HEALTH__PORT": str(health_port),
         "JOBS_AGENT_LOG__LEVEL": "WARNING",
         "JOBS_AGENT_JOBS__WRAPPERS_DIR": str(_ROOT / "config" / "wrappers"),
+        **(extra_env or {}),
     }
     child, spawned = await children.agent(env, label)
     health = f"http://127.0.0.1:{health_port}"

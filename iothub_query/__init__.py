@@ -47,7 +47,7 @@ from iothub_query.parsing import (
     parse_condition,
     parse_query,
 )
-from iothub_query.queries import Query, Source, pinned_value, run_query
+from iothub_query.queries import Query, Source, pinned_members, pinned_value, run_query
 from iothub_query.values import MISSING, Constant, Path
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "Source",
     "parse_condition",
     "parse_query",
+    "pinned_members",
     "pinned_value",
     "run_query",
 ]

@@ -25,6 +25,9 @@ Rules:
 - The store is called through :class:`~services.store.rollouts.AsyncRolloutStore`, off the loop.
   A store that fails (:class:`~services.store.errors.StoreUnavailable`) stops the step where it
   is; each verdict being one transaction, the next step starts again from what was stored.
+  While it stays down the log gets its first failure, then one line a minute
+  (:data:`STORE_DOWN_LOG_EVERY`) with the count of failed steps, and one line when it is back:
+  never one warning per step.
 - Several agents (a shared store): only the hub's rollout leader steps
   (:mod:`services.store.leadership`); it confirms its leadership at the start of every step,
   before every wave it starts and before it stores a verdict, and stops at once when it
@@ -74,14 +77,27 @@ from services.store.rollouts import (
     RoundRecord,
 )
 
-__all__ = ["METHOD_ROLLOUT", "TWIN_ROLLOUT", "JudgedRound", "RolloutEngine", "RolloutListener"]
+__all__ = [
+    "METHOD_ROLLOUT",
+    "STORE_DOWN_LOG_EVERY",
+    "TWIN_ROLLOUT",
+    "JudgedRound",
+    "RolloutEngine",
+    "RolloutListener",
+]
 
 TWIN_ROLLOUT = "twinUpdate"
 METHOD_ROLLOUT = "deviceMethod"
 _HUB_ENDED = frozenset({"completed", "failed", "cancelled", "canceled"})
 # The job statuses that hold a slot (a scheduled job once its start time has come).
 _HUB_ACTIVE = ("running", "queued", "scheduled")
+_JUDGE_PAGE = 1000
+"""Rows per hub page when a round's ``devices.jobs`` rows are read (IoT Hub's most; a part of
+an 8 KB IN list holds about 500 devices: one page, where ``jobs.query_page_size`` 100 took 6)."""
 _log = structlog.get_logger("services.rollout_engine")
+
+STORE_DOWN_LOG_EVERY = 60.0
+"""Seconds between two "still unavailable" lines while the store stays down."""
 
 
 def _utcnow() -> datetime:
@@ -170,6 +186,8 @@ class RolloutEngine:
         self.leadership: Leadership = leadership or LocalLeadership()
         self.admission: Admission = admission or LocalAdmission()
         self._listing: tuple[frozenset[str], datetime | None] = (frozenset(), None)
+        # The store's outage as the log sees it: (since, last line logged, failed steps), or None.
+        self._store_down: tuple[datetime, datetime, int] | None = None
 
     # -- for the services ------------------------------------------------------------------
 
@@ -247,19 +265,53 @@ class RolloutEngine:
         """Step forever, every ``poll_interval`` seconds or when woken."""
         while True:
             self._wake.clear()
-            try:
-                await self.step()
-            except IotHubError as exc:
-                _log.warning("rollout step stopped by the hub", error=str(exc))
-            except StoreUnavailable as exc:
-                _log.warning("rollout step stopped by the store", error=str(exc))
-            except Exception:
-                _log.exception("rollout step failed")
+            await self.logged_step()
             try:
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    async def logged_step(self) -> None:
+        """One :meth:`step` of :meth:`run`: its failure is logged, never raised.
+
+        A store that stays down is logged at its first failed step, then once every
+        :data:`STORE_DOWN_LOG_EVERY` seconds (of ``clock``) with the count of failed steps,
+        and once when a step gets through again.
+        """
+        try:
+            await self.step()
+        except IotHubError as exc:
+            _log.warning("rollout step stopped by the hub", error=str(exc))
+        except StoreUnavailable as exc:
+            self._store_failed(str(exc))
+            return
+        except Exception:
+            _log.exception("rollout step failed")
+        if self._store_down is not None:
+            # The step got past the store (the hub or a bug may still have stopped it).
+            since, _, failed = self._store_down
+            self._store_down = None
+            down = (self.clock() - since).total_seconds()
+            _log.info("rollout store back", failed_steps=failed, down_seconds=round(down, 1))
+
+    def _store_failed(self, error: str) -> None:
+        now = self.clock()
+        if self._store_down is None:
+            self._store_down = (now, now, 1)
+            _log.warning("rollout step stopped by the store", error=error)
+            return
+        since, logged, failed = self._store_down
+        failed += 1
+        if (now - logged).total_seconds() >= STORE_DOWN_LOG_EVERY:
+            logged = now
+            _log.warning(
+                "rollout store still unavailable",
+                failed_steps=failed,
+                down_seconds=round((now - since).total_seconds(), 1),
+                error=error,
+            )
+        self._store_down = (since, logged, failed)
 
     async def step(self) -> None:
         """One look at every active rollout: poll, judge, admit (the leader only)."""
@@ -547,6 +599,7 @@ class RolloutEngine:
                 found = await self.client.query_job_results(
                     f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{part.job_id}'",
                     len(members) + 1,
+                    page_size=_JUDGE_PAGE,
                 )
             seen = {r.device_id for r in found}
             rows.extend(found)

@@ -104,7 +104,7 @@ def _result_rows(items: list[Any]) -> list[DeviceJobResult]:
 
 
 def _device_ids(items: list[Any]) -> list[str]:
-    """The device ids of a ``SELECT * FROM devices`` page."""
+    """The device ids of a ``SELECT deviceId FROM devices`` page."""
     return [
         item["deviceId"]
         for item in items
@@ -746,7 +746,12 @@ class IotHubClient:
         return rows
 
     async def query_job_results(
-        self, query: str, max_rows: int, *, deadline: float | None = None
+        self,
+        query: str,
+        max_rows: int,
+        *,
+        deadline: float | None = None,
+        page_size: int | None = None,
     ) -> list[DeviceJobResult]:
         """Run a ``devices.jobs`` query page by page (``query_iot_hub``), up to ``max_rows``.
 
@@ -754,6 +759,8 @@ class IotHubClient:
             query: a ``SELECT * FROM devices.jobs ...`` query (validated by the caller).
             max_rows: the most rows to return.
             deadline: the caller's deadline (event-loop time), if any.
+            page_size: rows per hub page (1..1000, as IoT Hub takes); None for
+                ``jobs.query_page_size``.
 
         Returns:
             One result per row, in the hub's order.
@@ -769,7 +776,7 @@ class IotHubClient:
             query,
             self._budget_for(what),
             max_rows,
-            self._jobs.query_page_size,
+            min(max(page_size or self._jobs.query_page_size, 1), 1000),
             _result_rows,
             deadline,
         )
@@ -820,7 +827,8 @@ class IotHubClient:
     async def query_device_ids(
         self, condition: str, max_devices: int, *, deadline: float | None = None
     ) -> list[str]:
-        """The ids of the devices a twin query's WHERE part selects (``SELECT * FROM devices``).
+        """The ids of the devices a twin query's WHERE part selects (``SELECT deviceId FROM
+        devices WHERE ...``).
 
         Pages through the answer like :meth:`query_job_results`; a rollout resolves its target
         with it once. Only ``iothub.max_bytes_per_call`` bounds it (ids are small), not the
@@ -840,7 +848,7 @@ class IotHubClient:
         # One row past the bound is read, so that the budget sees it and refuses.
         return await self._query_all(
             what,
-            f"SELECT * FROM devices WHERE {condition}",
+            f"SELECT deviceId FROM devices WHERE {condition}",  # ids only: 1/20 of whole twins
             budget,
             max_devices + 1,
             _ID_PAGE,

@@ -8,6 +8,9 @@ Rules:
 
 - Devices live in memory as compact slotted records; twin documents are built on demand (so
   100,000 twins fit in a small share of the 1 GB budget) and are never cached.
+- A job's device selection builds twins only for the devices its condition can match: a
+  top-level ``deviceId IN [...]`` (a rollout wave) or ``deviceId = '...'`` is a key lookup, the
+  whole condition then evaluated on those twins; any other condition reads every twin.
 - Every change is written through to SQLite (table ``iothub_devices``, one compact JSON row per
   device) and committed before the caller answers anyone, so a SIGKILL loses nothing. A job's
   twin patch over many devices is one ``executemany`` in one transaction.
@@ -43,6 +46,7 @@ from emulator.iothub.clock import Clock
 from emulator.iothub.database import Database
 from emulator.iothub.errors import HubError
 from emulator.iothub.ports import Predicate
+from iothub_query import Condition, pinned_members
 
 __all__ = [
     "OWNER_POLICY",
@@ -309,7 +313,11 @@ class Registry:
         self._save(dev)
 
     def select_device_ids(self, condition: Predicate | None) -> list[str]:
-        ids = sorted(self._devices)
+        pinned = pinned_members(condition, "deviceId") if isinstance(condition, Condition) else None
+        if pinned is None:
+            ids = sorted(self._devices)
+        else:  # only these ids can match: look them up instead of reading every twin
+            ids = sorted(i for i in pinned if isinstance(i, str) and i in self._devices)
         if condition is None:
             return ids
         return [i for i in ids if condition.matches(self._twin(self._devices[i]))]

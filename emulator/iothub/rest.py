@@ -75,7 +75,7 @@ _log = structlog.get_logger("emulator.iothub.rest")
 
 
 class ParsedQuery(Protocol):
-    """A parsed IoT Hub query (``SELECT * | COUNT() AS x FROM source [WHERE ...]``)."""
+    """A parsed IoT Hub query (``SELECT * | COUNT() AS x | name, ... FROM source [WHERE ...]``)."""
 
     @property
     def source(self) -> str:
@@ -92,6 +92,11 @@ class ParsedQuery(Protocol):
         """The WHERE condition, or None."""
         ...
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """``SELECT deviceId, ... FROM devices``: the names each result keeps; () otherwise."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class QueryLanguage:
@@ -99,7 +104,8 @@ class QueryLanguage:
 
     Attributes:
         parse: text → parsed query; raises one of ``errors`` with a message for the caller.
-        run: evaluates a parsed query over documents (used for COUNT and devices.jobs).
+        run: evaluates a parsed query over documents (used for COUNT, projections of top-level
+            names and devices.jobs).
         pinned: (a parsed query, key) → the constant a top-level ``key = constant`` fixes, else
             None (a ``devices.jobs`` page then reads only that job's rows).
         errors: the exception types ``parse`` and ``run`` raise for bad queries.
@@ -393,9 +399,9 @@ class RestApi:
                     return _Scan(query.where, job_id, None, now)
                 rows = self._query.run(query, self._jobs.device_job_rows(job_id))
                 return _Cursor("raw", rows, 0, now)
-            if query.count_alias is not None:
-                counted = self._query.run(query, self._registry.iter_twin_docs())
-                return _Cursor("raw", counted, 0, now)
+            if query.count_alias is not None or query.fields:  # a count, or projected rows
+                rows = self._query.run(query, self._registry.iter_twin_docs())
+                return _Cursor("raw", rows, 0, now)
             return _Cursor("twin", await self._matching_twins(query.where), 0, now)
         except self._query.errors as exc:
             raise HubError.generic_bad_request(str(exc)) from None

@@ -38,10 +38,13 @@ from services.store.rollouts import COMPONENT, MIGRATIONS
 from services.store.schema import migrate
 from services.store.tables import DeviceRow, RolloutTables, Sql
 
-__all__ = ["PostgresRolloutStore", "describe"]
+__all__ = ["CONNECT_TIMEOUT", "PostgresRolloutStore", "describe"]
 
 _log = structlog.get_logger("services.store.postgres")
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
+
+CONNECT_TIMEOUT = 5
+"""Seconds the rollout store's connection attempt may take (``jobs-agent check`` waits as long)."""
 
 
 def describe(url: str) -> str:
@@ -75,7 +78,7 @@ class PostgresRolloutStore(RolloutTables):
             agent knows.
     """
 
-    def __init__(self, url: str, *, connect_timeout: int = 5) -> None:
+    def __init__(self, url: str, *, connect_timeout: int = CONNECT_TIMEOUT) -> None:
         super().__init__()
         self._url = url
         self._connect_timeout = connect_timeout

@@ -10,17 +10,23 @@ Rules:
   version 1 with its rows; ``user_version`` is not read again.
 - Transactions are ``BEGIN IMMEDIATE`` for writes (the write lock first, no upgrade deadlock) and
   ``BEGIN`` for reads; ``sqlite3`` errors leave as :mod:`services.store.errors`.
+- A rollout's device counts (``counts``, read by every GetRollout) are counted once and kept
+  until this store writes that rollout's devices again (``create``, ``judge``): counting
+  100,000 rows took 0.3 s per call (benchmarks/bench_rollout.py). One agent owns the file, so
+  no other writer changes them behind the cache (the shared PostgreSQL store, which other
+  agents write, counts every time).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from services.store.errors import RolloutExistsError, StoreError, StoreUnavailable
-from services.store.rollouts import COMPONENT, MIGRATIONS
+from services.store.rollouts import COMPONENT, MIGRATIONS, RolloutRecord
 from services.store.schema import migrate, schema_version
 from services.store.tables import RolloutTables, Sql
 
@@ -41,6 +47,7 @@ class SqliteRolloutStore(RolloutTables):
         super().__init__()
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._counts: dict[str, dict[str, int]] = {}
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -60,6 +67,26 @@ class SqliteRolloutStore(RolloutTables):
                 raise
             self._conn = db
         return self._conn
+
+    def create(self, record: RolloutRecord, devices: Sequence[tuple[str, int]]) -> None:
+        """Store a new rollout and its devices (see :class:`RolloutTables`)."""
+        with self._lock:
+            self._counts.pop(record.rollout_id, None)
+            super().create(record, devices)
+
+    def counts(self, rollout_id: str) -> dict[str, int]:
+        """Devices by status and ``retried``: counted once, kept until ``create``/``judge``."""
+        with self._lock:
+            cached = self._counts.get(rollout_id)
+            if cached is None:
+                cached = self._counts[rollout_id] = super().counts(rollout_id)
+            return dict(cached)
+
+    def judge(self, rollout_id: str, *verdict: Any, **rollout: Any) -> None:
+        """Store a round's verdict whole (see :class:`RolloutTables`)."""
+        with self._lock:
+            self._counts.pop(rollout_id, None)
+            super().judge(rollout_id, *verdict, **rollout)
 
     @property
     def schema_version(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -103,3 +104,41 @@ def test_grammar_ships_as_package_data() -> None:
 
     text = resources.files("iothub_query").joinpath("grammar.lark").read_text()
     assert "COMP_OP" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "pinned"),
+    [
+        ("deviceId IN ['a', 'b']", {"a", "b"}),
+        ("DeviceId = 'a'", {"a"}),
+        ("'a' = deviceId", {"a"}),
+        ("tags.x = 1 AND deviceId IN ['a', 'b', 'c'] AND deviceId = 'c'", {"c"}),
+        ("deviceId IN ['a', 1]", {"a", 1}),
+        ("deviceId NIN ['a']", None),
+        ("deviceId IN ['a'] OR deviceId = 'b'", None),
+        ("NOT (deviceId = 'a')", None),
+        ("tags.deviceId = 'a'", None),
+        ("deviceId != 'a'", None),
+        ("tags.x = 1", None),
+    ],
+)
+def test_pinned_members(text: str, pinned: set[Any] | None) -> None:
+    found = query_package.pinned_members(parse_condition(text), "deviceId")
+    assert found == (None if pinned is None else frozenset(pinned))
+
+
+def test_projection_of_top_level_names() -> None:
+    query = parse_query("select deviceId, STATUS, nothing from devices where tags.a = 1")
+    assert query.fields == ("deviceId", "STATUS", "nothing")
+    assert parse_query(query.to_text()) == dataclasses.replace(query, text=query.to_text())
+    twins = [
+        {"deviceId": "d1", "status": "enabled", "tags": {"a": 1}},
+        {"deviceId": "d2", "status": "disabled", "tags": {"a": 2}},
+        {"deviceId": "d3", "tags": {"a": 1}},
+    ]
+    assert run_query(query, twins) == [
+        {"deviceId": "d1", "STATUS": "enabled"},
+        {"deviceId": "d3"},
+    ]
+    assert parse_query("SELECT * FROM devices").fields == ()
+    assert parse_query("SELECT COUNT() FROM devices").fields == ()

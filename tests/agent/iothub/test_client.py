@@ -315,7 +315,7 @@ async def test_job_results_query_pages_through_the_sdk_client(scripted: Scripted
 
 
 async def test_device_id_query_pages_and_stops_past_its_bound(scripted: Scripted) -> None:
-    """query_device_ids reads every page of SELECT * FROM devices (ids only, other items
+    """query_device_ids reads every page of SELECT deviceId FROM devices (ids only, other items
     skipped) and refuses with CallTooLarge once the pages hold more than max_devices."""
 
     def answers() -> list[web.Response]:
@@ -331,7 +331,7 @@ async def test_device_id_query_pages_and_stops_past_its_bound(scripted: Scripted
         assert await client.query_device_ids("tags.site = 'a'", 4) == ["a", "b", "c"]
         pages = [(h, b) for key, h, b in scripted.seen if key == "POST /devices/query"]
         assert [json.loads(b) for _, b in pages] == [
-            {"query": "SELECT * FROM devices WHERE tags.site = 'a'"}
+            {"query": "SELECT deviceId FROM devices WHERE tags.site = 'a'"}
         ] * 2
         assert pages[1][0]["x-ms-continuation"] == "c1"
         scripted.answers["POST /devices/query"] = answers()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +14,7 @@ from emulator.iothub.clock import ManualClock
 from emulator.iothub.database import Database
 from emulator.iothub.errors import HubError
 from emulator.iothub.registry import Registry
+from iothub_query import And, Condition, parse_condition
 
 
 class _TagEquals:
@@ -121,3 +122,62 @@ def _reference_merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str,
         else:
             out[key] = value
     return out
+
+
+class _CountingAnd(And):
+    """A real ``AND`` condition that counts the twins it is evaluated on."""
+
+    evaluated: ClassVar[list[str]] = []
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        _CountingAnd.evaluated.append(document["deviceId"])
+        return super().matches(document)
+
+
+class _Scan:
+    """The same condition behind a plain Predicate: the registry must read every twin."""
+
+    def __init__(self, condition: Condition) -> None:
+        self.condition = condition
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        return self.condition.matches(document)
+
+
+def test_a_wave_condition_builds_only_its_members_twins(tmp_path: Path) -> None:
+    """A rollout wave's ``deviceId IN [...]`` job reads its members' twins, not the hub's."""
+    reg, _ = _registry(tmp_path)
+    reg.create_devices([f"dev-{i:04d}" for i in range(2000)])
+    reg.apply_job_patch(["dev-0001", "dev-0007"], {"t": 1}, None)
+    parsed = parse_condition(
+        "deviceId IN ['dev-0007', 'dev-0001', 'dev-0002', 'ghost'] AND tags.t = 1"
+    )
+    assert isinstance(parsed, And)
+    condition = _CountingAnd(parsed.operands)
+    _CountingAnd.evaluated.clear()
+    assert reg.select_device_ids(condition) == ["dev-0001", "dev-0007"]
+    assert sorted(_CountingAnd.evaluated) == ["dev-0001", "dev-0002", "dev-0007"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "deviceId IN ['d-3', 'd-1', 'ghost']",
+        "DEVICEID IN ['d-3', 'd-1']",
+        "deviceId = 'd-2'",
+        "'d-2' = deviceId AND tags.t = 1",
+        "deviceId IN ['d-1', 'd-2'] AND deviceId IN ['d-2', 'd-3']",
+        "deviceId IN [1, true, null, 'd-4']",
+        "deviceId NIN ['d-1']",
+        "deviceId IN ['d-1'] OR tags.t = 1",
+        "NOT (deviceId IN ['d-1'])",
+        "tags.t = 1",
+    ],
+)
+def test_selection_by_key_equals_the_scan(tmp_path: Path, text: str) -> None:
+    reg, _ = _registry(tmp_path)
+    reg.create_devices([f"d-{i}" for i in range(6)])
+    reg.apply_job_patch(["d-2", "d-5"], {"t": 1}, None)
+    condition = parse_condition(text)
+    expected = reg.select_device_ids(_Scan(condition))
+    assert reg.select_device_ids(condition) == expected

@@ -1,0 +1,87 @@
+"""A plain ``name IN [strings]`` condition (a rollout wave's ``deviceId IN [...]``) is read
+without the LALR parser; whatever it gives must be what the grammar gives.
+
+The grammar's reading of the same text is ``parse_condition("(" + text + ")")``: parentheses add
+no node to the tree and take the text off the plain path. Texts are built from the pieces that
+path reads (names, both keywords in any case, both quotes, escapes, whitespace) and from noise
+around them, so that texts it must refuse (and leave to the grammar) come up too.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iothub_query import Membership, Path, QueryError, parse_condition
+from tests.iothub_query.strategies import first_keys
+
+_SPACE = st.text(alphabet=" \t\r\n\f", max_size=2)
+_NAMES = st.one_of(first_keys, st.sampled_from(["deviceId", "DEVICEID", "in", "nin", "x1", "$a"]))
+_BODIES = st.one_of(
+    st.text(max_size=6),
+    st.sampled_from(["a\\'b", 'q"q', "\\u0041", "\\x", "device-0001", ""]),
+)
+
+
+@st.composite
+def _items(draw: st.DrawFn) -> str:
+    body = draw(_BODIES)
+    quote = draw(st.sampled_from(["'", '"']))
+    return quote + body + quote
+
+
+@st.composite
+def _texts(draw: st.DrawFn) -> str:
+    items = draw(st.lists(_items(), max_size=5))
+    sep = draw(_SPACE) + "," + draw(_SPACE)
+    keyword = draw(st.sampled_from(["IN", "in", "NIN", "Nin", "iN"]))
+    parts = [
+        draw(_SPACE),
+        draw(_NAMES),
+        draw(st.sampled_from([" ", "", "\n", "  "])),
+        keyword,
+        draw(_SPACE),
+        "[",
+        draw(_SPACE),
+        sep.join(items),
+        draw(_SPACE),
+        "]",
+        draw(_SPACE),
+    ]
+    if draw(st.booleans()):  # noise: drop, duplicate or insert one piece
+        at = draw(st.integers(0, len(parts) - 1))
+        parts.insert(at, draw(st.sampled_from(["", "'", "]", ",", "x", "AND", "(", parts[at]])))
+    return "".join(parts)
+
+
+def _read(text: str) -> object:
+    try:
+        return parse_condition(text)
+    except QueryError as exc:
+        return type(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_texts())
+def test_the_plain_path_reads_what_the_grammar_reads(text: str) -> None:
+    plain = _read(text)
+    grammar = _read(f"({text})")
+    if grammar is not plain and isinstance(plain, type) and isinstance(grammar, type):
+        return  # both refused; the messages' positions differ by the added parenthesis
+    assert plain == grammar
+
+
+@pytest.mark.parametrize(
+    ("text", "values", "negated"),
+    [
+        ("deviceId IN ['device-0001', 'o\\'brien']", ("device-0001", "o'brien"), False),
+        ("DEVICEID nin[\"a\",'b\\u0041'] ", ("a", "bA"), True),
+    ],
+)
+def test_plain_membership(text: str, values: tuple[str, ...], negated: bool) -> None:
+    condition = parse_condition(text)
+    assert isinstance(condition, Membership)
+    assert condition.operand == Path((text.split()[0],))
+    assert tuple(c.value for c in condition.values) == values
+    assert condition.negated is negated
