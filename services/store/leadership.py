@@ -9,12 +9,13 @@ with SIGKILL loses it at once (the kernel closes its socket and the server ends 
 leader cut off silently loses it when the server's TCP keepalives give up on it.
 
 Timings, with T = ``store.takeover_seconds`` (docs/operations.md, "Several agents"):
-- the leader renews every T/4 (one round trip: the session alive and the lock still in
-  ``pg_locks``), and before every wave the engine starts (:meth:`Leadership.confirm`); a renewal
-  that fails or takes longer than T/4 ends its leadership at once. A wave starts only right
-  after a renewal that succeeded (and takes its admission slot in the same database), so a
-  leader cut off from the database starts nothing; its :attr:`PostgresLeadership.role` says
-  ``standby`` once its last renewal is older than T/2, before anyone can take over;
+- the leader renews every T/4 (one round trip: the session alive, the lock still in
+  ``pg_locks``, the hub's epoch still its own, ``renewed_at`` stamped), and before every wave
+  the engine starts (:meth:`Leadership.confirm`); a renewal that fails or takes longer than T/4
+  ends its leadership at once. A wave starts only right after a renewal that succeeded (and
+  takes its admission slot in the same database), so a leader cut off from the database starts
+  nothing; its :attr:`PostgresLeadership.role` says ``standby`` once its last renewal is older
+  than T/2, before anyone can take over;
 - the server gives up on a silent leader's socket after T/2 idle plus three keepalive probes
   T/12 apart (T*3/4; ``tcp_user_timeout`` the same for unacknowledged data), set per session, so
   the lock is free again only after the old leader has stopped;
@@ -28,8 +29,9 @@ Timings, with T = ``store.takeover_seconds`` (docs/operations.md, "Several agent
   same attempt: within T of the leader's last renewal, as for a silent death.
 
 Fencing (:mod:`services.store.fencing`): taking the lock moves the hub's epoch on in the same
-transaction (after ending the old leader's fenced writes still in flight); :attr:`fence` is the
-token the engine's writes carry, so an old leader that has not noticed yet writes nothing.
+transaction (after ending the old leader's fenced writes still in flight);
+:attr:`PostgresLeadership.fence` is the token the engine's writes carry, so an old leader that
+has not noticed yet writes nothing.
 
 With the SQLite store nothing is shared: :class:`LocalLeadership` is always the leader.
 
