@@ -33,6 +33,9 @@ Rules:
   before every wave it starts and before it stores a verdict, and stops at once when it
   cannot. Becoming the leader again runs the recovery above. A wave's hub job first takes a
   shared admission slot (:mod:`services.store.admission`).
+- Fencing: a step's store writes carry the leadership epoch it confirmed
+  (:mod:`services.store.fencing`); a write refused as fenced (another agent took over
+  meanwhile) stops the step at once, as a lost leadership does (one log line).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from rollouts import (
 from rollouts.plan import pause_after
 from rollouts.states import Request
 from services.store.admission import Admission, LocalAdmission
-from services.store.errors import StoreUnavailable
+from services.store.errors import FencedError, StoreUnavailable
 from services.store.leadership import Leadership, LocalLeadership
 from services.store.rollouts import (
     AsyncRolloutStore,
@@ -321,6 +324,15 @@ class RolloutEngine:
         if not await self.leadership.confirm():
             self._recovered = False  # when it leads again, intents are looked up first
             return
+        fence = self.leadership.fence
+        try:
+            with self.store.fencing(fence):
+                await self._step()
+        except FencedError as exc:
+            self._recovered = False
+            _log.warning("rollout step stopped: another agent leads the hub now", error=str(exc))
+
+    async def _step(self) -> None:
         if not self._recovered:
             await self._recover()
             self._recovered = True

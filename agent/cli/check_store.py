@@ -27,7 +27,7 @@ from rich.console import Console
 
 from agent.cli.args import EXIT_FAILED, EXIT_OK
 from agent.settings import Settings
-from services.store import SQLITE_FILE
+from services.store import SQLITE_FILE, fencing
 from services.store import admission as admission_store
 from services.store import audit as audit_store
 from services.store import rollouts as rollout_store
@@ -41,6 +41,7 @@ KNOWN_SCHEMAS: dict[str, int] = {
     rollout_store.COMPONENT: max(rollout_store.MIGRATIONS),
     audit_store.AUDIT_COMPONENT: max(audit_store.SQLITE_MIGRATIONS),
     "admission": max(admission_store.MIGRATIONS),
+    fencing.COMPONENT: max(fencing.MIGRATIONS),
 }
 """The schema version of each store component this agent knows (migrates up to)."""
 
@@ -160,7 +161,7 @@ async def _check_postgres(url: str, hub_host: str, console: Console, fail: Fail)
     step = f"store {where}"
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT + 5):
-            found = await asyncio.to_thread(_read_postgres, url, leadership_key(hub_host))
+            found = await asyncio.to_thread(_read_postgres, url, hub_host)
     except psycopg.ProgrammingError:
         # libpq quotes a URL it cannot parse, password and all: say so without it.
         fail(
@@ -200,8 +201,10 @@ async def _check_postgres(url: str, hub_host: str, console: Console, fail: Fail)
     return status
 
 
-def _read_postgres(url: str, key: int) -> tuple[str, dict[str, int] | None, str | None]:
-    """The server's version, the stored schema versions, and who holds the leadership lock."""
+def _read_postgres(url: str, hub_host: str) -> tuple[str, dict[str, int] | None, str | None]:
+    """The server's version, the stored schema versions, and who holds the leadership lock (and
+    in which epoch, once an agent of this version took it)."""
+    key = leadership_key(hub_host)
     with psycopg.connect(
         url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="jobs-agent check"
     ) as conn:
@@ -216,11 +219,17 @@ def _read_postgres(url: str, key: int) -> tuple[str, dict[str, int] | None, str 
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (key >> 32, key & 0xFFFF_FFFF),
         ).fetchone()
+        epoch = None
+        if holder is not None and versions and fencing.COMPONENT in versions:
+            epoch = conn.execute(
+                "SELECT epoch FROM leadership WHERE hub = %s", (hub_host.lower(),)
+            ).fetchone()
     if holder is None:
         return server, versions, None
     name, address, pid = holder
     who = f"{name or 'a session'}, server pid {pid}"
-    return server, versions, f"{who}, from {address}" if address else who
+    who = f"{who}, from {address}" if address else who
+    return server, versions, f"{who}, epoch {epoch[0]}" if epoch else who
 
 
 def _one_line(exc: BaseException) -> str:

@@ -121,14 +121,16 @@ async def test_postgres_reachable_versions_and_the_leadership_held_elsewhere(
         assert await check_store(settings, HUB, printed.console, printed.fail) == 0
         assert printed.lines[1] == (
             f"✓ store {where} schemas: rollouts v{KNOWN_SCHEMAS['rollouts']}; audit absent "
-            "(created on first use); admission absent (created on first use); future v3 (not "
-            "this agent's)"
+            "(created on first use); admission absent (created on first use); leadership "
+            f"v{KNOWN_SCHEMAS['leadership']}; future v3 (not this agent's)"
         )
         assert printed.lines[2].startswith(
             f"✓ store {where} rollout leadership of {HUB}: held by another agent "
             "(jobs-agent leadership, server pid "
         )
-        assert printed.lines[2].endswith("from 127.0.0.1); this agent would be its standby")
+        assert printed.lines[2].endswith(
+            "from 127.0.0.1, epoch 1); this agent would be its standby"
+        )
         # Another hub's leadership is not this hub's.
         printed = Printed()
         assert await check_store(settings, "third.azure-devices.net", printed.console,
