@@ -199,7 +199,7 @@ class AgentApp:
         host = self.client.host
         agent = f"{socket.gethostname()}:{os.getpid()}"
         return (
-            PostgresLeadership(url, host, store.takeover_seconds),
+            PostgresLeadership(url, host, store.takeover_seconds, agent=agent),
             PostgresAdmission(url, host, slots, agent=agent),
         )
 

@@ -18,6 +18,10 @@ loopback, ``fsync`` off as in the tests) and a SQLite file in a temporary direct
   and through :class:`~services.store.rollouts.AsyncRolloutStore` from the event loop (one worker
   thread per store): the median per call, and the difference is what keeping the store off the
   loop costs.
+- ``fence``: ``C`` small writes (``update`` of one rollout's status) on PostgreSQL, unfenced and
+  carrying a leadership epoch (:mod:`services.store.fencing`: the shared fence lock and the
+  epoch read first in each write transaction): the median per call, and the difference is what
+  fencing an engine write costs.
 """
 
 from __future__ import annotations
@@ -34,10 +38,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import structlog
 
+from services.store import fencing
 from services.store.postgres import PostgresRolloutStore
 from services.store.rollouts import AsyncRolloutStore, DeviceUpdate, RolloutRecord, RoundRecord
+from services.store.schema import migrate
 from services.store.sqlite import SqliteRolloutStore
 from services.store.tables import RolloutTables
 from tests.support.postgres import PostgresCluster, find_binaries
@@ -127,6 +134,27 @@ def bench_get(opener: Callable[[], RolloutTables], calls: int) -> tuple[float, f
     return statistics.median(direct), statistics.median(seamed)
 
 
+def bench_fence(url: str, calls: int) -> tuple[float, float]:
+    """Median seconds of one small write on PostgreSQL: unfenced, and fenced."""
+    store = PostgresRolloutStore(url)
+    store.create(_record(1), [("d", 1)])
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn, fencing.COMPONENT, fencing.MIGRATIONS)
+        conn.execute("INSERT INTO leadership (hub, epoch) VALUES ('bench', 1)")
+    fence = fencing.Fence("bench", 1)
+    figures = []
+    for carried in (None, fence):
+        took = []
+        with store.fenced(carried):
+            for n in range(calls):
+                started = time.perf_counter()
+                store.update("bench", status="running" if n % 2 else "queued")
+                took.append(time.perf_counter() - started)
+        figures.append(statistics.median(took))
+    store.close()
+    return figures[0], figures[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=100_000, help="devices of the rollout")
@@ -176,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {name:<11} {direct * 1e6:7.0f} µs / {seamed * 1e6:7.0f} µs "
                     f"(+{(seamed - direct) * 1e6:.0f} µs off the loop)"
                 )
+            plain, fenced = bench_fence(cluster.new_database(), args.calls)
+            print(f"update, median of {args.calls:,} PostgreSQL writes, unfenced / fenced:")
+            extra = (fenced - plain) * 1e6
+            print(f"  PostgreSQL  {plain * 1e6:7.0f} µs / {fenced * 1e6:7.0f} µs "
+                  f"(+{extra:.0f} µs: the fence lock and the epoch read)")  # fmt: skip
     finally:
         cluster.destroy()
     return 0

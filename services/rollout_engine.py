@@ -30,11 +30,17 @@ Rules:
 - The store is called through :class:`~services.store.rollouts.AsyncRolloutStore`, off the loop.
   A store that fails (:class:`~services.store.errors.StoreUnavailable`) stops the step where it
   is; each verdict being one transaction, the next step starts again from what was stored.
+  While it stays down the log gets its first failure, then one line a minute
+  (:data:`STORE_DOWN_LOG_EVERY`) with the count of failed steps, and one line when it is back:
+  never one warning per step.
 - Several agents (a shared store): only the hub's rollout leader steps
   (:mod:`services.store.leadership`); it confirms its leadership at the start of every step,
   before every wave it starts and before it stores a verdict, and stops at once when it
   cannot. Becoming the leader again runs the recovery above. A wave's hub job first takes a
   shared admission slot (:mod:`services.store.admission`).
+- Fencing: a step's store writes carry the leadership epoch it confirmed
+  (:mod:`services.store.fencing`); a write refused as fenced (another agent took over
+  meanwhile) stops the step at once, as a lost leadership does (one log line).
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from rollouts import (
 from rollouts.plan import pause_after
 from rollouts.states import Request
 from services.store.admission import Admission, LocalAdmission
-from services.store.errors import StoreUnavailable
+from services.store.errors import FencedError, StoreUnavailable
 from services.store.leadership import Leadership, LocalLeadership
 from services.store.rollouts import (
     AsyncRolloutStore,
@@ -76,7 +82,14 @@ from services.store.rollouts import (
     RoundRecord,
 )
 
-__all__ = ["METHOD_ROLLOUT", "TWIN_ROLLOUT", "JudgedRound", "RolloutEngine", "RolloutListener"]
+__all__ = [
+    "METHOD_ROLLOUT",
+    "STORE_DOWN_LOG_EVERY",
+    "TWIN_ROLLOUT",
+    "JudgedRound",
+    "RolloutEngine",
+    "RolloutListener",
+]
 
 TWIN_ROLLOUT = "twinUpdate"
 METHOD_ROLLOUT = "deviceMethod"
@@ -89,6 +102,9 @@ _JUDGE_PAGE = 1000
 """Rows per hub page when a round's ``devices.jobs`` rows are read (IoT Hub's most; a part of
 an 8 KB IN list holds about 500 devices: one page, where ``jobs.query_page_size`` 100 took 6)."""
 _log = structlog.get_logger("services.rollout_engine")
+
+STORE_DOWN_LOG_EVERY = 60.0
+"""Seconds between two "still unavailable" lines while the store stays down."""
 
 
 def _utcnow() -> datetime:
@@ -177,18 +193,25 @@ class RolloutEngine:
         self.listener = listener
         self._jobs = jobs
         self._wake = asyncio.Event()
+        # Held from reading a rollout's status to storing the status decided from it, by the
+        # services' requests and the engine's verdicts alike: without it a pause stored between
+        # a verdict's read and its write was overwritten (lost), and a request decided from a
+        # status the engine had just changed stored a stale one.
+        self._decide = asyncio.Lock()
         self._recovered = False
         self.leadership: Leadership = leadership or LocalLeadership()
         self.admission: Admission = admission or LocalAdmission()
         self._listing: tuple[frozenset[str], datetime | None] = (frozenset(), None)
         self._active_known: int | None = None
-        self._pace = poll_interval
-        self._reads: dict[str, asyncio.Task[list[DeviceJobResult]]] = {}
-        """``devices.jobs`` reads begun as a part ended, by hub job id (taken by the judge)."""
-        """Seconds until the next step: ``poll_interval``, or less while hub jobs of the
-        engine run (:meth:`_paced`)."""
         """Hub jobs holding a slot: the last listing's count, with the engine's own creates
         and ends since (None: list before the next admission)."""
+        self._pace = poll_interval
+        """Seconds until the next step: ``poll_interval``, or less while hub jobs of the
+        engine run (:meth:`_paced`)."""
+        self._reads: dict[str, asyncio.Task[list[DeviceJobResult]]] = {}
+        """``devices.jobs`` reads begun as a part ended, by hub job id (taken by the judge)."""
+        # The store's outage as the log sees it: (since, last line logged, failed steps), or None.
+        self._store_down: tuple[datetime, datetime, int] | None = None
 
     # -- for the services ------------------------------------------------------------------
 
@@ -239,16 +262,17 @@ class RolloutEngine:
             KeyError: no such rollout.
             IllegalTransitionError: the rollout's status does not take ``event``.
         """
-        record = await self.store.get(rollout_id)
-        if record is None:
-            raise KeyError(rollout_id)
-        state = transition(_state(record), event)
-        fields: dict[str, Any] = {"status": state.status.value, "requested": _req(state)}
-        if state.status.is_terminal:
-            fields["end_time"] = self.clock()
-        await self.store.update(rollout_id, **fields)
-        if state.status.is_terminal:  # after the status: lost between, rounds stay harmlessly
-            await self.store.set_round_state(rollout_id, "dropped", where_state="planned")
+        async with self._decide:
+            record = await self.store.get(rollout_id)
+            if record is None:
+                raise KeyError(rollout_id)
+            state = transition(_state(record), event)
+            fields: dict[str, Any] = {"status": state.status.value, "requested": _req(state)}
+            if state.status.is_terminal:
+                fields["end_time"] = self.clock()
+            await self.store.update(rollout_id, **fields)
+            if state.status.is_terminal:  # after the status: lost between, rounds stay harmlessly
+                await self.store.set_round_state(rollout_id, "dropped", where_state="planned")
         _log.info("rollout request", rollout_id=rollout_id, request=event.value, **fields)
         await self._status_changed(rollout_id, record.status)
         self.wake()
@@ -266,19 +290,53 @@ class RolloutEngine:
         """Step forever, every ``poll_interval`` seconds or when woken."""
         while True:
             self._wake.clear()
-            try:
-                await self.step()
-            except IotHubError as exc:
-                _log.warning("rollout step stopped by the hub", error=str(exc))
-            except StoreUnavailable as exc:
-                _log.warning("rollout step stopped by the store", error=str(exc))
-            except Exception:
-                _log.exception("rollout step failed")
+            await self.logged_step()
             try:
                 async with asyncio.timeout(self._pace):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    async def logged_step(self) -> None:
+        """One :meth:`step` of :meth:`run`: its failure is logged, never raised.
+
+        A store that stays down is logged at its first failed step, then once every
+        :data:`STORE_DOWN_LOG_EVERY` seconds (of ``clock``) with the count of failed steps,
+        and once when a step gets through again.
+        """
+        try:
+            await self.step()
+        except IotHubError as exc:
+            _log.warning("rollout step stopped by the hub", error=str(exc))
+        except StoreUnavailable as exc:
+            self._store_failed(str(exc))
+            return
+        except Exception:
+            _log.exception("rollout step failed")
+        if self._store_down is not None:
+            # The step got past the store (the hub or a bug may still have stopped it).
+            since, _, failed = self._store_down
+            self._store_down = None
+            down = (self.clock() - since).total_seconds()
+            _log.info("rollout store back", failed_steps=failed, down_seconds=round(down, 1))
+
+    def _store_failed(self, error: str) -> None:
+        now = self.clock()
+        if self._store_down is None:
+            self._store_down = (now, now, 1)
+            _log.warning("rollout step stopped by the store", error=error)
+            return
+        since, logged, failed = self._store_down
+        failed += 1
+        if (now - logged).total_seconds() >= STORE_DOWN_LOG_EVERY:
+            logged = now
+            _log.warning(
+                "rollout store still unavailable",
+                failed_steps=failed,
+                down_seconds=round((now - since).total_seconds(), 1),
+                error=error,
+            )
+        self._store_down = (since, logged, failed)
 
     async def step(self) -> None:
         """One look at every active rollout: poll, judge, admit (the leader only)."""
@@ -286,6 +344,16 @@ class RolloutEngine:
             self._recovered = False  # when it leads again, intents are looked up first
             self._drop_reads()
             return
+        fence = self.leadership.fence
+        try:
+            with self.store.fencing(fence):
+                await self._step()
+        except FencedError as exc:
+            self._recovered = False
+            self._drop_reads()
+            _log.warning("rollout step stopped: another agent leads the hub now", error=str(exc))
+
+    async def _step(self) -> None:
         if not self._recovered:
             await self._recover()
             self._recovered = True
@@ -549,23 +617,25 @@ class RolloutEngine:
         await self.admission.created(part.job_id)
         self._counted(part.job_id, created=True)
         fields["current_job_id"] = part.job_id
-        record = await self.store.get(record.rollout_id) or record  # a request may have come in
-        if record.status == RolloutStatus.QUEUED.value:
-            state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
-            fields["status"] = state.status.value
-        elif record.status == RolloutStatus.PAUSED.value:
-            # Paused while the job was being created: the wave runs, the pause waits for its end.
-            state = transition(_state(record), RolloutEvent.RESUME_REQUESTED)
-            state = transition(state, RolloutEvent.WAVE_ADMITTED)
-            state = transition(state, RolloutEvent.PAUSE_REQUESTED)
-            fields.update(status=state.status.value, requested=_req(state))
-        cancel_late = record.status == RolloutStatus.CANCELLED.value
-        if cancel_late:
-            fields["current_job_id"] = None
-        if record.start_time is None:
-            fields["start_time"] = self.clock()
-        # One transaction: a created part of a rollout still "queued" would never be polled.
-        await self.store.set_part(part.job_id, "created", job_status or None, **fields)
+        async with self._decide:
+            record = await self.store.get(record.rollout_id) or record  # a request may have come in
+            if record.status == RolloutStatus.QUEUED.value:
+                state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
+                fields["status"] = state.status.value
+            elif record.status == RolloutStatus.PAUSED.value:
+                # Paused while the job was being created: the wave runs, the pause waits for its
+                # end.
+                state = transition(_state(record), RolloutEvent.RESUME_REQUESTED)
+                state = transition(state, RolloutEvent.WAVE_ADMITTED)
+                state = transition(state, RolloutEvent.PAUSE_REQUESTED)
+                fields.update(status=state.status.value, requested=_req(state))
+            cancel_late = record.status == RolloutStatus.CANCELLED.value
+            if cancel_late:
+                fields["current_job_id"] = None
+            if record.start_time is None:
+                fields["start_time"] = self.clock()
+            # One transaction: a created part of a rollout still "queued" would never be polled.
+            await self.store.set_part(part.job_id, "created", job_status or None, **fields)
         if cancel_late:  # cancelled while the job was being created: cancel it (not started)
             await self._cancel_late(part)
         await self._status_changed(record.rollout_id, record.status)
@@ -758,37 +828,40 @@ class RolloutEngine:
                 verdict.retry.not_before,
                 "planned",
             )
-        record = (
-            await self.store.get(record.rollout_id) or record
-        )  # a pause/cancel may have come in
-        state = _state(record)
-        fields: dict[str, Any] = {"current_job_id": None, "last_wave_end": now}
-        more = (
-            record.wave < record.wave_count
-            or next_round is not None
-            or bool(await self.store.rounds(record.rollout_id, "planned"))
-        )
-        if state.status is RolloutStatus.QUEUED:  # an empty round judged before any job
-            state = RolloutState(RolloutStatus.RUNNING)
-        if verdict.abort:
-            state = transition(state, RolloutEvent.THRESHOLD_EXCEEDED)
-            fields["reason"] = verdict.abort_reason
-            next_round = None
-        elif not more:
-            state = transition(state, RolloutEvent.ALL_DEVICES_DONE)
-        else:
-            state = transition(state, RolloutEvent.WAVE_ENDED)
-        fields["status"] = state.status.value
-        fields["requested"] = _req(state)
-        if state.status.is_terminal:
-            fields["end_time"] = now
-        if not await self.leadership.confirm():
-            return  # the new leader judges this round from the same rows
-        await self.store.judge(
-            record.rollout_id, round_.wave, round_.attempt, updates, next_round, **fields
-        )
-        if state.status.is_terminal:
-            await self.store.set_round_state(record.rollout_id, "dropped", where_state="planned")
+        async with self._decide:
+            record = (
+                await self.store.get(record.rollout_id) or record
+            )  # a pause/cancel may have come in
+            state = _state(record)
+            fields: dict[str, Any] = {"current_job_id": None, "last_wave_end": now}
+            more = (
+                record.wave < record.wave_count
+                or next_round is not None
+                or bool(await self.store.rounds(record.rollout_id, "planned"))
+            )
+            if state.status is RolloutStatus.QUEUED:  # an empty round judged before any job
+                state = RolloutState(RolloutStatus.RUNNING)
+            if verdict.abort:
+                state = transition(state, RolloutEvent.THRESHOLD_EXCEEDED)
+                fields["reason"] = verdict.abort_reason
+                next_round = None
+            elif not more:
+                state = transition(state, RolloutEvent.ALL_DEVICES_DONE)
+            else:
+                state = transition(state, RolloutEvent.WAVE_ENDED)
+            fields["status"] = state.status.value
+            fields["requested"] = _req(state)
+            if state.status.is_terminal:
+                fields["end_time"] = now
+            if not await self.leadership.confirm():
+                return  # the new leader judges this round from the same rows
+            await self.store.judge(
+                record.rollout_id, round_.wave, round_.attempt, updates, next_round, **fields
+            )
+            if state.status.is_terminal:
+                await self.store.set_round_state(
+                    record.rollout_id, "dropped", where_state="planned"
+                )
         self._round_judged(
             JudgedRound(
                 record.rollout_id,
@@ -812,17 +885,19 @@ class RolloutEngine:
         )
 
     async def _fail(self, record: RolloutRecord, reason: str) -> None:
-        try:
-            state = transition(_state(record), RolloutEvent.UNRECOVERABLE_ERROR)
-        except IllegalTransitionError:
-            return
-        await self.store.update(
-            record.rollout_id,
-            status=state.status.value,
-            requested=None,
-            reason=reason,
-            end_time=self.clock(),
-        )
+        async with self._decide:
+            record = await self.store.get(record.rollout_id) or record
+            try:
+                state = transition(_state(record), RolloutEvent.UNRECOVERABLE_ERROR)
+            except IllegalTransitionError:
+                return
+            await self.store.update(
+                record.rollout_id,
+                status=state.status.value,
+                requested=None,
+                reason=reason,
+                end_time=self.clock(),
+            )
         _log.warning("rollout failed", rollout_id=record.rollout_id, reason=reason)
         await self._status_changed(record.rollout_id, record.status)
 

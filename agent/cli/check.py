@@ -4,6 +4,8 @@ Rules:
 - ``check`` runs the same :class:`~agent.app.AgentApp` as ``run``, without its health server and
   binding only the gateway Thing, or nothing (``bind=False``) when an agent for the same
   ThingWorx already runs here.
+- The store (:mod:`agent.cli.check_store`) is checked read only after the two ends, whatever
+  they answered.
 - Each failure is one line with what to fix (:mod:`agent.cli.hints`); exit status 0 all good, 1
   an end failed, 2 the configuration is wrong.
 """
@@ -22,6 +24,7 @@ from rich.console import Console
 
 from agent.app import AgentApp
 from agent.cli.args import APP_KEY_ENV, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.cli.check_store import check_store
 from agent.cli.hints import hint_for, hub_hint
 from agent.cli.run import configuration_problems
 from agent.errors import AgentError
@@ -57,6 +60,7 @@ async def _running_agent(settings: Settings) -> tuple[str, dict[str, Any]] | Non
 async def check(settings: Settings, console: Console, *, force_bind: bool = False) -> int:
     """``jobs-agent check``: validate the configuration and reach both ends, step by step.
 
+    Then the store, read only, whatever the ends answered (:mod:`agent.cli.check_store`).
     ThingWorx is checked by AUTH, then BIND and UNBIND of the gateway Thing. When an agent for
     the same ThingWorx already runs here (its ``/healthz`` answers on the configured health
     port), the BIND is not tried unless ``force_bind``: on a last-in-wins server it would take
@@ -160,6 +164,9 @@ async def check(settings: Settings, console: Console, *, force_bind: bool = Fals
         failure = group.exceptions[0]
         fail(f"ThingWorx {twx.url}", str(failure), "fix the [thingworx] settings")
         return EXIT_FAILED
+    # The store is checked whatever the ends said: it does not depend on them.
+    store_status = await check_store(settings, app.client.host, console, fail)
+    status = max(status, store_status)
     if status != EXIT_OK:
         return status
     console.print("all checks passed")

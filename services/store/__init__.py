@@ -5,6 +5,7 @@ Layout: :mod:`~services.store.schema` (versioned schemas per component),
 :mod:`~services.store.rollouts` (the rollout store's interface, records and schema, and the
 :class:`~services.store.rollouts.AsyncRolloutStore` seam), :mod:`~services.store.tables` (its SQL,
 shared), :mod:`~services.store.sqlite` and :mod:`~services.store.postgres` (the two backends),
+:mod:`~services.store.fencing` (the leadership epoch a leader's writes carry),
 :mod:`~services.store.errors`. :func:`open_store` picks the backend from the settings.
 
 Rules:
@@ -20,7 +21,8 @@ from __future__ import annotations
 import pathlib
 import typing
 
-from services.store.errors import RolloutExistsError, StoreError, StoreUnavailable
+from services.store.errors import FencedError, RolloutExistsError, StoreError, StoreUnavailable
+from services.store.fencing import Fence
 from services.store.postgres import PostgresRolloutStore
 from services.store.rollouts import AsyncRolloutStore, RolloutStore
 from services.store.schema import migrate
@@ -32,6 +34,8 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "SQLITE_FILE",
     "AsyncRolloutStore",
+    "Fence",
+    "FencedError",
     "PostgresRolloutStore",
     "RolloutExistsError",
     "RolloutStore",

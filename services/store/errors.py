@@ -5,12 +5,14 @@
     StoreError                the database refused or failed a call (rolled back)
     ├── StoreUnavailable      the database cannot be reached or failed a call (the call's
     │                         transaction stored all or nothing; the next call reconnects)
-    └── RolloutExistsError    a rollout with that id is stored already
+    ├── RolloutExistsError    a rollout with that id is stored already
+    └── FencedError           a write of a leader whose epoch is no longer the hub's: another
+                              agent took over (nothing written)
 """
 
 from __future__ import annotations
 
-__all__ = ["RolloutExistsError", "StoreError", "StoreUnavailable"]
+__all__ = ["FencedError", "RolloutExistsError", "StoreError", "StoreUnavailable"]
 
 
 class StoreError(RuntimeError):
@@ -27,3 +29,11 @@ class StoreUnavailable(StoreError):
 
 class RolloutExistsError(StoreError):
     """A rollout with that id is stored already."""
+
+
+class FencedError(StoreError):
+    """A write carrying a leadership epoch older than the hub's: another agent leads now.
+
+    Refused inside the write's own transaction, before anything was written
+    (:mod:`services.store.fencing`).
+    """

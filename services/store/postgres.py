@@ -18,6 +18,9 @@ Rules:
   (nothing sent yet) is replaced once within the same call.
 - Every wait is bounded: ``connect_timeout`` for a connection, TCP keepalives for a server that
   vanished without closing the socket.
+- A write made under a fence (:meth:`~services.store.tables.RolloutTables.fenced`) checks it
+  first in its transaction (:func:`~services.store.fencing.check_fence`) and is refused whole
+  (:class:`~services.store.errors.FencedError`) when another agent leads the hub now.
 """
 
 from __future__ import annotations
@@ -30,14 +33,18 @@ import structlog
 from psycopg import errors as pg_errors
 
 from services.store.errors import RolloutExistsError, StoreError, StoreUnavailable
+from services.store.fencing import check_fence
 from services.store.rollouts import COMPONENT, MIGRATIONS
 from services.store.schema import migrate
 from services.store.tables import DeviceRow, RolloutTables, Sql
 
-__all__ = ["PostgresRolloutStore", "describe"]
+__all__ = ["CONNECT_TIMEOUT", "PostgresRolloutStore", "describe"]
 
 _log = structlog.get_logger("services.store.postgres")
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
+
+CONNECT_TIMEOUT = 5
+"""Seconds the rollout store's connection attempt may take (``jobs-agent check`` waits as long)."""
 
 
 def describe(url: str) -> str:
@@ -71,7 +78,7 @@ class PostgresRolloutStore(RolloutTables):
             agent knows.
     """
 
-    def __init__(self, url: str, *, connect_timeout: int = 5) -> None:
+    def __init__(self, url: str, *, connect_timeout: int = CONNECT_TIMEOUT) -> None:
         super().__init__()
         self._url = url
         self._connect_timeout = connect_timeout
@@ -131,6 +138,8 @@ class PostgresRolloutStore(RolloutTables):
                 conn = self._begin()
                 try:
                     with conn.cursor() as cursor:
+                        if write and self._fence is not None:
+                            check_fence(cursor, self._fence)
                         yield Sql(cursor, "%s")
                 except BaseException:
                     with contextlib.suppress(psycopg.Error):

@@ -19,17 +19,24 @@ Rules:
 - Store methods are synchronous and may block (a network database); the engine and the services
   call them through :class:`AsyncRolloutStore`, one worker thread per store, never on the loop.
 - Driver errors leave a store as :mod:`services.store.errors` only.
+- Fencing (:mod:`services.store.fencing`): the write calls an engine step makes inside
+  :meth:`AsyncRolloutStore.fencing` carry its leadership epoch (a context variable, so the
+  services' own writes from other tasks, a Start or a Cancel, are never fenced).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
+
+from services.store.fencing import Fence
 
 __all__ = [
     "COMPONENT",
@@ -305,6 +312,10 @@ class RolloutStore(Protocol):
 
 _T = TypeVar("_T")
 
+_FENCE: contextvars.ContextVar[Fence | None] = contextvars.ContextVar(
+    "rollout_store_fence", default=None
+)
+
 
 class AsyncRolloutStore:
     """A :class:`RolloutStore` for the event loop: each call runs in the store's own worker
@@ -325,9 +336,37 @@ class AsyncRolloutStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, functools.partial(method, *args, **kwargs))
 
+    async def _write(self, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """A write call: under the fence of the calling task's :meth:`fencing`, if any (and the
+        store fences: a store without ``fenced`` writes unfenced)."""
+        fence = _FENCE.get()
+        fenced = getattr(self.sync, "fenced", None)
+        if fence is None or fenced is None:
+            return await self._call(method, *args, **kwargs)
+
+        def write() -> _T:
+            with fenced(fence):
+                return method(*args, **kwargs)
+
+        return await self._call(write)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def fencing(fence: Fence | None) -> Iterator[None]:
+        """Write calls the current task (and the tasks it starts) makes inside carry ``fence``.
+
+        Args:
+            fence: the leader's token (None: unfenced).
+        """
+        token = _FENCE.set(fence)
+        try:
+            yield
+        finally:
+            _FENCE.reset(token)
+
     async def create(self, record: RolloutRecord, devices: Sequence[tuple[str, int]]) -> None:
         """:meth:`RolloutStore.create`."""
-        await self._call(self.sync.create, record, devices)
+        await self._write(self.sync.create, record, devices)
 
     async def get(self, rollout_id: str) -> RolloutRecord | None:
         """:meth:`RolloutStore.get`."""
@@ -339,7 +378,7 @@ class AsyncRolloutStore:
 
     async def update(self, rollout_id: str, **fields: Any) -> None:
         """:meth:`RolloutStore.update`."""
-        await self._call(self.sync.update, rollout_id, **fields)
+        await self._write(self.sync.update, rollout_id, **fields)
 
     async def devices(
         self,
@@ -366,11 +405,11 @@ class AsyncRolloutStore:
         self, round_: RoundRecord, parts: Sequence[PartRecord], **rollout: Any
     ) -> None:
         """:meth:`RolloutStore.add_round`."""
-        await self._call(self.sync.add_round, round_, parts, **rollout)
+        await self._write(self.sync.add_round, round_, parts, **rollout)
 
     async def set_round_state(self, rollout_id: str, state: str, *, where_state: str) -> None:
         """:meth:`RolloutStore.set_round_state`."""
-        await self._call(self.sync.set_round_state, rollout_id, state, where_state=where_state)
+        await self._write(self.sync.set_round_state, rollout_id, state, where_state=where_state)
 
     async def parts(self, rollout_id: str, wave: int, attempt: int) -> list[PartRecord]:
         """:meth:`RolloutStore.parts`."""
@@ -380,7 +419,7 @@ class AsyncRolloutStore:
         self, job_id: str, state: str, hub_status: str | None = None, **rollout: Any
     ) -> None:
         """:meth:`RolloutStore.set_part`."""
-        await self._call(self.sync.set_part, job_id, state, hub_status, **rollout)
+        await self._write(self.sync.set_part, job_id, state, hub_status, **rollout)
 
     async def judge(
         self,
@@ -392,7 +431,9 @@ class AsyncRolloutStore:
         **rollout: Any,
     ) -> None:
         """:meth:`RolloutStore.judge`."""
-        await self._call(self.sync.judge, rollout_id, wave, attempt, updates, next_round, **rollout)
+        await self._write(
+            self.sync.judge, rollout_id, wave, attempt, updates, next_round, **rollout
+        )
 
     async def waves(self, rollout_id: str, limit: int | None = None) -> list[WaveRecord]:
         """:meth:`RolloutStore.waves`."""

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["SchemaTooNewError", "migrate", "schema_version"]
+__all__ = ["SchemaTooNewError", "migrate", "schema_version", "stored_versions"]
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_versions (
     component TEXT PRIMARY KEY,
@@ -63,6 +63,28 @@ def schema_version(conn: Any, component: str) -> int:
         f"SELECT version FROM schema_versions WHERE component = {_param(conn)}", (component,)
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def stored_versions(conn: Any) -> dict[str, int] | None:
+    """Every component's schema version in the database, read only (nothing is created).
+
+    Args:
+        conn: as for :func:`schema_version`.
+
+    Returns:
+        component -> version, or None when the database has no ``schema_versions`` table yet.
+    """
+    if _is_sqlite(conn):
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_versions'"
+        ).fetchone()
+    else:
+        found = conn.execute("SELECT to_regclass('schema_versions')").fetchone()
+        found = found if found and found[0] is not None else None
+    if not found:
+        return None
+    rows = conn.execute("SELECT component, version FROM schema_versions").fetchall()
+    return {str(component): int(version) for component, version in rows}
 
 
 def migrate(conn: Any, component: str, migrations: Mapping[int, str]) -> int:

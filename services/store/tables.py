@@ -11,6 +11,9 @@ Rules:
 - Rows are read by position, never by a driver's row factory.
 - Every public method opens exactly one transaction; a method that writes asks for a write
   transaction (SQLite: ``BEGIN IMMEDIATE``).
+- Writes made inside :meth:`RolloutTables.fenced` carry a leadership epoch; a backend that
+  shares its database (PostgreSQL) checks it first in the write transaction
+  (:mod:`services.store.fencing`), SQLite ignores it (one agent, always the leader).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from services.store.fencing import Fence
 from services.store.rollouts import (
     DeviceRecord,
     DeviceUpdate,
@@ -131,6 +135,22 @@ class RolloutTables:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self._fence: Fence | None = None
+
+    @contextlib.contextmanager
+    def fenced(self, fence: Fence | None) -> Iterator[None]:
+        """Write calls made inside (in this thread: the store's lock is held throughout) carry
+        ``fence`` (None: unfenced).
+
+        Args:
+            fence: the leader's token, checked by a shared database's write transactions.
+        """
+        with self._lock:
+            before, self._fence = self._fence, fence
+            try:
+                yield
+            finally:
+                self._fence = before
 
     def _tx(self, *, write: bool) -> contextlib.AbstractContextManager[Sql]:
         """One transaction on the store's connection (opened and migrated when needed), under

@@ -110,6 +110,15 @@ async def test_pause_resume_cancel_and_the_exit_status_of_a_cancelled_rollout(
         )  # fmt: skip
         assert status == cli.EXIT_OK, err
         assert _json(out)["rows"][0]["status"] == "queued"
+        # Pause once wave 1's hub job exists (stored with it in one transaction): a pause that
+        # meets the job's create shows `paused` until the create returns, then `running` with
+        # the pause kept for the wave's end, and the second pause below would be accepted.
+        deadline = time.monotonic() + 30
+        while (
+            not (row := await _status(chain, "slow"))["currentJobId"] and not row["succeededCount"]
+        ):
+            assert time.monotonic() < deadline, row
+            await asyncio.sleep(0.05)
         status, out, err = await _main(capsys, "pause", "slow", *_ends(chain))
         assert status == cli.EXIT_OK, err
         assert "slow" in out

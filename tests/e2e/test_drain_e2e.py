@@ -4,10 +4,11 @@ exactly once.
 
 The agent runs as ``jobs-agent run`` does (:func:`agent.cli.run`, its SIGTERM handler included)
 in this process, against the ThingWorx stand-in and the IoT Hub emulator on loopback; the test
-sends the process a real SIGTERM. Between the agent and the emulator a slow link
-(:mod:`tests.e2e.slowlink`) makes every hub call take at least 2 s, so the 20 calls are still in
-flight when the signal comes. Before the drain, they were all answered at once "the agent ...
-disconnected during the call; retry", and a retry without a jobId would have made a second job.
+sends the process a real SIGTERM. Between the agent and the emulator a slow link (a
+:class:`tests.support.partition.Partition` with a delay) makes every hub call take at least 2 s,
+so the 20 calls are still in flight when the signal comes. Before the drain, they were all
+answered at once "the agent ... disconnected during the call; retry", and a retry without a jobId
+would have made a second job.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from agent.settings import (
 )
 from emulator.iothub import IoTHubEmulator
 from emulator.thingworx.server import ThingWorxStandIn
-from tests.e2e.slowlink import slow_link
 from tests.support.chain import APP_KEY, CATALOGUE, GATEWAY
+from tests.support.partition import Partition
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -54,10 +55,8 @@ async def test_sigterm_answers_every_call_in_flight_and_creates_each_job_once(
     await standin.start()
     try:
         hub.ensure_devices(4)
-        async with slow_link(HOST, hub.rest_port, DELAY) as relay_port:
-            connection = hub.owner_connection_string.replace(
-                f"{HOST}:{hub.rest_port}", f"{HOST}:{relay_port}"
-            )
+        async with Partition(HOST, hub.rest_port, delay=DELAY) as relay:
+            connection = relay.replace_port(hub.owner_connection_string)
             settings = Settings(
                 thingworx=ThingWorxSettings(
                     url=standin.ws_url,

@@ -28,6 +28,7 @@ from agent.settings import IotHubSettings, JobSettings
 from rollouts import HubTier, RolloutEvent, RolloutPlan
 from services.rollout_engine import RolloutEngine
 from services.rollout_events import ROLLOUT_STATUS_CHANGED_EVENT, ROLLOUT_WAVE_ENDED_EVENT
+from services.store.leadership import LocalLeadership
 from services.store.sqlite import SqliteRolloutStore
 from tests.support.chain import ENDED, GATEWAY, TWIN, AgentChain
 
@@ -488,3 +489,63 @@ async def test_a_request_during_a_waves_create_is_kept(tmp_path: Path, event: Ro
         finally:
             engine.store.close()
             await client.close()
+
+
+# -- a request that meets a verdict ------------------------------------------------------------
+
+
+class GatedLeadership(LocalLeadership):
+    """Always the leader; once armed, its ``calls``-th confirmation waits for the test's go. The
+    engine confirms at a step's start and again between reading a judged rollout and storing
+    its verdict: the second call of the judging step opens that gap to a request."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def confirm(self) -> bool:
+        if self.calls:
+            self.calls -= 1
+            if not self.calls:
+                self.entered.set()
+                await self.go.wait()
+        return True
+
+
+async def test_a_pause_during_a_verdict_is_not_overwritten(tmp_path: Path) -> None:
+    """A pause requested while the engine judges a wave (after it read the rollout, before it
+    stored the verdict) holds: before, the verdict stored the status it had decided from its earlier
+    read (queued for the next wave) and the pause was lost."""
+    async with _chain(tmp_path, devices=6) as chain:
+        settings = chain.app.settings
+        store = SqliteRolloutStore(tmp_path / "gated" / "rollouts.sqlite")
+        gate = GatedLeadership()
+        engine = RolloutEngine(
+            chain.app.client, store, settings.jobs, tier=HubTier("S1"), leadership=gate
+        )
+        try:
+            patch = {"patch": {"properties": {"desired": {"verdict": 1}}}}
+            plan = RolloutPlan(wave_size=2)
+            await engine.create("rv", "twinUpdate", patch, {"waveSize": 2}, plan, _ids(1, 6))
+            await engine.step()  # wave 1's job created
+            await chain.wait_status("rv-w1-a1-p1", ENDED)
+            gate.calls = 2
+            judging = asyncio.create_task(engine.step())
+            await asyncio.wait_for(gate.entered.wait(), 30)
+            pausing = asyncio.create_task(engine.request("rv", RolloutEvent.PAUSE_REQUESTED))
+            await asyncio.sleep(0.3)  # the request runs as far as it can while the verdict waits
+            gate.go.set()
+            await judging
+            await pausing
+            record = store.get("rv")
+            assert record is not None
+            # Kept: paused now, or (the next wave's job created meanwhile) running with the pause
+            # waiting for that wave's end. Lost, it was `queued`/`running` with nothing requested.
+            assert record.status == "paused" or record.requested == "pause", record.requested
+            await _steps(engine, "rv", "paused")
+            record = store.get("rv")
+            assert record is not None and record.wave < record.wave_count, record.wave
+        finally:
+            gate.go.set()
+            engine.store.close()

@@ -50,11 +50,13 @@ class Agents:
         self.procs: list[asyncio.subprocess.Process | None] = [None, None]
         self.starts = [0, 0]
 
-    async def start(self, slot: int) -> None:
+    async def start(self, slot: int, **extra: str) -> None:
+        """Start the agent of ``slot`` (``extra``: environment variables of its own)."""
         self.starts[slot] += 1
         log = self.root / f"agent{slot}-{self.starts[slot]}.log"
         env = {
             **self.env,
+            **extra,
             "JOBS_AGENT_HEALTH__PORT": str(self.ports[slot]),
             "JOBS_AGENT_ROLLOUTS__DATA_DIR": str(self.root / f"agent{slot}"),
         }
@@ -63,6 +65,10 @@ class Agents:
                 sys.executable, "-m", "agent.cli", "run", cwd=self.root, env=env,
                 stdout=out, stderr=out,
             )  # fmt: skip
+
+    def log(self, slot: int) -> Path:
+        """The log file of the agent last started in ``slot``."""
+        return self.root / f"agent{slot}-{self.starts[slot]}.log"
 
     async def kill(self, slot: int) -> None:
         proc = self.procs[slot]
@@ -136,6 +142,29 @@ async def _call(
         await asyncio.sleep(0.2)
 
 
+def agent_env(ends: EmbeddedEnds, host: str, store_url: str) -> dict[str, str]:
+    """The environment of an agent process of these tests: the embedded ends, the shared store
+    (``store.takeover_seconds`` = ``TAKEOVER``), quick polls, JSON logs."""
+    assert ends.hub is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBS_AGENT_")}
+    env.update(
+        JOBS_AGENT_THINGWORX__URL=ends.info.ws_url,
+        JOBS_AGENT_THINGWORX__APP_KEY=APP_KEY,
+        JOBS_AGENT_THINGWORX__STANDBY_RETRY="0.5",
+        JOBS_AGENT_IOTHUB__CONNECTION_STRING=ends.hub.owner_connection_string,
+        JOBS_AGENT_IOTHUB__CA_FILE=str(ends.info.ca_pem),
+        JOBS_AGENT_IOTHUB__MAX_CONCURRENT_JOBS="3",
+        JOBS_AGENT_JOBS__WRAPPERS_DIR=str(CATALOGUE),
+        JOBS_AGENT_HEALTH__HOST=host,
+        JOBS_AGENT_HEALTH__PROBE_INTERVAL="1",
+        JOBS_AGENT_ROLLOUTS__POLL_INTERVAL="0.2",
+        JOBS_AGENT_STORE__URL=store_url,
+        JOBS_AGENT_STORE__TAKEOVER_SECONDS=str(TAKEOVER),
+        JOBS_AGENT_LOG__FORMAT="json",
+    )
+    return env
+
+
 async def test_ten_kill_9s_of_the_rollout_leader_lose_and_double_nothing(tmp_path: Path) -> None:
     with running_cluster() as cluster:
         await _kill_the_leader_ten_times(tmp_path, cluster)
@@ -152,22 +181,7 @@ async def _kill_the_leader_ten_times(tmp_path: Path, cluster: PostgresCluster) -
     try:
         async with EmbeddedEnds(embedded, APP_KEY) as ends, aiohttp.ClientSession() as http:
             assert ends.hub is not None and ends.fleet is not None and ends.standin is not None
-            env = {k: v for k, v in os.environ.items() if not k.startswith("JOBS_AGENT_")}
-            env.update(
-                JOBS_AGENT_THINGWORX__URL=ends.info.ws_url,
-                JOBS_AGENT_THINGWORX__APP_KEY=APP_KEY,
-                JOBS_AGENT_THINGWORX__STANDBY_RETRY="0.5",
-                JOBS_AGENT_IOTHUB__CONNECTION_STRING=ends.hub.owner_connection_string,
-                JOBS_AGENT_IOTHUB__CA_FILE=str(ends.info.ca_pem),
-                JOBS_AGENT_IOTHUB__MAX_CONCURRENT_JOBS="3",
-                JOBS_AGENT_JOBS__WRAPPERS_DIR=str(CATALOGUE),
-                JOBS_AGENT_HEALTH__HOST=host,
-                JOBS_AGENT_HEALTH__PROBE_INTERVAL="1",
-                JOBS_AGENT_ROLLOUTS__POLL_INTERVAL="0.2",
-                JOBS_AGENT_STORE__URL=cluster.new_database(),
-                JOBS_AGENT_STORE__TAKEOVER_SECONDS=str(TAKEOVER),
-                JOBS_AGENT_LOG__FORMAT="json",
-            )
+            env = agent_env(ends, host, cluster.new_database())
             agents = Agents(tmp_path, env, host)
             await agents.start(0)
             await _wait(http, agents.urls[0], ("active", "active"), 60)

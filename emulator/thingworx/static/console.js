@@ -6,20 +6,25 @@
  *   the appKey header. The key comes from the key form or from "#appKey=..." in the URL (which
  *   is then removed from the address bar) and is kept in sessionStorage (this tab only).
  * - Server text is always inserted as text (textContent), never as HTML.
- * - Every request has a deadline (AbortController). The job view reads GetJob once, then follows
- *   the job from the stand-in's live event stream (server-sent events at /standin/events/stream:
- *   the gateway Thing's AzureIotDeviceJobStatusChanged and AzureIotDeviceJobEnded). Only while
- *   the stream is unavailable does it poll GetJob, once a second, one request at a time, and it
- *   says so in the panel; it stops when the job ends or after repeated failures.
+ * - Every request has a deadline (AbortController). The page opens one live event stream
+ *   (server-sent events at /standin/events/stream), shared by the job and rollouts views, while
+ *   either follows something; it closes when neither does. The job view reads GetJob once, then
+ *   follows the job from the gateway Thing's AzureIotDeviceJobStatusChanged and
+ *   AzureIotDeviceJobEnded. Only while the stream is unavailable does it poll GetJob, once a
+ *   second, one request at a time, and it says so in the panel; it stops when the job ends or
+ *   after repeated failures.
  * - Inputs are typed from the service's parameter definitions; a value that cannot be sent
  *   (JSON that does not parse, a missing required input...) is flagged and nothing is sent.
  * - Result grids keep what matters in view: the row action (Watch) at the left, then the
  *   columns of PRIMARY_COLUMNS; a wide DataShape's other columns wait behind "More columns".
  * - The job panel belongs to one Thing: picking another Thing closes it (and stops polling).
  * - The rollouts view (a Thing with AzureIotDeviceJobFindRollouts): the list, one rollout's waves
- *   (AzureIotDeviceJobGetRolloutWaves) and its pause/resume/cancel buttons. No rollout events are
- *   pushed yet: it re-reads the shown rollout every 2 s while it is active, and stops when it
- *   ends. It belongs to one Thing, as the job panel does.
+ *   (AzureIotDeviceJobGetRolloutWaves) and its pause/resume/cancel buttons. It follows the
+ *   Thing's AzureIotDeviceRolloutStatusChanged and AzureIotDeviceRolloutWaveEnded events from
+ *   the same stream: the shown rollout is read again (GetRollout and GetRolloutWaves) when an
+ *   event of it arrives, the list on every StatusChanged. Only while the stream is unavailable
+ *   does it re-read the shown rollout every 2 s while it is active. It belongs to one Thing, as
+ *   the job panel does.
  * - "bound" is the stand-in's view (an agent serves the Thing); "device online" is the device
  *   twin's connectionState, read with AzureIotDeviceGetConnectionState where the Thing has it.
  */
@@ -38,6 +43,8 @@
   const QUERY_JOB_RESULTS = "AzureIotDeviceJobQueryJobResults";
   const STATUS_CHANGED_EVENT = "AzureIotDeviceJobStatusChanged";
   const JOB_ENDED_EVENT = "AzureIotDeviceJobEnded";
+  const ROLLOUT_STATUS_EVENT = "AzureIotDeviceRolloutStatusChanged";
+  const ROLLOUT_WAVE_EVENT = "AzureIotDeviceRolloutWaveEnded";
   const EVENT_STREAM = "/standin/events/stream";
   const EVENTS = "/standin/events";
   const FIND_JOBS = "AzureIotDeviceJobFindJobs";
@@ -841,6 +848,78 @@
     return document.createTextNode(String(value));
   }
 
+  // -- the live event stream: one per page, shared by the job and rollouts views ---------------
+
+  // state: "connecting", "open" or "interrupted" (the browser reconnects by itself).
+  const events = { source: null, state: "closed", subscribers: new Set() };
+
+  /**
+   * Follow the stand-in's events: sub.open(first) when the stream is (again) open, sub.event(fired)
+   * for each event, sub.down(closed, why) when it is interrupted (closed: given up, and the
+   * subscription with it). The stream is opened for the first subscriber.
+   */
+  function subscribeEvents(sub) {
+    sub.opened = false;
+    if (typeof EventSource !== "function") {
+      sub.down(true, "this browser has no EventSource");
+      return;
+    }
+    events.subscribers.add(sub);
+    if (events.source === null) openEvents();
+    else if (events.state === "open") {
+      sub.opened = true;
+      sub.open(true);
+    } else if (events.state === "interrupted") sub.down(false);
+  }
+
+  /** Stop following; the stream closes with its last subscriber. */
+  function unsubscribeEvents(sub) {
+    events.subscribers.delete(sub);
+    if (events.subscribers.size === 0 && events.source !== null) {
+      events.source.close();
+      events.source = null;
+      events.state = "closed";
+    }
+  }
+
+  function openEvents() {
+    // EventSource cannot send headers: the key goes as the appKey query parameter (same origin).
+    const source = new EventSource(`${EVENT_STREAM}?appKey=${encodeURIComponent(state.key || "")}`);
+    events.source = source;
+    events.state = "connecting";
+    source.onopen = () => {
+      if (events.source !== source) return;
+      events.state = "open";
+      for (const sub of [...events.subscribers]) {
+        const first = !sub.opened;
+        sub.opened = true;
+        sub.open(first);
+      }
+    };
+    source.onmessage = (message) => {
+      if (events.source !== source) return;
+      let fired;
+      try {
+        fired = JSON.parse(message.data);
+      } catch {
+        return; // not an event of ours
+      }
+      for (const sub of [...events.subscribers]) sub.event(fired);
+    };
+    source.onerror = () => {
+      if (events.source !== source) return;
+      const closed = source.readyState === EventSource.CLOSED;
+      events.state = "interrupted";
+      const subscribers = [...events.subscribers];
+      if (closed) {
+        events.source = null;
+        events.state = "closed";
+        events.subscribers.clear();
+      }
+      for (const sub of subscribers) sub.down(closed);
+    };
+  }
+
   // -- job view ---------------------------------------------------------------------------------
 
   function stopJob() {
@@ -865,7 +944,7 @@
     const panel = byId("job-panel");
     const job = {
       thing, jobId, timer: null, polls: 0, events: 0, failures: 0, done: false, nodes: {},
-      stream: null, live: false, lastSeq: 0, eventThing: null, row: null,
+      sub: null, live: false, lastSeq: 0, eventThing: null, row: null,
     };
     state.job = job;
     const n = job.nodes;
@@ -919,46 +998,40 @@
 
   // -- following a job: live events first, polling only without them ------------------------
 
-  /** Open the event stream, then read GetJob once; poll only if the stream cannot be had. */
+  /** Follow the page's event stream, then read GetJob once; poll only while it is down. */
   function followJob(job) {
-    if (typeof EventSource !== "function") {
-      setSource(job, "polling", "Live events unavailable (this browser has no EventSource): polling GetJob every second.");
-      pollJob(job);
-      return;
-    }
     setSource(job, "connecting", "Connecting to the live event stream…");
-    // EventSource cannot send headers: the key goes as the appKey query parameter (same origin).
-    const stream = new EventSource(`${EVENT_STREAM}?appKey=${encodeURIComponent(state.key || "")}`);
-    job.stream = stream;
-    let opened = false;
-    stream.onopen = () => {
-      if (state.job !== job) return;
-      const first = !opened;
-      opened = true;
-      job.live = true;
-      if (job.timer !== null) clearTimeout(job.timer);
-      job.timer = null;
-      setSource(job, "events", "Live: following the job from pushed events (no polling).");
-      if (first) readOnce(job);
-      else catchUp(job);
+    const sub = {
+      open: (first) => {
+        if (state.job !== job) return;
+        job.live = true;
+        if (job.timer !== null) clearTimeout(job.timer);
+        job.timer = null;
+        setSource(job, "events", "Live: following the job from pushed events (no polling).");
+        if (first) readOnce(job);
+        else catchUp(job);
+      },
+      event: (fired) => {
+        if (state.job === job) applyEvent(job, fired);
+      },
+      down: (closed, why) => {
+        if (state.job !== job || job.done) return;
+        job.live = false;
+        if (closed) closeStream(job);
+        setSource(job, "polling", closed
+          ? `Live events unavailable (${why || "the stand-in refused the event stream"}): polling GetJob every second.`
+          : "Live events interrupted (reconnecting): polling GetJob every second meanwhile.");
+        if (job.timer === null && !job.stopped) pollJob(job);
+      },
     };
-    stream.onmessage = (message) => onStreamEvent(job, message.data);
-    stream.onerror = () => {
-      if (state.job !== job || job.done) return;
-      job.live = false;
-      const closed = stream.readyState === EventSource.CLOSED;
-      if (closed) closeStream(job);
-      setSource(job, "polling", closed
-        ? "Live events unavailable (the stand-in refused the event stream): polling GetJob every second."
-        : "Live events interrupted (reconnecting): polling GetJob every second meanwhile.");
-      if (job.timer === null && !job.stopped) pollJob(job);
-    };
+    job.sub = sub;
+    subscribeEvents(sub);
   }
 
   function closeStream(job) {
     if (job.endTimer !== undefined) clearTimeout(job.endTimer);
-    if (job.stream) job.stream.close();
-    job.stream = null;
+    if (job.sub) unsubscribeEvents(job.sub);
+    job.sub = null;
     job.live = false;
   }
 
@@ -995,17 +1068,6 @@
       const describe = error instanceof HttpError ? error.describe() : String(error);
       showText(job.nodes.error, `Catching up on events failed: ${describe}`);
     }
-  }
-
-  function onStreamEvent(job, text) {
-    if (state.job !== job) return;
-    let fired;
-    try {
-      fired = JSON.parse(text);
-    } catch {
-      return; // not an event of ours
-    }
-    applyEvent(job, fired);
   }
 
   /** One fired event: a status row of this job updates the view; anything else is ignored. */
@@ -1131,7 +1193,7 @@
     if (terminal) {
       job.done = true;
       // The agent fires AzureIotDeviceJobEnded (its summary) right after the last status change.
-      if (job.stream && job.endTimer === undefined) {
+      if (job.sub && job.endTimer === undefined) {
         job.endTimer = setTimeout(() => closeStream(job), JOB_ENDED_WAIT_MS);
       }
       byId("job-panel").dataset.state = "finished";
@@ -1200,6 +1262,7 @@
   /** Take the rollouts view away (another Thing was picked, or Close). */
   function closeRollouts() {
     stopRolloutPolling();
+    if (state.rollouts && state.rollouts.sub) unsubscribeEvents(state.rollouts.sub);
     state.rollouts = null;
     const panel = byId("rollouts-panel");
     panel.replaceChildren();
@@ -1211,9 +1274,13 @@
   function openRollouts(thing) {
     closeRollouts();
     const panel = byId("rollouts-panel");
-    const view = { thing, timer: null, selected: null, polls: 0, token: 0, lastStatus: null, nodes: {} };
+    const view = {
+      thing, timer: null, selected: null, polls: 0, events: 0, token: 0, lastStatus: null, nodes: {},
+      sub: null, live: false, reading: false, again: false,
+    };
     state.rollouts = view;
     const n = view.nodes;
+    n.live = el("p", { className: "hint", "data-testid": "rollouts-source", "aria-live": "polite" });
     n.filter = el("select", { id: "rollouts-filter", "data-testid": "rollouts-filter", onchange: () => loadRolloutList(view) },
       el("option", { value: "", text: "(any status)" }),
       ...ROLLOUT_STATUSES.map((status) => el("option", { value: status, text: status })));
@@ -1227,6 +1294,7 @@
       el("div", { className: "rollouts-tools" },
         el("label", { for: "rollouts-filter", text: "Status" }), n.filter,
         el("button", { type: "button", className: "secondary small", "data-testid": "refresh-rollouts", onclick: () => loadRolloutList(view) }, "Refresh")),
+      n.live,
       n.list,
       n.detail,
     );
@@ -1235,6 +1303,59 @@
     panel.scrollIntoView({ block: "nearest" });
     byId("rollouts-title").focus({ preventScroll: true });
     loadRolloutList(view);
+    followRollouts(view);
+  }
+
+  /** Say where the view's figures come from: pushed events, polling, or the stream coming up. */
+  function setRolloutsSource(view, source, text) {
+    view.nodes.live.textContent = text;
+    view.nodes.live.dataset.source = source;
+    byId("rollouts-panel").dataset.source = source;
+  }
+
+  /** Follow the Thing's rollout events from the page's stream; poll only while it is down. */
+  function followRollouts(view) {
+    setRolloutsSource(view, "connecting", "Connecting to the live event stream…");
+    const sub = {
+      open: (first) => {
+        if (state.rollouts !== view) return;
+        view.live = true;
+        stopRolloutPolling();
+        setRolloutsSource(view, "events", "Live: following the rollouts from pushed events (no polling).");
+        // Events may have been missed before the stream was (again) open: read once.
+        if (!first) loadRolloutList(view);
+        if (view.selected !== null && (!first || view.polls > 0)) refreshRollout(view, view.selected);
+      },
+      event: (fired) => {
+        if (state.rollouts === view) onRolloutEvent(view, fired);
+      },
+      down: (closed, why) => {
+        if (state.rollouts !== view) return;
+        view.live = false;
+        if (closed) view.sub = null;
+        setRolloutsSource(view, "polling", closed
+          ? `Live events unavailable (${why || "the stand-in refused the event stream"}): the shown rollout is read every ${ROLLOUT_POLL_MS / 1000} s.`
+          : `Live events interrupted (reconnecting): the shown rollout is read every ${ROLLOUT_POLL_MS / 1000} s meanwhile.`);
+        if (view.selected !== null && view.timer === null && !view.reading && view.lastStatus !== null
+            && !ROLLOUT_FINAL.has(String(view.lastStatus))) {
+          refreshRollout(view, view.selected);
+        }
+      },
+    };
+    view.sub = sub;
+    subscribeEvents(sub);
+  }
+
+  /** A rollout event of this Thing: the list on a status change, the shown rollout on its own. */
+  function onRolloutEvent(view, fired) {
+    if (!fired || (fired.event !== ROLLOUT_STATUS_EVENT && fired.event !== ROLLOUT_WAVE_EVENT)) return;
+    if (fired.thing !== undefined && fired.thing !== view.thing) return;
+    const row = ((fired.data && fired.data.rows) || [])[0];
+    if (!row) return;
+    if (fired.event === ROLLOUT_STATUS_EVENT) loadRolloutList(view);
+    if (view.selected === null || String(row.rolloutId) !== view.selected) return;
+    view.events += 1;
+    refreshRollout(view, view.selected);
   }
 
   async function loadRolloutList(view) {
@@ -1286,6 +1407,7 @@
     stopRolloutPolling();
     view.selected = rolloutId;
     view.polls = 0;
+    view.events = 0;
     view.lastStatus = null;
     for (const tr of view.nodes.list.querySelectorAll("tr[data-rollout-id]")) {
       tr.classList.toggle("selected", tr.dataset.rolloutId === rolloutId);
@@ -1328,18 +1450,29 @@
     refreshRollout(view, rolloutId);
   }
 
-  /** GetRollout and GetRolloutWaves; again every ROLLOUT_POLL_MS while the rollout is active. */
+  /**
+   * GetRollout and GetRolloutWaves, one pair at a time (a read asked for meanwhile follows it);
+   * again every ROLLOUT_POLL_MS while the rollout is active and the event stream is down.
+   */
   async function refreshRollout(view, rolloutId) {
+    if (view.timer !== null) clearTimeout(view.timer);
     view.timer = null;
     if (state.rollouts !== view || view.selected !== rolloutId) return;
+    if (view.reading) {
+      view.again = true;
+      return;
+    }
+    view.reading = true;
+    view.again = false;
     const n = view.nodes;
+    const stale = () => state.rollouts !== view || view.selected !== rolloutId;
     let active = true;
     try {
       const [one, waves] = await Promise.all([
         api("POST", servicePath(view.thing, GET_ROLLOUT), { rolloutId }),
         api("POST", servicePath(view.thing, GET_ROLLOUT_WAVES), { rolloutId, maxRows: ROLLOUT_WAVE_ROWS }),
       ]);
-      if (state.rollouts !== view || view.selected !== rolloutId) return;
+      if (stale()) return finishRead(view);
       const row = (one.doc.rows || [])[0];
       if (!row) throw new HttpError(200, "OK", `${GET_ROLLOUT} returned no row for rollout ${rolloutId}`);
       view.polls += 1;
@@ -1347,20 +1480,34 @@
       updateRollout(view, row);
       renderWaves(view, waves.doc.rows || []);
       active = !ROLLOUT_FINAL.has(String(row.status));
-      if (view.lastStatus !== null && view.lastStatus !== row.status) loadRolloutList(view);
+      // Polling: a status change shows in the list too (live, its StatusChanged reloads it).
+      if (!view.live && view.lastStatus !== null && view.lastStatus !== row.status) loadRolloutList(view);
       view.lastStatus = row.status;
     } catch (error) {
-      if (state.rollouts !== view || view.selected !== rolloutId) return;
+      if (stale()) return finishRead(view);
       n.error.replaceChildren(renderError(GET_ROLLOUT, error));
     }
-    n.source.textContent = active
-      ? `Refreshed every ${ROLLOUT_POLL_MS / 1000} s while the rollout is active (GetRollout and GetRolloutWaves; the agent pushes no rollout events yet).`
-      : "The rollout has ended: no more refreshing.";
-    n.source.dataset.source = active ? "polling" : "ended";
-    n.updated.textContent = `Updated ${new Date().toISOString().slice(11, 19)} UTC · ${view.polls} read${view.polls === 1 ? "" : "s"}`;
+    if (finishRead(view)) return;
+    const source = !active ? "ended" : view.live ? "events" : "polling";
+    n.source.textContent = {
+      ended: "The rollout has ended: no more refreshing.",
+      events: "Live: read again (GetRollout and GetRolloutWaves) at each pushed event of this rollout, no polling.",
+      polling: `Live events unavailable: read every ${ROLLOUT_POLL_MS / 1000} s while the rollout is active (GetRollout and GetRolloutWaves).`,
+    }[source];
+    n.source.dataset.source = source;
+    n.updated.textContent = `Updated ${new Date().toISOString().slice(11, 19)} UTC · ${view.polls} read${view.polls === 1 ? "" : "s"} · ${view.events} event${view.events === 1 ? "" : "s"}`;
     n.updated.dataset.polls = String(view.polls);
+    n.updated.dataset.events = String(view.events);
     byId("rollouts-panel").dataset.state = active ? "following" : "ended";
-    if (active) view.timer = setTimeout(() => refreshRollout(view, rolloutId), ROLLOUT_POLL_MS);
+    if (active && !view.live) view.timer = setTimeout(() => refreshRollout(view, rolloutId), ROLLOUT_POLL_MS);
+  }
+
+  /** A read is over: when another was asked for meanwhile, start it (true). */
+  function finishRead(view) {
+    view.reading = false;
+    if (state.rollouts !== view || !view.again || view.selected === null) return false;
+    refreshRollout(view, view.selected);
+    return true;
   }
 
   function updateRollout(view, row) {

@@ -46,6 +46,13 @@ from emulator.thingworx.console import (
 )
 from emulator.thingworx.server import ThingWorxStandIn
 from services import JOB_RESULT_SHAPE, JOB_SHAPE
+from services.rollout_events import (
+    ROLLOUT_STATUS_CHANGED_EVENT,
+    ROLLOUT_WAVE_ENDED_EVENT,
+    WAVE_ENDED_SHAPE,
+    rollout_events,
+)
+from services.rollouts import ROLLOUT_SHAPE, WAVE_SHAPE
 from services.shapes import DEVICE_CONNECTION_SHAPE
 from services.watch import ENDED_SHAPE, JOB_ENDED_EVENT, STATUS_CHANGED_EVENT
 from tests.support.chain import APP_KEY as CHAIN_APP_KEY
@@ -166,6 +173,7 @@ FAKE_JOB_ID = "console-job-1"
 GET_JOB_NAME = "AzureIotDeviceJobGetJob"
 FAILED_JOB_ID = "console-job-failed"
 FAKE_DEVICES = ("dev-a", "dev-b", "dev-c")
+FAKE_ROLLOUT_ID = "ro-live"
 # Screenshots: under pytest's tmp_path, or in this folder when CONSOLE_SHOTS is set (how the
 # checked-in tests/emulator/thingworx/screenshots/ were made: they show what the layout
 # assertions expect; the tests compare bounding boxes, never pixels).
@@ -190,6 +198,9 @@ class FakeThing:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     get_job_calls: int = 0
     connection_state: str = "Disconnected"
+    # The fake rollout: wave 1 of 2 (2 devices each); the test moves it and fires its events.
+    rollout_status: str = "running"
+    wave1_succeeded: int = 0
 
     def echoed(self) -> list[tuple[str, dict[str, Any]]]:
         """The calls of EchoEveryType (the console also reads the device's state on its own)."""
@@ -201,7 +212,24 @@ class FakeThing:
         # The gateway's job events (services/watch.py), fired by the live-view test by hand.
         registry.add_event(THING, EventMetadata(STATUS_CHANGED_EVENT, JOB_SHAPE, "changed"))
         registry.add_event(THING, EventMetadata(JOB_ENDED_EVENT, ENDED_SHAPE, "ended"))
+        # The gateway's rollout events (services/rollout_events.py), fired by hand too.
+        for event in rollout_events():
+            registry.add_event(THING, event)
         add = registry.add_service
+        rollout_id = DataShape.of(F("rolloutId", BaseType.STRING, "", {"isRequired": True}))
+        for name, inputs, shape, handler in (
+            ("AzureIotDeviceJobFindRollouts", DataShape.of(
+                F("status", BaseType.STRING, "a rollout status"),
+                F("maxRows", BaseType.INTEGER, "the most rollouts", {"defaultValue": 50}),
+            ), ROLLOUT_SHAPE, self.find_rollouts),
+            ("AzureIotDeviceJobGetRollout", rollout_id, ROLLOUT_SHAPE, self.get_rollout),
+            ("AzureIotDeviceJobGetRolloutWaves", DataShape.of(
+                F("rolloutId", BaseType.STRING, "", {"isRequired": True}),
+                F("maxRows", BaseType.INTEGER, "the most rows", {"defaultValue": 500}),
+            ), WAVE_SHAPE, self.get_rollout_waves),
+        ):  # fmt: skip
+            add(THING, RemoteService(name, "the fake rollout", inputs, BaseType.INFOTABLE, shape,
+                                     handler))  # fmt: skip
         add(
             THING,
             RemoteService(
@@ -336,6 +364,52 @@ class FakeThing:
             "failureReason": "the hub stopped the job",
             "summary": "failed: no device",
         }
+
+    def rollout_row(self) -> dict[str, Any]:
+        """The fake rollout as GetRollout (and its StatusChanged event) says it."""
+        succeeded = self.wave1_succeeded + (2 if self.rollout_status == "completed" else 0)
+        return {
+            "rolloutId": FAKE_ROLLOUT_ID,
+            "status": self.rollout_status,
+            "type": "twinUpdate",
+            "deviceCount": 4,
+            "succeededCount": succeeded,
+            "failedCount": 0,
+            "pendingCount": 4 - succeeded,
+            "retriedCount": 0,
+            "wave": 2 if self.rollout_status == "completed" else 1,
+            "waveCount": 2,
+            "createdTime": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+        }
+
+    async def find_rollouts(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, dict(call.inputs)))
+        return InfoTable(ROLLOUT_SHAPE, [self.rollout_row()])
+
+    async def get_rollout(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, dict(call.inputs)))
+        if call.inputs["rolloutId"] != FAKE_ROLLOUT_ID:
+            raise ServiceError(f"no rollout {call.inputs['rolloutId']}", Status.NOT_FOUND)
+        return InfoTable(ROLLOUT_SHAPE, [self.rollout_row()])
+
+    async def get_rollout_waves(self, call: ServiceCall) -> InfoTable:
+        self.calls.append((call.service, dict(call.inputs)))
+        ended = self.rollout_status == "completed"
+        judged = ended or self.wave1_succeeded == 2
+        waves = [
+            (1, self.wave1_succeeded, "judged" if judged else "running"),
+            (2, 2 if ended else 0, "judged" if ended else "waiting"),
+        ]
+        return InfoTable(WAVE_SHAPE, [
+            {"wave": wave, "attempt": 1, "deviceCount": 2, "succeeded": succeeded, "failed": 0,
+             "pending": 2 - succeeded, "status": status,
+             "jobIds": [f"{FAKE_ROLLOUT_ID}-w{wave}-a1-p1"] if status != "waiting" else []}
+            for wave, succeeded, status in waves
+        ])  # fmt: skip
+
+    def rollout_calls(self, service: str) -> int:
+        """How many times the page called one of the rollout services."""
+        return sum(1 for name, _ in self.calls if name == f"AzureIotDeviceJob{service}")
 
     async def start_failed_job(self, call: ServiceCall) -> InfoTable:
         self.calls.append((call.service, {}))
@@ -759,6 +833,118 @@ async def test_job_view_follows_pushed_events_without_polling(console: Console, 
     tab.assert_no_script_errors()
 
 
+def count_stream_requests(page: Any) -> list[str]:
+    """The event-stream requests the page makes from now on."""
+    sent: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent.append(request.url) if "/standin/events/stream" in request.url else None
+        ),
+    )
+    return sent
+
+
+async def open_fake_rollout(console: Console, page: Any) -> Any:
+    """Open the rollouts view of the test Thing and view the fake rollout; its detail."""
+    await page.get_by_test_id(f"thing-{THING}").click()
+    await page.get_by_test_id("open-rollouts").click()
+    panel = page.get_by_test_id("rollouts-panel")
+    await expect(panel.get_by_test_id("rollouts-grid-row")).to_have_count(1)
+    return panel
+
+
+async def test_rollouts_view_follows_pushed_events_without_polling(
+    console: Console, tab: Tab
+) -> None:
+    """Issue 11 live: the rollouts view shares the job view's one event stream, reads the shown
+    rollout once, then again only at an event of it; the list at each StatusChanged."""
+    page = await open_console(console, tab)
+    streams = count_stream_requests(page)
+    # A job followed live first: the rollouts view joins its stream rather than opening one.
+    await run_service(page, THING, "StartFakeJob")
+    await page.get_by_test_id("watch-job").click()
+    job_source = page.get_by_test_id("job-source")
+    await expect(job_source).to_have_attribute("data-source", "events")
+    panel = await open_fake_rollout(console, page)
+    await expect(panel.get_by_test_id("rollouts-source")).to_have_attribute("data-source", "events")
+    await expect(job_source).to_have_attribute("data-source", "events")
+    detail = panel.get_by_test_id("rollout-detail")
+    await panel.get_by_test_id("view-rollout").click()
+    waves = detail.get_by_test_id("rollout-waves-row")
+    await expect(waves).to_have_count(2)
+    wave1 = waves.nth(0)
+    await expect(wave1.locator('td[data-col="succeeded"]')).to_have_text("0")
+    await expect(wave1.get_by_test_id("wave-status")).to_have_text("running")
+    await expect(detail.get_by_test_id("rollout-source")).to_have_attribute("data-source", "events")
+    thing = console.thing
+    # Nothing moves without an event: the 2 s poll would have read again by now.
+    await asyncio.sleep(2.5)
+    assert (thing.rollout_calls("GetRollout"), thing.rollout_calls("GetRolloutWaves")) == (1, 1)
+    assert thing.rollout_calls("FindRollouts") == 1
+
+    def wave_ended(rollout_id: str, succeeded: int) -> None:
+        row = {"rolloutId": rollout_id, "wave": 1, "attempt": 1, "succeeded": succeeded,
+               "failed": 0, "jobIds": [f"{rollout_id}-w1-a1-p1"]}  # fmt: skip
+        console.client.fire_event(
+            THING, ROLLOUT_WAVE_ENDED_EVENT, InfoTable(WAVE_ENDED_SHAPE, [row])
+        )
+
+    # Wave 1 judged: the event of another rollout is ignored, this one's brings one read.
+    thing.wave1_succeeded = 2
+    wave_ended("ro-someone-else", 1)
+    wave_ended(FAKE_ROLLOUT_ID, 2)
+    await expect(wave1.locator('td[data-col="succeeded"]')).to_have_text("2")
+    await expect(wave1.locator('td[data-col="pending"]')).to_have_text("0")
+    await expect(wave1.get_by_test_id("wave-status")).to_have_text("judged")
+    await expect(detail.get_by_test_id("rollout-succeededCount")).to_have_text("2")
+    await expect(detail.get_by_test_id("rollout-updated")).to_have_attribute("data-events", "1")
+    assert (thing.rollout_calls("GetRollout"), thing.rollout_calls("GetRolloutWaves")) == (2, 2)
+    assert thing.rollout_calls("FindRollouts") == 1  # a wave's end is not a status change
+
+    # The rollout completes: StatusChanged reloads the list and the shown rollout, once each.
+    thing.rollout_status = "completed"
+    console.client.fire_event(
+        THING, ROLLOUT_STATUS_CHANGED_EVENT, InfoTable(ROLLOUT_SHAPE, [thing.rollout_row()])
+    )
+    await expect(detail.get_by_test_id("rollout-status")).to_have_text("completed")
+    await expect(waves.nth(1).locator('td[data-col="succeeded"]')).to_have_text("2")
+    await expect(detail.get_by_test_id("rollout-source")).to_have_attribute("data-source", "ended")
+    row_status = panel.get_by_test_id("rollouts-grid-row").get_by_test_id("rollouts-grid-status")
+    await expect(row_status).to_have_text("completed")
+    await asyncio.sleep(1.0)
+    assert (thing.rollout_calls("GetRollout"), thing.rollout_calls("GetRolloutWaves")) == (3, 3)
+    assert thing.rollout_calls("FindRollouts") == 2
+    # One stream for both views, still serving the job view.
+    assert len(streams) == 1, f"one event stream per view: {streams}"
+    await expect(job_source).to_have_attribute("data-source", "events")
+    tab.assert_no_script_errors()
+
+
+async def test_rollouts_view_polls_only_while_the_stream_is_down(
+    console: Console, tab: Tab
+) -> None:
+    """Without the event stream the shown rollout is read every 2 s while it is active."""
+    page = await open_console(console, tab)
+    await without_event_stream(page)
+    panel = await open_fake_rollout(console, page)
+    source = panel.get_by_test_id("rollouts-source")
+    await expect(source).to_have_attribute("data-source", "polling")
+    await expect(source).to_contain_text("Live events unavailable")
+    detail = panel.get_by_test_id("rollout-detail")
+    await panel.get_by_test_id("view-rollout").click()
+    await expect(detail.get_by_test_id("rollout-source")).to_have_attribute(
+        "data-source", "polling"
+    )
+    await expect(detail.get_by_test_id("rollout-updated")).to_have_attribute(
+        "data-polls", "2", timeout=5_000
+    )
+    console.thing.wave1_succeeded = 1  # no event: the next poll shows it
+    wave1 = detail.get_by_test_id("rollout-waves-row").nth(0)
+    await expect(wave1.locator('td[data-col="succeeded"]')).to_have_text("1", timeout=5_000)
+    tab.assert_no_script_errors()
+
+
 async def box(locator: Any) -> dict[str, float]:
     """The bounding box of a visible element (x, y, width, height in CSS pixels)."""
     await expect(locator).to_be_visible()
@@ -1161,7 +1347,8 @@ async def test_rollouts_view_lists_shows_waves_and_pauses_resumes_cancels(
             "data-outcome", "ok"
         )
 
-        # The held rollout: wave 1 judged, waves 2 and 3 waiting; refreshed while active.
+        # The held rollout: wave 1 judged, waves 2 and 3 waiting; read again only at its events
+        # (the agent's AzureIotDeviceRollout* events through the live stream), never polled.
         reads = count_requests(page, "AzureIotDeviceJobGetRolloutWaves")
         await rows.nth(0).get_by_test_id("view-rollout").click()
         await expect(detail.get_by_test_id("rollout-id")).to_have_text("ro-held")
@@ -1174,11 +1361,11 @@ async def test_rollouts_view_lists_shows_waves_and_pauses_resumes_cancels(
         assert statuses == ["judged", "waiting", "waiting"]
         assert await detail.locator('td[data-col="pending"]').all_inner_texts() == ["0", "2", "2"]
         await expect(detail.get_by_test_id("rollout-source")).to_have_attribute(
-            "data-source", "polling"
+            "data-source", "events"
         )
-        await expect(detail.get_by_test_id("rollout-updated")).to_have_attribute(
-            "data-polls", "2", timeout=5_000
-        )
+        held_reads = len(reads)
+        await asyncio.sleep(2.5)  # held by its pause: no event, so no read
+        assert len(reads) == held_reads, "the view polled a rollout that sends its events"
         inside(await box(detail.get_by_test_id("rollout-waves")), call_panel, "the waves grid")
         await page.screenshot(path=str(shot_path(tmp_path, "console-rollout.png")), full_page=True)
 
