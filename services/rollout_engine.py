@@ -21,6 +21,10 @@ Rules:
   stands in for a new listing; ``429004`` stays the guard against others' jobs.
 - Pause and cancel wait for the round's end; a cancel also cancels the round's hub jobs that have
   not started running, and skips its parts not yet created.
+- The wait between two steps is ``poll_interval``, a tenth of it after a hub job was created,
+  doubling at each step while the engine's jobs run (a bounded number of extra job reads). A
+  part's ``devices.jobs`` rows are read as soon as it is seen ended (the round's judge takes
+  them, or reads them itself when that read failed or was lost).
 - Time comes from the injected ``clock`` (a hub job's ``startTime`` from ``hub_clock``: a job
   starts at once whatever time the engine's clock says); nothing here sleeps but :meth:`run`
   between steps.
