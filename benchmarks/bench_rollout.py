@@ -40,13 +40,20 @@ the default 2 s would add minutes (the interval is for production, where a job t
 hours and a hub read costs quota), and 0.1 s keeps the wait under the jobs' own time here while
 a step (a few store reads, one hub read) stays far below it.
 
+With ``--agent-tiers S1,S3`` one agent per tier runs on the one hub (the unpaced emulator by
+default: no quota of its own, so the agent's tier alone sets how many of a round's parts run
+side by side: 1 on S1, 10 on S3), and each round runs job and rollout on each agent in turn
+(S1 job, S1 rollout, S3 job, S3 rollout...). The rollout's hub jobs are also read as time
+with one or more of them on the hub (busy), time with none (idle: the per-part overhead), and
+the most at once.
+
 With ``--tier S3`` both the emulator and the agent take that tier: the hub paces device
 operations (50 a second) and allows 10 jobs at once, as a real hub would; run it smaller
 (``--devices 5000 --wave 500``: about 100 s a side) to see the ratio where the hub's pace, not
 the per-job overhead, sets the time.
 
 Run: ``python -m benchmarks.bench_rollout [--devices 100000] [--wave 10000] [--rounds 2]
-[--poll 0.1] [--watch 0.1] [--tier S1|S2|S3] [--no-plan]``.
+[--poll 0.1] [--watch 0.1] [--tier S1|S2|S3] [--agent-tiers S1,S3] [--no-plan]``.
 """
 
 from __future__ import annotations
@@ -88,6 +95,9 @@ class Side:
     hub_jobs: int = 0
     hub_own: float = 0.0
     hub_gaps: float = 0.0
+    hub_busy: float = 0.0
+    hub_most: int = 0
+    tier: str = "S1"
     rss: list[float] = field(default_factory=list)
     before: float = 0.0
     after: float = 0.0
@@ -153,9 +163,9 @@ async def _run_side(
     return side
 
 
-async def run_job(rest: Rest, round_: int, every: float, pid: int) -> Side:
+async def run_job(rest: Rest, round_: int, every: float, pid: int, tag: str = "") -> Side:
     """One twin job over every device, polled with GetJob until it ended."""
-    job_id = f"bench-job-{round_}"
+    job_id = f"bench-job-{tag}{round_}"
     inputs = {"jobId": job_id, "patch": _patch(round_, "job"), "queryCondition": CONDITION}
     return await _run_side(
         rest,
@@ -167,9 +177,11 @@ async def run_job(rest: Rest, round_: int, every: float, pid: int) -> Side:
     )
 
 
-async def run_rollout(rest: Rest, round_: int, every: float, pid: int, wave: int) -> Side:
+async def run_rollout(
+    rest: Rest, round_: int, every: float, pid: int, wave: int, tag: str = ""
+) -> Side:
     """One twin rollout over every device in waves of ``wave``, polled with GetRollout."""
-    rollout_id = f"bench-rollout-{round_}"
+    rollout_id = f"bench-rollout-{tag}{round_}"
     inputs = {
         "rolloutId": rollout_id,
         "type": "twinUpdate",
@@ -192,20 +204,41 @@ async def run_rollout(rest: Rest, round_: int, every: float, pid: int, wave: int
     )
 
 
-def _hub_times(hub_file: Path, rollout_id: str) -> tuple[int, float, float]:
-    """The rollout's hub jobs, read-only from the emulator's database: how many, the sum of
-    their own times (created → ended) and of the gaps between one's end and the next one's
-    creation (the agent noticing the end, judging, admitting the next)."""
+@dataclass(frozen=True)
+class HubTimes:
+    """A rollout's hub jobs as the emulator's database has them (times in s)."""
+
+    jobs: int
+    own: float
+    """Their own times (created -> ended), summed."""
+    busy: float
+    """Time with at least one of them queued or running (the union of their intervals)."""
+    idle: float
+    """From the first one's creation to the last one's end, less ``busy``: no job of the
+    rollout on the hub (the agent noticing an end, judging, admitting the next)."""
+    most: int
+    """The most of them queued or running at once."""
+
+
+def _hub_times(hub_file: Path, rollout_id: str) -> HubTimes:
+    """The rollout's hub jobs, read-only from the emulator's database."""
     uri = f"file:{hub_file}?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
         rows = db.execute(
             "SELECT created_time, end_time FROM jobs WHERE job_id LIKE ? ORDER BY seq",
             (f"{rollout_id}-w%",),
         ).fetchall()
-    times = [(_utc(created), _utc(ended)) for created, ended in rows]
+    times = sorted((_utc(created), _utc(ended)) for created, ended in rows)
     own = sum(end - start for start, end in times)
-    gaps = sum(max(0.0, nxt[0] - cur[1]) for cur, nxt in itertools.pairwise(times))
-    return len(times), own, gaps
+    busy, reach = 0.0, float("-inf")
+    for start, end in times:  # union of the intervals, sorted by start
+        if end > reach:
+            busy += end - max(start, reach)
+            reach = end
+    span = (max(e for _, e in times) - times[0][0]) if times else 0.0
+    edges = sorted([(t[0], 1) for t in times] + [(t[1], -1) for t in times])
+    most = max(itertools.accumulate(d for _, d in edges), default=0)
+    return HubTimes(len(times), own, busy, max(0.0, span - busy), most)
 
 
 def _utc(text: str) -> float:
@@ -233,35 +266,56 @@ async def run(args: argparse.Namespace) -> list[tuple[Side, Side]]:
             )
             print(f"emulator with {devices:,} devices ready in {time.perf_counter() - began:.1f} s")
             hub = json.loads((data / "hub.json").read_text())
-            extra = {
-                "JOBS_AGENT_ROLLOUTS__POLL_INTERVAL": str(poll),
-                "JOBS_AGENT_ROLLOUTS__DATA_DIR": str(tmp / "agent-data"),
-                "JOBS_AGENT_JOBS__WATCH_INTERVAL": str(poll),
-                "JOBS_AGENT_IOTHUB__TIER": args.tier or "S1",
-            }
+            tiers = _agent_tiers(args)
             timeout = aiohttp.ClientTimeout(total=600)
             async with aiohttp.ClientSession(timeout=timeout) as http:
-                agent, _ = await _start_agent(children, http, hub, 1, "rollout", extra)
-                pid = agent.child.proc.pid
-                print(f"agent ready, VmRSS {_status(pid)['VmRSS']:.1f} MB", flush=True)
+                agents = {}
+                for agent_tier in tiers:  # one agent per tier, all on the one hub
+                    extra = {
+                        "JOBS_AGENT_ROLLOUTS__POLL_INTERVAL": str(poll),
+                        "JOBS_AGENT_ROLLOUTS__DATA_DIR": str(tmp / f"agent-data-{agent_tier}"),
+                        "JOBS_AGENT_JOBS__WATCH_INTERVAL": str(poll),
+                        "JOBS_AGENT_IOTHUB__TIER": agent_tier,
+                    }
+                    label = f"rollout-{agent_tier}"
+                    agents[agent_tier], _ = await _start_agent(children, http, hub, 1, label, extra)
+                    pid = agents[agent_tier].child.proc.pid
+                    print(f"agent {agent_tier} ready, VmRSS {_status(pid)['VmRSS']:.1f} MB")
                 try:
                     for round_ in range(1, args.rounds + 1):
-                        job = await run_job(agent.rest, round_, watch, pid)
-                        _print_side(round_, job)
-                        rollout = await run_rollout(agent.rest, round_, watch, pid, args.wave)
-                        rollout.hub_jobs, rollout.hub_own, rollout.hub_gaps = _hub_times(
-                            data / "hub.sqlite", f"bench-rollout-{round_}"
-                        )
-                        _print_side(round_, rollout)
-                        results.append((job, rollout))
+                        for agent_tier, agent in agents.items():  # interleaved: job, rollout
+                            pid, tag = agent.child.proc.pid, f"{agent_tier.lower()}-"
+                            job = await run_job(agent.rest, round_, watch, pid, tag)
+                            job.tier = agent_tier
+                            _print_side(round_, job)
+                            rollout = await run_rollout(
+                                agent.rest, round_, watch, pid, args.wave, tag
+                            )
+                            times = _hub_times(data / "hub.sqlite", f"bench-rollout-{tag}{round_}")
+                            rollout.tier = agent_tier
+                            rollout.hub_jobs, rollout.hub_own = times.jobs, times.own
+                            rollout.hub_gaps, rollout.hub_busy = times.idle, times.busy
+                            rollout.hub_most = times.most
+                            _print_side(round_, rollout)
+                            results.append((job, rollout))
                 except Exception:
-                    print(_tail(tmp / "agent-rollout" / "stderr", 20), file=sys.stderr)
+                    for agent_tier in agents:
+                        stderr = tmp / f"agent-rollout-{agent_tier}" / "stderr"
+                        print(_tail(stderr, 20), file=sys.stderr)
                     raise
-                await agent.child.stop()
-                await agent.standin.stop()
+                for agent in agents.values():
+                    await agent.child.stop()
+                    await agent.standin.stop()
         finally:
             await children.close()
     return results
+
+
+def _agent_tiers(args: argparse.Namespace) -> list[str]:
+    """The agents' tiers: ``--agent-tiers``, else ``--tier``, else S1."""
+    if args.agent_tiers:
+        return [t.strip().upper() for t in args.agent_tiers.split(",") if t.strip()]
+    return [args.tier or "S1"]
 
 
 def _print_side(round_: int, side: Side) -> None:
@@ -270,54 +324,63 @@ def _print_side(round_: int, side: Side) -> None:
         half = side.rss[len(side.rss) // 2 :] or side.rss
         extra = (
             f"; waves {side.row.get('waveCount')}, hub jobs {side.hub_jobs} "
-            f"(their own time {side.hub_own:.1f} s, between them {side.hub_gaps:.1f} s), "
+            f"(their own time {side.hub_own:.1f} s, hub busy {side.hub_busy:.1f} s, "
+            f"idle between them {side.hub_gaps:.1f} s, at most {side.hub_most} at once), "
             f"succeeded {side.row.get('succeededCount'):,}; agent VmRSS before {side.before:.1f}, "
             f"peak {max(side.rss):.1f}, steady {statistics.median(half):.1f}, "
             f"after {side.after:.1f} MB (VmHWM {side.hwm:.1f})"
         )
     print(
-        f"round {round_} {side.name:<7} {side.wall:7.2f} s (first call {side.call:.2f} s){extra}",
+        f"round {round_} {side.tier} {side.name:<7} {side.wall:7.2f} s "
+        f"(first call {side.call:.2f} s){extra}",
         flush=True,
     )
 
 
 def report(results: list[tuple[Side, Side]], args: argparse.Namespace) -> None:
-    """Print the figures side by side."""
+    """Print the figures side by side, one table per agent tier."""
     devices, poll, watch = args.devices, args.poll, args.watch
     print(
         f"\n{devices:,} devices, waves of {min(args.wave, devices):,}, emulator tier "
-        f"{args.tier or 'none (no pace, no job quota)'}, agent tier {args.tier or 'S1'}, "
+        f"{args.tier or 'none (no pace, no job quota)'}, "
         f"rollouts.poll_interval {poll:g} s, watch every {watch:g} s"
     )
-    print(
-        f"  {'round':>5}  {'job, s':>7}  {'rollout, s':>10}  {'ratio':>5}  {'Start, s':>8}  "
-        f"{'hub jobs':>8}  {'their time, s':>13}  {'between, s':>10}"
-    )
-    for n, (job, rollout) in enumerate(results, start=1):
+    for tier in _agent_tiers(args):
+        mine = [(j, r) for j, r in results if r.tier == tier]
+        print(f"agent tier {tier}:")
         print(
-            f"  {n:5d}  {job.wall:7.2f}  {rollout.wall:10.2f}  {rollout.wall / job.wall:5.2f}  "
-            f"{rollout.call:8.2f}  {rollout.hub_jobs:8d}  {rollout.hub_own:13.1f}  "
-            f"{rollout.hub_gaps:10.1f}"
+            f"  {'round':>5}  {'job, s':>7}  {'rollout, s':>10}  {'ratio':>5}  {'Start, s':>8}  "
+            f"{'hub jobs':>8}  {'at once':>7}  {'their time, s':>13}  {'busy, s':>7}  "
+            f"{'idle, s':>7}"
+        )
+        for n, (job, rollout) in enumerate(mine, start=1):
+            print(
+                f"  {n:5d}  {job.wall:7.2f}  {rollout.wall:10.2f}  "
+                f"{rollout.wall / job.wall:5.2f}  {rollout.call:8.2f}  {rollout.hub_jobs:8d}  "
+                f"{rollout.hub_most:7d}  {rollout.hub_own:13.1f}  {rollout.hub_busy:7.1f}  "
+                f"{rollout.hub_gaps:7.1f}"
+            )
+        job_med = statistics.median(j.wall for j, _ in mine)
+        roll_med = statistics.median(r.wall for _, r in mine)
+        ratio = roll_med / job_med
+        print(
+            f"  median: job {job_med:.2f} s, rollout {roll_med:.2f} s, ratio {ratio:.2f}x "
+            f"(goal <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})"
+        )
+        peak = max(max(r.rss) for _, r in mine)
+        steady = statistics.median(
+            statistics.median(r.rss[len(r.rss) // 2 :] or r.rss) for _, r in mine
+        )
+        print(
+            f"  agent VmRSS during the rollouts: peak {peak:.1f} MB, steady {steady:.1f} MB "
+            f"(VmHWM at the end {max(r.hwm for _, r in mine):.1f} MB)"
         )
     print(
-        "  (Start: the StartRollout call, which resolves the target; their time: the rollout's "
-        "hub jobs' own times, created -> ended, summed; between: from one's end to the next "
-        "one's creation, summed: the agent noticing the end, judging a wave, admitting)"
-    )
-    job_med = statistics.median(j.wall for j, _ in results)
-    roll_med = statistics.median(r.wall for _, r in results)
-    ratio = roll_med / job_med
-    print(
-        f"  median: job {job_med:.2f} s, rollout {roll_med:.2f} s, ratio {ratio:.2f}x "
-        f"(goal <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})"
-    )
-    peak = max(max(r.rss) for _, r in results)
-    steady = statistics.median(
-        statistics.median(r.rss[len(r.rss) // 2 :] or r.rss) for _, r in results
-    )
-    print(
-        f"  agent VmRSS during the rollouts: peak {peak:.1f} MB, steady {steady:.1f} MB "
-        f"(VmHWM at the end {max(r.hwm for _, r in results):.1f} MB)"
+        "  (Start: the StartRollout call, which resolves the target; at once: the most of the "
+        "rollout's hub jobs queued or running together; their time: the hub jobs' own times, "
+        "created -> ended, summed; busy: time with one or more of them on the hub; idle: from "
+        "the first one's creation to the last one's end with none of them on the hub: the "
+        "agent noticing an end, judging a wave, admitting the next)"
     )
 
 
@@ -342,6 +405,12 @@ if __name__ == "__main__":
     parser.add_argument("--wave", type=int, default=WAVE, help="waveSize (growthFactor 1)")
     parser.add_argument(
         "--tier", choices=["S1", "S2", "S3"], default=None, help="the emulator's and agent's tier"
+    )
+    parser.add_argument(
+        "--agent-tiers",
+        default="",
+        help="comma-separated agent tiers (one agent each on the one hub, interleaved), "
+        "e.g. S1,S3; default: --tier, else S1",
     )
     parser.add_argument("--no-plan", action="store_true", help="skip bench_rollout_plan")
     args = parser.parse_args()

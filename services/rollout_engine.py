@@ -12,10 +12,19 @@ Rules:
   (after a crash) attaches to the job instead. On start, intents are first looked up on the hub
   (a job created just before a crash holds the slot it would wait for).
 - Admission: hub jobs queued, running or due are counted (listed by status) against
-  ``iothub.max_concurrent_jobs`` (0: the tier's quota); a ``429004`` on create leaves the rollout
-  ``queued`` and is never surfaced. Rollouts are admitted by ``priority``, then age.
+  ``iothub.max_concurrent_jobs`` (0: the tier's quota); a ``429004`` on create leaves the part an
+  intent (the rollout ``queued`` if it was) and is never surfaced. A round's parts run side by
+  side, as many as there are free slots, each taking its own slot. Rollouts are admitted by
+  ``priority``, then age, strictly: the first takes every free slot its round can use before
+  the next one gets any (a running lower-priority part is never stopped). When the step saw the
+  engine's own jobs end, the last listing's count (kept with the engine's own creates and ends)
+  stands in for a new listing; ``429004`` stays the guard against others' jobs.
 - Pause and cancel wait for the round's end; a cancel also cancels the round's hub jobs that have
   not started running, and skips its parts not yet created.
+- The wait between two steps is ``poll_interval``, a tenth of it after a hub job was created,
+  doubling at each step while the engine's jobs run (a bounded number of extra job reads). A
+  part's ``devices.jobs`` rows are read as soon as it is seen ended (the round's judge takes
+  them, or reads them itself when that read failed or was lost).
 - Time comes from the injected ``clock`` (a hub job's ``startTime`` from ``hub_clock``: a job
   starts at once whatever time the engine's clock says); nothing here sleeps but :meth:`run`
   between steps.
@@ -91,6 +100,8 @@ METHOD_ROLLOUT = "deviceMethod"
 _HUB_ENDED = frozenset({"completed", "failed", "cancelled", "canceled"})
 # The job statuses that hold a slot (a scheduled job once its start time has come).
 _HUB_ACTIVE = ("running", "queued", "scheduled")
+_QUICK = 10
+"""The first wait after a hub job is created: ``poll_interval`` / this (then doubled)."""
 _JUDGE_PAGE = 1000
 """Rows per hub page when a round's ``devices.jobs`` rows are read (IoT Hub's most; a part of
 an 8 KB IN list holds about 500 devices: one page, where ``jobs.query_page_size`` 100 took 6)."""
@@ -125,6 +136,10 @@ class RolloutListener(Protocol):
 
     def round_judged(self, judged: JudgedRound) -> None:
         """A round's verdict is stored."""
+
+
+class _HubFull(Exception):
+    """No hub job slot for anyone this step: a ``429004``, no shared slot, or no answer."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -191,6 +206,14 @@ class RolloutEngine:
         self.leadership: Leadership = leadership or LocalLeadership()
         self.admission: Admission = admission or LocalAdmission()
         self._listing: tuple[frozenset[str], datetime | None] = (frozenset(), None)
+        self._active_known: int | None = None
+        """Hub jobs holding a slot: the last listing's count, with the engine's own creates
+        and ends since (None: list before the next admission)."""
+        self._pace = poll_interval
+        """Seconds until the next step: ``poll_interval``, or less while hub jobs of the
+        engine run (:meth:`_paced`)."""
+        self._reads: dict[str, asyncio.Task[list[DeviceJobResult]]] = {}
+        """``devices.jobs`` reads begun as a part ended, by hub job id (taken by the judge)."""
         # The store's outage as the log sees it: (since, last line logged, failed steps), or None.
         self._store_down: tuple[datetime, datetime, int] | None = None
 
@@ -273,7 +296,7 @@ class RolloutEngine:
             self._wake.clear()
             await self.logged_step()
             try:
-                async with asyncio.timeout(self.poll_interval):
+                async with asyncio.timeout(self._pace):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -323,6 +346,7 @@ class RolloutEngine:
         """One look at every active rollout: poll, judge, admit (the leader only)."""
         if not await self.leadership.confirm():
             self._recovered = False  # when it leads again, intents are looked up first
+            self._drop_reads()
             return
         fence = self.leadership.fence
         try:
@@ -330,6 +354,7 @@ class RolloutEngine:
                 await self._step()
         except FencedError as exc:
             self._recovered = False
+            self._drop_reads()
             _log.warning("rollout step stopped: another agent leads the hub now", error=str(exc))
 
     async def _step(self) -> None:
@@ -337,9 +362,12 @@ class RolloutEngine:
             await self._recover()
             self._recovered = True
         active = await self.store.find([RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value])
+        freed = running = 0
         for record in active:
             if record.status == RolloutStatus.RUNNING.value:
-                await self._advance(record)
+                ended, still = await self._advance(record)
+                freed, running = freed + ended, running + still
+        self._paced(running, created=False)
         waiting = [
             r
             for r in await self.store.find(
@@ -350,17 +378,34 @@ class RolloutEngine:
         if not waiting:
             return
         waiting.sort(key=lambda r: (r.priority, r.created_time, r.rollout_id))
-        free = await self._free_slots()
-        for record in waiting:
+        free = await self._free_slots(reuse=freed > 0)
+        for record in waiting:  # strict priority: the first takes all it can use, then the next
             if free <= 0:
                 break
             if not await self.leadership.confirm():
                 return
-            if await self._admit(record):
-                free -= 1
+            taken, hub_full = await self._admit(record, free)
+            free -= taken
+            if taken:
+                self._paced(running + taken, created=True)
+            if hub_full:
+                break
+
+    def _paced(self, running: int, *, created: bool) -> None:
+        """Set the wait before the next step: a tenth of ``poll_interval`` after a hub job was
+        created, doubled at every step while the engine's jobs run, ``poll_interval`` at most
+        (and when none runs). A job that ends quickly is seen soon after its end; one that runs
+        long costs at most four reads more than at ``poll_interval``."""
+        if created:
+            self._pace = self.poll_interval / _QUICK
+        elif running:
+            self._pace = min(self.poll_interval, self._pace * 2)
+        else:
+            self._pace = self.poll_interval
 
     async def _recover(self) -> None:
         """Intents stored before a crash: a job that exists on the hub is attached to."""
+        self._active_known = None  # jobs attached here were not counted: list afresh
         for record in await self.store.find(
             [RolloutStatus.QUEUED.value, RolloutStatus.RUNNING.value]
         ):
@@ -390,12 +435,12 @@ class RolloutEngine:
         return rounds[0] if rounds else None
 
     async def _wants_slot(self, record: RolloutRecord) -> bool:
-        """True when the rollout's next step is creating a hub job (now, time permitting)."""
+        """True when the rollout's next step is creating a hub job (now, time permitting): a
+        part of its round not created yet (beside the parts running), or its next round."""
         round_ = await self._current_round(record.rollout_id)
         if round_ is not None:
             parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
-            in_flight = any(p.state == "created" for p in parts)
-            return not in_flight and any(p.state == "intent" for p in parts)
+            return any(p.state == "intent" for p in parts)
         if record.status != RolloutStatus.QUEUED.value:
             return False
         return await self._next_round(record) is not None
@@ -420,14 +465,22 @@ class RolloutEngine:
         members = tuple(d.device_id for d in pending)
         return RoundRecord(record.rollout_id, wave, 1, members, now, "planned")
 
-    async def _free_slots(self) -> int:
+    async def _free_slots(self, *, reuse: bool = False) -> int:
         """Job slots free on the hub: the quota less the jobs queued, running or due.
 
         Only active jobs are listed (``jobStatus`` filter, one listing per status), so a hub's
         history of ended jobs never counts against ``iothub.max_rows_per_call``; a listing that
         stops after ``max_concurrent_jobs`` jobs is enough to see that no slot is free. The jobs
         listed (due or not) are what the shared admission slots see as alive (``_listing``).
+
+        With ``reuse`` (this step saw some of the engine's own hub jobs end) the last listing's
+        count is used, kept up to date with the engine's own creates and ends, instead of a new
+        listing: a job created by someone else since then meets ``429004`` on create, which
+        leaves the part an intent and makes the next step list again.
         """
+        if reuse and self._active_known is not None:
+            return max(0, self.max_concurrent_jobs - self._active_known)
+        self._active_known = None
         listed_at = await self.admission.listing_started()
         now = self.hub_clock()  # a scheduled job's start time is the hub's
         active = 0
@@ -444,21 +497,44 @@ class RolloutEngine:
                     if status != "scheduled" or job.start_time is None or job.start_time <= now
                 )
                 if active >= self.max_concurrent_jobs:
+                    # Not every status listed: the ids are no proof that a job ended (no time).
+                    self._listing = (frozenset(alive), None)
+                    self._active_known = active
                     return 0
         except IotHubError as exc:
             _log.info("rollout admission waits: jobs not listed", error=str(exc))
             return 0
         self._listing = (frozenset(alive), listed_at)
+        self._active_known = active
         return self.max_concurrent_jobs - active
 
-    async def _admit(self, record: RolloutRecord) -> bool:
-        """Create the next hub job of ``record``; True when one was created (a slot taken)."""
+    def _counted(self, job_id: str, *, created: bool) -> None:
+        """Keep the last listing's count and ids in step with a job the engine created or saw
+        end (the ``reuse`` of :meth:`_free_slots`)."""
+        alive, listed_at = self._listing
+        if created:
+            if job_id not in alive:  # a 409104 attach may be listed already
+                self._listing = (alive | {job_id}, listed_at)
+                if self._active_known is not None:
+                    self._active_known += 1
+        elif job_id in alive:
+            self._listing = (alive - {job_id}, listed_at)
+            if self._active_known is not None:
+                self._active_known = max(0, self._active_known - 1)
+
+    async def _admit(self, record: RolloutRecord, free: int) -> tuple[int, bool]:
+        """Create up to ``free`` hub jobs of ``record``'s round (its parts not created yet, in
+        order), starting the next round when none runs.
+
+        Returns:
+            How many slots were taken, and True when the hub has no slot left for anyone this
+            step (a ``429004``, or a hub that did not answer).
+        """
         round_ = await self._current_round(record.rollout_id)
-        fields: dict[str, Any] = {}
         if round_ is None:
             round_ = await self._next_round(record)
             if round_ is None:
-                return False
+                return 0, False
             round_ = dataclasses.replace(round_, state="running")
             jobs = wave_jobs(record.rollout_id, round_.wave, round_.attempt, round_.members)
             parts = [
@@ -477,15 +553,48 @@ class RolloutEngine:
             await self.store.add_round(round_, parts, wave=max(record.wave, round_.wave))
             if not parts:  # every member gone: judge the empty round at once
                 await self._judge(record, round_)
-                return False
-        part = next(
-            p
-            for p in await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
-            if p.state == "intent"
-        )
+                return 0, False
+        else:
+            parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        intents = [p for p in parts if p.state == "intent"][:free]
+        taken = 0
+        # The first part alone (it moves the rollout to running), then the others together.
+        for group in (intents[:1], intents[1:]):
+            if not group:
+                break
+            if taken and not await self.leadership.confirm():
+                return taken, True
+            outcomes = await asyncio.gather(
+                *(self._start_part(record, p) for p in group), return_exceptions=True
+            )
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            started = [o for o in outcomes if isinstance(o, RolloutRecord)]
+            taken += len(started)
+            if other := next((e for e in errors if not isinstance(e, _HubFull)), None):
+                raise other
+            if errors:
+                return taken, True
+            if len(started) < len(group):  # the rollout failed
+                return taken, False
+            record = started[-1]
+            if record.status != RolloutStatus.RUNNING.value or (
+                record.requested == Request.CANCEL.value
+            ):
+                break  # cancelled (or paused) while this part was created: create no more
+        return taken, False
+
+    async def _start_part(self, record: RolloutRecord, part: PartRecord) -> RolloutRecord | None:
+        """Take a slot and create ``part``'s hub job; the rollout as stored after, or None when
+        the part stays an intent (or the rollout failed).
+
+        Raises:
+            _HubFull: the hub refused the job for want of a slot (``429004``) or did not answer;
+                the part stays an intent.
+        """
+        fields: dict[str, Any] = {}
         if not await self.admission.take(part.job_id, *self._listing):
             _log.info("rollout queued: no shared admission slot", rollout_id=record.rollout_id)
-            return False
+            raise _HubFull
         try:
             job = await self._create(record, part)
         except HubRequestError as exc:
@@ -495,20 +604,22 @@ class RolloutEngine:
             elif exc.http_status == 429 or exc.code == 429004:
                 _log.info("rollout queued: no hub job slot", rollout_id=record.rollout_id)
                 await self.admission.release(part.job_id)
-                return False
+                self._active_known = None  # someone else's job holds it: list afresh
+                raise _HubFull from None
             elif 400 <= exc.http_status < 500:
                 await self.admission.release(part.job_id)
                 await self._fail(record, f"IoT Hub refused wave job '{part.job_id}': {exc}")
-                return False
+                return None
             else:
                 _log.warning("rollout job not created", job_id=part.job_id, error=str(exc))
-                return False
+                raise _HubFull from None
         except IotHubError as exc:
             _log.warning("rollout job not created", job_id=part.job_id, error=str(exc))
-            return False
+            raise _HubFull from None
         else:
             job_status = job.status
         await self.admission.created(part.job_id)
+        self._counted(part.job_id, created=True)
         fields["current_job_id"] = part.job_id
         async with self._decide:
             record = await self.store.get(record.rollout_id) or record  # a request may have come in
@@ -532,7 +643,7 @@ class RolloutEngine:
         if cancel_late:  # cancelled while the job was being created: cancel it (not started)
             await self._cancel_late(part)
         await self._status_changed(record.rollout_id, record.status)
-        return True
+        return dataclasses.replace(record, **fields)
 
     async def _cancel_late(self, part: PartRecord) -> None:
         """Cancel a hub job created just as its rollout was cancelled (it has not started)."""
@@ -563,18 +674,33 @@ class RolloutEngine:
             window,
         )
 
-    async def _advance(self, record: RolloutRecord) -> None:
-        """Poll the running round's hub jobs; judge the round once all of them ended."""
+    async def _advance(self, record: RolloutRecord) -> tuple[int, int]:
+        """Poll the running round's hub jobs; judge the round once all of them ended.
+
+        Returns:
+            How many of its hub jobs were seen to end (slots the engine itself freed), and how
+            many still run.
+        """
         round_ = await self._current_round(record.rollout_id)
         if round_ is None:
-            return
+            return 0, 0
         cancel = record.requested == Request.CANCEL.value
         parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
+        created = [p for p in parts if p.state == "created"]
+        # The parts running side by side are read together (one request each, concurrently).
+        polled = dict(
+            zip(
+                (p.job_id for p in created),
+                await asyncio.gather(*(self.client.get_job(p.job_id) for p in created)),
+                strict=True,
+            )
+        )
+        ended = 0
         for part in parts:
             if part.state == "intent" and cancel:
                 await self.store.set_part(part.job_id, "skipped")
             elif part.state == "created":
-                job = await self.client.get_job(part.job_id)
+                job = polled[part.job_id]
                 status = job.status.lower()
                 if cancel and status in ("queued", "scheduled", "enqueued"):
                     try:
@@ -587,9 +713,34 @@ class RolloutEngine:
                         )
                 if status in _HUB_ENDED:
                     await self.store.set_part(part.job_id, "ended", status)
+                    await self.admission.release(part.job_id)  # its hub slot is free
+                    self._counted(part.job_id, created=False)
+                    ended += 1
+                    if job.statistics is not None and job.statistics.device_count is not None:
+                        self._read_early(part.job_id, job.statistics.device_count)
         parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         if all(p.state in ("ended", "skipped") for p in parts):
             await self._judge(record, round_)
+        return ended, sum(1 for p in parts if p.state == "created")
+
+    async def _read_rows(self, job_id: str, members: int) -> list[DeviceJobResult]:
+        """The ``devices.jobs`` rows of an ended hub job (final: its devices are done)."""
+        return await self.client.query_job_results(
+            f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'",
+            members + 1,
+            page_size=_JUDGE_PAGE,
+        )
+
+    def _read_early(self, job_id: str, members: int) -> None:
+        """Start reading an ended part's rows now, while the round's other parts run; the
+        round's judge takes them (or reads them itself when this read failed or was lost)."""
+        if job_id not in self._reads:
+            self._reads[job_id] = asyncio.create_task(self._read_rows(job_id, members))
+
+    def _drop_reads(self) -> None:
+        reads, self._reads = self._reads, {}
+        for task in reads.values():
+            task.cancel()
 
     async def _judge(self, record: RolloutRecord, round_: RoundRecord) -> None:
         """Read the round's rows, judge them, store the verdict and the rollout's next status."""
@@ -600,15 +751,22 @@ class RolloutEngine:
         members_of = {j.job_id: j.device_ids for j in jobs}
         rows: list[Any] = []
         by_device: dict[str, DeviceJobResult] = {}
-        for part in parts:
+
+        async def rows_of(part: PartRecord) -> list[DeviceJobResult]:
+            if part.state != "ended":
+                return []
+            early = self._reads.pop(part.job_id, None)
+            if early is not None:
+                try:
+                    return await early
+                except IotHubError:
+                    pass  # read again below
+            return await self._read_rows(part.job_id, len(members_of.get(part.job_id, ())))
+
+        # Rows read as each part ended (while the others ran), the rest read together now.
+        read = await asyncio.gather(*(rows_of(p) for p in parts))
+        for part, found in zip(parts, read, strict=True):
             members = members_of.get(part.job_id, ())
-            found: list[DeviceJobResult] = []
-            if part.state == "ended":
-                found = await self.client.query_job_results(
-                    f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{part.job_id}'",
-                    len(members) + 1,
-                    page_size=_JUDGE_PAGE,
-                )
             seen = {r.device_id for r in found}
             rows.extend(found)
             by_device.update({r.device_id: r for r in found})

@@ -9,7 +9,8 @@ starts waves; the slots also hold while leadership changes hands.
 
 A slot is ``free``, ``reserved`` (taken for a job about to be created) or ``created`` (its job
 exists on the hub). The hub's job list stays the source of truth: a ``created`` slot whose job
-is no longer queued or running in a listing that began after the slot was marked is free again,
+is no longer queued or running in a listing that began after the slot was marked is free again
+(and the engine frees it at once when it reads its own job's end from the hub),
 and a ``reserved`` slot left by an agent that died mid-create is free after
 ``reservation_seconds`` (or taken again at once by the same job id: the deterministic wave job
 ids make the new leader's retry of the same part find its slot).
@@ -78,7 +79,7 @@ class Admission(Protocol):
         ...
 
     async def release(self, job_id: str) -> None:
-        """``job_id`` was not created: its slot is free again."""
+        """``job_id`` was not created, or the engine saw its job end: its slot is free again."""
         ...
 
     async def close(self) -> None:
@@ -267,7 +268,7 @@ class PostgresAdmission:
         )
 
     async def release(self, job_id: str) -> None:
-        """Free ``job_id``'s slot (its job was not created)."""
+        """Free ``job_id``'s slot (its job was not created, or has ended)."""
         await self._set(
             "UPDATE admission_slots SET state = 'free', job_id = NULL, changed_at = now() "
             "WHERE hub = %s AND job_id = %s",

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pydantic import SecretStr
 
 from agent.iothub import IotHubClient
-from agent.settings import IotHubSettings, JobSettings
+from agent.settings import JobSettings
 from emulator.iothub import IoTHubEmulator
 from rollouts import RolloutPlan
 from services.rollout_engine import RolloutEngine
@@ -22,6 +21,7 @@ from services.store import SqliteRolloutStore
 from services.store.admission import LocalAdmission, PostgresAdmission
 from services.store.schema import schema_version
 from tests.support.network import fresh_loopback
+from tests.support.settings import hub_client
 
 HUB = "contoso-hub.azure-devices.net"
 
@@ -113,14 +113,7 @@ async def test_an_unreachable_store_refuses_the_slot() -> None:
 
 
 def _client(hub: IoTHubEmulator) -> IotHubClient:
-    return IotHubClient(
-        IotHubSettings(
-            connection_string=SecretStr(hub.owner_connection_string),
-            ca_file=str(hub.ca_pem_path),
-            request_timeout=10.0,
-        ),
-        JobSettings(),
-    )
+    return hub_client(hub.owner_connection_string, hub.ca_pem_path)
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-slots", "hub-list-only"])

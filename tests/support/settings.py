@@ -13,9 +13,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from agent.iothub import IotHubClient
 from agent.settings import IotHubSettings, JobSettings, Settings, ThingWorxSettings
 
-__all__ = ["CATALOGUE", "EMBEDDED_APP_KEY", "chain_settings", "thingworx_settings"]
+__all__ = ["CATALOGUE", "EMBEDDED_APP_KEY", "chain_settings", "hub_client", "thingworx_settings"]
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "wrappers"
 """The wrapper declarations shipped in config/wrappers."""
@@ -100,4 +101,17 @@ def chain_settings(
         health={"enabled": False},
         rollouts={"poll_interval": 0.2, **(rollouts or {})},
         store=dict(store or {}),
+    )
+
+
+def hub_client(connection_string: str, ca_file: Path) -> IotHubClient:
+    """An IoT Hub client (default ``[jobs]``, 10 s requests) for an emulator's owner
+    ``connection_string``, trusting its CA at ``ca_file``."""
+    return IotHubClient(
+        IotHubSettings(
+            connection_string=SecretStr(connection_string),
+            ca_file=str(ca_file),
+            request_timeout=10.0,
+        ),
+        JobSettings(),
     )
