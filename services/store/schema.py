@@ -21,9 +21,10 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = ["SchemaTooNewError", "migrate", "schema_version", "stored_versions"]
@@ -110,10 +111,7 @@ def migrate(conn: Any, component: str, migrations: Mapping[int, str]) -> int:
             f"{latest}: run a newer agent"
         )
     for target in range(current + 1, latest + 1):
-        conn.execute("BEGIN IMMEDIATE" if _is_sqlite(conn) else "BEGIN")
-        try:
-            if not _is_sqlite(conn):
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(component),))
+        with _locked_transaction(conn, component):
             # Another agent may have moved it on while we waited for the lock.
             row = conn.execute(
                 f"SELECT version FROM schema_versions WHERE component = {p}", (component,)
@@ -127,10 +125,6 @@ def migrate(conn: Any, component: str, migrations: Mapping[int, str]) -> int:
                     "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
                     (component, target),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     return schema_version(conn, component)
 
 
@@ -139,10 +133,19 @@ def _ensure_table(conn: Any) -> None:
     if _is_sqlite(conn):
         conn.execute(_TABLE)
         return
-    conn.execute("BEGIN")
-    try:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("schema_versions"),))
+    with _locked_transaction(conn, "schema_versions"):
         conn.execute(_TABLE)
+
+
+@contextlib.contextmanager
+def _locked_transaction(conn: Any, name: str) -> Iterator[None]:
+    """One transaction (SQLite: ``BEGIN IMMEDIATE``, the write lock at once; PostgreSQL: holding
+    the advisory lock of ``name`` until it ends), committed, or rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE" if _is_sqlite(conn) else "BEGIN")
+    try:
+        if not _is_sqlite(conn):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(name),))
+        yield
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
