@@ -97,6 +97,7 @@ class Side:
     hub_gaps: float = 0.0
     hub_busy: float = 0.0
     hub_most: int = 0
+    hub_boundary: float = 0.0
     tier: str = "S1"
     rss: list[float] = field(default_factory=list)
     before: float = 0.0
@@ -218,6 +219,9 @@ class HubTimes:
     rollout on the hub (the agent noticing an end, judging, admitting the next)."""
     most: int
     """The most of them queued or running at once."""
+    boundary: float = 0.0
+    """The median, over the waves after the first, of the time from the previous wave's last
+    hub job ending to the wave's first hub job being created (the verdict and the admission)."""
 
 
 def _hub_times(hub_file: Path, rollout_id: str) -> HubTimes:
@@ -225,10 +229,19 @@ def _hub_times(hub_file: Path, rollout_id: str) -> HubTimes:
     uri = f"file:{hub_file}?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
         rows = db.execute(
-            "SELECT created_time, end_time FROM jobs WHERE job_id LIKE ? ORDER BY seq",
+            "SELECT job_id, created_time, end_time FROM jobs WHERE job_id LIKE ? ORDER BY seq",
             (f"{rollout_id}-w%",),
         ).fetchall()
-    times = sorted((_utc(created), _utc(ended)) for created, ended in rows)
+    times = sorted((_utc(created), _utc(ended)) for _, created, ended in rows)
+    waves: dict[int, list[tuple[float, float]]] = {}
+    for job_id, created, ended in rows:  # <rollout>-w<wave>-a<attempt>-p<part>
+        wave = int(job_id[len(rollout_id) + 2 :].split("-", 1)[0])
+        waves.setdefault(wave, []).append((_utc(created), _utc(ended)))
+    ordered = [waves[w] for w in sorted(waves)]
+    gaps = [
+        min(s for s, _ in now) - max(e for _, e in before)
+        for before, now in itertools.pairwise(ordered)
+    ]
     own = sum(end - start for start, end in times)
     busy, reach = 0.0, float("-inf")
     for start, end in times:  # union of the intervals, sorted by start
@@ -238,7 +251,8 @@ def _hub_times(hub_file: Path, rollout_id: str) -> HubTimes:
     span = (max(e for _, e in times) - times[0][0]) if times else 0.0
     edges = sorted([(t[0], 1) for t in times] + [(t[1], -1) for t in times])
     most = max(itertools.accumulate(d for _, d in edges), default=0)
-    return HubTimes(len(times), own, busy, max(0.0, span - busy), most)
+    boundary = statistics.median(gaps) if gaps else 0.0
+    return HubTimes(len(times), own, busy, max(0.0, span - busy), most, boundary)
 
 
 def _utc(text: str) -> float:
@@ -296,6 +310,7 @@ async def run(args: argparse.Namespace) -> list[tuple[Side, Side]]:
                             rollout.hub_jobs, rollout.hub_own = times.jobs, times.own
                             rollout.hub_gaps, rollout.hub_busy = times.idle, times.busy
                             rollout.hub_most = times.most
+                            rollout.hub_boundary = times.boundary
                             _print_side(round_, rollout)
                             results.append((job, rollout))
                 except Exception:
@@ -325,7 +340,8 @@ def _print_side(round_: int, side: Side) -> None:
         extra = (
             f"; waves {side.row.get('waveCount')}, hub jobs {side.hub_jobs} "
             f"(their own time {side.hub_own:.1f} s, hub busy {side.hub_busy:.1f} s, "
-            f"idle between them {side.hub_gaps:.1f} s, at most {side.hub_most} at once), "
+            f"idle between them {side.hub_gaps:.1f} s, at most {side.hub_most} at once, "
+            f"wave boundary median {side.hub_boundary:.2f} s), "
             f"succeeded {side.row.get('succeededCount'):,}; agent VmRSS before {side.before:.1f}, "
             f"peak {max(side.rss):.1f}, steady {statistics.median(half):.1f}, "
             f"after {side.after:.1f} MB (VmHWM {side.hwm:.1f})"

@@ -443,10 +443,15 @@ class RolloutEngine:
             return any(p.state == "intent" for p in parts)
         if record.status != RolloutStatus.QUEUED.value:
             return False
-        return await self._next_round(record) is not None
+        return await self._next_round(record, members=False) is not None
 
-    async def _next_round(self, record: RolloutRecord) -> RoundRecord | None:
-        """The round to start now (a due retry round first, then the next wave), or None."""
+    async def _next_round(
+        self, record: RolloutRecord, *, members: bool = True
+    ) -> RoundRecord | None:
+        """The round to start now (a due retry round first, then the next wave), or None.
+
+        Without ``members`` a next wave's round is returned without its devices (empty
+        ``members``): enough to know that one is due, without reading them."""
         plan = _plan(record)
         now = self.clock()
         for round_ in await self.store.rounds(record.rollout_id, "planned"):
@@ -461,9 +466,13 @@ class RolloutEngine:
         if earliest_wave_start(now, not_before=not_before, window=plan.window) > now:
             return None
         wave = record.wave + 1
-        pending = await self.store.devices(record.rollout_id, wave=wave, status="pending")
-        members = tuple(d.device_id for d in pending)
-        return RoundRecord(record.rollout_id, wave, 1, members, now, "planned")
+        ids: tuple[str, ...] = ()
+        if members:
+            pending = await self.store.device_attempts(
+                record.rollout_id, wave=wave, status="pending"
+            )
+            ids = tuple(device_id for device_id, _ in pending)
+        return RoundRecord(record.rollout_id, wave, 1, ids, now, "planned")
 
     async def _free_slots(self, *, reuse: bool = False) -> int:
         """Job slots free on the hub: the quota less the jobs queued, running or due.
@@ -772,10 +781,7 @@ class RolloutEngine:
             by_device.update({r.device_id: r for r in found})
             if part.state == "skipped" or part.hub_status in ("cancelled", "canceled"):
                 rows.extend(_NotRun(d) for d in members if d not in seen)
-        before = {
-            d.device_id: d.attempts
-            for d in await self.store.devices(record.rollout_id, wave=round_.wave)
-        }
+        before = dict(await self.store.device_attempts(record.rollout_id, wave=round_.wave))
         now = self.clock()
         verdict = judge_wave(
             round_.members,

@@ -262,6 +262,13 @@ class RolloutStore(Protocol):
         """A rollout's devices in plan order, filtered by wave and/or status."""
         ...
 
+    def device_attempts(
+        self, rollout_id: str, *, wave: int, status: str | None = None
+    ) -> list[tuple[str, int]]:
+        """``(device id, attempts)`` of a wave's devices in plan order (with ``status`` when
+        given): the engine's read of a wave, without the devices' other columns."""
+        ...
+
     def counts(self, rollout_id: str) -> dict[str, int]:
         """Devices by status, and ``retried`` (devices retried at least once)."""
         ...
@@ -392,6 +399,12 @@ class AsyncRolloutStore:
         return await self._call(
             self.sync.devices, rollout_id, wave=wave, status=status, limit=limit
         )
+
+    async def device_attempts(
+        self, rollout_id: str, *, wave: int, status: str | None = None
+    ) -> list[tuple[str, int]]:
+        """:meth:`RolloutStore.device_attempts`."""
+        return await self._call(self.sync.device_attempts, rollout_id, wave=wave, status=status)
 
     async def counts(self, rollout_id: str) -> dict[str, int]:
         """:meth:`RolloutStore.counts`."""

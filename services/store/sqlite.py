@@ -10,9 +10,10 @@ Rules:
   version 1 with its rows; ``user_version`` is not read again.
 - Transactions are ``BEGIN IMMEDIATE`` for writes (the write lock first, no upgrade deadlock) and
   ``BEGIN`` for reads; ``sqlite3`` errors leave as :mod:`services.store.errors`.
-- A rollout's device counts (``counts``, read by every GetRollout) are counted once and kept
-  until this store writes that rollout's devices again (``create``, ``judge``): counting
-  100,000 rows took 0.3 s per call (benchmarks/bench_rollout.py). One agent owns the file, so
+- A rollout's device counts (``counts``, read by every GetRollout) are counted once and kept:
+  counting 100,000 rows took 0.3 s per call (benchmarks/bench_rollout.py). A verdict
+  (``judge``) moves them by the change it made to the judged wave's counts (that wave counted
+  before and after, in the store's lock), ``create`` drops them. One agent owns the file, so
   no other writer changes them behind the cache (the shared PostgreSQL store, which other
   agents write, counts every time).
 """
@@ -82,11 +83,19 @@ class SqliteRolloutStore(RolloutTables):
                 cached = self._counts[rollout_id] = super().counts(rollout_id)
             return dict(cached)
 
-    def judge(self, rollout_id: str, *verdict: Any, **rollout: Any) -> None:
-        """Store a round's verdict whole (see :class:`RolloutTables`)."""
+    def judge(self, rollout_id: str, wave: int, *verdict: Any, **rollout: Any) -> None:
+        """Store a round's verdict whole (see :class:`RolloutTables`); kept counts move by the
+        change of the judged wave's own counts (10,000 rows counted twice, not the rollout's
+        100,000 again)."""
         with self._lock:
-            self._counts.pop(rollout_id, None)
-            super().judge(rollout_id, *verdict, **rollout)
+            cached = self._counts.pop(rollout_id, None)
+            before = None if cached is None else self._wave_counts(rollout_id, wave)
+            super().judge(rollout_id, wave, *verdict, **rollout)
+            if cached is not None and before is not None:
+                after = self._wave_counts(rollout_id, wave)
+                for key in cached:
+                    cached[key] += after.get(key, 0) - before.get(key, 0)
+                self._counts[rollout_id] = cached
 
     @property
     def schema_version(self) -> int:
