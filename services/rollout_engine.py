@@ -22,9 +22,11 @@ Rules:
 - Pause and cancel wait for the round's end; a cancel also cancels the round's hub jobs that have
   not started running, and skips its parts not yet created.
 - The wait between two steps is ``poll_interval``, a tenth of it after a hub job was created,
-  doubling at each step while the engine's jobs run (a bounded number of extra job reads). A
-  part's ``devices.jobs`` rows are read as soon as it is seen ended (the round's judge takes
-  them, or reads them itself when that read failed or was lost).
+  doubling at each step while the engine's jobs run (a bounded number of extra job reads). The
+  parts a step sees ended are stored in one transaction; their ``devices.jobs`` rows are read
+  from the end of that step, after its creates (a freed slot is filled before the hub is asked
+  for rows; the round's judge takes them, or reads them itself when a read failed or was lost).
+  A round's parts are created together, except the first of a rollout not running yet, alone.
 - Time comes from the injected ``clock`` (a hub job's ``startTime`` from ``hub_clock``: a job
   starts at once whatever time the engine's clock says); nothing here sleeps but :meth:`run`
   between steps.
@@ -214,6 +216,8 @@ class RolloutEngine:
         engine run (:meth:`_paced`)."""
         self._reads: dict[str, asyncio.Task[list[DeviceJobResult]]] = {}
         """``devices.jobs`` reads begun as a part ended, by hub job id (taken by the judge)."""
+        self._unread: dict[str, int] = {}
+        """Parts seen ended this step whose rows are to be read (hub job id -> devices)."""
         # The store's outage as the log sees it: (since, last line logged, failed steps), or None.
         self._store_down: tuple[datetime, datetime, int] | None = None
 
@@ -351,7 +355,10 @@ class RolloutEngine:
         fence = self.leadership.fence
         try:
             with self.store.fencing(fence):
-                await self._step()
+                try:
+                    await self._step()
+                finally:
+                    self._read_early()
         except FencedError as exc:
             self._recovered = False
             self._drop_reads()
@@ -567,8 +574,12 @@ class RolloutEngine:
             parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         intents = [p for p in parts if p.state == "intent"][:free]
         taken = 0
-        # The first part alone (it moves the rollout to running), then the others together.
-        for group in (intents[:1], intents[1:]):
+        # A rollout not running yet: the first part alone (it moves the rollout to running),
+        # then the others together; a running one (its round's later parts): all together.
+        groups = [intents[:1], intents[1:]]
+        if record.status == RolloutStatus.RUNNING.value:
+            groups = [intents]
+        for group in groups:
             if not group:
                 break
             if taken and not await self.leadership.confirm():
@@ -704,7 +715,7 @@ class RolloutEngine:
                 strict=True,
             )
         )
-        ended = 0
+        ended: list[tuple[str, str]] = []
         for part in parts:
             if part.state == "intent" and cancel:
                 await self.store.set_part(part.job_id, "skipped")
@@ -721,16 +732,17 @@ class RolloutEngine:
                             "rollout wave job not cancelled", job_id=part.job_id, error=str(exc)
                         )
                 if status in _HUB_ENDED:
-                    await self.store.set_part(part.job_id, "ended", status)
-                    await self.admission.release(part.job_id)  # its hub slot is free
-                    self._counted(part.job_id, created=False)
-                    ended += 1
+                    ended.append((part.job_id, status))
                     if job.statistics is not None and job.statistics.device_count is not None:
-                        self._read_early(part.job_id, job.statistics.device_count)
+                        self._unread[part.job_id] = job.statistics.device_count
+        await self.store.end_parts(ended)  # one transaction for the parts seen ended
+        for job_id, _ in ended:
+            await self.admission.release(job_id)  # its hub slot is free
+            self._counted(job_id, created=False)
         parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         if all(p.state in ("ended", "skipped") for p in parts):
             await self._judge(record, round_)
-        return ended, sum(1 for p in parts if p.state == "created")
+        return len(ended), sum(1 for p in parts if p.state == "created")
 
     async def _read_rows(self, job_id: str, members: int) -> list[DeviceJobResult]:
         """The ``devices.jobs`` rows of an ended hub job (final: its devices are done)."""
@@ -740,13 +752,18 @@ class RolloutEngine:
             page_size=_JUDGE_PAGE,
         )
 
-    def _read_early(self, job_id: str, members: int) -> None:
-        """Start reading an ended part's rows now, while the round's other parts run; the
-        round's judge takes them (or reads them itself when this read failed or was lost)."""
-        if job_id not in self._reads:
-            self._reads[job_id] = asyncio.create_task(self._read_rows(job_id, members))
+    def _read_early(self) -> None:
+        """Start reading the rows of the parts seen ended and not judged yet (``_unread``),
+        while the rounds' other parts run; a round's judge takes them (or reads them itself
+        when a read failed or was lost). Called at the end of a step, after its creates: a
+        slot freed is filled before the hub is asked for the rows."""
+        unread, self._unread = self._unread, {}
+        for job_id, members in unread.items():
+            if job_id not in self._reads:
+                self._reads[job_id] = asyncio.create_task(self._read_rows(job_id, members))
 
     def _drop_reads(self) -> None:
+        self._unread = {}
         reads, self._reads = self._reads, {}
         for task in reads.values():
             task.cancel()
@@ -764,6 +781,7 @@ class RolloutEngine:
         async def rows_of(part: PartRecord) -> list[DeviceJobResult]:
             if part.state != "ended":
                 return []
+            self._unread.pop(part.job_id, None)  # read here: not to be read again
             early = self._reads.pop(part.job_id, None)
             if early is not None:
                 try:

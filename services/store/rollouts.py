@@ -295,6 +295,10 @@ class RolloutStore(Protocol):
         """Record a part's new state and its rollout's changed columns, together."""
         ...
 
+    def end_parts(self, ended: Sequence[tuple[str, str]]) -> None:
+        """Record parts whose hub jobs ended, ``(job id, the hub's status)`` each, together."""
+        ...
+
     def judge(
         self,
         rollout_id: str,
@@ -433,6 +437,10 @@ class AsyncRolloutStore:
     ) -> None:
         """:meth:`RolloutStore.set_part`."""
         await self._write(self.sync.set_part, job_id, state, hub_status, **rollout)
+
+    async def end_parts(self, ended: Sequence[tuple[str, str]]) -> None:
+        """:meth:`RolloutStore.end_parts`."""
+        await self._write(self.sync.end_parts, ended)
 
     async def judge(
         self,

@@ -399,6 +399,16 @@ class RolloutTables:
                 if row is not None:
                     _update(sql, row[0], rollout)
 
+    def end_parts(self, ended: Sequence[tuple[str, str]]) -> None:
+        """Record parts whose hub jobs ended (``(job id, hub status)``), in one transaction."""
+        if not ended:
+            return
+        with self._tx(write=True) as sql:
+            sql.many(
+                "UPDATE parts SET state = 'ended', hub_status = ? WHERE job_id = ?",
+                [(status, job_id) for job_id, status in ended],
+            )
+
     def judge(
         self,
         rollout_id: str,
