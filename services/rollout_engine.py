@@ -39,6 +39,12 @@ Rules:
   While it stays down the log gets its first failure, then one line a minute
   (:data:`STORE_DOWN_LOG_EVERY`) with the count of failed steps, and one line when it is back:
   never one warning per step.
+- A rollout's status is decided from a fresh read and stored under one lock (requests, verdicts,
+  the status after a create, failures: :meth:`RolloutEngine._decided`), and the write expects
+  the status and request it was decided from (compare-and-set in its own transaction,
+  :class:`~services.store.errors.StaleRolloutError`): a pause or cancel stored by another
+  agent's service call between the read and the write makes the engine decide again, never
+  lost.
 - Several agents (a shared store): only the hub's rollout leader steps
   (:mod:`services.store.leadership`); it confirms its leadership at the start of every step,
   before every wave it starts and before it stores a verdict, and stops at once when it
@@ -53,9 +59,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -77,11 +83,12 @@ from rollouts import (
 from rollouts.plan import pause_after
 from rollouts.states import Request
 from services.store.admission import Admission, LocalAdmission
-from services.store.errors import FencedError, StoreUnavailable
+from services.store.errors import FencedError, StaleRolloutError, StoreUnavailable
 from services.store.leadership import Leadership, LocalLeadership
 from services.store.rollouts import (
     AsyncRolloutStore,
     DeviceUpdate,
+    Expect,
     PartRecord,
     RolloutRecord,
     RolloutStore,
@@ -108,6 +115,11 @@ _JUDGE_PAGE = 1000
 """Rows per hub page when a round's ``devices.jobs`` rows are read (IoT Hub's most; a part of
 an 8 KB IN list holds about 500 devices: one page, where ``jobs.query_page_size`` 100 took 6)."""
 _log = structlog.get_logger("services.rollout_engine")
+
+_R = TypeVar("_R")
+_DECIDE_TRIES = 5
+"""Reads and decisions of a rollout's status before a write that keeps finding it changed
+gives up (:meth:`RolloutEngine._decided`)."""
 
 STORE_DOWN_LOG_EVERY = 60.0
 """Seconds between two "still unavailable" lines while the store stays down."""
@@ -270,17 +282,18 @@ class RolloutEngine:
             KeyError: no such rollout.
             IllegalTransitionError: the rollout's status does not take ``event``.
         """
-        async with self._decide:
-            record = await self.store.get(rollout_id)
-            if record is None:
-                raise KeyError(rollout_id)
+
+        async def decide(record: RolloutRecord) -> tuple[RolloutRecord, dict[str, Any]]:
             state = transition(_state(record), event)
             fields: dict[str, Any] = {"status": state.status.value, "requested": _req(state)}
             if state.status.is_terminal:
                 fields["end_time"] = self.clock()
-            await self.store.update(rollout_id, **fields)
+            await self.store.update(rollout_id, expect=_expect(record), **fields)
             if state.status.is_terminal:  # after the status: lost between, rounds stay harmlessly
                 await self.store.set_round_state(rollout_id, "dropped", where_state="planned")
+            return record, fields
+
+        record, fields = await self._decided(rollout_id, decide)
         _log.info("rollout request", rollout_id=rollout_id, request=event.value, **fields)
         await self._status_changed(rollout_id, record.status)
         self.wake()
@@ -291,6 +304,32 @@ class RolloutEngine:
     def wake(self) -> None:
         """Make :meth:`run` take its next step now."""
         self._wake.set()
+
+    async def _decided(
+        self, rollout_id: str, decide: Callable[[RolloutRecord], Awaitable[_R]]
+    ) -> _R:
+        """``decide(record)`` on a fresh read of the rollout, under the engine's decision lock;
+        again from a new read when its write (which carries ``expect=_expect(record)``) finds
+        the status and request changed meanwhile: by another agent's service call on a shared
+        store, which this agent's lock cannot hold back.
+
+        Raises:
+            KeyError: no such rollout.
+            StaleRolloutError: the rollout changed at each of :data:`_DECIDE_TRIES` tries.
+        """
+        async with self._decide:
+            for _ in range(_DECIDE_TRIES):
+                record = await self.store.get(rollout_id)
+                if record is None:
+                    raise KeyError(rollout_id)
+                try:
+                    return await decide(record)
+                except StaleRolloutError:
+                    _log.info("rollout changed meanwhile: deciding again", rollout_id=rollout_id)
+        raise StaleRolloutError(
+            f"rollout '{rollout_id}' changed {_DECIDE_TRIES} times while a decision was being "
+            "stored: try again"
+        )
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -428,14 +467,7 @@ class RolloutEngine:
                         raise
                     _log.info("rollout job attached after restart", job_id=part.job_id)
                     await self.admission.created(part.job_id)
-                    await self.store.set_part(
-                        part.job_id,
-                        "created",
-                        job.status,
-                        status=RolloutStatus.RUNNING.value,
-                        current_job_id=part.job_id,
-                    )
-                    await self._status_changed(record.rollout_id, record.status)
+                    await self._store_created(record.rollout_id, part, job.status)
 
     async def _current_round(self, rollout_id: str) -> RoundRecord | None:
         rounds = await self.store.rounds(rollout_id, "running")
@@ -611,7 +643,6 @@ class RolloutEngine:
             _HubFull: the hub refused the job for want of a slot (``429004``) or did not answer;
                 the part stays an intent.
         """
-        fields: dict[str, Any] = {}
         if not await self.admission.take(part.job_id, *self._listing):
             _log.info("rollout queued: no shared admission slot", rollout_id=record.rollout_id)
             raise _HubFull
@@ -640,9 +671,16 @@ class RolloutEngine:
             job_status = job.status
         await self.admission.created(part.job_id)
         self._counted(part.job_id, created=True)
-        fields["current_job_id"] = part.job_id
-        async with self._decide:
-            record = await self.store.get(record.rollout_id) or record  # a request may have come in
+        return await self._store_created(record.rollout_id, part, job_status)
+
+    async def _store_created(
+        self, rollout_id: str, part: PartRecord, job_status: str
+    ) -> RolloutRecord:
+        """Store ``part`` as created on the hub, with the rollout's status decided from a fresh
+        read (a request may have come in while the job was created); the rollout as stored."""
+
+        async def decide(record: RolloutRecord) -> tuple[RolloutRecord, dict[str, Any], bool]:
+            fields: dict[str, Any] = {"current_job_id": part.job_id}
             if record.status == RolloutStatus.QUEUED.value:
                 state = transition(_state(record), RolloutEvent.WAVE_ADMITTED)
                 fields["status"] = state.status.value
@@ -659,10 +697,15 @@ class RolloutEngine:
             if record.start_time is None:
                 fields["start_time"] = self.clock()
             # One transaction: a created part of a rollout still "queued" would never be polled.
-            await self.store.set_part(part.job_id, "created", job_status or None, **fields)
+            await self.store.set_part(
+                part.job_id, "created", job_status or None, expect=_expect(record), **fields
+            )
+            return record, fields, cancel_late
+
+        record, fields, cancel_late = await self._decided(rollout_id, decide)
         if cancel_late:  # cancelled while the job was being created: cancel it (not started)
             await self._cancel_late(part)
-        await self._status_changed(record.rollout_id, record.status)
+        await self._status_changed(rollout_id, record.status)
         return dataclasses.replace(record, **fields)
 
     async def _cancel_late(self, part: PartRecord) -> None:
@@ -856,23 +899,23 @@ class RolloutEngine:
                 verdict.retry.not_before,
                 "planned",
             )
-        async with self._decide:
-            record = (
-                await self.store.get(record.rollout_id) or record
-            )  # a pause/cancel may have come in
-            state = _state(record)
+
+        async def decide(fresh: RolloutRecord) -> tuple[RolloutRecord, RolloutState] | None:
+            # A pause or cancel may have come in since the rows were read.
+            state = _state(fresh)
             fields: dict[str, Any] = {"current_job_id": None, "last_wave_end": now}
             more = (
-                record.wave < record.wave_count
+                fresh.wave < fresh.wave_count
                 or next_round is not None
-                or bool(await self.store.rounds(record.rollout_id, "planned"))
+                or bool(await self.store.rounds(fresh.rollout_id, "planned"))
             )
+            retry = next_round
             if state.status is RolloutStatus.QUEUED:  # an empty round judged before any job
                 state = RolloutState(RolloutStatus.RUNNING)
             if verdict.abort:
                 state = transition(state, RolloutEvent.THRESHOLD_EXCEEDED)
                 fields["reason"] = verdict.abort_reason
-                next_round = None
+                retry = None
             elif not more:
                 state = transition(state, RolloutEvent.ALL_DEVICES_DONE)
             else:
@@ -882,14 +925,24 @@ class RolloutEngine:
             if state.status.is_terminal:
                 fields["end_time"] = now
             if not await self.leadership.confirm():
-                return  # the new leader judges this round from the same rows
+                return None  # the new leader judges this round from the same rows
             await self.store.judge(
-                record.rollout_id, round_.wave, round_.attempt, updates, next_round, **fields
+                fresh.rollout_id,
+                round_.wave,
+                round_.attempt,
+                updates,
+                retry,
+                expect=_expect(fresh),
+                **fields,
             )
             if state.status.is_terminal:
-                await self.store.set_round_state(
-                    record.rollout_id, "dropped", where_state="planned"
-                )
+                await self.store.set_round_state(fresh.rollout_id, "dropped", where_state="planned")
+            return fresh, state
+
+        decided = await self._decided(record.rollout_id, decide)
+        if decided is None:
+            return
+        record, state = decided
         self._round_judged(
             JudgedRound(
                 record.rollout_id,
@@ -913,19 +966,25 @@ class RolloutEngine:
         )
 
     async def _fail(self, record: RolloutRecord, reason: str) -> None:
-        async with self._decide:
-            record = await self.store.get(record.rollout_id) or record
+        async def decide(fresh: RolloutRecord) -> RolloutRecord | None:
             try:
-                state = transition(_state(record), RolloutEvent.UNRECOVERABLE_ERROR)
+                state = transition(_state(fresh), RolloutEvent.UNRECOVERABLE_ERROR)
             except IllegalTransitionError:
-                return
+                return None
             await self.store.update(
-                record.rollout_id,
+                fresh.rollout_id,
+                expect=_expect(fresh),
                 status=state.status.value,
                 requested=None,
                 reason=reason,
                 end_time=self.clock(),
             )
+            return fresh
+
+        failed = await self._decided(record.rollout_id, decide)
+        if failed is None:
+            return
+        record = failed
         _log.warning("rollout failed", rollout_id=record.rollout_id, reason=reason)
         await self._status_changed(record.rollout_id, record.status)
 
@@ -954,6 +1013,11 @@ class RolloutEngine:
 def _state(record: RolloutRecord) -> RolloutState:
     requested = Request(record.requested) if record.requested else None
     return RolloutState(RolloutStatus(record.status), requested)
+
+
+def _expect(record: RolloutRecord) -> Expect:
+    """What a write decided from ``record`` expects to find still stored."""
+    return record.status, record.requested
 
 
 def _req(state: RolloutState) -> str | None:

@@ -49,7 +49,7 @@ from services.jobs import field
 from services.mapping import ErrorContext, hub_failure
 from services.rollout_engine import METHOD_ROLLOUT, TWIN_ROLLOUT, RolloutEngine
 from services.shapes import column
-from services.store.errors import RolloutExistsError, StoreUnavailable
+from services.store.errors import RolloutExistsError, StaleRolloutError, StoreUnavailable
 from services.store.rollouts import RolloutRecord
 
 __all__ = [
@@ -173,13 +173,15 @@ _Handler = Callable[["RolloutServices", ServiceCall], Awaitable[InfoTable]]
 
 
 def _answers_store_errors(handler: _Handler) -> _Handler:
-    """A service whose store fails answers SERVICE_UNAVAILABLE, one line naming the store."""
+    """A service whose store fails answers SERVICE_UNAVAILABLE, one line naming the store; a
+    request whose rollout kept changing under it (other agents' writes) answers the same, one
+    line saying to try again."""
 
     @functools.wraps(handler)
     async def answer(self: RolloutServices, call: ServiceCall) -> InfoTable:
         try:
             return await handler(self, call)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, StaleRolloutError) as exc:
             raise ServiceError(str(exc), Status.SERVICE_UNAVAILABLE) from None
 
     return answer

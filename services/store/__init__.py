@@ -21,7 +21,13 @@ from __future__ import annotations
 import pathlib
 import typing
 
-from services.store.errors import FencedError, RolloutExistsError, StoreError, StoreUnavailable
+from services.store.errors import (
+    FencedError,
+    RolloutExistsError,
+    StaleRolloutError,
+    StoreError,
+    StoreUnavailable,
+)
 from services.store.fencing import Fence
 from services.store.postgres import PostgresRolloutStore
 from services.store.rollouts import AsyncRolloutStore, RolloutStore
@@ -40,6 +46,7 @@ __all__ = [
     "RolloutExistsError",
     "RolloutStore",
     "SqliteRolloutStore",
+    "StaleRolloutError",
     "StoreError",
     "StoreUnavailable",
     "migrate",

@@ -6,13 +6,21 @@
     ├── StoreUnavailable      the database cannot be reached or failed a call (the call's
     │                         transaction stored all or nothing; the next call reconnects)
     ├── RolloutExistsError    a rollout with that id is stored already
+    ├── StaleRolloutError     a write decided from a rollout's status and request that another
+    │                         writer changed since they were read (nothing written)
     └── FencedError           a write of a leader whose epoch is no longer the hub's: another
                               agent took over (nothing written)
 """
 
 from __future__ import annotations
 
-__all__ = ["FencedError", "RolloutExistsError", "StoreError", "StoreUnavailable"]
+__all__ = [
+    "FencedError",
+    "RolloutExistsError",
+    "StaleRolloutError",
+    "StoreError",
+    "StoreUnavailable",
+]
 
 
 class StoreError(RuntimeError):
@@ -29,6 +37,12 @@ class StoreUnavailable(StoreError):
 
 class RolloutExistsError(StoreError):
     """A rollout with that id is stored already."""
+
+
+class StaleRolloutError(StoreError):
+    """A write that expected a rollout's status and request as they were read, and found them
+    changed by another writer (another agent's service call, on a shared store): refused in its
+    own transaction, nothing written. The writer decides again from a fresh read."""
 
 
 class FencedError(StoreError):

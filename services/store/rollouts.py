@@ -44,6 +44,7 @@ __all__ = [
     "AsyncRolloutStore",
     "DeviceRecord",
     "DeviceUpdate",
+    "Expect",
     "PartRecord",
     "RolloutRecord",
     "RolloutStore",
@@ -224,6 +225,12 @@ class DeviceUpdate:
     end_time: datetime | None
 
 
+Expect = tuple[str, str | None]
+"""A rollout's ``(status, requested)`` as read by a writer that decided from them: its write
+goes through only while they are unchanged (compare-and-set), else
+:class:`~services.store.errors.StaleRolloutError`."""
+
+
 class RolloutStore(Protocol):
     """The rollout engine's memory (:mod:`services.store.sqlite`, :mod:`services.store.postgres`).
 
@@ -247,8 +254,13 @@ class RolloutStore(Protocol):
         """Rollouts (with one of ``statuses`` when given), oldest first."""
         ...
 
-    def update(self, rollout_id: str, **fields: Any) -> None:
-        """Change a rollout's columns (``status``, ``requested``, ``reason``...)."""
+    def update(self, rollout_id: str, *, expect: Expect | None = None, **fields: Any) -> None:
+        """Change a rollout's columns (``status``, ``requested``, ``reason``...).
+
+        Raises:
+            StaleRolloutError: ``expect`` was given and the rollout's ``(status, requested)``
+                are no longer those (nothing written).
+        """
         ...
 
     def devices(
@@ -290,9 +302,19 @@ class RolloutStore(Protocol):
         ...
 
     def set_part(
-        self, job_id: str, state: str, hub_status: str | None = None, **rollout: Any
+        self,
+        job_id: str,
+        state: str,
+        hub_status: str | None = None,
+        *,
+        expect: Expect | None = None,
+        **rollout: Any,
     ) -> None:
-        """Record a part's new state and its rollout's changed columns, together."""
+        """Record a part's new state and its rollout's changed columns, together.
+
+        Raises:
+            StaleRolloutError: as :meth:`update` (nothing written).
+        """
         ...
 
     def end_parts(self, ended: Sequence[tuple[str, str]]) -> None:
@@ -306,9 +328,15 @@ class RolloutStore(Protocol):
         attempt: int,
         updates: Sequence[DeviceUpdate],
         next_round: RoundRecord | None,
+        *,
+        expect: Expect | None = None,
         **rollout: Any,
     ) -> None:
-        """Store a round's verdict whole: devices, the retry round, the rollout's columns."""
+        """Store a round's verdict whole: devices, the retry round, the rollout's columns.
+
+        Raises:
+            StaleRolloutError: as :meth:`update` (nothing written).
+        """
         ...
 
     def close(self) -> None:
@@ -387,9 +415,9 @@ class AsyncRolloutStore:
         """:meth:`RolloutStore.find`."""
         return await self._call(self.sync.find, None if statuses is None else list(statuses))
 
-    async def update(self, rollout_id: str, **fields: Any) -> None:
+    async def update(self, rollout_id: str, *, expect: Expect | None = None, **fields: Any) -> None:
         """:meth:`RolloutStore.update`."""
-        await self._write(self.sync.update, rollout_id, **fields)
+        await self._write(self.sync.update, rollout_id, expect=expect, **fields)
 
     async def devices(
         self,
@@ -433,10 +461,16 @@ class AsyncRolloutStore:
         return await self._call(self.sync.parts, rollout_id, wave, attempt)
 
     async def set_part(
-        self, job_id: str, state: str, hub_status: str | None = None, **rollout: Any
+        self,
+        job_id: str,
+        state: str,
+        hub_status: str | None = None,
+        *,
+        expect: Expect | None = None,
+        **rollout: Any,
     ) -> None:
         """:meth:`RolloutStore.set_part`."""
-        await self._write(self.sync.set_part, job_id, state, hub_status, **rollout)
+        await self._write(self.sync.set_part, job_id, state, hub_status, expect=expect, **rollout)
 
     async def end_parts(self, ended: Sequence[tuple[str, str]]) -> None:
         """:meth:`RolloutStore.end_parts`."""
@@ -449,11 +483,20 @@ class AsyncRolloutStore:
         attempt: int,
         updates: Sequence[DeviceUpdate],
         next_round: RoundRecord | None,
+        *,
+        expect: Expect | None = None,
         **rollout: Any,
     ) -> None:
         """:meth:`RolloutStore.judge`."""
         await self._write(
-            self.sync.judge, rollout_id, wave, attempt, updates, next_round, **rollout
+            self.sync.judge,
+            rollout_id,
+            wave,
+            attempt,
+            updates,
+            next_round,
+            expect=expect,
+            **rollout,
         )
 
     async def waves(self, rollout_id: str, limit: int | None = None) -> list[WaveRecord]:

@@ -26,10 +26,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from services.store.errors import StaleRolloutError
 from services.store.fencing import Fence
 from services.store.rollouts import (
     DeviceRecord,
     DeviceUpdate,
+    Expect,
     PartRecord,
     RolloutRecord,
     RoundRecord,
@@ -236,11 +238,12 @@ class RolloutTables:
             rows = sql.run(text, args).rows()
         return [_rollout(row) for row in rows]
 
-    def update(self, rollout_id: str, **fields: Any) -> None:
-        """Change a rollout's columns."""
+    def update(self, rollout_id: str, *, expect: Expect | None = None, **fields: Any) -> None:
+        """Change a rollout's columns (with ``expect``: only while its status and request are
+        still those, else :class:`StaleRolloutError`)."""
         _check_columns(fields)
         with self._tx(write=True) as sql:
-            _update(sql, rollout_id, fields)
+            _update(sql, rollout_id, fields, expect)
 
     # -- devices -------------------------------------------------------------------------
 
@@ -384,20 +387,27 @@ class RolloutTables:
         return wave_records(_round_records(round_rows), parts, devices, limit)
 
     def set_part(
-        self, job_id: str, state: str, hub_status: str | None = None, **rollout: Any
+        self,
+        job_id: str,
+        state: str,
+        hub_status: str | None = None,
+        *,
+        expect: Expect | None = None,
+        **rollout: Any,
     ) -> None:
         """Record a part's new state (and the hub's status of its job), and its rollout's
-        changed columns with it."""
+        changed columns with it (with ``expect``: only while the rollout's status and request
+        are still those, else :class:`StaleRolloutError` and nothing written)."""
         _check_columns(rollout)
         with self._tx(write=True) as sql:
+            if rollout or expect is not None:
+                row = sql.run("SELECT rollout_id FROM parts WHERE job_id = ?", (job_id,)).one()
+                if row is not None:
+                    _update(sql, row[0], rollout, expect)
             sql.run(
                 "UPDATE parts SET state = ?, hub_status = COALESCE(?, hub_status) WHERE job_id = ?",
                 (state, hub_status, job_id),
             )
-            if rollout:
-                row = sql.run("SELECT rollout_id FROM parts WHERE job_id = ?", (job_id,)).one()
-                if row is not None:
-                    _update(sql, row[0], rollout)
 
     def end_parts(self, ended: Sequence[tuple[str, str]]) -> None:
         """Record parts whose hub jobs ended (``(job id, hub status)``), in one transaction."""
@@ -416,10 +426,13 @@ class RolloutTables:
         attempt: int,
         updates: Sequence[DeviceUpdate],
         next_round: RoundRecord | None,
+        *,
+        expect: Expect | None = None,
         **rollout: Any,
     ) -> None:
         """Store a round's verdict whole: devices, the round judged, the retry round, the
-        rollout's columns."""
+        rollout's columns (with ``expect``: only while the rollout's status and request are
+        still those, else :class:`StaleRolloutError` and nothing written)."""
         _check_columns(rollout)
         rows = [
             (
@@ -437,6 +450,7 @@ class RolloutTables:
             for u in updates
         ]
         with self._tx(write=True) as sql:
+            _update(sql, rollout_id, rollout, expect)  # first: a stale verdict writes nothing
             self._update_devices(sql, rollout_id, rows)
             sql.run(
                 "UPDATE rounds SET state = 'judged' WHERE rollout_id = ? AND wave = ? "
@@ -445,7 +459,6 @@ class RolloutTables:
             )
             if next_round is not None:
                 _put_round(sql, next_round)
-            _update(sql, rollout_id, rollout)
 
 
 @functools.lru_cache(maxsize=16)
@@ -482,12 +495,27 @@ def _check_columns(fields: dict[str, Any]) -> None:
         raise ValueError(f"rollout columns {sorted(unknown)} cannot be updated")
 
 
-def _update(sql: Sql, rollout_id: str, fields: dict[str, Any]) -> None:
-    if not fields:
+def _update(
+    sql: Sql, rollout_id: str, fields: dict[str, Any], expect: Expect | None = None
+) -> None:
+    """Change a rollout's columns; with ``expect``, only while its ``(status, requested)`` are
+    still those (else :class:`StaleRolloutError`, and the caller's transaction rolls back)."""
+    if not fields and expect is None:
         return
     values = [_time(v) if isinstance(v, datetime) else v for v in fields.values()]
-    assignments = ", ".join(f"{name} = ?" for name in fields)
-    sql.run(f"UPDATE rollouts SET {assignments} WHERE rollout_id = ?", [*values, rollout_id])
+    # A bare check keeps the row as it is (the status assigned to itself).
+    assignments = ", ".join(f"{name} = ?" for name in fields) or "status = status"
+    text = f"UPDATE rollouts SET {assignments} WHERE rollout_id = ?"
+    args = [*values, rollout_id]
+    if expect is not None:
+        text += " AND status = ? AND requested IS NOT DISTINCT FROM ?"
+        args.extend(expect)
+    sql.run(text, args)
+    if expect is not None and sql.cursor.rowcount == 0:
+        raise StaleRolloutError(
+            f"rollout '{rollout_id}' changed since it was read (status and request "
+            f"{expect[0]}/{expect[1] or '-'}, or gone): decide again"
+        )
 
 
 def _put_round(sql: Sql, round_: RoundRecord) -> None:

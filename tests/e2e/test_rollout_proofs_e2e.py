@@ -29,6 +29,7 @@ from rollouts import HubTier, RolloutEvent, RolloutPlan
 from services.rollout_engine import RolloutEngine
 from services.rollout_events import ROLLOUT_STATUS_CHANGED_EVENT, ROLLOUT_WAVE_ENDED_EVENT
 from services.store.leadership import LocalLeadership
+from services.store.postgres import PostgresRolloutStore
 from services.store.sqlite import SqliteRolloutStore
 from tests.support.chain import ENDED, GATEWAY, TWIN, AgentChain
 
@@ -549,3 +550,47 @@ async def test_a_pause_during_a_verdict_is_not_overwritten(tmp_path: Path) -> No
         finally:
             gate.go.set()
             engine.store.close()
+
+
+async def test_a_pause_from_another_agent_during_a_verdict_is_not_overwritten(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The same gap across two agents on one shared PostgreSQL store: the pause is stored by the
+    other agent's engine (its own decision lock, which cannot hold back the leader's). The
+    leader's verdict expects the status and request it read (compare-and-set), finds them
+    changed, and decides again from a fresh read: the pause holds. Without the check the verdict
+    overwrote it."""
+    async with _chain(tmp_path, devices=6) as chain:
+        settings = chain.app.settings
+        store = PostgresRolloutStore(postgres_url)
+        gate = GatedLeadership()
+        engine = RolloutEngine(
+            chain.app.client, store, settings.jobs, tier=HubTier("S1"), leadership=gate
+        )
+        other = RolloutEngine(chain.app.client, PostgresRolloutStore(postgres_url), settings.jobs)
+        try:
+            patch = {"patch": {"properties": {"desired": {"agents": 1}}}}
+            plan = RolloutPlan(wave_size=2)
+            await engine.create("rx", "twinUpdate", patch, {"waveSize": 2}, plan, _ids(1, 6))
+            await engine.step()  # wave 1's job created
+            await chain.wait_status("rx-w1-a1-p1", ENDED)
+            gate.calls = 2
+            judging = asyncio.create_task(engine.step())
+            await asyncio.wait_for(gate.entered.wait(), 30)
+            paused = await other.request("rx", RolloutEvent.PAUSE_REQUESTED)
+            assert paused.requested == "pause"  # stored by the other agent, the verdict waiting
+            gate.go.set()
+            await judging
+            record = store.get("rx")
+            assert record is not None
+            assert record.status == "paused", (record.status, record.requested)
+            assert record.wave == 1 and record.wave < record.wave_count
+            waves = store.waves("rx")  # wave 1 judged (its devices stored), wave 2 never began
+            assert [(w.wave, w.status, w.succeeded) for w in waves[:2]] == [
+                (1, "judged", 2),
+                (2, "waiting", 0),
+            ]
+        finally:
+            gate.go.set()
+            engine.store.close()
+            other.store.close()

@@ -21,6 +21,7 @@ from services.store import (
     PostgresRolloutStore,
     RolloutExistsError,
     SqliteRolloutStore,
+    StaleRolloutError,
     StoreError,
     StoreUnavailable,
     open_store,
@@ -249,6 +250,38 @@ def test_a_created_part_and_its_rollout_change_together(backend: Backend) -> Non
     record = store.get("ro1")
     assert record is not None and (record.status, record.current_job_id) == ("running", "j")
     assert store.parts("ro1", 1, 1)[0].state == "created"
+
+
+def test_a_write_that_expects_a_changed_status_writes_nothing(backend: Backend) -> None:
+    """Compare-and-set: a write decided from ``(status, requested)`` goes through only while
+    they are unchanged; otherwise StaleRolloutError and nothing of the call is stored (devices,
+    rounds and parts included), on both databases; with them unchanged it goes through."""
+    store = backend.open()
+    other = backend.open()  # another agent on the same database
+    store.create(_record(), _DEVICES)
+    store.add_round(_round(), [_part()], wave=1, status="running")
+    read = ("running", None)
+    other.update("ro1", expect=read, requested="pause")  # the other agent's pause goes first
+    verdict = [_update("dev-1", "succeeded"), _update("dev-2", "failed")]
+    retry = RoundRecord("ro1", 1, 2, ("dev-2",), T0, "planned")
+    with pytest.raises(StaleRolloutError, match="changed since it was read"):
+        store.judge("ro1", 1, 1, verdict, retry, expect=read, status="queued")
+    with pytest.raises(StaleRolloutError):
+        store.set_part("ro1-w1-a1-p1", "created", "queued", expect=read, current_job_id="j")
+    with pytest.raises(StaleRolloutError):
+        store.update("ro1", expect=read, status="cancelled")
+    with pytest.raises(StaleRolloutError):
+        store.update("gone", expect=read, status="cancelled")
+    assert store.counts("ro1") == {"pending": 3, "succeeded": 0, "failed": 0, "retried": 0}
+    assert [(r.attempt, r.state) for r in store.rounds("ro1")] == [(1, "running")]
+    assert store.parts("ro1", 1, 1)[0].state == "intent"
+    record = store.get("ro1")
+    assert record is not None
+    assert (record.status, record.requested, record.current_job_id) == ("running", "pause", None)
+    # Decided again from what is stored now, the same verdict goes through.
+    store.judge("ro1", 1, 1, verdict, retry, expect=("running", "pause"), status="paused")
+    assert store.counts("ro1") == {"pending": 1, "succeeded": 1, "failed": 1, "retried": 0}
+    assert store.get("ro1").status == "paused"  # type: ignore[union-attr]
 
 
 def test_reopened_it_reads_back_what_was_stored(backend: Backend) -> None:
