@@ -48,12 +48,13 @@ with one or more of them on the hub (busy), time with none (idle: the per-part o
 the most at once.
 
 With ``--tier S3`` both the emulator and the agent take that tier: the hub paces device
-operations (50 a second) and allows 10 jobs at once, as a real hub would; run it smaller
-(``--devices 5000 --wave 500``: about 100 s a side) to see the ratio where the hub's pace, not
-the per-job overhead, sets the time.
+operations (50 a second per unit) and allows 10 jobs at once, as a real hub would; with
+``--units 10`` (an S3 hub's most) 500 a second, so 100,000 devices take about 200 s a side: the
+ratio where the hub's pace, not the per-job overhead, sets the time, at the issue's size.
 
 Run: ``python -m benchmarks.bench_rollout [--devices 100000] [--wave 10000] [--rounds 2]
-[--poll 0.1] [--watch 0.1] [--tier S1|S2|S3] [--agent-tiers S1,S3] [--no-plan]``.
+[--poll 0.1] [--watch 0.1] [--tier S1|S2|S3] [--units N] [--agent-tiers S1,S3]
+[--no-plan]``.
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ def _utc(text: str) -> float:
 async def run(args: argparse.Namespace) -> list[tuple[Side, Side]]:
     """Every round's two sides (see the module docstring)."""
     devices, poll, watch = args.devices, args.poll, args.watch
-    tier = ("--tier", args.tier) if args.tier else ()
+    tier = ("--tier", args.tier, "--units", str(args.units)) if args.tier else ()
     results: list[tuple[Side, Side]] = []
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp_name:
         tmp = Path(tmp_name)
@@ -290,6 +291,7 @@ async def run(args: argparse.Namespace) -> list[tuple[Side, Side]]:
                         "JOBS_AGENT_ROLLOUTS__DATA_DIR": str(tmp / f"agent-data-{agent_tier}"),
                         "JOBS_AGENT_JOBS__WATCH_INTERVAL": str(poll),
                         "JOBS_AGENT_IOTHUB__TIER": agent_tier,
+                        "JOBS_AGENT_IOTHUB__TIER_UNITS": str(args.units),
                     }
                     label = f"rollout-{agent_tier}"
                     agents[agent_tier], _ = await _start_agent(children, http, hub, 1, label, extra)
@@ -358,7 +360,7 @@ def report(results: list[tuple[Side, Side]], args: argparse.Namespace) -> None:
     devices, poll, watch = args.devices, args.poll, args.watch
     print(
         f"\n{devices:,} devices, waves of {min(args.wave, devices):,}, emulator tier "
-        f"{args.tier or 'none (no pace, no job quota)'}, "
+        f"{f'{args.tier} x {args.units} units' if args.tier else 'none (no pace, no job quota)'}, "
         f"rollouts.poll_interval {poll:g} s, watch every {watch:g} s"
     )
     for tier in _agent_tiers(args):
@@ -421,6 +423,9 @@ if __name__ == "__main__":
     parser.add_argument("--wave", type=int, default=WAVE, help="waveSize (growthFactor 1)")
     parser.add_argument(
         "--tier", choices=["S1", "S2", "S3"], default=None, help="the emulator's and agent's tier"
+    )
+    parser.add_argument(
+        "--units", type=int, default=1, help="with --tier: the hub's units (S3: 50/s each)"
     )
     parser.add_argument(
         "--agent-tiers",

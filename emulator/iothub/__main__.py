@@ -24,6 +24,7 @@ from pathlib import Path
 
 from emulator.iothub.fleet import Fleet
 from emulator.iothub.hub import IoTHubEmulator
+from emulator.iothub.jobs.tiers import TIERS
 from logsetup import configure_logging
 
 __all__ = ["main", "mask_key", "parse_args", "run"]
@@ -49,6 +50,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=0, help="make device-0001..device-N")
     parser.add_argument("--tier", choices=["S1", "S2", "S3"], default=None, help="job quotas")
     parser.add_argument(
+        "--units",
+        type=int,
+        default=1,
+        help="the hub's units with --tier: the job device-operation pace scales (S3: 50/s each)",
+    )
+    parser.add_argument(
         "--fleet",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -70,6 +77,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.devices < 0:
         parser.error("--devices must be 0 or more")
+    if args.tier is not None:
+        try:
+            TIERS[args.tier].with_units(args.units)
+        except ValueError as exc:
+            parser.error(f"--units: {exc}")
+    elif args.units != 1:
+        parser.error("--units needs --tier")
     if not 0.0 <= args.offline_share <= 1.0:
         parser.error("--offline-share must be within 0..1")
     if args.answer_delay < 0:
@@ -89,6 +103,7 @@ async def run(args: argparse.Namespace) -> None:
         rest_port=args.rest_port,
         mqtt_port=args.mqtt_port,
         tier=args.tier,
+        units=args.units,
     )
     fleet: Fleet | None = None
     async with hub:

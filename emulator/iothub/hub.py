@@ -58,6 +58,7 @@ class IoTHubEmulator:
         rest_port: the HTTPS port (0 picks a free one).
         mqtt_port: the MQTT/TLS port; the device SDK only ever connects to 8883.
         tier: ``S1``, ``S2`` or ``S3`` job quotas; None uses the job engine's default.
+        units: the hub's units (the tier's job device-operation pace scales with them).
         clock: time source (tests inject a manual clock).
         bind_host: listen (HTTPS and MQTT) on this address instead of ``host`` (e.g. ``0.0.0.0``
             in a container), while connection strings and the certificate still name ``host``;
@@ -72,6 +73,7 @@ class IoTHubEmulator:
         rest_port: int = 8443,
         mqtt_port: int = 8883,
         tier: str | None = None,
+        units: int = 1,
         clock: Clock | None = None,
         bind_host: str | None = None,
     ) -> None:
@@ -81,6 +83,7 @@ class IoTHubEmulator:
         self._rest_port_wanted = rest_port
         self._mqtt_port_wanted = mqtt_port
         self.tier = tier
+        self.units = units
         self.clock: Clock = clock or SystemClock()
         self._db: Database | None = None
         self._registry: Registry | None = None
@@ -98,7 +101,7 @@ class IoTHubEmulator:
         if self._rest is not None:
             raise RuntimeError("the emulator is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        tier = _load_tier(self.tier)
+        tier = _load_tier(self.tier, self.units)
         try:
             self._db = Database(self.data_dir / "hub.sqlite")
             self._registry = Registry(self._db, self.clock, self.host)
@@ -274,12 +277,12 @@ class IoTHubEmulator:
 # --- the parts that arrive from other modules ---------------------------------------------
 
 
-def _load_tier(name: str | None) -> Tier | None:
+def _load_tier(name: str | None, units: int = 1) -> Tier | None:
     if name is None:
         return None
     if name not in TIERS:
         raise ValueError(f"unknown tier {name!r}: choose one of {', '.join(sorted(TIERS))}")
-    return TIERS[name]
+    return TIERS[name].with_units(units)
 
 
 def query_language() -> QueryLanguage:

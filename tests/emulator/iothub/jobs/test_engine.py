@@ -495,6 +495,36 @@ async def test_method_calls_are_paced_at_the_tier_rate(tmp_path: Path) -> None:
         assert len(hub.link.invocations) == 3
 
 
+async def test_an_s3_hub_of_two_units_paces_twice_as_fast(tmp_path: Path) -> None:
+    """IoT Hub's job device operations scale with S3 units (50/s each): with two units, 100
+    operations take 1 s of the hub's clock where one unit takes 2 s."""
+    tier = TIERS["S3"].with_units(2)
+    assert (tier.device_ops_per_second, tier.max_active_jobs) == (100.0, 10)
+    ids = [f"d{n}" for n in range(1, 101)]
+    async with Hub(tmp_path / "hub.db", ids, tier) as hub:
+        for device_id in ids:
+            hub.link.set_ready(device_id)
+        await hub.engine.create_job("j1", method_job(query="IS_DEFINED(deviceId)"))
+        await hub.engine.wait_for(lambda: hub.stats("j1")["succeededCount"] == 1)
+        hub.clock.advance(0.5)  # half of the 100 operations' second
+        await hub.engine.wait_for(lambda: hub.stats("j1")["succeededCount"] == 51)
+        await asyncio.sleep(0.02)
+        assert hub.stats("j1")["succeededCount"] == 51
+        hub.clock.advance(0.5)
+        await hub.engine.wait_for_status("j1", "completed")
+
+
+def test_units_scale_the_pace_as_the_quotas_page_says() -> None:
+    assert TIERS["S1"].with_units(5).device_ops_per_second == 10.0  # S1: 10/s whatever
+    assert TIERS["S2"].with_units(4).device_ops_per_second == 10.0  # max(10/s, 1/s/unit)
+    assert TIERS["S2"].with_units(40).device_ops_per_second == 40.0
+    assert TIERS["S3"].with_units(10).device_ops_per_second == 500.0
+    with pytest.raises(ValueError, match="1 to 10 units"):
+        TIERS["S3"].with_units(11)
+    with pytest.raises(ValueError, match="1 to 200 units"):
+        TIERS["S1"].with_units(0)
+
+
 # --- queries --------------------------------------------------------------------------------
 
 
