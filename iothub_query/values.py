@@ -39,6 +39,7 @@ __all__ = [
     "Path",
     "kind_of",
     "quote_string",
+    "top_level_alias",
 ]
 
 
@@ -283,6 +284,13 @@ def _child(value: Any, key: str) -> Any:
     if isinstance(value, Mapping):
         return value.get(key, MISSING)
     return MISSING
+
+
+def top_level_alias(lowered: str) -> str | None:
+    """The lower-cased name a lower-cased top-level name also reads when a document lacks it
+    (``createdtimeutc`` → ``createddatetimeutc``), else None."""
+    alias = _ALIASES.get(lowered)
+    return None if alias is None else alias.lower()
 
 
 def _top_level_getter(name: str) -> Getter:
