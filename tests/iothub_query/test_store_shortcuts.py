@@ -46,7 +46,7 @@ _ANY_DOCUMENTS = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(conditions, _ANY_DOCUMENTS)
 def test_a_document_cut_to_the_names_read_evaluates_the_same(
     condition: Condition, document: dict[str, Any]
@@ -55,7 +55,7 @@ def test_a_document_cut_to_the_names_read_evaluates_the_same(
     assert condition.evaluate(_cut(document, names)) == condition.evaluate(document)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.lists(st.sampled_from(["deviceId", "DeviceId", "tags", "status", "x", "nope"]), min_size=1),
     st.one_of(st.none(), conditions),
