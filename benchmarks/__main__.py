@@ -21,6 +21,7 @@ BENCHMARKS = [
     "bench_method_job",
     "bench_mqtt_fleet",
     "bench_hub_queries",
+    "bench_emulator_rollout_paths",
     "bench_job_results",
     "bench_hub_memory",
     "bench_rollout_store",

@@ -11,6 +11,9 @@ sending (``services/rules.py``).
 - A :class:`Condition` is compiled to closures once, when built; ``condition.matches(twin)`` is
   the emulator's ``Predicate`` protocol (``ports.py``).
 - :func:`run_query` filters a collection and returns its documents or a count.
+- What a store may skip: :func:`pinned_members` / :func:`exact_members` (the key values a
+  condition limits a key to, or is exactly) and :func:`top_level_names` (the top-level members a
+  query reads; a document cut down to them evaluates the same).
 
 Semantics chosen (details in ``evaluation.py`` and docs/query-language.md): three-valued logic
 in the manner of Cosmos DB SQL, from which IoT Hub's language derives. A missing property, an
@@ -47,7 +50,15 @@ from iothub_query.parsing import (
     parse_condition,
     parse_query,
 )
-from iothub_query.queries import Query, Source, pinned_members, pinned_value, run_query
+from iothub_query.queries import (
+    Query,
+    Source,
+    exact_members,
+    pinned_members,
+    pinned_value,
+    run_query,
+    top_level_names,
+)
 from iothub_query.values import MISSING, Constant, Path
 
 __all__ = [
@@ -69,9 +80,11 @@ __all__ = [
     "QueryNotSupported",
     "QuerySyntaxError",
     "Source",
+    "exact_members",
     "parse_condition",
     "parse_query",
     "pinned_members",
     "pinned_value",
     "run_query",
+    "top_level_names",
 ]

@@ -15,16 +15,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from iothub_query.conditions import And, Comparison, Condition, Membership
-from iothub_query.values import MISSING, Constant, Path
+from iothub_query.conditions import And, Comparison, Condition, IsDefined, Membership, Not, Or
+from iothub_query.values import MISSING, Constant, Path, top_level_alias
 
 __all__ = [
     "DEFAULT_COUNT_ALIAS",
     "Query",
     "Source",
+    "exact_members",
     "pinned_members",
     "pinned_value",
     "run_query",
+    "top_level_names",
 ]
 
 Source = Literal["devices", "devices.modules", "devices.jobs"]
@@ -140,7 +142,39 @@ def pinned_members(condition: Condition, key: str) -> frozenset[Any] | None:
     Returns:
         The constants' values (the smallest set when several operands pin ``key``), or None.
     """
+    found: frozenset[Any] | None = None
+    candidates = condition.operands if isinstance(condition, And) else (condition,)
+    for operand in candidates:
+        values = _members(operand, key.lower())
+        if values is not None and (found is None or len(values) < len(found)):
+            found = values
+    return found
+
+
+def exact_members(condition: Condition | None, key: str) -> frozenset[Any] | None:
+    """The constants when the whole condition is ``key IN [...]`` or ``key = constant``.
+
+    Then a document whose ``key`` holds a string matches exactly when that string is one of the
+    constants, so a caller holding documents by a string ``key`` (the registry by device id, a
+    job's rows by job id) may select them by lookup without evaluating anything. Not for
+    ``status``, whose comparisons treat ``canceled`` and ``cancelled`` as one word.
+
+    Args:
+        condition: a parsed WHERE condition, or None.
+        key: a top-level property name, e.g. ``deviceId``; matched case-insensitively.
+
+    Returns:
+        The constants' values, or None when the condition is anything else.
+    """
     lowered = key.lower()
+    if condition is None or lowered == "status":
+        return None
+    return _members(condition, lowered)
+
+
+def _members(condition: Condition, lowered: str) -> frozenset[Any] | None:
+    """The constants of ``condition`` when it is ``key IN [...]`` or ``key = constant`` (the
+    key a top-level path named ``lowered`` in any case), else None."""
 
     def is_key(operand: object) -> bool:
         return (
@@ -149,16 +183,51 @@ def pinned_members(condition: Condition, key: str) -> frozenset[Any] | None:
             and operand.keys[0].lower() == lowered
         )
 
-    found: frozenset[Any] | None = None
-    candidates = condition.operands if isinstance(condition, And) else (condition,)
-    for operand in candidates:
-        values: frozenset[Any] | None = None
-        if isinstance(operand, Membership) and not operand.negated and is_key(operand.operand):
-            values = frozenset(c.value for c in operand.values)
-        elif isinstance(operand, Comparison) and operand.op == "=":
-            for left, right in ((operand.left, operand.right), (operand.right, operand.left)):
-                if is_key(left) and isinstance(right, Constant):
-                    values = frozenset((right.value,))
-        if values is not None and (found is None or len(values) < len(found)):
-            found = values
-    return found
+    if isinstance(condition, Membership) and not condition.negated and is_key(condition.operand):
+        return frozenset(c.value for c in condition.values)
+    if isinstance(condition, Comparison) and condition.op == "=":
+        for left, right in ((condition.left, condition.right), (condition.right, condition.left)):
+            if is_key(left) and isinstance(right, Constant):
+                return frozenset((right.value,))
+    return None
+
+
+def top_level_names(query: Query | Condition | None) -> frozenset[str]:
+    """The top-level names (lower-cased) a query or condition reads, aliases included.
+
+    A document cut down to its members whose lower-cased names are in this set gives the same
+    result as the whole document (top-level names are matched case-insensitively, so every
+    spelling of a name read is kept): a store may build only those members for evaluation.
+
+    Args:
+        query: a parsed query (its selected names and its WHERE condition), a condition, or
+            None (reads nothing).
+
+    Returns:
+        The names, lower-cased.
+    """
+    names: set[str] = set()
+    pending: list[Condition] = []
+    if isinstance(query, Query):
+        names.update(name.lower() for name in query.fields)
+        if query.where is not None:
+            pending.append(query.where)
+    elif query is not None:
+        pending.append(query)
+    while pending:  # an explicit stack: conditions nest up to MAX_DEPTH levels
+        condition = pending.pop()
+        if isinstance(condition, And | Or):
+            pending.extend(condition.operands)
+        elif isinstance(condition, Not):
+            pending.append(condition.operand)
+        elif isinstance(condition, Comparison):
+            operands: tuple[object, ...] = (condition.left, condition.right)
+            names.update(o.keys[0].lower() for o in operands if isinstance(o, Path))
+        elif isinstance(condition, Membership):
+            if isinstance(condition.operand, Path):
+                names.add(condition.operand.keys[0].lower())
+        elif isinstance(condition, IsDefined):
+            names.add(condition.path.keys[0].lower())
+        else:  # every node kind is handled above; a new one must be added here
+            raise TypeError(f"unknown condition node {type(condition).__name__}")
+    return frozenset(names | {alias for name in names if (alias := top_level_alias(name))})

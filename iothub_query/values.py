@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,6 +39,7 @@ __all__ = [
     "Path",
     "kind_of",
     "quote_string",
+    "top_level_alias",
 ]
 
 
@@ -164,6 +165,25 @@ class Constant:
             raise ValueError("NaN is not a query constant")
         object.__setattr__(self, "kind", kind)
 
+    @classmethod
+    def strings(cls, values: Iterable[str]) -> tuple[Constant, ...]:
+        """Constants of many strings at once (a rollout wave's 500 device ids): the same
+        constants as ``Constant(value)`` gives, each kind known to be a string.
+
+        Raises:
+            ValueError: when a value is not a ``str``.
+        """
+        new, set_value, set_kind = object.__new__, _SET_VALUE, _SET_KIND
+        made: list[Constant] = []
+        for value in values:
+            if type(value) is not str:
+                raise ValueError(f"not a string constant: {value!r}")
+            constant = new(cls)
+            set_value(constant, value)
+            set_kind(constant, STRING)
+            made.append(constant)
+        return tuple(made)
+
     def to_text(self) -> str:
         """The constant as the query language writes it."""
         value = self.value
@@ -185,6 +205,11 @@ class Constant:
         """A getter that ignores the document and returns the value."""
         value = self.value
         return lambda _document: value
+
+
+# The slot setters of the frozen Constant (what ``object.__setattr__`` reaches, less its lookup).
+_SET_VALUE: Final[Callable[[Constant, object], None]] = vars(Constant)["value"].__set__
+_SET_KIND: Final[Callable[[Constant, object], None]] = vars(Constant)["kind"].__set__
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +284,13 @@ def _child(value: Any, key: str) -> Any:
     if isinstance(value, Mapping):
         return value.get(key, MISSING)
     return MISSING
+
+
+def top_level_alias(lowered: str) -> str | None:
+    """The lower-cased name a lower-cased top-level name also reads when a document lacks it
+    (``createdtimeutc`` → ``createddatetimeutc``), else None."""
+    alias = _ALIASES.get(lowered)
+    return None if alias is None else alias.lower()
 
 
 def _top_level_getter(name: str) -> Getter:

@@ -36,7 +36,14 @@ from emulator.iothub.mqtt import DeviceEndpoint
 from emulator.iothub.ports import DeviceLink, JobService
 from emulator.iothub.registry import OWNER_POLICY, Registry
 from emulator.iothub.rest import QueryLanguage, RestApi
-from iothub_query import QueryError, parse_query, pinned_value, run_query
+from iothub_query import (
+    QueryError,
+    exact_members,
+    parse_query,
+    pinned_value,
+    run_query,
+    top_level_names,
+)
 
 __all__ = ["IoTHubEmulator", "device_id_for", "query_language"]
 
@@ -289,5 +296,10 @@ def query_language() -> QueryLanguage:
     """The ``query`` package's functions as the REST layer takes them (the REST test harness
     wires its API with this too)."""
     return QueryLanguage(
-        parse=parse_query, run=run_query, pinned=pinned_value, errors=(QueryError,)
+        parse=parse_query,
+        run=run_query,
+        pinned=pinned_value,
+        exact=exact_members,
+        names=top_level_names,
+        errors=(QueryError,),
     )

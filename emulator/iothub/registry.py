@@ -7,10 +7,13 @@ the job engine, and offers the operations behind the REST API (``/devices/{id}``
 Rules:
 
 - Devices live in memory as compact slotted records; twin documents are built on demand (so
-  100,000 twins fit in a small share of the 1 GB budget) and are never cached.
+  100,000 twins fit in a small share of the 1 GB budget) and are never cached. A twin read only
+  to evaluate a query is built with the top-level members the query reads and no others
+  (:func:`iothub_query.top_level_names`; the same result, a fraction of the work).
 - A job's device selection builds twins only for the devices its condition can match: a
   top-level ``deviceId IN [...]`` (a rollout wave) or ``deviceId = '...'`` is a key lookup, the
-  whole condition then evaluated on those twins; any other condition reads every twin.
+  whole condition then evaluated on those twins; any other condition reads every twin. When the
+  condition is that list and nothing else, the lookup is the answer: no twin is built.
 - Every change is written through to SQLite (table ``iothub_devices``, one compact JSON row per
   device) and committed before the caller answers anyone, so a SIGKILL loses nothing. A job's
   twin patch over many devices is one ``executemany`` in one transaction.
@@ -32,9 +35,10 @@ Rules:
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,7 +50,7 @@ from emulator.iothub.clock import Clock
 from emulator.iothub.database import Database
 from emulator.iothub.errors import HubError
 from emulator.iothub.ports import Predicate
-from iothub_query import Condition, pinned_members
+from iothub_query import Condition, exact_members, pinned_members, top_level_names
 
 __all__ = [
     "OWNER_POLICY",
@@ -313,14 +317,21 @@ class Registry:
         self._save(dev)
 
     def select_device_ids(self, condition: Predicate | None) -> list[str]:
-        pinned = pinned_members(condition, "deviceId") if isinstance(condition, Condition) else None
-        if pinned is None:
-            ids = sorted(self._devices)
-        else:  # only these ids can match: look them up instead of reading every twin
-            ids = sorted(i for i in pinned if isinstance(i, str) and i in self._devices)
         if condition is None:
-            return ids
-        return [i for i in ids if condition.matches(self._twin(self._devices[i]))]
+            return sorted(self._devices)
+        if not isinstance(condition, Condition):  # another predicate: whole twins, every one
+            return [i for i in sorted(self._devices) if condition.matches(self._twin_of(i))]
+        devices = self._devices
+        exact = exact_members(condition, "deviceId")
+        if exact is not None:  # the condition is the id list itself: a lookup decides
+            return sorted(i for i in exact if isinstance(i, str) and i in devices)
+        pinned = pinned_members(condition, "deviceId")
+        if pinned is None:
+            ids = sorted(devices)
+        else:  # only these ids can match: look them up instead of reading every twin
+            ids = sorted(i for i in pinned if isinstance(i, str) and i in devices)
+        members = _members_named(top_level_names(condition))
+        return [i for i in ids if condition.matches(_twin_members(devices[i], members))]
 
     def apply_job_patch(
         self,
@@ -361,17 +372,30 @@ class Registry:
         """Every device id, sorted."""
         return sorted(self._devices)
 
-    def twin_doc(self, device_id: str) -> dict[str, Any] | None:
-        """The twin document of a device, or None when it does not exist."""
-        dev = self._devices.get(device_id)
-        return None if dev is None else self._twin(dev)
+    def twin_doc(
+        self, device_id: str, names: frozenset[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The twin document of a device, or None when it does not exist.
 
-    def iter_twin_docs(self) -> Iterator[dict[str, Any]]:
-        """Every twin document, in device-id order, built one at a time."""
+        Args:
+            device_id: the device.
+            names: build only the top-level members whose lower-cased names are in this set
+                (what a query reads: :func:`iothub_query.top_level_names`); None = all.
+        """
+        dev = self._devices.get(device_id)
+        if dev is None:
+            return None
+        return self._twin(dev) if names is None else _twin_members(dev, _members_named(names))
+
+    def iter_twin_docs(self, names: frozenset[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every twin document, in device-id order, built one at a time (only the members
+        named in ``names`` when given, as :meth:`twin_doc`). The ids are those of the first
+        read; a device deleted before its turn is skipped."""
+        members = None if names is None else _members_named(names)
         for device_id in sorted(self._devices):
             dev = self._devices.get(device_id)
             if dev is not None:
-                yield self._twin(dev)
+                yield self._twin(dev) if members is None else _twin_members(dev, members)
 
     # --- REST operations: devices ---------------------------------------------------------
 
@@ -580,7 +604,12 @@ class Registry:
             "capabilities": {"iotEdge": dev.edge},
         }
 
+    def _twin_of(self, device_id: str) -> dict[str, Any]:
+        return self._twin(self._devices[device_id])
+
     def _twin(self, dev: _Device) -> dict[str, Any]:
+        # The whole document, written out (the common read); _TWIN_MEMBERS builds the same
+        # members one by one for a document cut down to what a query reads (tested equal).
         doc: dict[str, Any] = {
             "deviceId": dev.device_id,
             "etag": dev.twin_etag,
@@ -604,6 +633,62 @@ class Registry:
         }
         doc["capabilities"] = {"iotEdge": dev.edge}
         return doc
+
+
+_ABSENT: Any = object()
+
+# Each top-level member of a twin document in its place (``Registry._twin``'s order), by its
+# lower-cased name: a builder returning the member's value, or _ABSENT when the twin lacks it.
+_TWIN_MEMBERS: dict[str, tuple[str, Callable[[_Device], Any]]] = {
+    name.lower(): (name, build)
+    for name, build in (
+        ("deviceId", lambda dev: dev.device_id),
+        ("etag", lambda dev: dev.twin_etag),
+        ("deviceEtag", lambda dev: dev.etag),
+        ("status", lambda dev: dev.status),
+        ("statusUpdateTime", lambda dev: dev.status_updated),
+        ("connectionState", lambda dev: "Connected" if dev.connected else "Disconnected"),
+        ("lastActivityTime", lambda dev: dev.last_activity),
+        ("cloudToDeviceMessageCount", lambda dev: dev.c2d),
+        ("authenticationType", lambda dev: "sas"),
+        (
+            "x509Thumbprint",
+            lambda dev: {"primaryThumbprint": None, "secondaryThumbprint": None},
+        ),
+        ("version", lambda dev: dev.version),
+        (
+            "statusReason",
+            lambda dev: _ABSENT if dev.status_reason is None else dev.status_reason,
+        ),
+        ("tags", lambda dev: _deep_copy(dev.tags) if dev.tags else _ABSENT),
+        (
+            "properties",
+            lambda dev: {
+                "desired": {**_deep_copy(dev.desired or {}), "$version": dev.desired_version},
+                "reported": {**_deep_copy(dev.reported or {}), "$version": dev.reported_version},
+            },
+        ),
+        ("capabilities", lambda dev: {"iotEdge": dev.edge}),
+    )
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _members_named(names: frozenset[str]) -> tuple[tuple[str, Callable[[_Device], Any]], ...]:
+    """The builders of the twin members whose lower-cased names are in ``names``, in order."""
+    return tuple(member for lowered, member in _TWIN_MEMBERS.items() if lowered in names)
+
+
+def _twin_members(
+    dev: _Device, members: tuple[tuple[str, Callable[[_Device], Any]], ...]
+) -> dict[str, Any]:
+    """The twin document cut down to ``members`` (from :func:`_members_named`), in the whole
+    document's order (equal to those members of ``Registry._twin``)."""
+    doc: dict[str, Any] = {}
+    for name, build in members:
+        if (value := build(dev)) is not _ABSENT:
+            doc[name] = value
+    return doc
 
 
 def _deep_copy(value: dict[str, Any]) -> dict[str, Any]:

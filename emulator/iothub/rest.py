@@ -27,8 +27,11 @@ Rules:
   ``x-ms-max-item-count`` headers (default 100, at most 1000 items a page). A token may be sent
   again (a retried page reads the same rows) until it expires (5 min, or when 256 newer tokens
   were made); IoT Hub's tokens are opaque positions, not consumed [inferred]. A devices query is
-  evaluated once on its first page; later pages read the stored result (twin documents are built
-  again per page, so they show the twins as they are then, like IoT Hub's eventual consistency).
+  evaluated once on its first page, 5,000 twins between two turns of the event loop, each twin
+  built with only the top-level members the query reads; later pages read the stored result
+  (twin documents are built again per page, so they show the twins as they are then, like IoT
+  Hub's eventual consistency). A ``SELECT *`` on one job's rows whose whole condition is
+  ``jobId = '<that job>'`` evaluates nothing per row.
   A ``SELECT *`` on ``devices.jobs`` is never evaluated ahead: each page reads the rows after
   the last one it returned, in (jobId, deviceId) order, until it holds a page and one more (to
   know whether a token is due), so a page of a 100,000-row job costs its page, not the job; a
@@ -49,6 +52,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Protocol
 
 import structlog
@@ -68,6 +72,7 @@ _DEFAULT_PAGE = 100
 _MAX_PAGE = 1000
 _CURSOR_TTL = 300.0
 _MAX_CURSORS = 256
+_EVALUATION_SLICE = 5000  # twins evaluated between two turns of the event loop
 _JSON = "application/json; charset=utf-8"
 _COMPACT = (",", ":")
 
@@ -108,12 +113,18 @@ class QueryLanguage:
             names and devices.jobs).
         pinned: (a parsed query, key) → the constant a top-level ``key = constant`` fixes, else
             None (a ``devices.jobs`` page then reads only that job's rows).
+        exact: (a condition, key) → the constants when the whole condition is ``key IN [...]``
+            or ``key = constant``, else None (such a condition on a job's own rows is true).
+        names: a parsed query or condition → the lower-cased top-level names it reads (twins
+            built to evaluate it hold only those members).
         errors: the exception types ``parse`` and ``run`` raise for bad queries.
     """
 
     parse: Callable[[str], ParsedQuery]
     run: Callable[[Any, Iterable[dict[str, Any]]], list[Any]]  # (a parsed query, documents)
     pinned: Callable[[Any, str], object]
+    exact: Callable[[Any, str], frozenset[Any] | None]
+    names: Callable[[Any], frozenset[str]]
     errors: tuple[type[Exception], ...]
 
 
@@ -396,26 +407,46 @@ class RestApi:
                 pinned = self._query.pinned(query, "jobId")
                 job_id = pinned if isinstance(pinned, str) else None
                 if query.count_alias is None:
-                    return _Scan(query.where, job_id, None, now)
+                    where = query.where
+                    the_job = None if job_id is None else frozenset((job_id,))
+                    if the_job is not None and self._query.exact(where, "jobId") == the_job:
+                        where = None  # `jobId = '<the job>'` alone: true on each of its rows
+                    return _Scan(where, job_id, None, now)
                 rows = self._query.run(query, self._jobs.device_job_rows(job_id))
                 return _Cursor("raw", rows, 0, now)
             if query.count_alias is not None or query.fields:  # a count, or projected rows
-                rows = self._query.run(query, self._registry.iter_twin_docs())
-                return _Cursor("raw", rows, 0, now)
+                return _Cursor("raw", await self._run_over_twins(query), 0, now)
             return _Cursor("twin", await self._matching_twins(query.where), 0, now)
         except self._query.errors as exc:
             raise HubError.generic_bad_request(str(exc)) from None
+
+    async def _run_over_twins(self, query: ParsedQuery) -> list[Any]:
+        """A count or a projection over every twin, each built with only the members the query
+        reads, evaluated :data:`_EVALUATION_SLICE` twins at a time (the loop runs between)."""
+        docs = self._registry.iter_twin_docs(self._query.names(query))
+        alias = query.count_alias
+        count = 0
+        rows: list[Any] = []
+        while chunk := list(islice(docs, _EVALUATION_SLICE)):
+            part = self._query.run(query, chunk)
+            if alias is not None:
+                count += part[0][alias]
+            else:
+                rows.extend(part)
+            await asyncio.sleep(0)  # let devices and other requests through on big hubs
+        return [{alias: count}] if alias is not None else rows
 
     async def _matching_twins(self, where: Predicate | None) -> list[str]:
         if where is None:
             return self._registry.device_ids()
         ids: list[str] = []
         registry = self._registry
+        names = self._query.names(where)
         for n, device_id in enumerate(registry.device_ids(), 1):
-            doc = registry.twin_doc(device_id)
+            doc = registry.twin_doc(device_id, names)
             if doc is not None and where.matches(doc):
                 ids.append(device_id)
-            if n % 5000 == 0:
+            if n % _EVALUATION_SLICE == 0:
                 await asyncio.sleep(0)  # let devices and other requests through on big hubs
         return ids
 

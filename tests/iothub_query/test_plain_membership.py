@@ -18,9 +18,11 @@ from tests.iothub_query.strategies import first_keys
 
 _SPACE = st.text(alphabet=" \t\r\n\f", max_size=2)
 _NAMES = st.one_of(first_keys, st.sampled_from(["deviceId", "DEVICEID", "in", "nin", "x1", "$a"]))
+_SURROGATES = st.sampled_from(["\ud83d\ude00", "\ud83d", "\ude00", "a\udfffb"])
 _BODIES = st.one_of(
     st.text(max_size=6),
     st.sampled_from(["a\\'b", 'q"q', "\\u0041", "\\x", "device-0001", ""]),
+    _SURROGATES,
 )
 
 
@@ -85,3 +87,40 @@ def test_plain_membership(text: str, values: tuple[str, ...], negated: bool) -> 
     assert condition.operand == Path((text.split()[0],))
     assert tuple(c.value for c in condition.values) == values
     assert condition.negated is negated
+
+
+# Strings with no backslash (a rollout wave's device ids): the reader takes their bodies as they
+# are; brackets, commas, the other quote and surrogate halves (joined into pairs as the escape
+# reader joins them) must all come out as the grammar reads them.
+_UNESCAPED = st.lists(
+    st.one_of(
+        st.text(alphabet=st.characters(blacklist_characters="\\"), max_size=8),
+        st.sampled_from(["it's", 'say "hi"', "a,b", "[x]", "", " ", "device-000001"]),
+        _SURROGATES,
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def _literal(value: str) -> str:
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return "'" + value.replace("'", "") + "'"
+
+
+@settings(max_examples=300, deadline=None)
+@given(_UNESCAPED, st.sampled_from([", ", ",", " ,\n "]), st.sampled_from(["IN", "nin"]))
+def test_lists_without_escapes_read_as_the_grammar_reads_them(
+    values: list[str], separator: str, keyword: str
+) -> None:
+    text = f"deviceId {keyword} [{separator.join(_literal(v) for v in values)}]"
+    assert "\\" not in text
+    plain = parse_condition(text)
+    grammar = parse_condition(f"({text})")
+    assert isinstance(plain, Membership)
+    assert isinstance(grammar, Membership)
+    assert plain == grammar
+    assert [c.kind for c in plain.values] == [c.kind for c in grammar.values]

@@ -13,10 +13,10 @@ and the job's times are joined in by the engine when it builds ``devices.jobs`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from emulator.iothub.database import Database
 from emulator.iothub.errors import HubError
@@ -95,17 +95,10 @@ class RowChange:
     error: dict[str, str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceRowRecord:
-    """A stored device-job row."""
-
-    job_id: str
-    device_id: str
-    status: DeviceJobStatus
-    created: str
-    updated: str
-    outcome: str
-    error: str | None
+DeviceRowRecord: TypeAlias = tuple[str, str, str, str, str, str, str | None]
+"""A stored device-job row as SQLite returns it (a plain tuple: pages of 1,000 rows are read
+often): (jobId, deviceId, status, createdDateTimeUtc, lastUpdatedDateTimeUtc, outcome JSON,
+error JSON or None); the status is a :class:`DeviceJobStatus` value, as this store wrote it."""
 
 
 class JobStore:
@@ -262,12 +255,12 @@ class JobStore:
             )
         ]
 
-    def iter_rows(
+    def read_rows(
         self,
         job_id: str | None = None,
         after: tuple[str, str] | None = None,
         limit: int | None = None,
-    ) -> Iterator[DeviceRowRecord]:
+    ) -> list[DeviceRowRecord]:
         """Device rows (of one job, or of all) in (jobId, deviceId) order: only those after the
         key ``after`` (jobId, deviceId) when given, at most ``limit`` when given. The key is the
         table's primary key, so a page costs what it reads, not the table."""
@@ -278,7 +271,7 @@ class JobStore:
             where.append("job_id = ?")
             params.append(job_id)
             if after is not None and after[0] > job_id:
-                return
+                return []
         if after is not None and job_id is None:
             where.append("(job_id, device_id) > (?, ?)")
             params.extend(after)
@@ -293,11 +286,8 @@ class JobStore:
             sql += " LIMIT ?"
             params.append(limit)
         # Fetch eagerly: a lazy cursor would see (and be confused by) the engine's later writes.
-        rows = self._db.connection.execute(sql, params).fetchall()
-        for job, device_id, status, created, updated, outcome, error in rows:
-            yield DeviceRowRecord(
-                job, device_id, DeviceJobStatus(status), created, updated, outcome, error
-            )
+        rows: list[DeviceRowRecord] = self._db.connection.execute(sql, params).fetchall()
+        return rows
 
     @staticmethod
     def _update_job(conn: Any, job: JobRecord) -> None:

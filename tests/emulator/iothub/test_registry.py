@@ -165,6 +165,9 @@ def test_a_wave_condition_builds_only_its_members_twins(tmp_path: Path) -> None:
         "deviceId IN ['d-3', 'd-1', 'ghost']",
         "DEVICEID IN ['d-3', 'd-1']",
         "deviceId = 'd-2'",
+        "'d-2' = deviceid",
+        "deviceId = 5",
+        "deviceId IN [1, 'd-4', null]",
         "'d-2' = deviceId AND tags.t = 1",
         "deviceId IN ['d-1', 'd-2'] AND deviceId IN ['d-2', 'd-3']",
         "deviceId IN [1, true, null, 'd-4']",
@@ -175,9 +178,35 @@ def test_a_wave_condition_builds_only_its_members_twins(tmp_path: Path) -> None:
     ],
 )
 def test_selection_by_key_equals_the_scan(tmp_path: Path, text: str) -> None:
+    """Exact id lists (the first ones: no twin built), pinned ones, and the rest."""
     reg, _ = _registry(tmp_path)
     reg.create_devices([f"d-{i}" for i in range(6)])
     reg.apply_job_patch(["d-2", "d-5"], {"t": 1}, None)
     condition = parse_condition(text)
     expected = reg.select_device_ids(_Scan(condition))
     assert reg.select_device_ids(condition) == expected
+
+
+def test_a_twin_cut_to_every_name_is_the_whole_twin(tmp_path: Path) -> None:
+    """The members a query reads are built by a table of their own: it must build the twin."""
+    reg, _ = _registry(tmp_path)
+    reg.create_devices(["plain", "full"])
+    reg.apply_job_patch(["full"], {"site": {"a": [1, {"b": 2}]}}, {"rate": 5})
+    reg.patch_reported("full", {"fw": "1.0"})
+    reg.put_device("full", {"deviceId": "full", "status": "disabled", "statusReason": "r"}, "*")
+    for device_id in ("plain", "full"):
+        whole = reg.twin_doc(device_id)
+        assert whole is not None
+        names = frozenset(name.lower() for name in whole)
+        cut = reg.twin_doc(device_id, names | {"statusreason", "tags", "nothing"})
+        assert cut == whole and list(cut) == list(whole)
+        for name in whole:
+            assert reg.twin_doc(device_id, frozenset({name.lower()})) == {name: whole[name]}
+        assert reg.twin_doc(device_id, frozenset()) == {}
+    assert reg.get_twin("full")["statusReason"] == "r"
+    assert reg.twin_doc("ghost", frozenset({"deviceid"})) is None
+    docs = list(reg.iter_twin_docs(frozenset({"deviceid", "tags"})))
+    assert docs == [
+        {"deviceId": "full", "tags": {"site": {"a": [1, {"b": 2}]}}},
+        {"deviceId": "plain"},
+    ]
