@@ -26,6 +26,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
+def _no_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI sizes its tables from ``COLUMNS`` when set (else wide, for pipes): a width the
+    runner's terminal or pytest-xdist's workers export must not change what the tests read."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_structlog() -> Iterator[None]:
     """Undo any ``configure_logging`` a test (or the CLI under test) did: its stream may be a
     capture that pytest closes after the test."""
