@@ -26,7 +26,7 @@ Rules:
   parts a step sees ended are stored in one transaction; their ``devices.jobs`` rows are read
   from the end of that step, after its creates (a freed slot is filled before the hub is asked
   for rows; the round's judge takes them, or reads them itself when a read failed or was lost).
-  A round's parts are created together, except the first of a rollout not running yet, alone.
+  A round's parts are created together, as many as there are free slots.
 - Time comes from the injected ``clock`` (a hub job's ``startTime`` from ``hub_clock``: a job
   starts at once whatever time the engine's clock says); nothing here sleeps but :meth:`run`
   between steps.
@@ -605,35 +605,19 @@ class RolloutEngine:
         else:
             parts = await self.store.parts(record.rollout_id, round_.wave, round_.attempt)
         intents = [p for p in parts if p.state == "intent"][:free]
-        taken = 0
-        # A rollout not running yet: the first part alone (it moves the rollout to running),
-        # then the others together; a running one (its round's later parts): all together.
-        groups = [intents[:1], intents[1:]]
-        if record.status == RolloutStatus.RUNNING.value:
-            groups = [intents]
-        for group in groups:
-            if not group:
-                break
-            if taken and not await self.leadership.confirm():
-                return taken, True
-            outcomes = await asyncio.gather(
-                *(self._start_part(record, p) for p in group), return_exceptions=True
-            )
-            errors = [o for o in outcomes if isinstance(o, BaseException)]
-            started = [o for o in outcomes if isinstance(o, RolloutRecord)]
-            taken += len(started)
-            if other := next((e for e in errors if not isinstance(e, _HubFull)), None):
-                raise other
-            if errors:
-                return taken, True
-            if len(started) < len(group):  # the rollout failed
-                return taken, False
-            record = started[-1]
-            if record.status != RolloutStatus.RUNNING.value or (
-                record.requested == Request.CANCEL.value
-            ):
-                break  # cancelled (or paused) while this part was created: create no more
-        return taken, False
+        if not intents:
+            return 0, False
+        # Together: each part's create decides the rollout's status after it under the
+        # decision lock (the first moves it to running; a cancel that lands meanwhile cancels
+        # the jobs created after it, a pause waits for the round's end).
+        outcomes = await asyncio.gather(
+            *(self._start_part(record, p) for p in intents), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        taken = sum(1 for o in outcomes if isinstance(o, RolloutRecord))
+        if other := next((e for e in errors if not isinstance(e, _HubFull)), None):
+            raise other
+        return taken, bool(errors)
 
     async def _start_part(self, record: RolloutRecord, part: PartRecord) -> RolloutRecord | None:
         """Take a slot and create ``part``'s hub job; the rollout as stored after, or None when
