@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from services.store.fencing import Fence
 
@@ -209,9 +209,9 @@ class PartRecord:
     hub_status: str | None
 
 
-@dataclass(frozen=True)
-class DeviceUpdate:
-    """What a judged round stores about one device."""
+class DeviceUpdate(NamedTuple):
+    """What a judged round stores about one device (a named tuple: a verdict makes one per
+    device of its wave, 10,000 at a time, and a frozen dataclass took four times as long)."""
 
     device_id: str
     status: str

@@ -30,6 +30,7 @@ from services.rollout_engine import RolloutEngine
 from services.rollout_events import ROLLOUT_STATUS_CHANGED_EVENT, ROLLOUT_WAVE_ENDED_EVENT
 from services.store.leadership import LocalLeadership
 from services.store.postgres import PostgresRolloutStore
+from services.store.rollouts import RolloutStore
 from services.store.sqlite import SqliteRolloutStore
 from tests.support.chain import ENDED, GATEWAY, TWIN, AgentChain
 
@@ -514,26 +515,38 @@ class GatedLeadership(LocalLeadership):
         return True
 
 
+def _gated_engine(chain: AgentChain, store: RolloutStore, gate: GatedLeadership) -> RolloutEngine:
+    """An engine on the chain's hub (S1) whose leadership checks ``gate`` holds."""
+    jobs = chain.app.settings.jobs
+    return RolloutEngine(chain.app.client, store, jobs, tier=HubTier("S1"), leadership=gate)
+
+
+async def _judging_held(
+    chain: AgentChain, engine: RolloutEngine, gate: GatedLeadership, rollout_id: str
+) -> asyncio.Task[None]:
+    """Start a rollout of six devices in waves of two, run its first wave, then a step that
+    judges it, held by ``gate`` between its read of the rollout and its verdict's write."""
+    patch = {"patch": {"properties": {"desired": {"verdict": rollout_id}}}}
+    plan = RolloutPlan(wave_size=2)
+    await engine.create(rollout_id, "twinUpdate", patch, {"waveSize": 2}, plan, _ids(1, 6))
+    await engine.step()  # wave 1's job created
+    await chain.wait_status(f"{rollout_id}-w1-a1-p1", ENDED)
+    gate.calls = 2
+    judging = asyncio.create_task(engine.step())
+    await asyncio.wait_for(gate.entered.wait(), 30)
+    return judging
+
+
 async def test_a_pause_during_a_verdict_is_not_overwritten(tmp_path: Path) -> None:
     """A pause requested while the engine judges a wave (after it read the rollout, before it
     stored the verdict) holds: before, the verdict stored the status it had decided from its earlier
     read (queued for the next wave) and the pause was lost."""
     async with _chain(tmp_path, devices=6) as chain:
-        settings = chain.app.settings
         store = SqliteRolloutStore(tmp_path / "gated" / "rollouts.sqlite")
         gate = GatedLeadership()
-        engine = RolloutEngine(
-            chain.app.client, store, settings.jobs, tier=HubTier("S1"), leadership=gate
-        )
+        engine = _gated_engine(chain, store, gate)
         try:
-            patch = {"patch": {"properties": {"desired": {"verdict": 1}}}}
-            plan = RolloutPlan(wave_size=2)
-            await engine.create("rv", "twinUpdate", patch, {"waveSize": 2}, plan, _ids(1, 6))
-            await engine.step()  # wave 1's job created
-            await chain.wait_status("rv-w1-a1-p1", ENDED)
-            gate.calls = 2
-            judging = asyncio.create_task(engine.step())
-            await asyncio.wait_for(gate.entered.wait(), 30)
+            judging = await _judging_held(chain, engine, gate, "rv")
             pausing = asyncio.create_task(engine.request("rv", RolloutEvent.PAUSE_REQUESTED))
             await asyncio.sleep(0.3)  # the request runs as far as it can while the verdict waits
             gate.go.set()
@@ -561,22 +574,13 @@ async def test_a_pause_from_another_agent_during_a_verdict_is_not_overwritten(
     changed, and decides again from a fresh read: the pause holds. Without the check the verdict
     overwrote it."""
     async with _chain(tmp_path, devices=6) as chain:
-        settings = chain.app.settings
         store = PostgresRolloutStore(postgres_url)
         gate = GatedLeadership()
-        engine = RolloutEngine(
-            chain.app.client, store, settings.jobs, tier=HubTier("S1"), leadership=gate
-        )
-        other = RolloutEngine(chain.app.client, PostgresRolloutStore(postgres_url), settings.jobs)
+        engine = _gated_engine(chain, store, gate)
+        jobs = chain.app.settings.jobs
+        other = RolloutEngine(chain.app.client, PostgresRolloutStore(postgres_url), jobs)
         try:
-            patch = {"patch": {"properties": {"desired": {"agents": 1}}}}
-            plan = RolloutPlan(wave_size=2)
-            await engine.create("rx", "twinUpdate", patch, {"waveSize": 2}, plan, _ids(1, 6))
-            await engine.step()  # wave 1's job created
-            await chain.wait_status("rx-w1-a1-p1", ENDED)
-            gate.calls = 2
-            judging = asyncio.create_task(engine.step())
-            await asyncio.wait_for(gate.entered.wait(), 30)
+            judging = await _judging_held(chain, engine, gate, "rx")
             paused = await other.request("rx", RolloutEvent.PAUSE_REQUESTED)
             assert paused.requested == "pause"  # stored by the other agent, the verdict waiting
             gate.go.set()
