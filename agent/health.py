@@ -137,6 +137,11 @@ class LeadershipView(Protocol):
         """Times this agent became or stopped being the leader."""
         ...
 
+    @property
+    def epoch(self) -> int | None:
+        """The fencing epoch this agent leads in (None: standby, or nothing shared)."""
+        ...
+
 
 class HubActivity(Protocol):
     """The outcome of the agent's own calls to the hub (an :class:`~agent.iothub.IotHubClient`)."""
@@ -759,12 +764,20 @@ class HealthServer:
             channel_error=self._channel.last_error,
             role=self._channel.role,
             holder=self._channel.holder,
-            rollouts=(
-                None
-                if self._leadership is None
-                else {"role": self._leadership.role, "store": self._store}
-            ),
+            rollouts=self._rollouts(),
         )
+
+    def _rollouts(self) -> dict[str, Any] | None:
+        """``/healthz``'s ``rollouts``: this agent's rollout role and store, and, while it leads
+        a shared store's hub, the epoch it leads in (the fencing token its writes carry: each
+        takeover moves it on)."""
+        if self._leadership is None:
+            return None
+        doc: dict[str, Any] = {"role": self._leadership.role, "store": self._store}
+        epoch = self._leadership.epoch
+        if epoch is not None:
+            doc["epoch"] = epoch
+        return doc
 
     def metrics(self) -> str:
         """What ``/metrics`` answers now."""

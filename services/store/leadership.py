@@ -132,6 +132,11 @@ class Leadership(Protocol):
         """The token the leader's store writes carry (None: not leading, or nothing to fence)."""
         ...
 
+    @property
+    def epoch(self) -> int | None:
+        """The epoch this agent leads in (None: standby, or nothing shared to fence)."""
+        ...
+
     async def confirm(self) -> bool:
         """Check, with the database, that this agent still leads (before every wave)."""
         ...
@@ -163,6 +168,11 @@ class LocalLeadership:
     @property
     def fence(self) -> Fence | None:
         """None: nothing is shared, nothing to fence."""
+        return None
+
+    @property
+    def epoch(self) -> int | None:
+        """None: nothing is shared, no epoch."""
         return None
 
     async def confirm(self) -> bool:

@@ -278,6 +278,7 @@ def test_metrics_count_calls_refused_for_capacity_and_over_the_per_call_bound() 
 class _Leadership:
     role: str
     changes: int
+    epoch: int | None = None
 
 
 def test_the_rollout_role_is_shown_and_a_rollout_standby_stays_healthy() -> None:

@@ -190,6 +190,7 @@ async def _kill_the_leader_ten_times(tmp_path: Path, cluster: PostgresCluster) -
             devices = list(ends.info.devices)
             rollouts: list[str] = []
             takeovers: list[float] = []
+            epochs: list[int] = []
             mid_wave = 0
             for kill in range(KILLS):
                 rollout_id = f"ro{kill:02d}"
@@ -220,6 +221,10 @@ async def _kill_the_leader_ten_times(tmp_path: Path, cluster: PostgresCluster) -
                 mid_wave += bool(running)
                 other = 1 - leader
                 takeovers.append(await _wait(http, agents.urls[other], (None, "active"), 30))
+                # The new leader's fencing epoch (/healthz) is past every earlier leader's.
+                doc = await _health(http, agents.urls[other])
+                assert doc is not None and doc["rollouts"]["epoch"] > max(epochs, default=0), doc
+                epochs.append(doc["rollouts"]["epoch"])
                 await agents.start(leader)  # the killed one comes back as the standby
                 await _wait(http, agents.urls[other], ("active", "active"), 30)
                 await _wait(http, agents.urls[leader], ("standby", "standby"), 60)
