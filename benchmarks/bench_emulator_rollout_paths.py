@@ -42,6 +42,7 @@ from lark import Token
 
 from emulator.iothub import IoTHubEmulator
 from emulator.iothub.database import Database
+from emulator.iothub.jobs import JobEngine
 from emulator.iothub.jobs.states import DeviceJobStatus
 from emulator.iothub.jobs.store import JobStore
 from emulator.iothub.jobs.timestamps import format_utc, parse_utc
@@ -137,6 +138,8 @@ async def main(devices: int, jobs: int) -> None:
 
 
 async def _run(hub: IoTHubEmulator, data_dir: Path, devices: int, jobs: int) -> None:
+    engine = hub.jobs
+    assert isinstance(engine, JobEngine)  # the emulator's engine, which can wait for a status
     ids = hub.ensure_devices(devices)
     wave = max(1, devices // jobs)
     texts = [
@@ -151,8 +154,8 @@ async def _run(hub: IoTHubEmulator, data_dir: Path, devices: int, jobs: int) -> 
             "maxExecutionTimeInSeconds": 3600,
             "updateTwin": {"etag": "*", "tags": {"wave": k}},
         }
-        await hub.jobs.create_job(f"wave-{k}", body)
-        await hub.jobs.wait_for_status(f"wave-{k}", "completed", timeout=120)
+        await engine.create_job(f"wave-{k}", body)
+        await engine.wait_for_status(f"wave-{k}", "completed", timeout=120)
     print(f"method: in-process emulator, {devices:,} devices, {jobs} completed twin jobs of")
     print(f"        {wave} ids each (conditions of {len(texts[0]):,} characters); best of 3;")
     print(f"        Python {platform.python_version()} on {platform.machine()}")
@@ -169,10 +172,12 @@ async def _run(hub: IoTHubEmulator, data_dir: Path, devices: int, jobs: int) -> 
         pages: list[str] = []
         for k in range(jobs):
             query = parse_query(f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'wave-{k}'")
+            where = query.where
+            assert where is not None
             after = None
             while True:
                 rows = list(reader(f"wave-{k}", after))
-                found = [r for r in rows if not evaluate or query.where.matches(r)]  # type: ignore[union-attr]
+                found = [r for r in rows if not evaluate or where.matches(r)]
                 pages.append(json.dumps(found[:_PAGE], separators=(",", ":")))
                 if len(rows) <= _PAGE:
                     break
@@ -192,17 +197,17 @@ async def _run(hub: IoTHubEmulator, data_dir: Path, devices: int, jobs: int) -> 
         return [reader(text) for text in texts]
 
     lalr, by_grammar = best(3, lambda: read(lambda t: parse_condition(f"({t})")))
-    before, old = best(3, lambda: read(old_plain_membership))
-    now, new = best(3, lambda: read(parse_condition))
-    assert old == new == by_grammar, "the conditions differ"
+    before, old_conditions = best(3, lambda: read(old_plain_membership))
+    now, conditions = best(3, lambda: read(parse_condition))
+    assert old_conditions == conditions == by_grammar, "the conditions differ"
     show(f"2. {jobs} wave conditions read (old one-pass)", before, now)
     show("   the same by the LALR grammar", lalr, now)
 
     # 3. each wave's device selection.
     registry = hub.registry
-    before, old = best(3, lambda: [old_select(registry, c) for c in new])
-    now, selected = best(3, lambda: [registry.select_device_ids(c) for c in new])
-    assert old == selected, "the selections differ"
+    before, old_selected = best(3, lambda: [old_select(registry, c) for c in conditions])
+    now, selected = best(3, lambda: [registry.select_device_ids(c) for c in conditions])
+    assert old_selected == selected, "the selections differ"
     show(f"3. {jobs} wave selections", before, now)
 
     # 4. the rollout's target query.

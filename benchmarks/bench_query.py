@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from iothub_query import parse_condition, parse_query, run_query
+from iothub_query import Condition, parse_condition, parse_query, run_query
 
 CONDITIONS = {
     "simple": "tags.site = 'a' AND properties.reported.fw < 3",
@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, text in CONDITIONS.items():
         condition = parse_condition(text)
         matched = sum(1 for twin in twins if condition.matches(twin))
-        seconds = best_of(args.repeat, lambda c=condition: [t for t in twins if c.matches(t)])
+
+        def scan(c: Condition = condition) -> list[dict[str, Any]]:
+            return [t for t in twins if c.matches(t)]
+
+        seconds = best_of(args.repeat, scan)
         print(
             f"  {name:8} {seconds * 1e3:8.1f} ms  {len(twins) / seconds:12,.0f} docs/s"
             f"  ({matched:,} matched)  {text[:70]}{'...' if len(text) > 70 else ''}"

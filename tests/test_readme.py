@@ -19,7 +19,7 @@ def test_every_settings_key_is_in_the_configuration_reference() -> None:
     for section, field in Settings.model_fields.items():
         model = field.annotation
         assert model is not None
-        for key in model.model_fields:  # type: ignore[union-attr]
+        for key in model.model_fields:
             env = f"JOBS_AGENT_{section.upper()}__{key.upper()}"
             if f"`{section}.{key}`" not in README or f"`{env}`" not in README:
                 missing.append(f"{section}.{key}")

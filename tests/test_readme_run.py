@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.agent.test_cli_embedded import fresh_loopback
+from tests.support.network import fresh_loopback
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -99,7 +101,7 @@ def test_rest_root_refuses_other_schemes() -> None:
 # --- InfoTables ----------------------------------------------------------------------------------
 
 
-def _render(doc: dict[str, object]) -> str:
+def _render(doc: Mapping[str, Any]) -> str:
     console = Console(file=io.StringIO(), width=200)
     console.print(infotable_table(doc))
     out = console.file
@@ -261,7 +263,7 @@ def test_check_takes_bind_to_force_the_bind_test() -> None:
 
 def test_tables_never_cut_ids_at_80_columns() -> None:
     long_id = "rollout-2024-11-plant-north-wave-3-device-reboot-ab12cd34"
-    doc = {
+    doc: dict[str, Any] = {
         "dataShape": _shape(
             ("jobId", "STRING"), ("type", "STRING"), ("status", "STRING"),
             ("createdTime", "DATETIME"), ("methodName", "STRING"), ("deviceCount", "INTEGER"),

@@ -19,6 +19,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -101,13 +102,13 @@ async def test_sigterm_answers_every_call_in_flight_and_creates_each_job_once(
         await hub.stop()
 
 
-async def _calls_through_sigterm(rest_url: str) -> list[tuple[int, object]]:
+async def _calls_through_sigterm(rest_url: str) -> list[tuple[int, Any]]:
     """Start 20 Schedule calls without a jobId (half twin, half method jobs), send SIGTERM
     while all are in flight, and return their answers."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
         finished: list[float] = []
 
-        async def call(n: int) -> tuple[int, object]:
+        async def call(n: int) -> tuple[int, Any]:
             if n % 2:
                 service = "AzureIotDeviceJobScheduleDeviceMethodJob"
                 inputs: dict[str, object] = {"methodName": "reboot"}

@@ -64,8 +64,8 @@ def _inputs(connect_timeout: int) -> InfoTable:
     )
 
 
-def _reboot(chain: AgentChain, device: str) -> Awaitable[tuple[int, object]]:
-    return chain.call(device, "Reboot", {"connectTimeoutInSeconds": CONNECT_TIMEOUT})
+async def _reboot(chain: AgentChain, device: str) -> tuple[int, object]:
+    return await chain.call(device, "Reboot", {"connectTimeoutInSeconds": CONNECT_TIMEOUT})
 
 
 async def test_offline_direct_calls_leave_getjob_and_findjobs_alone(chain: AgentChain) -> None:

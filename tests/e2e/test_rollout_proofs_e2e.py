@@ -559,7 +559,8 @@ async def test_a_pause_during_a_verdict_is_not_overwritten(tmp_path: Path) -> No
             assert record.status == "paused" or record.requested == "pause", record.requested
             await _steps(engine, "rv", "paused")
             record = store.get("rv")
-            assert record is not None and record.wave < record.wave_count, record.wave
+            assert record is not None
+            assert record.wave < record.wave_count, record.wave
         finally:
             gate.go.set()
             engine.store.close()

@@ -73,7 +73,7 @@ async def test_the_database_restarted_under_a_running_agent_loses_nothing(
         assert f"rollout store (PostgreSQL at 127.0.0.1:{own_cluster.port}/" in message
         assert "unavailable" in message and "Traceback" not in message and url not in message
         await asyncio.sleep(2.0)  # ten engine steps meet no database meanwhile
-        assert await chain.app.channel.wait_ready(1) is None  # the agent stays up and bound
+        await chain.app.channel.wait_ready(1)  # the agent stays up and bound (or ChannelNotReady)
 
         own_cluster.start()
         deadline = time.monotonic() + 90

@@ -165,14 +165,15 @@ def interpret(condition: Condition, document: Mapping[str, Any]) -> bool | None:
             return None
         if kind == "null":
             return condition.op in ("=", "<=", ">=")
-        return {
+        outcomes: dict[str, bool] = {
             "=": left == right,
             "!=": left != right,
             "<": left < right,
             ">": left > right,
             "<=": left <= right,
             ">=": left >= right,
-        }[condition.op]
+        }
+        return outcomes[condition.op]
     if isinstance(condition, Membership):
         status = _is_status(condition.operand)
         value = _value(condition.operand, document, status)

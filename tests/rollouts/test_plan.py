@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iothub_query import parse_condition, parse_query
 from rollouts import HubTier, MaintenanceWindow, PlanError, RolloutPlan, dry_run
 from rollouts.plan import (
     DEVICE_ID_CHARS,
@@ -25,11 +26,6 @@ from rollouts.plan import (
     wave_job_id,
     wave_jobs,
 )
-
-try:  # issue 10 moves the query language to a top-level package
-    from iothub_query import parse_condition, parse_query  # type: ignore[import-not-found]
-except ImportError:
-    from emulator.iothub.query import parse_condition, parse_query
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 device_ids = st.text(alphabet=sorted(DEVICE_ID_CHARS), min_size=1, max_size=128)

@@ -9,7 +9,8 @@ import pytest
 from rollouts import IllegalTransitionError, Request, RolloutEvent, RolloutState, RolloutStatus
 from rollouts.states import TERMINAL, TRANSITIONS, transition
 
-S, E = RolloutStatus, RolloutEvent
+S = RolloutStatus
+E = RolloutEvent
 
 
 @pytest.mark.parametrize(("status", "event"), list(itertools.product(S, E)))

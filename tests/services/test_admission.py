@@ -92,7 +92,8 @@ async def test_a_reservation_of_a_dead_agent_is_retaken_by_its_job_or_expires(
         assert not await heir.take("other", (), None)
         await asyncio.sleep(0.6)
         assert await heir.take("other", (), None)  # the abandoned reservation expired
-        assert sorted(j for _, j in (await heir.held()).values()) == ["other", "ro-w1-a1-p1"]
+        jobs = [j for _, j in (await heir.held()).values()]
+        assert sorted(str(j) for j in jobs) == ["other", "ro-w1-a1-p1"], jobs
     finally:
         await heir.close()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -176,10 +177,14 @@ class AgentChain:
         return self
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
-        ports = {} if self._mqtt_port is None else {"mqtt_port": self._mqtt_port}
-        hub = IoTHubEmulator(
-            self._data_dir / "hub", host=self._mqtt_host, rest_port=0, tier=self._tier, **ports
+        make = functools.partial(
+            IoTHubEmulator,
+            self._data_dir / "hub",
+            host=self._mqtt_host,
+            rest_port=0,
+            tier=self._tier,
         )
+        hub = make() if self._mqtt_port is None else make(mqtt_port=self._mqtt_port)
         await hub.start()
         stack.push_async_callback(hub.stop)
         self._hub = hub

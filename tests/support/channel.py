@@ -68,7 +68,7 @@ def make_registry(*things: str) -> ThingRegistry:
         return "slept"
 
     async def big(call: ServiceCall) -> str:
-        return "x" * call.inputs["size"]
+        return "x" * int(call.inputs["size"])
 
     async def fail(call: ServiceCall) -> None:
         raise ServiceError("the hub is throttling; retry in a minute", Status.SERVICE_UNAVAILABLE)

@@ -19,11 +19,12 @@ from pydantic import SecretStr
 from agent.iothub import IotHubClient
 from agent.settings import IotHubSettings, JobSettings
 
-__all__ = ["JOB", "KEY", "Scripted", "error_answer", "scripted"]
+__all__ = ["JOB", "KEY", "Answer", "Scripted", "error_answer", "scripted"]
 
 KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ=="
 
 Handler = Callable[[web.Request], web.StreamResponse]
+Answer = web.Response | float  # a response, or seconds to sleep before answering ``{}``
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Scripted:
     ca_file: str
     hits: dict[str, int] = field(default_factory=dict)
     seen: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-    answers: dict[str, list[web.Response | float]] = field(default_factory=dict)
+    answers: dict[str, list[Answer]] = field(default_factory=dict)
 
     def client(self, **overrides: object) -> IotHubClient:
         """An IotHubClient for this server (2 s timeout, two read retries), with ``overrides``."""
@@ -49,7 +50,7 @@ class Scripted:
             "read_retries": 2,
         }
         values.update(overrides)
-        return IotHubClient(IotHubSettings(**values), JobSettings())  # type: ignore[arg-type]
+        return IotHubClient(IotHubSettings(**values), JobSettings())
 
 
 def error_answer(status: int, name: str, text: str) -> web.Response:

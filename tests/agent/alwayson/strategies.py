@@ -29,11 +29,11 @@ MIN_MS = -62_135_596_800_000  # 0001-01-01
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999
 
 texts = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40
 )
 long_texts = st.one_of(texts, st.text(alphabet="abcé€😀", min_size=120, max_size=300))
 names = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
     min_size=1,
     max_size=30,
 )

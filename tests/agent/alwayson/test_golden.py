@@ -37,7 +37,8 @@ APP_KEY = "0ec9a6b0-4f73-47aa-af2b-999f8b61a1e7"
 
 def _hex(entry: dict[str, Any]) -> bytes:
     if "repeat" in entry:
-        return bytes.fromhex(entry["hex_prefix"]) + bytes.fromhex(entry["repeat"]) * entry["count"]
+        count: int = entry["count"]
+        return bytes.fromhex(entry["hex_prefix"]) + bytes.fromhex(entry["repeat"]) * count
     return bytes.fromhex(entry["hex"])
 
 

@@ -48,7 +48,7 @@ def test_base_type_names_and_bytes() -> None:
     assert BaseType.INTEGER.type_name == "INTEGER"
     assert BaseType.from_name("infotable") is BaseType.INFOTABLE
     assert BaseType.from_wire_byte(0x17) is BaseType.LONG
-    assert BaseType.DASHBOARDNAME == 120
+    assert BaseType.DASHBOARDNAME.value == 120
     with pytest.raises(UsageError):
         BaseType.from_name("THINGCODE")
 

@@ -50,7 +50,7 @@ async def test_endless_multipart_and_nested_tables_from_the_server() -> None:
                             )
 
                 flooding = asyncio.create_task(flood())
-                latencies = []
+                latencies: list[float] = []
                 while not flooding.done() or len(latencies) < 20:
                     started = loop.time()
                     answer = await server.call("Dev1", "Echo", text_params(f"c{len(latencies)}"))

@@ -26,7 +26,7 @@ from agent.iothub import (
     IotHubError,
 )
 from agent.settings import IotHubSettings, JobSettings
-from tests.support.scripted_hub import JOB, KEY, Scripted, error_answer
+from tests.support.scripted_hub import JOB, KEY, Answer, Scripted, error_answer
 
 
 async def test_read_retried_on_503_then_answered(scripted: Scripted) -> None:
@@ -97,7 +97,7 @@ async def test_caller_deadline_bounds_a_read(scripted: Scripted) -> None:
 
 
 async def test_job_query_follows_continuation_pages(scripted: Scripted) -> None:
-    pages = [
+    pages: list[Answer] = [
         web.json_response([{**JOB, "jobId": "a"}], headers={"x-ms-continuation": "next"}),
         web.json_response([{**JOB, "jobId": "b"}, {"bad": "item"}]),
     ]
@@ -318,7 +318,7 @@ async def test_device_id_query_pages_and_stops_past_its_bound(scripted: Scripted
     """query_device_ids reads every page of SELECT deviceId FROM devices (ids only, other items
     skipped) and refuses with CallTooLarge once the pages hold more than max_devices."""
 
-    def answers() -> list[web.Response]:
+    def answers() -> list[Answer]:
         return [
             web.json_response([{"deviceId": "a"}, {"deviceId": "b"}, {"etag": "x"}],
                               headers={"x-ms-continuation": "c1"}),

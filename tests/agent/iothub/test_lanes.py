@@ -13,12 +13,12 @@ from aiohttp import web
 
 from agent.iothub import CallTooLarge, IotHubClient, IotHubError, LaneFull
 from agent.iothub.lanes import CallBudget, Lane
-from tests.support.scripted_hub import JOB, Scripted
+from tests.support.scripted_hub import JOB, Answer, Scripted
 
 METHOD = "POST /twins/dev-1/methods"
 
 
-def _jobs(count: int, *, continuation: bool) -> list[web.Response]:
+def _jobs(count: int, *, continuation: bool) -> list[Answer]:
     headers = {"x-ms-continuation": "more"} if continuation else {}
     return [
         web.json_response([{**JOB, "jobId": f"j{i}"}] * 3, headers=headers) for i in range(count)

@@ -52,7 +52,7 @@ def _emulator(data_dir: Path, *extra: str) -> Iterator[subprocess.Popen[str]]:
     try:
         deadline = time.monotonic() + 60
         assert proc.stdout is not None
-        seen = []
+        seen: list[str] = []
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:

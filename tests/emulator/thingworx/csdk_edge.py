@@ -237,6 +237,7 @@ class CsdkEdge:
         self.services: dict[str, tuple[ServiceMetadata, ServiceHandler]] = {}
         self.received: list[Message] = []
         self._serve_task: asyncio.Task[None] | None = None
+        self._replies: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
         self._responses: dict[int, asyncio.Future[Response]] = {}
 
     def _rid(self) -> int:
@@ -321,7 +322,9 @@ class CsdkEdge:
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
                 elif isinstance(msg, Request):
-                    asyncio.get_running_loop().create_task(self._reply(msg))
+                    reply = asyncio.get_running_loop().create_task(self._reply(msg))
+                    self._replies.add(reply)
+                    reply.add_done_callback(self._replies.discard)
 
         self._serve_task = asyncio.get_running_loop().create_task(loop())
 
@@ -332,4 +335,6 @@ class CsdkEdge:
     async def close(self) -> None:
         if self._serve_task is not None:
             self._serve_task.cancel()
+        for reply in self._replies:
+            reply.cancel()
         await self.sock.close()

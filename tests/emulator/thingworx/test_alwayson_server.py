@@ -14,9 +14,12 @@ from agent.alwayson import (
     BIND_REFUSED_STATUS,
     BaseType,
     Bind,
+    Characteristic,
     DataShape,
+    EntityType,
     FieldDefinition,
     InfoTable,
+    Method,
     Request,
     Response,
     ServiceMetadata,
@@ -161,7 +164,7 @@ async def test_bad_app_key_in_auth_gets_0x81_then_close(standin: ThingWorxStandI
     try:
         answer = await edge.auth("not-the-key")
         assert answer.status is Status.UNAUTHORIZED
-        assert answer.status == 0x81
+        assert answer.status.value == 0x81
         assert await sock.recv_message() is None  # the server's close frame
         assert sock.close_payload is not None and sock.close_payload[:2] == b"\x03\xf0"  # 1008
     finally:
@@ -350,7 +353,8 @@ async def test_padded_request_from_the_edge_is_answered(
 ) -> None:
     edge = await connect_edge()
     request = Request(
-        3, 77, 0, edge.session_id, 0x0A, "Gw1", 0x02, "GetPropertySubscriptions",
+        Method.POST, 77, 0, edge.session_id, EntityType.THING, "Gw1", Characteristic.SERVICES,
+        "GetPropertySubscriptions",
         params=InfoTable.single("options", BaseType.JSON, {"hasDeadband": True}),
     )  # fmt: skip
     (payload,) = encode_message(request)
@@ -442,7 +446,10 @@ async def test_result_of_25_chunks_is_reassembled(
 
     edge.add_service(ECHO, handler)
     frames = encode_message(
-        handler(Request(3, 1, 0, 0, 0x0A, "Gw1", 0x02, "Echo")), chunk_size=8192
+        handler(
+            Request(Method.POST, 1, 0, 0, EntityType.THING, "Gw1", Characteristic.SERVICES, "Echo")
+        ),
+        chunk_size=8192,
     )
     assert len(frames) == 25 and frames[0][15:21] == bytes.fromhex("00 01 00 19 20 00")
     edge.serve()
@@ -484,7 +491,7 @@ async def test_first_in_wins_refuses_a_second_bind_whole_in_the_wire_form(
     # One BIND naming a free Thing and a held one: refused whole, BIND_REFUSED_STATUS (0x83),
     # the reason naming the held Thing and the connection holding it; nothing of it is bound.
     answer = await second.bind("Free1", "Gw1")
-    assert answer.status == BIND_REFUSED_STATUS == Status.FORBIDDEN
+    assert answer.status is Status.FORBIDDEN and answer.status.value == BIND_REFUSED_STATUS
     assert answer.reason is not None and "'Gw1'" in answer.reason and "conn-" in answer.reason
     assert "first-in-wins" in answer.reason
     assert standin.bound_things() == ["Gw1"]

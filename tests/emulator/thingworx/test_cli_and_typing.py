@@ -140,6 +140,7 @@ def test_infotable_json_round_trip(table: InfoTable) -> None:
         for name in table.shape.names:
             x, y = a.get(name), b.get(name)
             if isinstance(y, float):
+                assert isinstance(x, int | float), (x, y)
                 assert math.isclose(x, y) or x == y
             else:
                 assert x == y

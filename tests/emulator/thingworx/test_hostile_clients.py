@@ -151,7 +151,7 @@ async def test_hostile_clients_do_not_pin_memory_or_slow_a_good_edge() -> None:
                     asyncio.create_task(hostile(port, stop, kind))
                     for kind in ("multipart", "multipart", "nested", "nested-before-auth")
                 ]
-                latencies = []
+                latencies: list[float] = []
                 while len(latencies) < MIN_CALLS or not all(f.done() for f in floods[:2]):
                     latencies.append(await call(f"call-{len(latencies)}"))
                     await asyncio.sleep(0.05)

@@ -121,9 +121,9 @@ async def test_twin_get_and_reported_patch(
     assert twins.reported["d0"] == {"fw": "1.2", "$version": 2}
 
     client.send(Publish(topics.reported_patch_topic("r3"), b"{not json", 0))
-    response = await client.receive()
-    assert isinstance(response, Publish)
-    assert response.topic == "$iothub/twin/res/400/?$rid=r3"
+    refusal = await client.receive()
+    assert isinstance(refusal, Publish)
+    assert refusal.topic == "$iothub/twin/res/400/?$rid=r3"
     await client.close()
 
 

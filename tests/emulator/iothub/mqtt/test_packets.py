@@ -29,9 +29,7 @@ from emulator.iothub.mqtt.packets import (
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-text = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30
-)
+text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30)
 topic_name = text.filter(lambda t: t and "+" not in t and "#" not in t)
 topic_filter = st.one_of(
     topic_name,
