@@ -26,8 +26,10 @@ typecheck: $(STAMP)
 
 # Two workers (pytest-xdist): the suite mostly waits on sockets and subprocesses, so two run
 # side by side on the 2 cores in about half the time (`pytest -q` alone runs it serially).
+# `--dist loadfile`: a file's tests stay on one worker, in order (several e2e modules share one
+# module-scoped chain whose later tests read what earlier ones made).
 test: lint typecheck
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -191,6 +191,8 @@ class JobWatch:
         self._clock = clock
         self._monotonic = monotonic
         self._jobs: dict[str, _Watched] = {}
+        self._results: set[asyncio.Task[None]] = set()
+        """The device-result reads of ended jobs still running (held: see ``_record``)."""
         self._wake = asyncio.Event()
         self._log = structlog.get_logger("services.watch")
 
@@ -284,7 +286,10 @@ class JobWatch:
             self._publisher.fire_event(self._gateway, JOB_ENDED_EVENT, _ended(row))
             if self._device_things():
                 with contextlib.suppress(RuntimeError):  # no running loop: nothing to read
-                    asyncio.get_running_loop().create_task(self._device_results(job))
+                    task = asyncio.get_running_loop().create_task(self._device_results(job))
+                    # The loop keeps only a weak reference to a task: held until it ends.
+                    self._results.add(task)
+                    task.add_done_callback(self._results.discard)
 
     def _forget(self, job_id: str) -> None:
         if self._jobs.pop(job_id, None) is not None:

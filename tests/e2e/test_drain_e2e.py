@@ -38,11 +38,11 @@ from agent.settings import (
 from emulator.iothub import IoTHubEmulator
 from emulator.thingworx.server import ThingWorxStandIn
 from tests.support.chain import APP_KEY, CATALOGUE, GATEWAY
+from tests.support.network import fresh_loopback
 from tests.support.partition import Partition
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
-HOST = "127.0.0.237"
 DELAY = 2.0
 CALLS = 20
 
@@ -50,13 +50,14 @@ CALLS = 20
 async def test_sigterm_answers_every_call_in_flight_and_creates_each_job_once(
     tmp_path: Path,
 ) -> None:
-    hub = IoTHubEmulator(tmp_path / "hub", host=HOST, rest_port=0, tier=None)
+    host = fresh_loopback()  # MQTT on 8883 there: an address no other test (worker) uses
+    hub = IoTHubEmulator(tmp_path / "hub", host=host, rest_port=0, tier=None)
     await hub.start()
     standin = ThingWorxStandIn(APP_KEY, host="127.0.0.1", port=0, call_timeout=60.0)
     await standin.start()
     try:
         hub.ensure_devices(4)
-        async with Partition(HOST, hub.rest_port, delay=DELAY) as relay:
+        async with Partition(host, hub.rest_port, delay=DELAY) as relay:
             connection = relay.replace_port(hub.owner_connection_string)
             settings = Settings(
                 thingworx=ThingWorxSettings(

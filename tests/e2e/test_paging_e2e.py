@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.chain import ENDED, FIND, GATEWAY, RESULTS, TWIN, AgentChain
+from tests.support.network import fresh_loopback
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]
 
@@ -33,7 +34,7 @@ MINE = "device-0007"
 async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
     async with AgentChain(
         tmp_path_factory.mktemp("paging"),
-        mqtt_host="127.0.0.238",
+        mqtt_host=fresh_loopback(),
         devices=DEVICES,
         fleet=False,
         tier=None,
@@ -158,7 +159,7 @@ async def test_find_jobs_past_the_bound_pages_window_by_window(tmp_path: Any) ->
     list: each page is newest first within its window, every job arrives once, none is refused."""
     async with AgentChain(
         tmp_path,
-        mqtt_host="127.0.0.239",
+        mqtt_host=fresh_loopback(),
         devices=2,
         fleet=False,
         tier=None,
