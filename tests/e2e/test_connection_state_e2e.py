@@ -14,7 +14,6 @@ import pytest
 import pytest_asyncio
 
 from tests.support.chain import GATEWAY, AgentChain
-from tests.support.network import fresh_loopback
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -26,7 +25,6 @@ UNKNOWN = "device-0099"
 async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
     async with AgentChain(
         tmp_path_factory.mktemp("state"),
-        mqtt_host=fresh_loopback(),
         devices=2,
         offline_share=0.5,
         tier=None,

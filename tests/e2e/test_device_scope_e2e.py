@@ -25,7 +25,6 @@ from tests.support.chain import (
     TWIN,
     AgentChain,
 )
-from tests.support.network import fresh_loopback
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -39,7 +38,6 @@ OFFLINE = "device-0004"
 async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
     async with AgentChain(
         tmp_path_factory.mktemp("scope"),
-        mqtt_host=fresh_loopback(),
         devices=4,
         offline_share=0.25,
         tier=None,

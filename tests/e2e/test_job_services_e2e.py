@@ -30,7 +30,6 @@ from tests.support.chain import (
     TWIN,
     AgentChain,
 )
-from tests.support.network import fresh_loopback
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -44,7 +43,6 @@ SLOW = "device-0011"
 async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
     async with AgentChain(
         tmp_path_factory.mktemp("e2e"),
-        mqtt_host=fresh_loopback(),
         devices=10,
         offline_share=0.1,
         slow_devices=1,

@@ -22,7 +22,6 @@ import pytest_asyncio
 from agent.alwayson import BaseType, DataShape, FieldDefinition, InfoTable, Status
 from agent.registry import ServiceError
 from tests.support.chain import GATEWAY, AgentChain
-from tests.support.network import fresh_loopback
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -38,7 +37,6 @@ TWIN = "AzureIotDeviceJobScheduleTwinUpdateJob"
 async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
     async with AgentChain(
         tmp_path_factory.mktemp("lanes"),
-        mqtt_host=fresh_loopback(),
         devices=4,
         offline_share=1.0,
         tier=None,

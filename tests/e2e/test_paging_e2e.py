@@ -19,7 +19,6 @@ import pytest
 import pytest_asyncio
 
 from tests.support.chain import ENDED, FIND, GATEWAY, RESULTS, TWIN, AgentChain
-from tests.support.network import fresh_loopback
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]
 
@@ -34,7 +33,6 @@ MINE = "device-0007"
 async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
     async with AgentChain(
         tmp_path_factory.mktemp("paging"),
-        mqtt_host=fresh_loopback(),
         devices=DEVICES,
         fleet=False,
         tier=None,
@@ -159,7 +157,6 @@ async def test_find_jobs_past_the_bound_pages_window_by_window(tmp_path: Any) ->
     list: each page is newest first within its window, every job arrives once, none is refused."""
     async with AgentChain(
         tmp_path,
-        mqtt_host=fresh_loopback(),
         devices=2,
         fleet=False,
         tier=None,

@@ -16,7 +16,6 @@ import pytest
 import pytest_asyncio
 
 from tests.support.chain import GATEWAY, AgentChain
-from tests.support.network import fresh_loopback
 
 PLATFORM_TIMEOUT = 30.0
 ONLINE, OFFLINE = "device-0001", "device-0002"
@@ -26,7 +25,6 @@ ONLINE, OFFLINE = "device-0001", "device-0002"
 async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
     async with AgentChain(
         tmp_path_factory.mktemp("fit"),
-        mqtt_host=fresh_loopback(),
         devices=2,
         offline_share=0.5,
         tier=None,

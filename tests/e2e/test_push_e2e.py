@@ -15,7 +15,6 @@ import pytest
 import pytest_asyncio
 
 from tests.support.chain import ENDED, GATEWAY, METHOD, AgentChain
-from tests.support.network import fresh_loopback
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -29,7 +28,6 @@ GET_JOB_ROUTE = "GET /jobs/v2/{id}"
 async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentChain]:
     async with AgentChain(
         tmp_path_factory.mktemp("push"),
-        mqtt_host=fresh_loopback(),
         devices=3,
         offline_share=0.0,
         slow_devices=1,

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.chain import FIND, GATEWAY, GET, METHOD, AgentChain
-from tests.support.network import fresh_loopback
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -24,7 +23,6 @@ SLOW = "device-0002"  # the one slow device (answers after 3 s), after the one o
 async def test_getjob_after_findjobs_is_never_older(tmp_path: Path) -> None:
     async with AgentChain(
         tmp_path,
-        mqtt_host=fresh_loopback(),
         devices=1,
         slow_devices=1,
         slow_delay=3.0,

@@ -37,6 +37,7 @@ from services import (
     SCHEDULE_TWIN_JOB,
 )
 from services.mapping import TERMINAL_STATUSES
+from tests.support.network import fresh_loopback
 from tests.support.settings import CATALOGUE, chain_settings
 
 __all__ = [
@@ -71,7 +72,9 @@ class AgentChain:
 
     Args:
         data_dir: the emulator's state directory.
-        mqtt_host: the emulator's address (MQTT on 8883 there unless ``mqtt_port``).
+        mqtt_host: the emulator's address (MQTT on 8883 there unless ``mqtt_port``); None: a
+            fresh 127.x.y.z where nothing listens on 8883 (so chains of tests running side by
+            side, in one process or in two pytest-xdist workers, never take the same one).
         devices: the main fleet's devices (``offline_share`` of them offline).
         offline_share: share of the main fleet left offline.
         slow_devices: more devices, answering methods after ``slow_delay`` seconds.
@@ -95,7 +98,7 @@ class AgentChain:
         self,
         data_dir: Path,
         *,
-        mqtt_host: str = "127.0.0.1",
+        mqtt_host: str | None = None,
         devices: int,
         offline_share: float = 0.0,
         slow_devices: int = 0,
@@ -115,11 +118,10 @@ class AgentChain:
         store: Mapping[str, Any] | None = None,
     ) -> None:
         self.app_key = app_key
-        self._store = dict(store or {})
         self._rollouts = dict(rollouts or {})
         self._store = dict(store or {})
         self._data_dir = data_dir
-        self._mqtt_host = mqtt_host
+        self._mqtt_host = mqtt_host or fresh_loopback()
         self._mqtt_port = mqtt_port
         self._devices = devices
         self._offline_share = offline_share
